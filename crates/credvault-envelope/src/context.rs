@@ -1,0 +1,152 @@
+//! The encryption context: public key/value pairs bound into every ciphertext.
+//!
+//! A ciphertext sealed for `(tenant=a, credential=1, field=password)` fails to open under any
+//! other context, so a row copied to another tenant, credential or field is refused.
+//!
+//! Canonical encoding (frozen, `docs/formats.md`): entries sorted by key bytes, then
+//! `count: u16 BE` followed by, for each entry, `key_len: u16 BE ‖ key ‖ value_len: u16 BE ‖
+//! value`. Lengths make the encoding injective: no two contexts encode alike.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::error::ContextError;
+
+/// Most entries in one context.
+pub const MAX_ENTRIES: usize = 64;
+/// Longest key, in bytes.
+pub const MAX_KEY_LEN: usize = 128;
+/// Longest value, in bytes.
+pub const MAX_VALUE_LEN: usize = 1024;
+/// Longest canonical encoding, in bytes.
+pub const MAX_ENCODED_LEN: usize = 8 * 1024;
+
+/// Public key/value strings (tenant, credential id, field, environment...) authenticated
+/// with a ciphertext but not encrypted. Never put a secret in a context.
+///
+/// ```
+/// use credvault_envelope::EncryptionContext;
+/// let ctx = EncryptionContext::new()
+///     .with("tenant", "acme")?
+///     .with("field", "password")?;
+/// assert_eq!(ctx.get("tenant"), Some("acme"));
+/// # Ok::<(), credvault_envelope::ContextError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct EncryptionContext {
+    entries: BTreeMap<String, String>,
+    encoded: Vec<u8>,
+}
+
+impl Default for EncryptionContext {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EncryptionContext {
+    /// An empty context.
+    pub fn new() -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            encoded: vec![0, 0],
+        }
+    }
+
+    /// Adds an entry, builder style.
+    pub fn with(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, ContextError> {
+        self.insert(key, value)?;
+        Ok(self)
+    }
+
+    /// Adds an entry. A key may be set once: setting it again is an error, so a context can
+    /// never be silently redirected.
+    pub fn insert(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<(), ContextError> {
+        let key = key.into();
+        let value = value.into();
+        if key.is_empty() {
+            return Err(ContextError::EmptyKey);
+        }
+        if key.len() > MAX_KEY_LEN {
+            return Err(ContextError::KeyTooLong {
+                len: key.len(),
+                max: MAX_KEY_LEN,
+            });
+        }
+        if value.len() > MAX_VALUE_LEN {
+            return Err(ContextError::ValueTooLong {
+                key,
+                len: value.len(),
+                max: MAX_VALUE_LEN,
+            });
+        }
+        if self.entries.contains_key(&key) {
+            return Err(ContextError::DuplicateKey { key });
+        }
+        if self.entries.len() >= MAX_ENTRIES {
+            return Err(ContextError::TooManyEntries { max: MAX_ENTRIES });
+        }
+        let new_len = self.encoded.len() + 4 + key.len() + value.len();
+        if new_len > MAX_ENCODED_LEN {
+            return Err(ContextError::TooLarge {
+                len: new_len,
+                max: MAX_ENCODED_LEN,
+            });
+        }
+        self.entries.insert(key, value);
+        self.encoded = encode(&self.entries);
+        Ok(())
+    }
+
+    /// The value for `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries.get(key).map(String::as_str)
+    }
+
+    /// Entries in canonical (sorted) order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The canonical encoding that goes into the associated data.
+    pub fn canonical_bytes(&self) -> &[u8] {
+        &self.encoded
+    }
+}
+
+fn encode(entries: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        2 + entries
+            .iter()
+            .map(|(k, v)| 4 + k.len() + v.len())
+            .sum::<usize>(),
+    );
+    // Lengths were checked against limits far below u16::MAX on insert.
+    out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+    for (k, v) in entries {
+        out.extend_from_slice(&(k.len() as u16).to_be_bytes());
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
+}

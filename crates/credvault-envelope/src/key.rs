@@ -1,0 +1,181 @@
+//! Data keys and their public identifiers.
+
+use core::fmt;
+
+use zeroize::Zeroizing;
+
+use crate::error::{FormatError, RandomError};
+
+/// Length in bytes of a [`DataKey`] (AES-256).
+pub const DATA_KEY_LEN: usize = 32;
+/// Length in bytes of a [`KeyId`].
+pub const KEY_ID_LEN: usize = 16;
+
+/// The public name of a data key. It appears in every envelope the key sealed and in every
+/// wrapped copy of the key, so a store can pick the right key without trial decryption.
+///
+/// Key ids are random, not derived from the key, so they reveal nothing about it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyId([u8; KEY_ID_LEN]);
+
+impl KeyId {
+    /// Wraps 16 bytes as a key id.
+    pub const fn from_bytes(bytes: [u8; KEY_ID_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// A fresh random key id.
+    pub fn generate() -> Result<Self, RandomError> {
+        let mut b = [0u8; KEY_ID_LEN];
+        getrandom::fill(&mut b).map_err(|_| RandomError)?;
+        Ok(Self(b))
+    }
+
+    /// The 16 bytes.
+    pub const fn as_bytes(&self) -> &[u8; KEY_ID_LEN] {
+        &self.0
+    }
+
+    /// Parses 32 hex digits (either case).
+    pub fn from_hex(s: &str) -> Result<Self, FormatError> {
+        let malformed = |reason| FormatError::Malformed {
+            what: "key id",
+            reason,
+        };
+        let s = s.as_bytes();
+        if s.len() != 2 * KEY_ID_LEN {
+            return Err(malformed("expected 32 hex digits"));
+        }
+        let mut out = [0u8; KEY_ID_LEN];
+        for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+            let hi = hex_val(pair[0]).ok_or(malformed("not a hex digit"))?;
+            let lo = hex_val(pair[1]).ok_or(malformed("not a hex digit"))?;
+            *o = (hi << 4) | lo;
+        }
+        Ok(Self(out))
+    }
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Display for KeyId {
+    /// Lower-case hex.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+/// A 256-bit AES-GCM data key (DEK): one per tenant, stored only wrapped by a master key.
+///
+/// Not `Clone`, not serializable; `Debug` shows only the key id; the key bytes are wiped
+/// when the value is dropped. The bytes are reachable only through
+/// [`DataKey::expose_secret`].
+pub struct DataKey {
+    id: KeyId,
+    bytes: Zeroizing<[u8; DATA_KEY_LEN]>,
+}
+
+impl DataKey {
+    /// A new random data key with a new random key id, from the operating system's CSPRNG.
+    pub fn generate() -> Result<Self, RandomError> {
+        let mut bytes = Zeroizing::new([0u8; DATA_KEY_LEN]);
+        getrandom::fill(bytes.as_mut()).map_err(|_| RandomError)?;
+        Ok(Self {
+            id: KeyId::generate()?,
+            bytes,
+        })
+    }
+
+    /// A data key from known bytes, e.g. one a client holds, or one just unwrapped.
+    ///
+    /// The caller's array is copied; wipe it afterwards (or pass a `Zeroizing` deref).
+    pub fn from_bytes(id: KeyId, bytes: &[u8; DATA_KEY_LEN]) -> Self {
+        Self {
+            id,
+            bytes: Zeroizing::new(*bytes),
+        }
+    }
+
+    /// A data key from a slice that must be exactly 32 bytes.
+    pub fn from_slice(id: KeyId, bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut k = Zeroizing::new([0u8; DATA_KEY_LEN]);
+        if bytes.len() != DATA_KEY_LEN {
+            return Err(FormatError::Malformed {
+                what: "data key",
+                reason: "must be exactly 32 bytes",
+            });
+        }
+        k.copy_from_slice(bytes);
+        Ok(Self { id, bytes: k })
+    }
+
+    /// The public key id.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    /// The raw key bytes. Every call site is a place where the key leaves this type.
+    pub fn expose_secret(&self) -> &[u8; DATA_KEY_LEN] {
+        &self.bytes
+    }
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataKey")
+            .field("id", &self.id)
+            .field("bytes", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// A decrypted secret: wiped on drop, redacted in `Debug`, not `Clone`.
+pub struct Plaintext(Zeroizing<Vec<u8>>);
+
+impl Plaintext {
+    pub(crate) fn new(v: Zeroizing<Vec<u8>>) -> Self {
+        Self(v)
+    }
+
+    /// The secret bytes.
+    pub fn expose_secret(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Length in bytes (not secret: the envelope reveals it too).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True for an empty secret.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Takes the bytes out, still in a wiping container.
+    pub fn into_zeroizing(self) -> Zeroizing<Vec<u8>> {
+        self.0
+    }
+}
+
+impl fmt::Debug for Plaintext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Plaintext([REDACTED; {} bytes])", self.0.len())
+    }
+}

@@ -1,0 +1,170 @@
+//! Test support shared by the credvault crates (not published).
+//!
+//! [`master_key_conformance`] is the suite every [`MasterKey`] provider must pass: the local
+//! keyring runs it in this workspace, and HSM and KMS providers will run the same function.
+//!
+//! ```
+//! let mut keyring = credvault_envelope::LocalKeyring::generate().unwrap();
+//! credvault_test::master_key_conformance(&keyring).unwrap();
+//! keyring.rotate().unwrap();
+//! credvault_test::master_key_conformance(&keyring).unwrap();
+//! ```
+#![forbid(unsafe_code)]
+
+use credvault_envelope::{
+    generate_data_key, needs_rewrap, EncryptionContext, MasterKey, ProviderError, WrappedKey,
+};
+
+/// A failed conformance check: which rule, and what happened.
+#[derive(Debug)]
+pub struct Violation {
+    /// The rule that failed.
+    pub rule: &'static str,
+    /// What was observed.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "master key conformance: {}: {}", self.rule, self.detail)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+fn check(ok: bool, rule: &'static str, detail: impl FnOnce() -> String) -> Result<(), Violation> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Violation {
+            rule,
+            detail: detail(),
+        })
+    }
+}
+
+fn ctx(tenant: &str) -> EncryptionContext {
+    let mut c = EncryptionContext::new();
+    // Fixed short keys and values: cannot exceed the limits.
+    let _ = c.insert("tenant", tenant);
+    let _ = c.insert("purpose", "conformance");
+    c
+}
+
+/// Runs the master-key contract against `provider`.
+pub fn master_key_conformance(provider: &dyn MasterKey) -> Result<(), Violation> {
+    let a = ctx("tenant-a");
+    let b = ctx("tenant-b");
+    let active = provider.active_version().map_err(|e| Violation {
+        rule: "active_version available",
+        detail: e.to_string(),
+    })?;
+    let (dek, wrapped) = generate_data_key(provider, &a).map_err(|e| Violation {
+        rule: "wrap succeeds",
+        detail: e.to_string(),
+    })?;
+
+    let m = wrapped.master_key();
+    check(
+        m.provider == provider.provider_id(),
+        "wrapped key names its provider",
+        || format!("{} vs {}", m.provider, provider.provider_id()),
+    )?;
+    check(m.version == active, "wrap uses the active version", || {
+        format!("{} vs {active}", m.version)
+    })?;
+    check(
+        wrapped.data_key_id() == dek.id(),
+        "wrapped key names its data key",
+        || String::from("key id differs"),
+    )?;
+    check(
+        !needs_rewrap(provider, &wrapped).unwrap_or(true),
+        "fresh wrap needs no rewrap",
+        String::new,
+    )?;
+
+    // Round trip through bytes.
+    let parsed = WrappedKey::parse(wrapped.as_bytes()).map_err(|e| Violation {
+        rule: "wrapped key parses",
+        detail: e.to_string(),
+    })?;
+    let back = provider.unwrap(&parsed, &a).map_err(|e| Violation {
+        rule: "unwrap with the same context",
+        detail: e.to_string(),
+    })?;
+    check(
+        back.expose_secret() == dek.expose_secret(),
+        "unwrap returns the same key",
+        String::new,
+    )?;
+    check(
+        back.id() == dek.id(),
+        "unwrap keeps the key id",
+        String::new,
+    )?;
+
+    // Wrong context: opaque failure.
+    match provider.unwrap(&parsed, &b) {
+        Err(ProviderError::Unwrap(_)) => {}
+        other => {
+            return Err(Violation {
+                rule: "unwrap with another context fails opaquely",
+                detail: format!("{:?}", other.map(|k| k.id())),
+            })
+        }
+    }
+
+    // Every single-bit flip of the wrapped key fails (parse or unwrap).
+    let bytes = wrapped.as_bytes();
+    for i in 0..bytes.len() * 8 {
+        let mut t = bytes.to_vec();
+        t[i / 8] ^= 1 << (i % 8);
+        if let Ok(w) = WrappedKey::parse(&t) {
+            if let Ok(k) = provider.unwrap(&w, &a) {
+                return Err(Violation {
+                    rule: "tampered wrapped key is refused",
+                    detail: format!("bit {i} flipped still unwrapped (key id {})", k.id()),
+                });
+            }
+        }
+    }
+
+    // Two wraps of one key differ (randomised).
+    let again = provider.wrap(&dek, &a).map_err(|e| Violation {
+        rule: "wrap succeeds",
+        detail: e.to_string(),
+    })?;
+    check(
+        again.as_bytes() != wrapped.as_bytes(),
+        "wrapping is randomised",
+        String::new,
+    )?;
+
+    // Rewrap keeps the key.
+    let re = provider.rewrap(&wrapped, &a).map_err(|e| Violation {
+        rule: "rewrap succeeds",
+        detail: e.to_string(),
+    })?;
+    let k2 = provider.unwrap(&re, &a).map_err(|e| Violation {
+        rule: "rewrapped key unwraps",
+        detail: e.to_string(),
+    })?;
+    check(
+        k2.expose_secret() == dek.expose_secret(),
+        "rewrap keeps the key",
+        String::new,
+    )?;
+
+    // Debug of the key never shows it.
+    let dbg = format!("{dek:?}");
+    let hex: String = dek
+        .expose_secret()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    check(!dbg.contains(&hex), "DataKey Debug is redacted", || {
+        dbg.clone()
+    })?;
+    Ok(())
+}
