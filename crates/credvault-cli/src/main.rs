@@ -1,2 +1,88 @@
-//! placeholder
-fn main() {}
+//! `credvault`: the command-line tool composing the credvault crates.
+//!
+//! Output discipline: a command builds its whole output first and writes it to stdout only on
+//! success; on failure it prints one line, `credvault: <reason>`, to stderr and exits non-zero,
+//! with nothing on stdout.
+#![forbid(unsafe_code)]
+
+mod quickstart;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// credvault: encrypted credential vault tools.
+#[derive(Debug, Parser)]
+#[command(name = "credvault", version, about, long_about = None)]
+struct Cli {
+    /// Print machine-readable JSON instead of text (for commands that print data).
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Walk through envelope encryption end to end on a throwaway in-memory key: generate a
+    /// master key and a tenant data key, seal and open a credential, show that a wrong context
+    /// is refused, rotate the master key and the data key.
+    Quickstart,
+}
+
+/// What a command produced: text for people, JSON for scripts.
+pub(crate) struct Output {
+    pub(crate) text: String,
+    pub(crate) json: serde_json::Value,
+}
+
+/// A command failure: one line for stderr, and the exit code.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) message: String,
+    pub(crate) code: u8,
+}
+
+impl Failure {
+    pub(crate) fn new(message: impl std::fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            code: 1,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Quickstart => quickstart::run(),
+    };
+    match result {
+        Ok(out) => {
+            let rendered = if cli.json {
+                let mut s = out.json.to_string();
+                s.push('\n');
+                s
+            } else {
+                out.text
+            };
+            let mut stdout = std::io::stdout().lock();
+            if stdout
+                .write_all(rendered.as_bytes())
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                return ExitCode::from(74); // EX_IOERR: stdout closed
+            }
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            // One line, whatever the message contained.
+            let line = f.message.replace(['\n', '\r'], " ");
+            let _ = writeln!(std::io::stderr(), "credvault: {line}");
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -36,7 +36,10 @@ pub const MAX_ENCODED_LEN: usize = 8 * 1024;
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct EncryptionContext {
     entries: BTreeMap<String, String>,
+    /// Canonical encoding followed by zeros up to a multiple of 16 bytes, so the AEAD's
+    /// associated data can be assembled with aligned 16-byte block copies.
     encoded: Vec<u8>,
+    encoded_len: usize,
 }
 
 impl Default for EncryptionContext {
@@ -50,7 +53,8 @@ impl EncryptionContext {
     pub fn new() -> Self {
         Self {
             entries: BTreeMap::new(),
-            encoded: vec![0, 0],
+            encoded: pad16(vec![0, 0]),
+            encoded_len: 2,
         }
     }
 
@@ -95,7 +99,7 @@ impl EncryptionContext {
         if self.entries.len() >= MAX_ENTRIES {
             return Err(ContextError::TooManyEntries { max: MAX_ENTRIES });
         }
-        let new_len = self.encoded.len() + 4 + key.len() + value.len();
+        let new_len = self.encoded_len + 4 + key.len() + value.len();
         if new_len > MAX_ENCODED_LEN {
             return Err(ContextError::TooLarge {
                 len: new_len,
@@ -103,7 +107,9 @@ impl EncryptionContext {
             });
         }
         self.entries.insert(key, value);
-        self.encoded = encode(&self.entries);
+        let encoded = encode(&self.entries);
+        self.encoded_len = encoded.len();
+        self.encoded = pad16(encoded);
         Ok(())
     }
 
@@ -129,8 +135,18 @@ impl EncryptionContext {
 
     /// The canonical encoding that goes into the associated data.
     pub fn canonical_bytes(&self) -> &[u8] {
+        &self.encoded[..self.encoded_len]
+    }
+
+    /// The canonical encoding zero-padded to a multiple of 16 bytes.
+    pub(crate) fn padded_bytes(&self) -> &[u8] {
         &self.encoded
     }
+}
+
+fn pad16(mut v: Vec<u8>) -> Vec<u8> {
+    v.resize(v.len().div_ceil(16) * 16, 0);
+    v
 }
 
 fn encode(entries: &BTreeMap<String, String>) -> Vec<u8> {

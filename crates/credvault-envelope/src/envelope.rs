@@ -143,10 +143,6 @@ impl EnvelopeHeader {
     pub fn plaintext_len(&self) -> usize {
         self.plaintext_len
     }
-
-    fn header_bytes(&self) -> [u8; HEADER_LEN] {
-        header_bytes(self.suite, self.key_id)
-    }
 }
 
 impl fmt::Debug for EnvelopeHeader {
@@ -168,25 +164,41 @@ fn header_bytes(suite: Suite, key_id: KeyId) -> [u8; HEADER_LEN] {
     h
 }
 
-/// Calls `f` with header ‖ canonical context, built on the stack when small.
+/// Length of the associated data's first part: the header, zero-padded to two 16-byte blocks.
+const AAD_PREFIX_LEN: usize = 32;
+
+fn aad_prefix(suite: Suite, key_id: KeyId) -> [u8; AAD_PREFIX_LEN] {
+    let mut p = [0u8; AAD_PREFIX_LEN];
+    p[..HEADER_LEN].copy_from_slice(&header_bytes(suite, key_id));
+    p
+}
+
+/// A 16-byte aligned scratch buffer for the associated data.
+#[repr(align(16))]
+struct AadBuf([u8; 256]);
+
+/// Calls `f` with the associated data: header ‖ zero padding to 32 bytes ‖ canonical context.
+///
+/// The buffer is assembled with aligned 16-byte block copies, matching how GHASH reads it back
+/// (unaligned byte copies cost a store-forwarding stall per block; see docs/PERFORMANCE.md).
 fn with_aad<R>(
-    header: &[u8; HEADER_LEN],
+    prefix: &[u8; AAD_PREFIX_LEN],
     ctx: &EncryptionContext,
     f: impl FnOnce(&[u8]) -> R,
 ) -> R {
-    const STACK: usize = 256;
-    let c = ctx.canonical_bytes();
-    let total = HEADER_LEN + c.len();
-    if total <= STACK {
-        let mut buf = [0u8; STACK];
-        buf[..HEADER_LEN].copy_from_slice(header);
-        buf[HEADER_LEN..total].copy_from_slice(c);
-        f(&buf[..total])
+    let padded = ctx.padded_bytes();
+    let len = AAD_PREFIX_LEN + ctx.canonical_bytes().len();
+    let blocks = prefix.chunks_exact(16).chain(padded.chunks_exact(16));
+    if AAD_PREFIX_LEN + padded.len() <= 256 {
+        let mut buf = AadBuf([0u8; 256]);
+        for (d, s) in buf.0.chunks_exact_mut(16).zip(blocks) {
+            d.copy_from_slice(s);
+        }
+        f(&buf.0[..len])
     } else {
-        let mut v = Vec::with_capacity(total);
-        v.extend_from_slice(header);
-        v.extend_from_slice(c);
-        f(&v)
+        let mut v = Vec::with_capacity(AAD_PREFIX_LEN + padded.len());
+        blocks.for_each(|b| v.extend_from_slice(b));
+        f(&v[..len])
     }
 }
 
@@ -229,6 +241,9 @@ impl Default for UsageLimits {
 pub struct OpeningKey {
     id: KeyId,
     aead: AeadKey,
+    /// Header of every envelope this key seals or opens (version 1, suite 1, this key id),
+    /// padded: the constant first part of the associated data.
+    aad_prefix: [u8; AAD_PREFIX_LEN],
 }
 
 impl OpeningKey {
@@ -244,7 +259,11 @@ impl OpeningKey {
             // Every backend supports 32-byte keys, the only size a DataKey has.
             Err(_) => unreachable!("AES-256 is supported by every backend"),
         };
-        Self { id: key.id(), aead }
+        Self {
+            id: key.id(),
+            aead,
+            aad_prefix: aad_prefix(Suite::Aes256GcmRandomNonce, key.id()),
+        }
     }
 
     /// The data key's id.
@@ -252,6 +271,9 @@ impl OpeningKey {
         self.id
     }
 
+    /// Parses the header and checks that it names this key. Afterwards the envelope's header
+    /// bytes equal `self.aad_prefix[..HEADER_LEN]` (version 1 and suite 1 are the only ones
+    /// `parse` accepts), so callers authenticate with the precomputed prefix.
     fn check(&self, envelope: &[u8]) -> Result<EnvelopeHeader, OpenError> {
         let header = EnvelopeHeader::parse(envelope)?;
         if header.key_id != self.id {
@@ -271,7 +293,7 @@ impl OpeningKey {
         let (body, tag) = buf.split_at_mut(body_len);
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| DecryptError)?;
         let tag = *tag;
-        with_aad(&header.header_bytes(), ctx, |aad| {
+        with_aad(&self.aad_prefix, ctx, |aad| {
             self.aead.open_in_place(&header.nonce, aad, body, &tag)
         })?;
         buf.truncate(body_len);
@@ -291,7 +313,7 @@ impl OpeningKey {
         let (prefix_and_body, tag) = envelope.split_at_mut(PREFIX_LEN + header.plaintext_len);
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| DecryptError)?;
         let body = &mut prefix_and_body[PREFIX_LEN..];
-        with_aad(&header.header_bytes(), ctx, |aad| {
+        with_aad(&self.aad_prefix, ctx, |aad| {
             self.aead.open_in_place(&header.nonce, aad, body, tag)
         })?;
         Ok(body)
@@ -348,7 +370,7 @@ impl SealingKey {
 
     /// Restores a persisted usage count.
     pub fn with_usage(self, sealed: u64) -> Self {
-        self.sealed.store(sealed, Ordering::SeqCst);
+        self.sealed.store(sealed, Ordering::Relaxed);
         self
     }
 
@@ -360,7 +382,7 @@ impl SealingKey {
 
     /// Messages sealed (or reserved) so far, including any restored count.
     pub fn usage(&self) -> u64 {
-        self.sealed.load(Ordering::SeqCst)
+        self.sealed.load(Ordering::Relaxed)
     }
 
     /// True once usage reached the rotation threshold.
@@ -393,15 +415,17 @@ impl SealingKey {
     }
 
     fn reserve(&self) -> Result<(), SealError> {
-        self.sealed
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < MAX_SEALS_PER_KEY).then_some(n + 1)
-            })
-            .map(|_| ())
-            .map_err(|_| SealError::UsageLimitReached {
+        // One atomic add on the hot path; a refused reservation is given back, so `usage`
+        // never stays above the limit. (A u64 cannot overflow from concurrent overshoot.)
+        let before = self.sealed.fetch_add(1, Ordering::Relaxed);
+        if before >= MAX_SEALS_PER_KEY {
+            self.sealed.fetch_sub(1, Ordering::Relaxed);
+            return Err(SealError::UsageLimitReached {
                 key_id: self.opener.id,
                 limit: MAX_SEALS_PER_KEY,
-            })
+            });
+        }
+        Ok(())
     }
 
     /// Seals `plaintext` under `ctx` into a new envelope.
@@ -454,8 +478,7 @@ impl SealingKey {
             });
         }
         self.reserve()?;
-        let header = header_bytes(Suite::Aes256GcmRandomNonce, self.opener.id);
-        let tag = with_aad(&header, ctx, |aad| {
+        let tag = with_aad(&self.opener.aad_prefix, ctx, |aad| {
             self.opener
                 .aead
                 .seal_in_place(&nonce, aad, &mut buffer[PREFIX_LEN..])
@@ -470,7 +493,7 @@ impl SealingKey {
                 })
             }
         };
-        buffer[..HEADER_LEN].copy_from_slice(&header);
+        buffer[..HEADER_LEN].copy_from_slice(&self.opener.aad_prefix[..HEADER_LEN]);
         buffer[HEADER_LEN..PREFIX_LEN].copy_from_slice(&nonce);
         buffer.extend_from_slice(&tag);
         Ok(())

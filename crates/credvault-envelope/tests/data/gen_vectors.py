@@ -20,7 +20,8 @@ def ctx_encode(pairs):
 
 def envelope(key, key_id, nonce, pairs, pt):
     header = bytes([1, 1]) + key_id
-    ct_tag = AESGCM(key).encrypt(nonce, pt, header + ctx_encode(pairs))
+    aad = header + bytes(32 - len(header)) + ctx_encode(pairs)  # header zero-padded to 32 bytes
+    ct_tag = AESGCM(key).encrypt(nonce, pt, aad)
     return header + nonce + ct_tag
 
 def wrapped_local(master, version, dek_id, dek, nonce, pairs):
