@@ -1,8 +1,12 @@
-//! Reads criterion's `target/criterion/**/new/estimates.json` and prints, per group, each
-//! benchmark's median and its ratio to the group's peer (the `*_raw_*` or `peer_*` entry named
-//! by `--peer`, default `ring_raw_in_place`). Markdown, ready for docs/PERFORMANCE.md.
+//! Reads criterion's `**/new/estimates.json` and prints, per group, each benchmark's median and
+//! its ratio to the group's peer measured in the same run (`--peer`, default
+//! `ring_raw_in_place`). Markdown, ready for docs/PERFORMANCE.md.
 //!
-//! `cargo run -p credvault-benches --bin bench-report -- [--dir target/criterion] [--peer NAME] [GROUP_PREFIX...]`
+//! With several `--dir`s (one per repeated run), the ratio is computed within each run and the
+//! median ratio is reported with its range: on a noisy machine a ratio from one run can be off by
+//! 20%, while drift between runs cancels inside each run's ratio.
+//!
+//! `cargo run -p credvault-benches --bin bench-report -- [--dir DIR]... [--peer NAME] [GROUP_PREFIX...]`
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,30 +42,16 @@ fn fmt_time(ns: f64) -> String {
     }
 }
 
-fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let mut dir = PathBuf::from("target/criterion");
-    let mut peer = String::from("ring_raw_in_place");
-    let mut prefixes = Vec::new();
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--dir" => dir = args.next().map(PathBuf::from).unwrap_or(dir),
-            "--peer" => peer = args.next().unwrap_or(peer),
-            _ => prefixes.push(a),
-        }
-    }
+type Results = BTreeMap<String, BTreeMap<String, f64>>;
+
+/// group -> bench id -> median (ns) for one criterion directory.
+fn load(dir: &Path, prefixes: &[String]) -> Results {
     let mut files = Vec::new();
-    walk(&dir, &mut files);
-    // group -> bench id -> median
-    let mut groups: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    walk(dir, &mut files);
+    let mut groups: Results = BTreeMap::new();
     for f in files {
-        let Ok(rel) = f.strip_prefix(&dir) else {
-            continue;
-        };
-        let parts: Vec<String> = rel
-            .iter()
-            .map(|s| s.to_string_lossy().into_owned())
-            .collect();
+        let Ok(rel) = f.strip_prefix(dir) else { continue };
+        let parts: Vec<String> = rel.iter().map(|s| s.to_string_lossy().into_owned()).collect();
         // group/bench[/param]/new/estimates.json
         if parts.len() < 4 || parts.iter().any(|p| p == "base" || p == "change") {
             continue;
@@ -75,17 +65,66 @@ fn main() -> ExitCode {
             groups.entry(group).or_default().insert(id, m);
         }
     }
-    if groups.is_empty() {
-        eprintln!("bench-report: no criterion results under {}", dir.display());
-        return ExitCode::FAILURE;
+    groups
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mut dirs = Vec::new();
+    let mut peer = String::from("ring_raw_in_place");
+    let mut prefixes = Vec::new();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--dir" => dirs.extend(args.next().map(PathBuf::from)),
+            "--peer" => peer = args.next().unwrap_or(peer),
+            _ => prefixes.push(a),
+        }
+    }
+    if dirs.is_empty() {
+        dirs.push(PathBuf::from("target/criterion"));
+    }
+    let runs: Vec<Results> = dirs.iter().map(|d| load(d, &prefixes)).filter(|r| !r.is_empty()).collect();
+    let Some(first) = runs.first() else {
+        eprintln!("bench-report: no criterion results under {dirs:?}");
+        return ExitCode::FAILURE;
+    };
+    println!("{} run(s). Ratio = median / median of `{peer}` in the same run; with several runs, the median ratio [min–max].", runs.len());
+    println!();
     println!("| group | benchmark | median | ratio to {peer} |");
     println!("|---|---|---:|---:|");
-    for (g, benches) in &groups {
-        let base = benches.get(&peer).copied();
-        for (id, m) in benches {
-            let ratio = base.map_or_else(|| "n/a".to_owned(), |b| format!("{:.2}×", m / b));
-            println!("| {g} | {id} | {} | {ratio} |", fmt_time(*m));
+    for (g, benches) in first {
+        for id in benches.keys() {
+            let mut times = Vec::new();
+            let mut ratios = Vec::new();
+            for r in &runs {
+                let Some(b) = r.get(g) else { continue };
+                if let Some(&m) = b.get(id) {
+                    times.push(m);
+                    if let Some(&base) = b.get(&peer) {
+                        ratios.push(m / base);
+                    }
+                }
+            }
+            let ratio = if ratios.is_empty() {
+                "n/a".to_owned()
+            } else if ratios.len() == 1 {
+                format!("{:.2}×", ratios[0])
+            } else {
+                let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = ratios.iter().copied().fold(0.0, f64::max);
+                format!("{:.2}× [{lo:.2}–{hi:.2}]", median(ratios))
+            };
+            println!("| {g} | {id} | {} | {ratio} |", fmt_time(median(times)));
         }
     }
     ExitCode::SUCCESS

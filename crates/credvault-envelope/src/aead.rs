@@ -168,7 +168,7 @@ impl AeadKey {
             AeadKey::Rc256(k) => rc_open(k, nonce, aad, in_out, tag),
         };
         if r.is_err() {
-            zeroize::Zeroize::zeroize(in_out);
+            crate::key::wipe(in_out);
         }
         r
     }

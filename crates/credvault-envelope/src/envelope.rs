@@ -288,16 +288,14 @@ impl OpeningKey {
     /// Opens `envelope` sealed under this key and `ctx`.
     pub fn open(&self, envelope: &[u8], ctx: &EncryptionContext) -> Result<Plaintext, OpenError> {
         let header = self.check(envelope)?;
-        let mut buf = Zeroizing::new(envelope[PREFIX_LEN..].to_vec());
-        let body_len = header.plaintext_len;
-        let (body, tag) = buf.split_at_mut(body_len);
+        // Wrapped in Plaintext at once, so every exit path wipes it.
+        let mut out = Plaintext::new(envelope[PREFIX_LEN..].to_vec(), header.plaintext_len);
+        let (body, tag) = out.buf_mut().split_at_mut(header.plaintext_len);
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| DecryptError)?;
-        let tag = *tag;
         with_aad(&self.aad_prefix, ctx, |aad| {
-            self.aead.open_in_place(&header.nonce, aad, body, &tag)
+            self.aead.open_in_place(&header.nonce, aad, body, tag)
         })?;
-        buf.truncate(body_len);
-        Ok(Plaintext::new(buf))
+        Ok(out)
     }
 
     /// Opens `envelope` in place, without allocating, and returns the plaintext inside it.
