@@ -50,8 +50,13 @@ fn load(dir: &Path, prefixes: &[String]) -> Results {
     walk(dir, &mut files);
     let mut groups: Results = BTreeMap::new();
     for f in files {
-        let Ok(rel) = f.strip_prefix(dir) else { continue };
-        let parts: Vec<String> = rel.iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        let Ok(rel) = f.strip_prefix(dir) else {
+            continue;
+        };
+        let parts: Vec<String> = rel
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
         // group/bench[/param]/new/estimates.json
         if parts.len() < 4 || parts.iter().any(|p| p == "base" || p == "change") {
             continue;
@@ -93,7 +98,11 @@ fn main() -> ExitCode {
     if dirs.is_empty() {
         dirs.push(PathBuf::from("target/criterion"));
     }
-    let runs: Vec<Results> = dirs.iter().map(|d| load(d, &prefixes)).filter(|r| !r.is_empty()).collect();
+    let runs: Vec<Results> = dirs
+        .iter()
+        .map(|d| load(d, &prefixes))
+        .filter(|r| !r.is_empty())
+        .collect();
     let Some(first) = runs.first() else {
         eprintln!("bench-report: no criterion results under {dirs:?}");
         return ExitCode::FAILURE;

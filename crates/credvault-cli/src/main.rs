@@ -54,8 +54,39 @@ impl Failure {
     }
 }
 
+/// `--help` and `--version` print to stdout and succeed; every other parse error becomes one
+/// line on stderr (clap's first line, plus a pointer to `--help`) and exit code 2.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        print!("{e}");
+        return ExitCode::SUCCESS;
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = writeln!(
+            std::io::stderr(),
+            "credvault: a subcommand is required (see `credvault --help`)"
+        );
+        return ExitCode::from(2);
+    }
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    let first = first.trim().trim_start_matches("error:").trim();
+    let _ = writeln!(
+        std::io::stderr(),
+        "credvault: {first} (see `credvault --help`)"
+    );
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let result = match cli.command {
         Command::Quickstart => quickstart::run(),
     };

@@ -38,3 +38,15 @@ pub fn wrapped_key(data: &[u8]) {
         }
     }
 }
+
+/// Parses arbitrary bytes as keyring text; a keyring that parses must export text that parses
+/// back to the same versions.
+pub fn keyring_text(data: &[u8]) {
+    let Ok(text) = core::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(k) = LocalKeyring::from_secret_text(text) {
+        let again = LocalKeyring::from_secret_text(&k.export_secret_text());
+        assert!(again.is_ok_and(|a| a.versions().eq(k.versions()) && a.active() == k.active()));
+    }
+}

@@ -223,9 +223,18 @@ mod tests {
             for len in [0usize, 1, 15, 16, 17, 31, 33, 100, 257] {
                 let mut buf = vec![0xA5u8; start + len + 20];
                 wipe(&mut buf[start..start + len]);
-                assert!(buf[..start].iter().all(|&b| b == 0xA5), "before, start {start} len {len}");
-                assert!(buf[start..start + len].iter().all(|&b| b == 0), "inside, start {start} len {len}");
-                assert!(buf[start + len..].iter().all(|&b| b == 0xA5), "after, start {start} len {len}");
+                assert!(
+                    buf[..start].iter().all(|&b| b == 0xA5),
+                    "before, start {start} len {len}"
+                );
+                assert!(
+                    buf[start..start + len].iter().all(|&b| b == 0),
+                    "inside, start {start} len {len}"
+                );
+                assert!(
+                    buf[start + len..].iter().all(|&b| b == 0xA5),
+                    "after, start {start} len {len}"
+                );
             }
         }
     }
