@@ -5,6 +5,7 @@
 //! with nothing on stdout.
 #![forbid(unsafe_code)]
 
+mod fernet;
 mod quickstart;
 
 use std::io::Write;
@@ -30,12 +31,19 @@ enum Command {
     /// master key and a tenant data key, seal and open a credential, show that a wrong context
     /// is refused, rotate the master key and the data key.
     Quickstart,
+    /// Fernet tokens, interoperable with Python `cryptography` (genkey, encrypt, decrypt, rotate).
+    #[command(subcommand)]
+    Fernet(fernet::FernetCommand),
 }
 
-/// What a command produced: text for people, JSON for scripts.
-pub(crate) struct Output {
-    pub(crate) text: String,
-    pub(crate) json: serde_json::Value,
+/// What a command produced: text for people and JSON for scripts, or raw bytes (a decrypted
+/// secret, written as is and wiped afterwards).
+pub(crate) enum Output {
+    Text {
+        text: String,
+        json: serde_json::Value,
+    },
+    Bytes(zeroize::Zeroizing<Vec<u8>>),
 }
 
 /// A command failure: one line for stderr, and the exit code.
@@ -89,19 +97,20 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Quickstart => quickstart::run(),
+        Command::Fernet(cmd) => fernet::run(cmd, cli.json),
     };
     match result {
         Ok(out) => {
-            let rendered = if cli.json {
-                let mut s = out.json.to_string();
-                s.push('\n');
-                s
-            } else {
-                out.text
+            let rendered: zeroize::Zeroizing<Vec<u8>> = match out {
+                Output::Text { json, .. } if cli.json => {
+                    zeroize::Zeroizing::new(format!("{json}\n").into_bytes())
+                }
+                Output::Text { text, .. } => zeroize::Zeroizing::new(text.into_bytes()),
+                Output::Bytes(b) => b,
             };
             let mut stdout = std::io::stdout().lock();
             if stdout
-                .write_all(rendered.as_bytes())
+                .write_all(&rendered)
                 .and_then(|()| stdout.flush())
                 .is_err()
             {

@@ -140,7 +140,7 @@ pub(crate) fn run() -> Result<Output, Failure> {
     );
 
     text.push_str("quickstart complete: envelope encryption works on this machine\n");
-    Ok(Output {
+    Ok(Output::Text {
         text,
         json: json!({ "ok": true, "steps": steps }),
     })
