@@ -50,7 +50,8 @@ pub(crate) enum FernetCommand {
 pub(crate) struct KeyArgs {
     /// A Fernet key, or @FILE to read it from a file. Repeat for rotation: the first is primary.
     /// Default: the CREDVAULT_FERNET_KEY environment variable (comma-separated).
-    #[arg(long = "key", value_name = "KEY|@FILE")]
+    // URL-safe base64 keys start with '-' one time in 64: never read that as a flag.
+    #[arg(long = "key", value_name = "KEY|@FILE", allow_hyphen_values = true)]
     keys: Vec<String>,
 }
 

@@ -206,3 +206,23 @@ fn json_output() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["plaintext"], "hello");
 }
+
+#[test]
+fn keys_starting_with_a_dash_are_keys_not_flags() {
+    // Found by an intermittent failure: one random key in 64 starts with '-'.
+    let k = "-9rTNEOwNu9cI2gVb7nF1onEVj6zn-YfUBL2tYpwrDs=";
+    let out = run(&["fernet", "encrypt", "--key", k, "--at", "5"], b"dash");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["fernet", "rotate", "--key", k, "--key", k], &out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["fernet", "decrypt", "--key", k], &out.stdout);
+    assert_eq!(out.stdout, b"dash");
+}

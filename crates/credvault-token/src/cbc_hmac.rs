@@ -126,10 +126,10 @@ impl CbcHmacKey {
         let mut out = Vec::with_capacity(IV_LEN + padded + self.alg.tag_len());
         out.extend_from_slice(iv);
         out.extend_from_slice(plaintext);
-        self.etm.encrypt(iv, &mut out, IV_LEN);
-        let al = ((aad.len() as u64).wrapping_mul(8)).to_be_bytes();
+        let al = al(aad);
         let mut mac = [0u8; MAX_MAC_LEN];
-        self.etm.mac(&[aad, &out, &al], &mut mac);
+        // MAC input: A ‖ IV ‖ E ‖ AL.
+        self.etm.seal(iv, &mut out, IV_LEN, aad, &al, &mut mac);
         out.extend_from_slice(&mac[..self.alg.tag_len()]);
         out
     }
@@ -141,17 +141,21 @@ impl CbcHmacKey {
             return Err(DecryptError);
         }
         let (iv_and_e, tag) = sealed.split_at(sealed.len() - t);
-        let al = ((aad.len() as u64).wrapping_mul(8)).to_be_bytes();
-        if !self.etm.verify(&[aad, iv_and_e, &al], tag) {
-            return Err(DecryptError);
-        }
         let mut iv = [0u8; IV_LEN];
         iv.copy_from_slice(&iv_and_e[..IV_LEN]);
-        let mut out = Plaintext::new(iv_and_e[IV_LEN..].to_vec(), 0..0);
-        let n = self.etm.decrypt(&iv, out.buf_mut()).ok_or(DecryptError)?;
-        out.set_range(0..n);
+        let mut out = Plaintext::new(iv_and_e.to_vec(), 0..0);
+        let n = self
+            .etm
+            .open(&iv, out.buf_mut(), IV_LEN, aad, &al(aad), tag)
+            .ok_or(DecryptError)?;
+        out.set_range(IV_LEN..IV_LEN + n);
         Ok(out)
     }
+}
+
+/// AL: the bit length of the associated data, u64 big-endian.
+fn al(aad: &[u8]) -> [u8; 8] {
+    ((aad.len() as u64).wrapping_mul(8)).to_be_bytes()
 }
 
 impl fmt::Debug for CbcHmacKey {

@@ -5,6 +5,8 @@
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, InnerIvInit};
 use aes::{Aes128, Aes192, Aes256};
 use cbc::cipher::block_padding::Pkcs7;
+use cbc::cipher::consts::U16;
+use cbc::cipher::inout::InOutBuf;
 use hmac::{Hmac, Mac};
 use sha2::{Sha256, Sha384, Sha512};
 
@@ -55,37 +57,108 @@ pub(crate) struct EtmKey {
     mac: MacKey,
 }
 
-macro_rules! cbc_enc {
-    ($c:expr, $iv:expr, $buf:expr, $len:expr) => {
-        cbc::Encryptor::inner_iv_init($c.clone(), $iv.into())
-            .encrypt_padded_mut::<Pkcs7>($buf, $len)
-            .map(|c| c.len())
-    };
+/// Bytes encrypted (or decrypted) between MAC updates. Interleaving lets the SHA-256 work of
+/// one chunk execute while AES-CBC's serial chain for the next is waiting on latency
+/// (docs/PERFORMANCE.md).
+const CHUNK: usize = 256;
+
+/// Pads `buf[start..]` and returns the padded length (always 1..=16 bytes of padding).
+fn pad_in_place(buf: &mut Vec<u8>, start: usize) -> usize {
+    let pt_len = buf.len() - start;
+    let pad = 16 - pt_len % 16;
+    buf.resize(buf.len() + pad, pad as u8);
+    pt_len + pad
 }
 
-macro_rules! cbc_dec {
-    ($c:expr, $iv:expr, $buf:expr) => {
-        cbc::Decryptor::inner_iv_init($c.clone(), $iv.into())
-            .decrypt_padded_mut::<Pkcs7>($buf)
-            .map(|p| p.len())
-    };
+/// Views whole 16-byte blocks of `data` as cipher blocks (callers pass multiples of 16).
+fn blocks(data: &mut [u8]) -> InOutBuf<'_, '_, aes::Block> {
+    let (blocks, tail) = InOutBuf::from(data).into_chunks::<U16>();
+    debug_assert!(tail.is_empty());
+    blocks
 }
 
-fn mac_parts<M: Mac + Clone>(m: &M, parts: &[&[u8]], out: &mut [u8; MAX_MAC_LEN]) -> usize {
-    let mut m = m.clone();
-    for p in parts {
-        m.update(p);
+/// CBC encryption of whole blocks, chunk by chunk, each chunk MACed right after it is made.
+fn enc_mac<C, M>(cipher: &C, mac: &mut M, iv: &[u8; 16], data: &mut [u8])
+where
+    C: aes::cipher::BlockEncrypt
+        + aes::cipher::BlockCipher
+        + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>
+        + Clone,
+    M: Mac,
+{
+    let mut enc = cbc::Encryptor::<C>::inner_iv_init(cipher.clone(), iv.into());
+    for chunk in data.chunks_mut(CHUNK) {
+        enc.encrypt_blocks_inout_mut(blocks(chunk));
+        mac.update(chunk);
     }
+}
+
+/// MACs each ciphertext chunk, then decrypts it in place.
+fn mac_dec<C, M>(cipher: &C, mac: &mut M, iv: &[u8; 16], data: &mut [u8])
+where
+    C: aes::cipher::BlockDecrypt
+        + aes::cipher::BlockCipher
+        + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>
+        + Clone,
+    M: Mac,
+{
+    let mut dec = cbc::Decryptor::<C>::inner_iv_init(cipher.clone(), iv.into());
+    for chunk in data.chunks_mut(CHUNK) {
+        mac.update(chunk);
+        dec.decrypt_blocks_inout_mut(blocks(chunk));
+    }
+}
+
+macro_rules! with_keys {
+    ($self:expr, |$c:ident, $m:ident| $body:expr) => {
+        match (&$self.cipher, &$self.mac) {
+            (Cipher::A128($c), MacKey::S256(m)) => {
+                let mut $m = m.clone();
+                $body
+            }
+            (Cipher::A128($c), MacKey::S384(m)) => {
+                let mut $m = m.clone();
+                $body
+            }
+            (Cipher::A128($c), MacKey::S512(m)) => {
+                let mut $m = m.clone();
+                $body
+            }
+            (Cipher::A192($c), MacKey::S256(m)) => {
+                let mut $m = m.clone();
+                $body
+            }
+            (Cipher::A192($c), MacKey::S384(m)) => {
+                let mut $m = m.clone();
+                $body
+            }
+            (Cipher::A192($c), MacKey::S512(m)) => {
+                let mut $m = m.clone();
+                $body
+            }
+            (Cipher::A256($c), MacKey::S256(m)) => {
+                let mut $m = m.clone();
+                $body
+            }
+            (Cipher::A256($c), MacKey::S384(m)) => {
+                let mut $m = m.clone();
+                $body
+            }
+            (Cipher::A256($c), MacKey::S512(m)) => {
+                let mut $m = m.clone();
+                $body
+            }
+        }
+    };
+}
+
+fn finish<M: Mac>(m: M, out: &mut [u8; MAX_MAC_LEN]) -> usize {
     let tag = m.finalize().into_bytes();
     out[..tag.len()].copy_from_slice(&tag);
     tag.len()
 }
 
-fn verify_parts<M: Mac + Clone>(m: &M, parts: &[&[u8]], tag: &[u8]) -> bool {
-    let mut m = m.clone();
-    for p in parts {
-        m.update(p);
-    }
+fn check<M: Mac>(m: M, tag: &[u8]) -> bool {
     // Constant-time; compares the leftmost `tag.len()` bytes (RFC 7518 truncation).
     m.verify_truncated_left(tag).is_ok()
 }
@@ -95,50 +168,95 @@ impl EtmKey {
         Self { cipher, mac }
     }
 
-    /// Pads and encrypts `buf[start..]` in place under `iv`, growing `buf` by the padding.
-    pub(crate) fn encrypt(&self, iv: &[u8; 16], buf: &mut Vec<u8>, start: usize) {
-        let pt_len = buf.len() - start;
-        let padded = (pt_len / 16 + 1) * 16;
-        buf.resize(start + padded, 0);
-        let region = &mut buf[start..];
-        let r = match &self.cipher {
-            Cipher::A128(c) => cbc_enc!(c, iv, region, pt_len),
-            Cipher::A192(c) => cbc_enc!(c, iv, region, pt_len),
-            Cipher::A256(c) => cbc_enc!(c, iv, region, pt_len),
-        };
-        // The buffer was sized for the padding above, so padding cannot fail.
-        debug_assert_eq!(r.ok(), Some(padded));
+    /// Encrypt-then-MAC in one pass: pads `buf[start..]`, encrypts it in place under `iv`, and
+    /// writes into `out` the MAC over `pre ‖ buf[..start] ‖ ciphertext ‖ post`. Returns the MAC
+    /// length.
+    pub(crate) fn seal(
+        &self,
+        iv: &[u8; 16],
+        buf: &mut Vec<u8>,
+        start: usize,
+        pre: &[u8],
+        post: &[u8],
+        out: &mut [u8; MAX_MAC_LEN],
+    ) -> usize {
+        pad_in_place(buf, start);
+        let (head, body) = buf.split_at_mut(start);
+        with_keys!(self, |c, m| {
+            m.update(pre);
+            m.update(head);
+            enc_mac(c, &mut m, iv, body);
+            m.update(post);
+            finish(m, out)
+        })
     }
 
-    /// Decrypts `buf` in place and strips PKCS#7 padding; returns the plaintext length. Call only
-    /// after the MAC verified (encrypt-then-MAC: no padding oracle).
+    /// MAC-check-and-decrypt in one pass over `data = head ‖ ciphertext` (ciphertext from
+    /// `start`): the MAC over `pre ‖ head ‖ ciphertext ‖ post` must equal `tag`. Each chunk is
+    /// MACed before it is decrypted in place; if the tag does not verify, the decrypted region is
+    /// wiped and nothing is returned. Padding is examined only after the tag verified. Returns
+    /// the plaintext length (plaintext at `data[start..start + n]`).
+    pub(crate) fn open(
+        &self,
+        iv: &[u8; 16],
+        data: &mut [u8],
+        start: usize,
+        pre: &[u8],
+        post: &[u8],
+        tag: &[u8],
+    ) -> Option<usize> {
+        let body_len = data.len().checked_sub(start)?;
+        if body_len == 0 || body_len % 16 != 0 {
+            return None;
+        }
+        let (head, body) = data.split_at_mut(start);
+        let ok = with_keys!(self, |c, m| {
+            m.update(pre);
+            m.update(head);
+            mac_dec(c, &mut m, iv, body);
+            m.update(post);
+            check(m, tag)
+        });
+        if !ok {
+            crate::secret::wipe(body);
+            return None;
+        }
+        let last = &body[body_len - 16..];
+        match <Pkcs7 as cbc::cipher::block_padding::RawPadding>::raw_unpad(last) {
+            Ok(kept) => Some(body_len - 16 + kept.len()),
+            Err(_) => {
+                crate::secret::wipe(body);
+                None
+            }
+        }
+    }
+
+    /// Pads and encrypts `buf[start..]` in place (no MAC): the raw-CBC hazmat helper.
+    pub(crate) fn encrypt(&self, iv: &[u8; 16], buf: &mut Vec<u8>, start: usize) {
+        let mut out = [0u8; MAX_MAC_LEN];
+        self.seal(iv, buf, start, &[], &[], &mut out);
+    }
+
+    /// Decrypts whole blocks in place and strips PKCS#7 padding (no MAC): the raw-CBC hazmat
+    /// helper. Never used on unauthenticated data outside `hazmat`.
     pub(crate) fn decrypt(&self, iv: &[u8; 16], buf: &mut [u8]) -> Option<usize> {
         if buf.is_empty() || buf.len() % 16 != 0 {
             return None;
         }
-        let r = match &self.cipher {
-            Cipher::A128(c) => cbc_dec!(c, iv, buf),
-            Cipher::A192(c) => cbc_dec!(c, iv, buf),
-            Cipher::A256(c) => cbc_dec!(c, iv, buf),
-        };
-        r.ok()
+        let n = buf.len();
+        with_keys!(self, |c, m| mac_dec(c, &mut m, iv, buf));
+        <Pkcs7 as cbc::cipher::block_padding::RawPadding>::raw_unpad(&buf[n - 16..])
+            .ok()
+            .map(|k| n - 16 + k.len())
     }
 
-    /// The full MAC over the concatenation of `parts`; returns its length.
-    pub(crate) fn mac(&self, parts: &[&[u8]], out: &mut [u8; MAX_MAC_LEN]) -> usize {
-        match &self.mac {
-            MacKey::S256(m) => mac_parts(m, parts, out),
-            MacKey::S384(m) => mac_parts(m, parts, out),
-            MacKey::S512(m) => mac_parts(m, parts, out),
-        }
-    }
-
-    /// Constant-time check of `tag` against the leftmost bytes of the MAC.
+    /// Constant-time check of `tag` against the leftmost bytes of the MAC over `parts`.
     pub(crate) fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
-        match &self.mac {
-            MacKey::S256(m) => verify_parts(m, parts, tag),
-            MacKey::S384(m) => verify_parts(m, parts, tag),
-            MacKey::S512(m) => verify_parts(m, parts, tag),
-        }
+        with_keys!(self, |_c, m| {
+            for p in parts {
+                m.update(p);
+            }
+            check(m, tag)
+        })
     }
 }

@@ -119,15 +119,15 @@ impl Fernet {
         iv: &[u8; 16],
     ) -> String {
         let padded = (plaintext.len() / 16 + 1) * 16;
-        // Exact capacity: the buffer never reallocates, so no copy of the plaintext is left behind.
-        let mut buf = Zeroizing::new(Vec::with_capacity(HEADER + padded + MAC_LEN));
+        // Exact capacity: the buffer never reallocates, so no copy of the plaintext is left
+        // behind; the encryption overwrites it in place, so what is dropped is ciphertext.
+        let mut buf = Vec::with_capacity(HEADER + padded + MAC_LEN);
         buf.push(VERSION);
         buf.extend_from_slice(&timestamp.to_be_bytes());
         buf.extend_from_slice(iv);
         buf.extend_from_slice(plaintext);
-        self.etm.encrypt(iv, &mut buf, HEADER);
         let mut tag = [0u8; MAX_MAC_LEN];
-        let n = self.etm.mac(&[&buf], &mut tag);
+        let n = self.etm.seal(iv, &mut buf, HEADER, &[], &[], &mut tag);
         buf.extend_from_slice(&tag[..n]);
         b64::encode(&buf)
     }
@@ -172,16 +172,20 @@ impl Fernet {
         }
     }
 
+    /// Verifies and decrypts in one pass (`EtmKey::open`).
     fn open(&self, t: Decoded) -> Result<Plaintext, InvalidToken> {
-        self.verify(&t)?;
+        let mut data = t.data;
+        let end = data.len() - MAC_LEN;
         let mut iv = [0u8; 16];
-        iv.copy_from_slice(&t.data[9..HEADER]);
-        let end = t.data.len() - MAC_LEN;
+        iv.copy_from_slice(&data[9..HEADER]);
+        let mut tag = [0u8; MAC_LEN];
+        tag.copy_from_slice(&data[end..]);
+        data.truncate(end);
         // The buffer becomes a Plaintext before it holds any plaintext: every path wipes it.
-        let mut out = Plaintext::new(t.data, 0..0);
+        let mut out = Plaintext::new(data, 0..0);
         let n = self
             .etm
-            .decrypt(&iv, &mut out.buf_mut()[HEADER..end])
+            .open(&iv, out.buf_mut(), HEADER, &[], &[], &tag)
             .ok_or(InvalidToken)?;
         out.set_range(HEADER..HEADER + n);
         Ok(out)
@@ -195,6 +199,7 @@ impl fmt::Debug for Fernet {
 }
 
 /// A base64-decoded token with its structure checked (version byte, minimum length).
+#[derive(Clone)]
 struct Decoded {
     data: Vec<u8>,
     timestamp: u64,
@@ -312,8 +317,19 @@ impl MultiFernet {
     ) -> Result<Plaintext, InvalidToken> {
         let t = Decoded::parse(token)?;
         t.check_time(ttl, now)?;
-        let key = self.verifying_key(&t)?;
-        key.open(t)
+        self.open_any(t)
+    }
+
+    /// Opens with the first key that verifies: one MAC-and-decrypt pass per key tried, on a
+    /// copy for all but the last key (a failed pass wipes its buffer).
+    fn open_any(&self, t: Decoded) -> Result<Plaintext, InvalidToken> {
+        let (last, rest) = self.keys.split_last().ok_or(InvalidToken)?;
+        for k in rest {
+            if let Ok(p) = k.open(t.clone()) {
+                return Ok(p);
+            }
+        }
+        last.open(t)
     }
 
     /// The timestamp of a token that verifies under any key.
@@ -335,7 +351,7 @@ impl MultiFernet {
     pub fn rotate(&self, token: &str) -> Result<String, InvalidToken> {
         let t = Decoded::parse(token)?;
         let ts = t.timestamp;
-        let pt = self.verifying_key(&t)?.open(t)?;
+        let pt = self.open_any(t)?;
         let iv = iv::random_iv().ok_or(InvalidToken)?;
         Ok(self.primary().encrypt_with_iv(pt.expose_secret(), ts, &iv))
     }
