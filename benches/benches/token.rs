@@ -76,7 +76,7 @@ fn bench(c: &mut Criterion) {
                 out.extend_from_slice(&iv);
                 out.extend_from_slice(black_box(&pt));
                 out.resize(16 + (size / 16 + 1) * 16, 0);
-                let n = cbc::Encryptor::<aes::Aes128>::inner_iv_init(raw_aes.clone(), (&iv).into())
+                let n = cbc::Encryptor::<&aes::Aes128>::inner_iv_init(&raw_aes, (&iv).into())
                     .encrypt_padded_mut::<Pkcs7>(&mut out[16..], size)
                     .unwrap()
                     .len();
@@ -108,7 +108,7 @@ fn bench(c: &mut Criterion) {
                 m.verify_truncated_left(tag).unwrap();
                 let mut buf = body[16..].to_vec();
                 let iv: [u8; 16] = body[..16].try_into().unwrap();
-                let n = cbc::Decryptor::<aes::Aes128>::inner_iv_init(raw_aes.clone(), (&iv).into())
+                let n = cbc::Decryptor::<&aes::Aes128>::inner_iv_init(&raw_aes, (&iv).into())
                     .decrypt_padded_mut::<Pkcs7>(&mut buf)
                     .unwrap()
                     .len();
