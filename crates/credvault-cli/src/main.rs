@@ -7,6 +7,7 @@
 
 mod fernet;
 mod quickstart;
+mod totp;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -34,6 +35,9 @@ enum Command {
     /// Fernet tokens, interoperable with Python `cryptography` (genkey, encrypt, decrypt, rotate).
     #[command(subcommand)]
     Fernet(fernet::FernetCommand),
+    /// One-time codes: generate, verify, build otpauth URIs, extract codes from messages.
+    #[command(subcommand)]
+    Totp(totp::TotpCommand),
 }
 
 /// What a command produced: text for people and JSON for scripts, or raw bytes (a decrypted
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Quickstart => quickstart::run(),
         Command::Fernet(cmd) => fernet::run(cmd, cli.json),
+        Command::Totp(cmd) => totp::run(cmd),
     };
     match result {
         Ok(out) => {

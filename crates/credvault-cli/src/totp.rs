@@ -1,0 +1,178 @@
+//! `credvault totp ...`: one-time codes for scripts.
+//!
+//! The secret comes from `--secret BASE32`, `--secret @FILE`, `--uri otpauth://...|steam://...`,
+//! or the environment variable `CREDVAULT_TOTP_SECRET` (base32 or a URI), so it need not appear in
+//! argv.
+
+use std::io::Read;
+
+use clap::{Args, Subcommand};
+use credvault_totp::{extract_code, Algorithm, Kind, Otp, SystemClock, TotpSecret};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::{Failure, Output};
+
+/// Environment variable holding the secret (base32 or URI) when neither flag is given.
+pub(crate) const SECRET_ENV: &str = "CREDVAULT_TOTP_SECRET";
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TotpCommand {
+    /// Print the current code (or the code at --at).
+    Code {
+        #[command(flatten)]
+        otp: OtpArgs,
+        /// Unix time to generate for (default now).
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        at: Option<u64>,
+    },
+    /// Check a code: exit 0 if valid, 1 if not.
+    Verify {
+        #[command(flatten)]
+        otp: OtpArgs,
+        /// The code to check (spaces and dashes ignored).
+        #[arg(long, allow_hyphen_values = true)]
+        code: String,
+        /// Steps accepted either side of the current one.
+        #[arg(long, default_value_t = 1)]
+        skew: u32,
+        /// Unix time to verify at (default now).
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        at: Option<u64>,
+    },
+    /// Print an otpauth:// URI for enrolling an authenticator app.
+    Uri {
+        #[command(flatten)]
+        otp: OtpArgs,
+        /// Issuer label (service name).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Account label (user name or email).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Read an email or SMS on stdin and print the one-time code in it (exit 1 if none).
+    Extract,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OtpArgs {
+    /// Base32 secret, or @FILE. Default: CREDVAULT_TOTP_SECRET.
+    #[arg(
+        long,
+        value_name = "BASE32|@FILE",
+        allow_hyphen_values = true,
+        conflicts_with = "uri"
+    )]
+    secret: Option<String>,
+    /// An otpauth://totp, otpauth://hotp or steam:// URI instead of --secret.
+    #[arg(long, value_name = "URI")]
+    uri: Option<String>,
+    /// Hash algorithm: SHA1, SHA256 or SHA512.
+    #[arg(long, default_value = "SHA1")]
+    algorithm: String,
+    /// Code length, 6 to 8.
+    #[arg(long, default_value_t = 6)]
+    digits: u8,
+    /// Step length in seconds.
+    #[arg(long, default_value_t = 30)]
+    period: u64,
+}
+
+impl OtpArgs {
+    fn load(&self) -> Result<Otp, Failure> {
+        let text: Zeroizing<String> = match (&self.secret, &self.uri) {
+            (_, Some(uri)) => Zeroizing::new(uri.clone()),
+            (Some(s), None) => match s.strip_prefix('@') {
+                Some(path) => Zeroizing::new(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| Failure::new(format!("--secret @{path}: {e}")))?,
+                ),
+                None => Zeroizing::new(s.clone()),
+            },
+            (None, None) => Zeroizing::new(std::env::var(SECRET_ENV).map_err(|_| {
+                Failure::new(format!(
+                    "no secret: pass --secret, --uri, or set {SECRET_ENV}"
+                ))
+            })?),
+        };
+        let text = text.trim();
+        if text.contains("://") {
+            return Otp::from_uri(text).map_err(Failure::new);
+        }
+        let secret = TotpSecret::parse(text).map_err(Failure::new)?;
+        let alg = Algorithm::parse(&self.algorithm).map_err(Failure::new)?;
+        Otp::totp(secret, alg, self.digits, self.period).map_err(Failure::new)
+    }
+}
+
+fn now() -> u64 {
+    credvault_totp::Clock::now(&SystemClock)
+}
+
+pub(crate) fn run(cmd: TotpCommand) -> Result<Output, Failure> {
+    match cmd {
+        TotpCommand::Code { otp, at } => {
+            let otp = otp.load()?;
+            let t = at.unwrap_or_else(now);
+            let code = match otp.kind() {
+                Kind::Hotp { counter } => otp.hotp_code(counter),
+                _ => otp.code_at(t),
+            };
+            let value = Zeroizing::new(code.to_string());
+            Ok(Output::Text {
+                text: format!("{}\n", value.as_str()),
+                json: json!({ "code": value.as_str(), "step": code.step, "remaining": code.remaining_at(t) }),
+            })
+        }
+        TotpCommand::Verify {
+            otp,
+            code,
+            skew,
+            at,
+        } => {
+            let otp = otp.load()?;
+            let step = match otp.kind() {
+                Kind::Hotp { counter } => otp.verify_hotp(&code, counter, skew),
+                _ => otp.verify_at(&code, at.unwrap_or_else(now), skew),
+            }
+            .map_err(Failure::new)?;
+            Ok(Output::Text {
+                text: format!("valid (step {step})\n"),
+                json: json!({ "valid": true, "step": step }),
+            })
+        }
+        TotpCommand::Uri {
+            otp,
+            issuer,
+            account,
+        } => {
+            let mut o = otp.load()?;
+            if issuer.is_some() || account.is_some() {
+                let issuer = issuer.or_else(|| o.issuer().map(str::to_owned));
+                let account = account.or_else(|| o.account().map(str::to_owned));
+                o = o.with_labels(issuer, account);
+            }
+            let uri = o.to_uri();
+            Ok(Output::Text {
+                text: format!("{}\n", uri.as_str()),
+                json: json!({ "uri": uri.as_str() }),
+            })
+        }
+        TotpCommand::Extract => {
+            let mut msg = Vec::new();
+            std::io::stdin()
+                .lock()
+                .take(credvault_totp::MAX_MESSAGE_LEN as u64)
+                .read_to_end(&mut msg)
+                .map_err(|e| Failure::new(format!("reading stdin: {e}")))?;
+            let text = String::from_utf8_lossy(&msg);
+            let found =
+                extract_code(&text).ok_or_else(|| Failure::new("no one-time code found"))?;
+            Ok(Output::Text {
+                text: format!("{}\n", found.code),
+                json: json!({ "code": found.code, "reason": format!("{:?}", found.reason) }),
+            })
+        }
+    }
+}
