@@ -34,7 +34,7 @@ pub(crate) enum TotpCommand {
         #[arg(long, allow_hyphen_values = true)]
         code: String,
         /// Steps accepted either side of the current one.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = credvault_totp::DEFAULT_SKEW)]
         skew: u32,
         /// Unix time to verify at (default now).
         #[arg(long, value_name = "UNIX_SECONDS")]

@@ -161,6 +161,8 @@ pub struct Otp {
 
 /// Steam Guard's code length.
 pub const STEAM_DIGITS: u8 = 5;
+/// The verification window used when none is given: one step either side (RFC 6238 §5.2).
+pub const DEFAULT_SKEW: u32 = 1;
 
 impl Otp {
     /// A TOTP authenticator (RFC 6238). `digits` 6–8, `period` > 0.
@@ -335,6 +337,11 @@ impl Otp {
         let first = origin.saturating_sub(u64::from(skew));
         let last = origin.saturating_add(u64::from(skew));
         self.match_range(submitted, first, last)
+    }
+
+    /// Verifies a submitted code now (from `clock`) with the default window of ±1 step.
+    pub fn verify_now(&self, submitted: &str, clock: &dyn Clock) -> Result<u64, VerifyError> {
+        self.verify_at(submitted, clock.now(), DEFAULT_SKEW)
     }
 
     /// Verifies a HOTP code against counters `counter ..= counter + look_ahead` (RFC 4226 §7.4

@@ -154,7 +154,17 @@ fn verify_window_returns_the_matched_step() {
             (step as i64 + delta) as u64
         );
     }
+    let prev = o.code_at(t - 30).to_string();
+    assert_eq!(
+        o.verify_now(&prev, &FixedClock(t)).unwrap(),
+        step - 1,
+        "default window is ±1"
+    );
     let two_ago = o.code_at(t - 60).to_string();
+    assert_eq!(
+        o.verify_now(&two_ago, &FixedClock(t)),
+        Err(VerifyError::Invalid)
+    );
     assert_eq!(o.verify_at(&two_ago, t, 1), Err(VerifyError::Invalid));
     assert_eq!(o.verify_at(&two_ago, t, 2).unwrap(), step - 2);
     for junk in [
