@@ -13,7 +13,8 @@ mod uri;
 pub use error::{OtpError, VerifyError};
 pub use extract::{extract_code, Extracted, Reason, MAX_MESSAGE_LEN};
 pub use otp::{
-    Algorithm, Clock, Code, FixedClock, Kind, Otp, Submission, SystemClock, STEAM_DIGITS,
+    Algorithm, Clock, Code, FixedClock, Kind, Otp, Submission, SystemClock, DEFAULT_SKEW,
+    STEAM_DIGITS,
 };
 pub use replay::{GuardError, MemoryReplayGuard, ReplayGuard};
 pub use secret::{TotpSecret, MAX_SECRET_LEN, RECOMMENDED_MIN_BITS};
