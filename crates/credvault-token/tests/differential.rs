@@ -108,3 +108,29 @@ proptest! {
         prop_assert!(fut.0.is_some() && fut.1.is_some(), "60 s of skew is allowed");
     }
 }
+
+/// The token is encoded chunk by chunk while it is encrypted; every plaintext length across many
+/// chunk boundaries must still give one canonical base64 token that the `fernet` crate opens.
+#[test]
+fn streamed_encoding_is_canonical_at_every_chunk_boundary() {
+    let (ours, theirs, _) = keys([5; 32]);
+    for len in (0..3000)
+        .step_by(7)
+        .chain([255, 256, 257, 511, 512, 513, 1023, 1024, 1025])
+    {
+        let pt: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        let token = ours.encrypt_at(&pt, 1_700_000_000).unwrap();
+        let raw = URL_SAFE.decode(&token).unwrap();
+        assert_eq!(
+            URL_SAFE.encode(&raw),
+            token,
+            "len {len}: canonical encoding"
+        );
+        assert_eq!(raw.len(), 25 + (len / 16 + 1) * 16 + 32, "len {len}");
+        assert_eq!(
+            theirs.decrypt_at_time(&token, None, 1_700_000_000).unwrap(),
+            pt,
+            "len {len}"
+        );
+    }
+}
