@@ -288,6 +288,16 @@ impl OpeningKey {
     /// Opens `envelope` sealed under this key and `ctx`.
     pub fn open(&self, envelope: &[u8], ctx: &EncryptionContext) -> Result<Plaintext, OpenError> {
         let header = self.check(envelope)?;
+        self.open_checked(&header, envelope, ctx)
+    }
+
+    /// `open` after `check` accepted `header` for `envelope`.
+    fn open_checked(
+        &self,
+        header: &EnvelopeHeader,
+        envelope: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<Plaintext, OpenError> {
         // Wrapped in Plaintext at once, so every exit path wipes it.
         let mut out = Plaintext::new(envelope[PREFIX_LEN..].to_vec(), header.plaintext_len);
         let (body, tag) = out.buf_mut().split_at_mut(header.plaintext_len);
@@ -326,7 +336,7 @@ impl OpeningKey {
         ctx: &EncryptionContext,
     ) -> Result<EnvelopeHeader, OpenError> {
         let header = self.check(envelope)?;
-        drop(self.open(envelope, ctx)?);
+        drop(self.open_checked(&header, envelope, ctx)?);
         Ok(header)
     }
 }
