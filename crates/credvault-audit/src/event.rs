@@ -1,0 +1,593 @@
+//! Audit events: who did what to which credential, when, from where, and how it ended.
+//!
+//! Every text field of an event takes `impl Into<String>`: there is no conversion from a secret
+//! type (a `Zeroizing` buffer, a `secrecy::SecretString`, a decrypted credential) to an event
+//! field, so a secret can only reach an event by being copied out on purpose. Field changes
+//! carry old and new values only for metadata ([`FieldChange::metadata`]); a secret field change
+//! is recorded by name alone ([`FieldChange::secret`]).
+//!
+//! ```compile_fail
+//! use credvault_audit::{Action, AuditEvent};
+//! let secret = zeroize::Zeroizing::new(String::from("hunter2"));
+//! // error: `Zeroizing<String>` is not `Into<String>`
+//! let event = AuditEvent::new("acme", "alice", Action::Accessed).with_request_id(secret);
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A point in time, UTC, with millisecond precision; written as RFC 3339
+/// (`2026-11-22T14:21:58.123Z`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// The current time (the Unix epoch if the system clock is set before it).
+    pub fn now() -> Self {
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        Self(u64::try_from(millis).unwrap_or(u64::MAX))
+    }
+
+    /// The time `millis` milliseconds after the Unix epoch.
+    pub const fn from_unix_millis(millis: u64) -> Self {
+        Self(millis)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub const fn as_unix_millis(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = UNIX_EPOCH + Duration::from_millis(self.0);
+        write!(f, "{}", humantime::format_rfc3339_millis(t))
+    }
+}
+
+/// A timestamp that is not RFC 3339 UTC (`YYYY-MM-DDTHH:MM:SS[.fff]Z`), or a bare date
+/// (`YYYY-MM-DD`, meaning midnight UTC).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("timestamp is not RFC 3339 UTC (e.g. 2026-11-22T14:21:58.123Z) or a date (2026-11-22)")]
+pub struct TimestampError;
+
+impl FromStr for Timestamp {
+    type Err = TimestampError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = if s.len() == 10 {
+            humantime::parse_rfc3339(&format!("{s}T00:00:00Z"))
+        } else {
+            humantime::parse_rfc3339(s)
+        }
+        .map_err(|_| TimestampError)?;
+        let millis = t.duration_since(UNIX_EPOCH).map_err(|_| TimestampError)?;
+        u64::try_from(millis.as_millis())
+            .map(Self)
+            .map_err(|_| TimestampError)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A random 128-bit event identifier, written as a UUID-shaped hex string.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventId([u8; 16]);
+
+impl EventId {
+    /// A fresh random identifier (from the operating system's generator).
+    pub fn random() -> Self {
+        let mut b = [0u8; 16];
+        // An identifier, not a key: if the OS generator fails, fall back to time-derived bytes
+        // rather than refusing to record the event.
+        if getrandom::fill(&mut b).is_err() {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            b = nanos.to_le_bytes();
+        }
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        Self(b)
+    }
+
+    /// The identifier's 16 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = hex::encode(self.0);
+        write!(
+            f,
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventId({self})")
+    }
+}
+
+impl FromStr for EventId {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let compact: String = s.chars().filter(|c| *c != '-').collect();
+        let mut b = [0u8; 16];
+        hex::decode_to_slice(compact, &mut b).map_err(|_| "event id is not 32 hex digits")?;
+        Ok(Self(b))
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What happened. Written as a snake_case string; a reader meets actions added by newer
+/// writers as [`Action::Other`] instead of failing.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Action {
+    /// A credential was created.
+    Created,
+    /// A credential was updated.
+    Updated,
+    /// A credential was deleted.
+    Deleted,
+    /// A credential's secret values were read.
+    Accessed,
+    /// An access was refused (inactive, expired, wrong tenant...).
+    AccessDenied,
+    /// An access was allowed but failed (decryption, storage...).
+    AccessFailed,
+    /// A credential was tested against its service.
+    Tested,
+    /// A credential's secret was rotated.
+    Rotated,
+    /// A master or tenant key was rotated.
+    KeyRotated,
+    /// A TOTP code was generated from a credential.
+    TotpGenerated,
+    /// A DLP detector found a secret in text.
+    DlpDetected,
+    /// An action this version does not know (written by a newer version, or by an application).
+    Other(String),
+}
+
+impl Action {
+    /// The action's name as written in records.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Deleted => "deleted",
+            Self::Accessed => "accessed",
+            Self::AccessDenied => "access_denied",
+            Self::AccessFailed => "access_failed",
+            Self::Tested => "tested",
+            Self::Rotated => "rotated",
+            Self::KeyRotated => "key_rotated",
+            Self::TotpGenerated => "totp_generated",
+            Self::DlpDetected => "dlp_detected",
+            Self::Other(s) => s,
+        }
+    }
+
+    /// Every action this version knows, in a stable order.
+    pub const KNOWN: [Action; 11] = [
+        Self::Created,
+        Self::Updated,
+        Self::Deleted,
+        Self::Accessed,
+        Self::AccessDenied,
+        Self::AccessFailed,
+        Self::Tested,
+        Self::Rotated,
+        Self::KeyRotated,
+        Self::TotpGenerated,
+        Self::DlpDetected,
+    ];
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Action {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::KNOWN
+            .iter()
+            .find(|a| a.as_str() == s)
+            .cloned()
+            .unwrap_or_else(|| Self::Other(s.to_owned())))
+    }
+}
+
+impl Serialize for Action {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let Ok(a) = s.parse();
+        Ok(a)
+    }
+}
+
+/// How the operation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Outcome {
+    /// It succeeded.
+    Success,
+    /// It was refused by policy.
+    Denied,
+    /// It was attempted and failed.
+    Failure,
+}
+
+impl Outcome {
+    /// The outcome's name as written in records.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Denied => "denied",
+            Self::Failure => "failure",
+        }
+    }
+}
+
+/// The credential an event is about. Every part is optional (a key rotation has no credential).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Resource {
+    /// Credential id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Credential name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Credential type (a schema type name such as `postgres`).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Environment (`production`, `staging`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+}
+
+impl Resource {
+    /// A resource naming a credential by id.
+    pub fn credential(id: impl Into<String>) -> Self {
+        Self {
+            id: Some(id.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the credential name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the credential type.
+    pub fn with_type(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// Sets the environment.
+    pub fn with_environment(mut self, environment: impl Into<String>) -> Self {
+        self.environment = Some(environment.into());
+        self
+    }
+
+    fn is_empty(&self) -> bool {
+        self.id.is_none()
+            && self.name.is_none()
+            && self.kind.is_none()
+            && self.environment.is_none()
+    }
+}
+
+/// One changed field of an `updated` event. Metadata changes carry old and new values; a
+/// secret field's change carries only its name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    field: String,
+    secret: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    old: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    new: Option<String>,
+}
+
+impl FieldChange {
+    /// A non-secret field (description, tags, environment, a `string` field...) changed from
+    /// `old` to `new` (`None`: unset).
+    pub fn metadata(
+        field: impl Into<String>,
+        old: Option<impl Into<String>>,
+        new: Option<impl Into<String>>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            secret: false,
+            old: old.map(Into::into),
+            new: new.map(Into::into),
+        }
+    }
+
+    /// A secret field changed. Only the name is recorded; there is no way to attach a value.
+    pub fn secret(field: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            secret: true,
+            old: None,
+            new: None,
+        }
+    }
+
+    /// The field's name.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// Whether the field is secret (and so has no values).
+    pub fn is_secret(&self) -> bool {
+        self.secret
+    }
+
+    /// The old value of a metadata field.
+    pub fn old(&self) -> Option<&str> {
+        self.old.as_deref()
+    }
+
+    /// The new value of a metadata field.
+    pub fn new_value(&self) -> Option<&str> {
+        self.new.as_deref()
+    }
+}
+
+/// Why an access was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DenyReason {
+    /// The credential is marked inactive.
+    Inactive,
+    /// The credential is past its expiry.
+    Expired,
+    /// The credential belongs to another tenant.
+    WrongTenant,
+    /// No such tenant.
+    UnknownTenant,
+    /// No such credential.
+    UnknownCredential,
+    /// The caller is not allowed this operation.
+    Forbidden,
+    /// A reason written by a newer version.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Result of a credential test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TestStatus {
+    /// The service accepted the credential.
+    Ok,
+    /// The service rejected the credential.
+    Failed,
+    /// The test could not run (network, timeout...).
+    Error,
+    /// A status written by a newer version.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Action-specific details.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Details {
+    /// For `updated`: the fields that changed.
+    Updated {
+        /// Changed fields, metadata with values, secrets by name only.
+        changes: Vec<FieldChange>,
+    },
+    /// For `accessed`: the service that asked, and the fields it read.
+    Accessed {
+        /// The service (automation, agent, tool) that read the credential.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
+        /// Names of the fields read.
+        fields: Vec<String>,
+    },
+    /// For `access_denied`: why.
+    AccessDenied {
+        /// The reason.
+        reason: DenyReason,
+    },
+    /// For `access_failed`: what failed (never a value).
+    AccessFailed {
+        /// A short description such as `decryption failed`.
+        reason: String,
+    },
+    /// For `tested`: the result.
+    Tested {
+        /// Test status.
+        status: TestStatus,
+        /// The tester's message.
+        message: String,
+    },
+    /// For `key_rotated`: which key and versions.
+    KeyRotated {
+        /// `master` or `tenant`.
+        key: String,
+        /// Version before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_version: Option<u32>,
+        /// Version after.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_version: Option<u32>,
+    },
+    /// For `dlp_detected`: which detector, how many matches (never the matches).
+    DlpDetected {
+        /// Detector name.
+        detector: String,
+        /// Number of matches.
+        count: u64,
+    },
+    /// Details written by a newer version.
+    #[serde(other)]
+    Unknown,
+}
+
+/// One audit event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AuditEvent {
+    /// Unique id.
+    pub id: EventId,
+    /// When it happened.
+    pub time: Timestamp,
+    /// The tenant (workspace) it happened in.
+    pub tenant: String,
+    /// Who did it: a user id or a service name.
+    pub actor: String,
+    /// Source IP address of the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    /// Client host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_host: Option<String>,
+    /// Request id, for correlation with application logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// What happened.
+    pub action: Action,
+    /// The credential concerned.
+    #[serde(default, skip_serializing_if = "Resource::is_empty")]
+    pub resource: Resource,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Action-specific details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Details>,
+}
+
+impl AuditEvent {
+    /// A new event, now, with a fresh id. The outcome follows the action (`access_denied` is
+    /// denied, `access_failed` a failure, anything else a success) until
+    /// [`with_outcome`](Self::with_outcome) says otherwise.
+    pub fn new(tenant: impl Into<String>, actor: impl Into<String>, action: Action) -> Self {
+        let outcome = match action {
+            Action::AccessDenied => Outcome::Denied,
+            Action::AccessFailed => Outcome::Failure,
+            _ => Outcome::Success,
+        };
+        Self {
+            id: EventId::random(),
+            time: Timestamp::now(),
+            tenant: tenant.into(),
+            actor: actor.into(),
+            source_ip: None,
+            client_host: None,
+            request_id: None,
+            action,
+            resource: Resource::default(),
+            outcome,
+            details: None,
+        }
+    }
+
+    /// Sets the time.
+    pub fn at(mut self, time: Timestamp) -> Self {
+        self.time = time;
+        self
+    }
+
+    /// Sets the resource.
+    pub fn with_resource(mut self, resource: Resource) -> Self {
+        self.resource = resource;
+        self
+    }
+
+    /// Sets the source IP.
+    pub fn with_source_ip(mut self, ip: impl Into<String>) -> Self {
+        self.source_ip = Some(ip.into());
+        self
+    }
+
+    /// Sets the client host name.
+    pub fn with_client_host(mut self, host: impl Into<String>) -> Self {
+        self.client_host = Some(host.into());
+        self
+    }
+
+    /// Sets the request id.
+    pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    /// Sets the outcome.
+    pub fn with_outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    /// Sets the details.
+    pub fn with_details(mut self, details: Details) -> Self {
+        self.details = Some(details);
+        self
+    }
+}
