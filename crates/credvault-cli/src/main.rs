@@ -5,6 +5,7 @@
 //! with nothing on stdout.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod fernet;
 mod quickstart;
 mod totp;
@@ -38,6 +39,9 @@ enum Command {
     /// One-time codes: generate, verify, build otpauth URIs, extract codes from messages.
     #[command(subcommand)]
     Totp(totp::TotpCommand),
+    /// Tamper-evident audit logs: verify, show, export; generate an audit key.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// What a command produced: text for people and JSON for scripts, or raw bytes (a decrypted
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         Command::Quickstart => quickstart::run(),
         Command::Fernet(cmd) => fernet::run(cmd, cli.json),
         Command::Totp(cmd) => totp::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd, cli.json),
     };
     match result {
         Ok(out) => {
