@@ -244,7 +244,7 @@ impl EtmKey {
     /// Decrypts whole blocks in place and strips PKCS#7 padding (no MAC): the raw-CBC hazmat
     /// helper. Never used on unauthenticated data outside `hazmat`.
     pub(crate) fn decrypt(&self, iv: &[u8; 16], buf: &mut [u8]) -> Option<usize> {
-        if buf.is_empty() || buf.len() % 16 != 0 {
+        if buf.is_empty() || !buf.len().is_multiple_of(16) {
             return None;
         }
         let n = buf.len();

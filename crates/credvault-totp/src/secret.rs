@@ -67,7 +67,7 @@ impl TotpSecret {
     pub fn from_hex(text: &str) -> Result<Self, OtpError> {
         let digits: Zeroizing<Vec<u8>> =
             Zeroizing::new(text.bytes().filter(|b| !b.is_ascii_whitespace()).collect());
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(OtpError::BadHex);
         }
         let mut out = Zeroizing::new(Vec::with_capacity(digits.len() / 2));
