@@ -138,7 +138,7 @@ pub(crate) struct Line<'a> {
     pub(crate) ty: RecordType,
     pub(crate) body: &'a [u8],
     hashed: &'a [u8],
-    hash_hex: &'a [u8],
+    pub(crate) hash_hex: &'a [u8],
 }
 
 impl<'a> Line<'a> {
@@ -154,10 +154,9 @@ impl<'a> Line<'a> {
         }
         let seq = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
         let rest = rest[digits..].strip_prefix(PREV)?;
+        // Hex digits are not checked here: `prev` is compared with the previous record's hash
+        // and `hash` with the computed one, byte for byte, in lower-case hex.
         let prev_hex = rest.get(..64)?;
-        if !is_lower_hex(prev_hex) {
-            return None;
-        }
         let rest = rest[64..].strip_prefix(TYPE)?;
         let ty_len = memchr::memchr(b'"', rest)?;
         let ty = RecordType::parse(&rest[..ty_len])?;
@@ -169,9 +168,6 @@ impl<'a> Line<'a> {
         }
         let tail = &line[tail_at..];
         let hash_hex = tail.strip_prefix(HASH)?.strip_suffix(END)?;
-        if !is_lower_hex(hash_hex) {
-            return None;
-        }
         Some(Self {
             seq,
             prev_hex,
@@ -187,10 +183,6 @@ impl<'a> Line<'a> {
         let h = sha256(self.hashed);
         (hex64(&h).as_slice() == self.hash_hex).then_some(h)
     }
-}
-
-fn is_lower_hex(b: &[u8]) -> bool {
-    b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Body of the genesis record.

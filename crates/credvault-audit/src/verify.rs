@@ -328,6 +328,9 @@ fn verify_with<'b>(
             });
         }
     }
+    if chain.started {
+        chain.report.head = Some(record::hex_string(&chain.prev));
+    }
     Ok(chain.report)
 }
 
@@ -388,6 +391,7 @@ pub(crate) struct Chain<'a> {
     started: bool,
     expected: u64,
     prev: Hash,
+    prev_hex: [u8; 64],
     pub(crate) report: VerifyReport,
     /// Records since the last checkpoint, and that checkpoint's time (for a resuming writer).
     pub(crate) since_checkpoint: u64,
@@ -408,6 +412,7 @@ impl<'a> Chain<'a> {
             started: false,
             expected: 0,
             prev: ZERO_HASH,
+            prev_hex: record::hex64(&ZERO_HASH),
             report: VerifyReport::default(),
             since_checkpoint: 0,
             last_checkpoint: None,
@@ -612,6 +617,7 @@ impl<'a> Chain<'a> {
                     ));
                 }
                 self.prev = prev;
+                self.prev_hex = record::hex64(&prev);
             }
         }
         if l.seq != self.expected {
@@ -623,7 +629,7 @@ impl<'a> Chain<'a> {
                 expected: self.expected,
             }));
         }
-        if l.prev_hex != record::hex64(&self.prev).as_slice() {
+        if l.prev_hex != self.prev_hex.as_slice() {
             return Err(self.problem(
                 ProblemKind::Edited,
                 index,
@@ -752,10 +758,11 @@ impl<'a> Chain<'a> {
             }
         }
         self.prev = h;
+        // `check_hash` compared the line's hash field with this hash's hex: reuse it.
+        self.prev_hex.copy_from_slice(l.hash_hex);
         self.expected = l.seq.wrapping_add(1);
         self.report.records += 1;
         self.report.last_seq = Some(l.seq);
-        self.report.head = Some(record::hex_string(&h));
         Ok(())
     }
 }
