@@ -725,17 +725,9 @@ impl State {
                 bytes,
             });
         }
-        match self.pending.last_mut() {
-            Some(c) => &mut c.bytes,
-            None => unreachable_chunk(),
-        }
+        let last = self.pending.len() - 1;
+        &mut self.pending[last].bytes
     }
-}
-
-#[cold]
-fn unreachable_chunk() -> ! {
-    // `chunk` pushes before it borrows; the vector cannot be empty here.
-    std::process::abort()
 }
 
 impl Inner {

@@ -241,10 +241,9 @@ impl AuditSink for FanOut {
         }
     }
 
+    /// Durable if any sink is: under `All` every sink recorded the event, under `AnyDurable`
+    /// at least one durable sink did.
     fn is_durable(&self) -> bool {
-        match self.policy {
-            FanOutPolicy::All => self.sinks.iter().any(|s| s.is_durable()),
-            FanOutPolicy::AnyDurable => self.sinks.iter().any(|s| s.is_durable()),
-        }
+        self.sinks.iter().any(|s| s.is_durable())
     }
 }
