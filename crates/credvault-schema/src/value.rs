@@ -1,0 +1,266 @@
+//! Validated credentials: typed values, secret values that only an explicit call reveals, and
+//! the masked and metadata views that are safe to serialize.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::compile::CredentialType;
+use crate::def::FieldKind;
+
+/// What a set secret field shows in a masked view. A patch that sends this value back for a
+/// secret field keeps the stored secret (user interfaces round-trip masked forms).
+pub const SECRET_MARKER: &str = "__credvault_secret__";
+
+/// A secret text value: not `Clone`, not `Serialize`, `Debug` redacted, wiped on drop. The
+/// only way to the text is [`expose`](Self::expose).
+pub struct SecretValue(Zeroizing<String>);
+
+impl SecretValue {
+    /// Wraps a secret.
+    pub fn new(text: String) -> Self {
+        Self(Zeroizing::new(text))
+    }
+
+    /// The secret text. Every call is a deliberate act: keep the result short-lived.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Its length in bytes (safe to show: it reveals no content).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn duplicate(&self) -> Self {
+        Self::new(self.0.as_str().to_owned())
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretValue(<redacted>)")
+    }
+}
+
+/// A validated field value.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FieldValue {
+    /// Text (`string`, `options`, non-secret `hidden`).
+    Text(String),
+    /// A whole number (`number` with `integer`).
+    Integer(i64),
+    /// A number.
+    Number(f64),
+    /// `boolean`.
+    Bool(bool),
+    /// A secret (`password`, or any field marked `secret`).
+    Secret(SecretValue),
+}
+
+impl FieldValue {
+    /// The value as JSON, or `None` for a secret.
+    pub fn to_public_json(&self) -> Option<serde_json::Value> {
+        Some(match self {
+            Self::Text(s) => serde_json::Value::String(s.clone()),
+            Self::Integer(i) => serde_json::Value::from(*i),
+            Self::Number(n) => serde_json::Number::from_f64(*n)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Self::Bool(b) => serde_json::Value::Bool(*b),
+            Self::Secret(_) => return None,
+        })
+    }
+
+    /// Text for templates: numbers in decimal, booleans as `true`/`false`, secrets exposed.
+    pub(crate) fn render(&self, out: &mut String) {
+        match self {
+            Self::Text(s) => out.push_str(s),
+            Self::Integer(i) => out.push_str(&i.to_string()),
+            Self::Number(n) => out.push_str(&n.to_string()),
+            Self::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Self::Secret(s) => out.push_str(s.expose()),
+        }
+    }
+
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::Text(s) => Self::Text(s.clone()),
+            Self::Integer(i) => Self::Integer(*i),
+            Self::Number(n) => Self::Number(*n),
+            Self::Bool(b) => Self::Bool(*b),
+            Self::Secret(s) => Self::Secret(s.duplicate()),
+        }
+    }
+
+    pub(crate) fn same_as(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Text(a), Self::Text(b)) => a == b,
+            (Self::Integer(a), Self::Integer(b)) => a == b,
+            (Self::Number(a), Self::Number(b)) => a == b,
+            (Self::Bool(a), Self::Bool(b)) => a == b,
+            (Self::Secret(a), Self::Secret(b)) => {
+                subtle::ConstantTimeEq::ct_eq(a.expose().as_bytes(), b.expose().as_bytes()).into()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A credential that passed validation: its type, and a value for every field that is set
+/// (defaults applied). Not `Clone`, not `Serialize`: it holds secrets. Serialize
+/// [`masked`](Self::masked) or [`metadata`](Self::metadata) instead.
+pub struct Credential {
+    pub(crate) ty: Arc<CredentialType>,
+    /// One slot per field of the type, in field order.
+    pub(crate) values: Vec<Option<FieldValue>>,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (field, value) in self.ty.fields.iter().zip(&self.values) {
+            if let Some(v) = value {
+                m.entry(&field.key, v);
+            }
+        }
+        m.finish()
+    }
+}
+
+impl Credential {
+    /// The credential's type.
+    pub fn credential_type(&self) -> &Arc<CredentialType> {
+        &self.ty
+    }
+
+    /// The type's name.
+    pub fn type_name(&self) -> &str {
+        self.ty.name()
+    }
+
+    /// The value of a field, if set. A secret field gives a [`FieldValue::Secret`], whose text
+    /// only [`SecretValue::expose`] reveals.
+    pub fn get(&self, key: &str) -> Option<&FieldValue> {
+        let i = self.ty.field_index(key)?;
+        self.values.get(i)?.as_ref()
+    }
+
+    /// The text of a secret field, if set: the explicit way to a secret.
+    pub fn expose(&self, key: &str) -> Option<&str> {
+        match self.get(key)? {
+            FieldValue::Secret(s) => Some(s.expose()),
+            _ => None,
+        }
+    }
+
+    /// Every set field, in the type's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &FieldValue)> {
+        self.ty
+            .fields
+            .iter()
+            .zip(&self.values)
+            .filter_map(|(f, v)| v.as_ref().map(|v| (f.key.as_str(), v)))
+    }
+
+    /// Whether a field is set.
+    pub fn is_set(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The non-secret fields as a JSON object (what a store keeps in clear beside the sealed
+    /// secrets).
+    pub fn public_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.iter()
+            .filter_map(|(k, v)| v.to_public_json().map(|j| (k.to_owned(), j)))
+            .collect()
+    }
+
+    /// The secret fields that are set, in order.
+    pub fn secrets(&self) -> impl Iterator<Item = (&str, &SecretValue)> {
+        self.iter().filter_map(|(k, v)| match v {
+            FieldValue::Secret(s) => Some((k, s)),
+            _ => None,
+        })
+    }
+
+    /// A view safe to serialize: secret fields that are set show [`SECRET_MARKER`].
+    pub fn masked(&self) -> MaskedCredential {
+        let fields = self
+            .iter()
+            .map(|(k, v)| {
+                let json = v
+                    .to_public_json()
+                    .unwrap_or_else(|| serde_json::Value::String(SECRET_MARKER.to_owned()));
+                (k.to_owned(), json)
+            })
+            .collect();
+        MaskedCredential {
+            type_name: self.ty.name().to_owned(),
+            fields,
+        }
+    }
+
+    /// The field list for a user interface, each with whether it is set; no values.
+    pub fn metadata(&self) -> Vec<FieldInfo> {
+        self.ty
+            .fields_info()
+            .into_iter()
+            .zip(&self.values)
+            .map(|(mut info, v)| {
+                info.set = v.is_some();
+                info
+            })
+            .collect()
+    }
+}
+
+/// A credential with its secrets masked. This is what may be logged, returned by an API, or
+/// shown in a form.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MaskedCredential {
+    /// The credential type.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Field values, secrets replaced by [`SECRET_MARKER`].
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One field of a type, for user interfaces.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FieldInfo {
+    /// Key.
+    pub key: String,
+    /// Label.
+    pub label: String,
+    /// Kind.
+    pub kind: FieldKind,
+    /// Whether it is secret (write-only).
+    pub secret: bool,
+    /// Whether a value must be given.
+    pub required: bool,
+    /// For `hidden`: refreshed by the system.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub expirable: bool,
+    /// Whether the credential has a value for it (always `false` for a type's own list).
+    pub set: bool,
+    /// Help text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Placeholder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placeholder: Option<String>,
+    /// Allowed values of an `options` field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// Default value (never for secret fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
+}
