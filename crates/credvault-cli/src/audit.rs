@@ -105,10 +105,8 @@ pub(crate) fn run(cmd: AuditCommand, json_out: bool) -> Result<Output, Failure> 
 }
 
 fn parse_time(flag: &str, text: &str) -> Result<Timestamp, Failure> {
-    text.parse().map_err(|e| Failure {
-        message: format!("{flag}: {e}"),
-        code: 2,
-    })
+    text.parse()
+        .map_err(|e| Failure::usage(format!("{flag}: {e}")))
 }
 
 /// Segment files, and the anchor found beside them when a directory was given.
@@ -140,11 +138,9 @@ fn load_key(arg: Option<&str>) -> Result<Option<AuditKey>, Failure> {
     let text = match arg {
         Some(a) => {
             let Some(path) = a.strip_prefix('@') else {
-                return Err(Failure {
-                    message: "--key takes @FILE (a key on the command line would end up in shell history)"
-                        .into(),
-                    code: 2,
-                });
+                return Err(Failure::usage(
+                    "--key takes @FILE (a key on the command line would end up in shell history)",
+                ));
             };
             zeroize::Zeroizing::new(
                 std::fs::read_to_string(path)

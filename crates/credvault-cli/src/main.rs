@@ -8,6 +8,7 @@
 mod audit;
 mod fernet;
 mod quickstart;
+mod schema;
 mod totp;
 
 use std::io::Write;
@@ -39,6 +40,9 @@ enum Command {
     /// One-time codes: generate, verify, build otpauth URIs, extract codes from messages.
     #[command(subcommand)]
     Totp(totp::TotpCommand),
+    /// Credential types: list, show (or export as JSON Schema), validate a credential file.
+    #[command(subcommand, name = "type")]
+    Type(schema::TypeCommand),
     /// Tamper-evident audit logs: verify, show, export; generate an audit key.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -59,6 +63,8 @@ pub(crate) enum Output {
 pub(crate) struct Failure {
     pub(crate) message: String,
     pub(crate) code: u8,
+    /// Further lines (a validation with several errors prints one per line).
+    pub(crate) more: Vec<String>,
 }
 
 impl Failure {
@@ -66,6 +72,28 @@ impl Failure {
         Self {
             message: message.to_string(),
             code: 1,
+            more: Vec::new(),
+        }
+    }
+
+    /// A usage error (exit code 2).
+    pub(crate) fn usage(message: impl std::fmt::Display) -> Self {
+        Self {
+            code: 2,
+            ..Self::new(message)
+        }
+    }
+
+    /// Several lines, each printed as its own `credvault: ...` line (exit code 1).
+    pub(crate) fn lines(mut lines: Vec<String>) -> Self {
+        let first = if lines.is_empty() {
+            String::from("failed")
+        } else {
+            lines.remove(0)
+        };
+        Self {
+            more: lines,
+            ..Self::new(first)
         }
     }
 }
@@ -108,6 +136,7 @@ fn main() -> ExitCode {
         Command::Fernet(cmd) => fernet::run(cmd, cli.json),
         Command::Totp(cmd) => totp::run(cmd),
         Command::Audit(cmd) => audit::run(cmd, cli.json),
+        Command::Type(cmd) => schema::run(cmd, cli.json),
     };
     match result {
         Ok(out) => {
@@ -129,9 +158,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(f) => {
-            // One line, whatever the message contained.
-            let line = f.message.replace(['\n', '\r'], " ");
-            let _ = writeln!(std::io::stderr(), "credvault: {line}");
+            // One line per message, whatever the message contained.
+            let mut stderr = std::io::stderr().lock();
+            for m in std::iter::once(&f.message).chain(&f.more) {
+                let line = m.replace(['\n', '\r'], " ");
+                let _ = writeln!(stderr, "credvault: {line}");
+            }
             ExitCode::from(f.code)
         }
     }
