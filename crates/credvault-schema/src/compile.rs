@@ -1,18 +1,18 @@
 //! Checking a type definition and compiling it: regexes built once, templates parsed, defaults
 //! validated, limits applied.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
-
-use regex::Regex;
 
 use crate::def::{FieldDef, FieldKind, Format, TestKind, TypeDef};
 use crate::error::DefinitionError;
 use crate::formats;
+use crate::matcher::Matcher;
 use crate::template::{
     CompiledAuth, CompiledRequest, RenderedAuth, RenderedRequest, Template, TemplatePairs,
 };
-use crate::value::{Credential, FieldInfo, FieldValue};
+use crate::validate::Checked;
+use crate::value::{Credential, FieldInfo};
 
 /// Most fields a type may have (after inheritance).
 pub const MAX_FIELDS: usize = 64;
@@ -40,10 +40,10 @@ pub(crate) struct Field {
     pub(crate) min: Option<f64>,
     pub(crate) max: Option<f64>,
     pub(crate) options: Vec<String>,
-    pub(crate) pattern: Option<Regex>,
+    pub(crate) pattern: Option<Matcher>,
     pub(crate) format: Option<Format>,
     /// The default, already validated (never for secret fields).
-    pub(crate) default: Option<FieldValue>,
+    pub(crate) default: Option<Checked<'static>>,
     pub(crate) def: FieldDef,
 }
 
@@ -53,7 +53,7 @@ pub(crate) struct Field {
 pub struct CredentialType {
     pub(crate) def: TypeDef,
     pub(crate) fields: Vec<Field>,
-    pub(crate) index: HashMap<String, usize>,
+    pub(crate) index: rustc_hash::FxHashMap<String, usize>,
     pub(crate) auth: Option<CompiledAuth>,
     pub(crate) test_request: Option<CompiledRequest>,
 }
@@ -98,7 +98,7 @@ impl CredentialType {
         if def.fields.len() > MAX_FIELDS {
             return Err(err("fields", &format!("more than {MAX_FIELDS} fields")));
         }
-        let mut index = HashMap::new();
+        let mut index = rustc_hash::FxHashMap::default();
         let mut fields = Vec::with_capacity(def.fields.len());
         for (i, f) in def.fields.iter().enumerate() {
             let field = compile_field(&name, i, f)?;
@@ -424,18 +424,12 @@ fn compile_field(type_name: &str, i: usize, f: &FieldDef) -> Result<Field, Defin
                     &format!("longer than {MAX_PATTERN_LEN} bytes"),
                 ));
             }
-            Some(
-                regex::RegexBuilder::new(p)
-                    .size_limit(1 << 20)
-                    .dfa_size_limit(1 << 20)
-                    .build()
-                    .map_err(|_| {
-                        err(
-                            "pattern",
-                            "is not a valid regular expression (or compiles too large)",
-                        )
-                    })?,
-            )
+            Some(Matcher::new(p, 1 << 20).map_err(|_| {
+                err(
+                    "pattern",
+                    "is not a valid regular expression (or compiles too large)",
+                )
+            })?)
         }
     };
     let mut field = Field {
@@ -460,7 +454,7 @@ fn compile_field(type_name: &str, i: usize, f: &FieldDef) -> Result<Field, Defin
             return Err(err("default", "secret fields cannot have a default"));
         }
         match field.check(d) {
-            Ok(v) => field.default = Some(v),
+            Ok(v) => field.default = Some(v.into_owned()),
             Err((rule, _)) => {
                 return Err(err(
                     "default",

@@ -5,9 +5,8 @@
 
 use std::sync::OnceLock;
 
-use regex::Regex;
-
 use crate::def::Format;
+use crate::matcher::Matcher;
 
 const URL: &str = r"^[A-Za-z][A-Za-z0-9+.-]*://[^ \t\r\n/?#]+([/?#][^ \t\r\n]*)?$";
 const EMAIL: &str = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$";
@@ -32,13 +31,28 @@ pub(crate) const fn pattern(format: Format) -> &'static str {
     }
 }
 
-fn compiled() -> &'static [Option<Regex>; 6] {
-    static RE: OnceLock<[Option<Regex>; 6]> = OnceLock::new();
-    RE.get_or_init(|| [URL, EMAIL, HOSTNAME, PORT, BASE32, PEM].map(|p| Regex::new(p).ok()))
+fn compiled() -> &'static [Option<Matcher>; 6] {
+    static RE: OnceLock<[Option<Matcher>; 6]> = OnceLock::new();
+    RE.get_or_init(|| {
+        [URL, EMAIL, HOSTNAME, PORT, BASE32, PEM].map(|p| Matcher::new(p, 1 << 22).ok())
+    })
 }
 
-/// Whether `text` has the format.
+/// Whether `text` has the format. Host names, email addresses, ports and base32 are checked by
+/// direct scans equivalent to their expressions (a property test holds them equal); URLs and
+/// PEM blocks by the compiled expression.
 pub(crate) fn matches(format: Format, text: &str) -> bool {
+    match format {
+        Format::Hostname => hostname(text.as_bytes(), 1),
+        Format::Email => email(text.as_bytes()),
+        Format::Port => port(text.as_bytes()),
+        Format::Base32 => base32(text.as_bytes()),
+        Format::Url | Format::Pem => by_expression(format, text),
+    }
+}
+
+/// The format checked by its regular expression (the reference for the direct scans).
+pub(crate) fn by_expression(format: Format, text: &str) -> bool {
     let i = match format {
         Format::Url => 0,
         Format::Email => 1,
@@ -49,4 +63,114 @@ pub(crate) fn matches(format: Format, text: &str) -> bool {
     };
     // The expressions are constants checked by a test; a failed compile would refuse all.
     compiled()[i].as_ref().is_some_and(|re| re.is_match(text))
+}
+
+/// Labels of 1–63 letters, digits and `-`, not starting or ending with `-`, joined by `.`;
+/// at least `min_labels` of them.
+fn hostname(b: &[u8], min_labels: usize) -> bool {
+    let mut labels = 0;
+    for label in b.split(|c| *c == b'.') {
+        let (Some(first), Some(last)) = (label.first(), label.last()) else {
+            return false;
+        };
+        if label.len() > 63
+            || !first.is_ascii_alphanumeric()
+            || !last.is_ascii_alphanumeric()
+            || !label
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        {
+            return false;
+        }
+        labels += 1;
+    }
+    labels >= min_labels
+}
+
+/// `local@domain`: a non-empty local part of RFC 5322 atext and dots, a domain of two or
+/// more host-name labels.
+fn email(b: &[u8]) -> bool {
+    let Some(at) = b.iter().position(|c| *c == b'@') else {
+        return false;
+    };
+    let (local, domain) = (&b[..at], &b[at + 1..]);
+    !local.is_empty()
+        && local
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || b".!#$%&'*+/=?^_`{|}~-".contains(c))
+        && hostname(domain, 2)
+}
+
+/// A decimal 1–65535 without leading zeros.
+fn port(b: &[u8]) -> bool {
+    if b.is_empty() || b.len() > 5 || b[0] == b'0' || !b.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    b.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65_535
+}
+
+/// Base32 letters and digits 2–7, spaces and dashes (at least one), then any `=` padding.
+fn base32(b: &[u8]) -> bool {
+    let body_len = b.len() - b.iter().rev().take_while(|c| **c == b'=').count();
+    body_len > 0
+        && b[..body_len].iter().all(|c| {
+            c.is_ascii_alphabetic() || (b'2'..=b'7').contains(c) || *c == b' ' || *c == b'-'
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn same(format: Format, s: &str) -> Result<(), TestCaseError> {
+        prop_assert_eq!(
+            matches(format, s),
+            by_expression(format, s),
+            "{:?} on {:?}",
+            format,
+            s
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn every_expression_compiles_to_a_dfa() {
+        assert!(compiled()
+            .iter()
+            .all(|m| m.as_ref().is_some_and(Matcher::has_dfa)));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+        #[test]
+        fn direct_scans_equal_their_expressions(
+            s in prop_oneof![
+                "[a-zA-Z0-9.@-]{0,80}",
+                "[a-z0-9._%+!=@-]{0,30}@[a-z0-9.-]{0,30}",
+                "[0-9]{0,7}",
+                "[A-Za-z0-9 =-]{0,40}",
+                "[a-z]{1,63}(\\.[a-z0-9-]{0,64}){0,4}",
+                ".{0,20}",
+            ],
+        ) {
+            for f in [Format::Hostname, Format::Email, Format::Port, Format::Base32] {
+                same(f, &s)?;
+            }
+        }
+
+        #[test]
+        fn generated_members_match(
+            host in proptest::string::string_regex(&HOSTNAME[1..HOSTNAME.len() - 1]).unwrap(),
+            mail in proptest::string::string_regex(&EMAIL[1..EMAIL.len() - 1]).unwrap(),
+            n in 0u32..70_000,
+        ) {
+            same(Format::Hostname, &host)?;
+            same(Format::Email, &mail)?;
+            same(Format::Port, &n.to_string())?;
+            same(Format::Port, &format!("0{n}"))?;
+        }
+    }
 }

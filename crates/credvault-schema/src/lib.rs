@@ -61,6 +61,7 @@ mod error;
 mod formats;
 #[doc(hidden)]
 pub mod fuzzing;
+mod matcher;
 mod registry;
 mod schema;
 mod template;
@@ -80,4 +81,6 @@ pub use registry::{
 };
 pub use template::{Pairs, RenderedAuth, RenderedRequest};
 pub use validate::{Change, Patched, MAX_DEPTH, MAX_ERRORS, MAX_INPUT_BYTES, MAX_INPUT_KEYS};
-pub use value::{Credential, FieldInfo, FieldValue, MaskedCredential, SecretValue, SECRET_MARKER};
+pub use value::{
+    Credential, FieldInfo, FieldValue, MaskedCredential, SecretStr, SecretValue, SECRET_MARKER,
+};

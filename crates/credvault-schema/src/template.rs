@@ -1,7 +1,5 @@
 //! `{{field}}` templates in `test` and `authenticate`, and the requests they render to.
 
-use std::collections::HashMap;
-
 use crate::value::{Credential, SecretValue};
 
 #[derive(Clone, Debug)]
@@ -22,7 +20,10 @@ const MAX_TEMPLATE: usize = 4096;
 impl Template {
     /// Parses `{{ key }}` references (spaces inside the braces allowed) against the type's
     /// fields. Errors name the problem, never the template text.
-    pub(crate) fn parse(text: &str, index: &HashMap<String, usize>) -> Result<Self, String> {
+    pub(crate) fn parse(
+        text: &str,
+        index: &rustc_hash::FxHashMap<String, usize>,
+    ) -> Result<Self, String> {
         if text.len() > MAX_TEMPLATE {
             return Err(format!("template longer than {MAX_TEMPLATE} bytes"));
         }
@@ -57,7 +58,7 @@ impl Template {
             match p {
                 Part::Lit(s) => out.push_str(s),
                 Part::Field(i) => {
-                    if let Some(Some(v)) = cred.values.get(*i) {
+                    if let Some(v) = cred.value(*i) {
                         v.render(&mut out);
                     }
                 }

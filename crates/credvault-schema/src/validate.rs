@@ -4,15 +4,16 @@
 //! min_length, max_length, options, pattern, format (text); type, integer, min, max
 //! (numbers). Errors come in field order, then unknown keys.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::compile::{CredentialType, Field, MAX_SAFE_INTEGER};
+use crate::compile::{CredentialType, Field, MAX_FIELDS, MAX_SAFE_INTEGER};
 use crate::def::{FieldKind, Format};
 use crate::error::{cut, Limit, Rule, ValidationError, ValidationErrors};
 use crate::formats;
-use crate::value::{Credential, FieldValue, SecretValue, SECRET_MARKER};
+use crate::value::{Builder, Credential, FieldValue, SecretStr, SECRET_MARKER};
 
 /// Largest input [`CredentialType::validate_json`] reads.
 pub const MAX_INPUT_BYTES: usize = 1 << 20;
@@ -25,6 +26,37 @@ pub const MAX_INPUT_KEYS: usize = 256;
 pub const MAX_ERRORS: usize = 100;
 
 type Check<T> = Result<T, (Rule, String)>;
+
+/// A value that passed its field's rules, borrowing the input where it can.
+#[derive(Clone, Debug)]
+pub(crate) enum Checked<'v> {
+    Text(Cow<'v, str>),
+    Integer(i64),
+    Number(f64),
+    Bool(bool),
+}
+
+impl Checked<'_> {
+    pub(crate) fn into_owned(self) -> Checked<'static> {
+        match self {
+            Self::Text(t) => Checked::Text(Cow::Owned(t.into_owned())),
+            Self::Integer(i) => Checked::Integer(i),
+            Self::Number(n) => Checked::Number(n),
+            Self::Bool(b) => Checked::Bool(b),
+        }
+    }
+
+    /// As a field value (`secret`: text is a secret).
+    pub(crate) fn as_value(&self, secret: bool) -> FieldValue<'_> {
+        match self {
+            Self::Text(t) if secret => FieldValue::Secret(SecretStr::internal(t)),
+            Self::Text(t) => FieldValue::Text(t),
+            Self::Integer(i) => FieldValue::Integer(*i),
+            Self::Number(n) => FieldValue::Number(*n),
+            Self::Bool(b) => FieldValue::Bool(*b),
+        }
+    }
+}
 
 fn format_name(f: Format) -> &'static str {
     match f {
@@ -47,22 +79,14 @@ fn fmt_num(n: f64) -> String {
 
 impl Field {
     /// Checks one value against the field's rules.
-    pub(crate) fn check(&self, v: &Value) -> Check<FieldValue> {
+    pub(crate) fn check<'v>(&self, v: &'v Value) -> Check<Checked<'v>> {
         match self.kind {
             FieldKind::String | FieldKind::Password | FieldKind::Hidden | FieldKind::Options => {
-                let coerced;
-                let text: &str = match v {
-                    Value::String(s) => s,
-                    Value::Number(n) if self.coerce => {
-                        coerced = n.to_string();
-                        &coerced
-                    }
+                let text: Cow<'v, str> = match v {
+                    Value::String(s) => Cow::Borrowed(s),
+                    Value::Number(n) if self.coerce => Cow::Owned(n.to_string()),
                     Value::Bool(b) if self.coerce => {
-                        if *b {
-                            "true"
-                        } else {
-                            "false"
-                        }
+                        Cow::Borrowed(if *b { "true" } else { "false" })
                     }
                     _ => {
                         let what = if self.kind == FieldKind::Options {
@@ -73,12 +97,8 @@ impl Field {
                         return Err((Rule::Type, format!("expected {what}")));
                     }
                 };
-                self.check_text(text)?;
-                Ok(if self.secret {
-                    FieldValue::Secret(SecretValue::new(text.to_owned()))
-                } else {
-                    FieldValue::Text(text.to_owned())
-                })
+                self.check_text(&text)?;
+                Ok(Checked::Text(text))
             }
             FieldKind::Number => {
                 let n = match v {
@@ -99,16 +119,16 @@ impl Field {
                 self.check_number(n)
             }
             FieldKind::Boolean => match v {
-                Value::Bool(b) => Ok(FieldValue::Bool(*b)),
+                Value::Bool(b) => Ok(Checked::Bool(*b)),
                 Value::String(s) if self.coerce => match s.trim().to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" | "on" => Ok(FieldValue::Bool(true)),
-                    "false" | "0" | "no" | "off" => Ok(FieldValue::Bool(false)),
+                    "true" | "1" | "yes" | "on" => Ok(Checked::Bool(true)),
+                    "false" | "0" | "no" | "off" => Ok(Checked::Bool(false)),
                     _ => Err((Rule::Type, "expected true or false".into())),
                 },
                 Value::Number(n)
                     if self.coerce && (n.as_u64() == Some(0) || n.as_u64() == Some(1)) =>
                 {
-                    Ok(FieldValue::Bool(n.as_u64() == Some(1)))
+                    Ok(Checked::Bool(n.as_u64() == Some(1)))
                 }
                 _ => Err((Rule::Type, "expected true or false".into())),
             },
@@ -160,7 +180,7 @@ impl Field {
         Ok(())
     }
 
-    fn check_number(&self, n: Num) -> Check<FieldValue> {
+    fn check_number(&self, n: Num) -> Check<Checked<'static>> {
         if n.float.is_nan() {
             return Err((Rule::Type, "expected a number".into()));
         }
@@ -182,9 +202,9 @@ impl Field {
             // float is exact.
             let i = n.int.unwrap_or(n.float as i64);
             debug_assert!(i.abs() <= MAX_SAFE_INTEGER);
-            Ok(FieldValue::Integer(i))
+            Ok(Checked::Integer(i))
         } else {
-            Ok(FieldValue::Number(n.float))
+            Ok(Checked::Number(n.float))
         }
     }
 }
@@ -335,33 +355,48 @@ impl CredentialType {
     /// [`ValidationErrors`], one per offending field (and per unknown key), in field order.
     pub fn validate(self: &Arc<Self>, input: &Value) -> Result<Credential, ValidationErrors> {
         let obj = as_object(input)?;
-        let mut errors = Errors(Vec::new());
-        let mut values = Vec::with_capacity(self.fields.len());
-        let mut matched = 0usize;
-        for f in &self.fields {
-            let slot = match obj.get(&f.key) {
-                Some(v) => {
-                    matched += 1;
-                    match f.check(v) {
-                        Ok(v) => Some(v),
-                        Err((rule, message)) => {
-                            errors.push(&f.key, rule, message);
-                            None
+        // One pass over the input, each key to its field by a hash lookup; then the fields in
+        // order, so errors come in field order.
+        let mut given: [Option<&Value>; MAX_FIELDS] = [None; MAX_FIELDS];
+        let mut unknown = false;
+        let (mut text_len, mut secret_len) = (0, 0);
+        for (k, v) in obj {
+            match self.index.get(k.as_str()) {
+                Some(&i) => {
+                    given[i] = Some(v);
+                    if let Value::String(s) = v {
+                        if self.fields[i].secret {
+                            secret_len += s.len();
+                        } else {
+                            text_len += s.len();
                         }
                     }
                 }
-                None => self.missing(f, &mut errors),
-            };
-            values.push(slot);
+                None => unknown = true,
+            }
         }
-        if matched < obj.len() {
+        let mut errors = Errors(Vec::new());
+        let mut out = Builder::new(self.fields.len(), text_len + 64, secret_len);
+        for (f, v) in self.fields.iter().zip(&given) {
+            match *v {
+                Some(v) => match f.check(v) {
+                    Ok(c) => out.value(c.as_value(f.secret)),
+                    Err((rule, message)) => {
+                        errors.push(&f.key, rule, message);
+                        out.unset();
+                    }
+                },
+                None => match self.missing(f, &mut errors) {
+                    Some(d) => out.value(d.as_value(false)),
+                    None => out.unset(),
+                },
+            }
+        }
+        if unknown {
             self.unknown_keys(obj, &mut errors);
         }
         if errors.0.is_empty() {
-            Ok(Credential {
-                ty: Arc::clone(self),
-                values,
-            })
+            Ok(out.finish(Arc::clone(self)))
         } else {
             Err(ValidationErrors(errors.0))
         }
@@ -396,13 +431,14 @@ impl CredentialType {
         }
         let obj = as_object(patch)?;
         let mut errors = Errors(Vec::new());
-        let mut values = Vec::with_capacity(self.fields.len());
+        let mut out = Builder::new(self.fields.len(), 128, 64);
         let mut changes = Vec::new();
         let mut matched = 0usize;
         for (i, f) in self.fields.iter().enumerate() {
-            let old = existing.values.get(i).and_then(Option::as_ref);
-            let new = match obj.get(&f.key) {
-                None => old.map(FieldValue::duplicate),
+            let old = existing.value(i);
+            let checked;
+            let new: Option<FieldValue<'_>> = match obj.get(&f.key) {
+                None => old,
                 Some(v) => {
                     matched += 1;
                     match v {
@@ -412,23 +448,24 @@ impl CredentialType {
                                 Rule::Required,
                                 "required field cannot be unset".into(),
                             );
-                            None
+                            old
                         }
                         Value::Null => None,
-                        Value::String(s) if f.secret && s == SECRET_MARKER => {
-                            old.map(FieldValue::duplicate)
-                        }
+                        Value::String(s) if f.secret && s == SECRET_MARKER => old,
                         v => match f.check(v) {
-                            Ok(v) => Some(v),
+                            Ok(c) => {
+                                checked = c;
+                                Some(checked.as_value(f.secret))
+                            }
                             Err((rule, message)) => {
                                 errors.push(&f.key, rule, message);
-                                old.map(FieldValue::duplicate)
+                                old
                             }
                         },
                     }
                 }
             };
-            let changed = match (old, &new) {
+            let changed = match (&old, &new) {
                 (None, None) => false,
                 (Some(a), Some(b)) => !a.same_as(b),
                 _ => true,
@@ -440,26 +477,26 @@ impl CredentialType {
                     old: if f.secret {
                         None
                     } else {
-                        old.and_then(FieldValue::to_public_json)
+                        old.and_then(|v| v.to_public_json())
                     },
                     new: if f.secret {
                         None
                     } else {
-                        new.as_ref().and_then(FieldValue::to_public_json)
+                        new.and_then(|v| v.to_public_json())
                     },
                 });
             }
-            values.push(new);
+            match new {
+                Some(v) => out.value(v),
+                None => out.unset(),
+            }
         }
         if matched < obj.len() {
             self.unknown_keys(obj, &mut errors);
         }
         if errors.0.is_empty() {
             Ok(Patched {
-                credential: Credential {
-                    ty: Arc::clone(self),
-                    values,
-                },
+                credential: out.finish(Arc::clone(self)),
                 changes,
             })
         } else {
@@ -467,9 +504,9 @@ impl CredentialType {
         }
     }
 
-    fn missing(&self, f: &Field, errors: &mut Errors) -> Option<FieldValue> {
+    fn missing<'f>(&self, f: &'f Field, errors: &mut Errors) -> Option<&'f Checked<'static>> {
         if let Some(d) = &f.default {
-            return Some(d.duplicate());
+            return Some(d);
         }
         if f.required {
             errors.push(&f.key, Rule::Required, "required field is missing".into());

@@ -38,10 +38,6 @@ impl SecretValue {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-
-    pub(crate) fn duplicate(&self) -> Self {
-        Self::new(self.0.as_str().to_owned())
-    }
 }
 
 impl fmt::Debug for SecretValue {
@@ -50,12 +46,45 @@ impl fmt::Debug for SecretValue {
     }
 }
 
-/// A validated field value.
-#[derive(Debug)]
+/// A secret inside a [`Credential`]: `Debug` redacted, not `Serialize`; the text is reachable
+/// only through [`expose`](Self::expose). It borrows the credential, whose secret storage is
+/// wiped when the credential is dropped.
+#[derive(Clone, Copy)]
+pub struct SecretStr<'a>(&'a str);
+
+impl<'a> SecretStr<'a> {
+    pub(crate) fn internal(s: &'a str) -> Self {
+        Self(s)
+    }
+
+    /// The secret text. Every call is a deliberate act: keep the result short-lived.
+    pub fn expose(&self) -> &'a str {
+        self.0
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for SecretStr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretStr(<redacted>)")
+    }
+}
+
+/// A field value of a validated credential, borrowed from it.
+#[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
-pub enum FieldValue {
+pub enum FieldValue<'a> {
     /// Text (`string`, `options`, non-secret `hidden`).
-    Text(String),
+    Text(&'a str),
     /// A whole number (`number` with `integer`).
     Integer(i64),
     /// A number.
@@ -63,53 +92,116 @@ pub enum FieldValue {
     /// `boolean`.
     Bool(bool),
     /// A secret (`password`, or any field marked `secret`).
-    Secret(SecretValue),
+    Secret(SecretStr<'a>),
 }
 
-impl FieldValue {
+impl FieldValue<'_> {
     /// The value as JSON, or `None` for a secret.
     pub fn to_public_json(&self) -> Option<serde_json::Value> {
-        Some(match self {
-            Self::Text(s) => serde_json::Value::String(s.clone()),
-            Self::Integer(i) => serde_json::Value::from(*i),
-            Self::Number(n) => serde_json::Number::from_f64(*n)
+        Some(match *self {
+            Self::Text(s) => serde_json::Value::String(s.to_owned()),
+            Self::Integer(i) => serde_json::Value::from(i),
+            Self::Number(n) => serde_json::Number::from_f64(n)
                 .map_or(serde_json::Value::Null, serde_json::Value::Number),
-            Self::Bool(b) => serde_json::Value::Bool(*b),
+            Self::Bool(b) => serde_json::Value::Bool(b),
             Self::Secret(_) => return None,
         })
     }
 
     /// Text for templates: numbers in decimal, booleans as `true`/`false`, secrets exposed.
     pub(crate) fn render(&self, out: &mut String) {
-        match self {
+        match *self {
             Self::Text(s) => out.push_str(s),
             Self::Integer(i) => out.push_str(&i.to_string()),
             Self::Number(n) => out.push_str(&n.to_string()),
-            Self::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Self::Bool(b) => out.push_str(if b { "true" } else { "false" }),
             Self::Secret(s) => out.push_str(s.expose()),
         }
     }
 
-    pub(crate) fn duplicate(&self) -> Self {
-        match self {
-            Self::Text(s) => Self::Text(s.clone()),
-            Self::Integer(i) => Self::Integer(*i),
-            Self::Number(n) => Self::Number(*n),
-            Self::Bool(b) => Self::Bool(*b),
-            Self::Secret(s) => Self::Secret(s.duplicate()),
-        }
-    }
-
-    pub(crate) fn same_as(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Self::Text(a), Self::Text(b)) => a == b,
-            (Self::Integer(a), Self::Integer(b)) => a == b,
-            (Self::Number(a), Self::Number(b)) => a == b,
-            (Self::Bool(a), Self::Bool(b)) => a == b,
-            (Self::Secret(a), Self::Secret(b)) => {
+    pub(crate) fn same_as(&self, other: &FieldValue<'_>) -> bool {
+        match (*self, *other) {
+            (Self::Text(a), FieldValue::Text(b)) => a == b,
+            (Self::Integer(a), FieldValue::Integer(b)) => a == b,
+            (Self::Number(a), FieldValue::Number(b)) => a == b,
+            (Self::Bool(a), FieldValue::Bool(b)) => a == b,
+            (Self::Secret(a), FieldValue::Secret(b)) => {
                 subtle::ConstantTimeEq::ct_eq(a.expose().as_bytes(), b.expose().as_bytes()).into()
             }
             _ => false,
+        }
+    }
+}
+
+/// Where a field's value lives in a credential.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Slot {
+    Unset,
+    Text(u32, u32),
+    Integer(i64),
+    Number(f64),
+    Bool(bool),
+    Secret(u32, u32),
+}
+
+/// Builds a credential's storage: non-secret text in one buffer, secret text in another that
+/// is wiped on drop and never reallocated without wiping.
+pub(crate) struct Builder {
+    text: String,
+    secret: Zeroizing<String>,
+    slots: Vec<Slot>,
+}
+
+impl Builder {
+    pub(crate) fn new(fields: usize, text_hint: usize, secret_hint: usize) -> Self {
+        Self {
+            text: String::with_capacity(text_hint),
+            secret: Zeroizing::new(String::with_capacity(secret_hint)),
+            slots: Vec::with_capacity(fields),
+        }
+    }
+
+    pub(crate) fn unset(&mut self) {
+        self.slots.push(Slot::Unset);
+    }
+
+    pub(crate) fn text(&mut self, s: &str, secret: bool) {
+        if secret {
+            if self.secret.len() + s.len() > self.secret.capacity() {
+                // Grow by copying into a new buffer; the old one is wiped as it drops.
+                let mut bigger = Zeroizing::new(String::with_capacity(
+                    (self.secret.len() + s.len()).max(2 * self.secret.capacity()),
+                ));
+                bigger.push_str(&self.secret);
+                self.secret = bigger;
+            }
+            let start = self.secret.len() as u32;
+            self.secret.push_str(s);
+            self.slots
+                .push(Slot::Secret(start, self.secret.len() as u32));
+        } else {
+            let start = self.text.len() as u32;
+            self.text.push_str(s);
+            self.slots.push(Slot::Text(start, self.text.len() as u32));
+        }
+    }
+
+    pub(crate) fn value(&mut self, v: FieldValue<'_>) {
+        match v {
+            FieldValue::Text(s) => self.text(s, false),
+            FieldValue::Secret(s) => self.text(s.expose(), true),
+            FieldValue::Integer(i) => self.slots.push(Slot::Integer(i)),
+            FieldValue::Number(n) => self.slots.push(Slot::Number(n)),
+            FieldValue::Bool(b) => self.slots.push(Slot::Bool(b)),
+        }
+    }
+
+    pub(crate) fn finish(self, ty: Arc<CredentialType>) -> Credential {
+        Credential {
+            ty,
+            text: self.text,
+            secret: self.secret,
+            slots: self.slots,
         }
     }
 }
@@ -119,23 +211,35 @@ impl FieldValue {
 /// [`masked`](Self::masked) or [`metadata`](Self::metadata) instead.
 pub struct Credential {
     pub(crate) ty: Arc<CredentialType>,
-    /// One slot per field of the type, in field order.
-    pub(crate) values: Vec<Option<FieldValue>>,
+    text: String,
+    secret: Zeroizing<String>,
+    slots: Vec<Slot>,
 }
 
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut m = f.debug_map();
-        for (field, value) in self.ty.fields.iter().zip(&self.values) {
-            if let Some(v) = value {
-                m.entry(&field.key, v);
-            }
+        for (k, v) in self.iter() {
+            m.entry(&k, &v);
         }
         m.finish()
     }
 }
 
 impl Credential {
+    /// The value of the field at position `i`, if set.
+    pub(crate) fn value(&self, i: usize) -> Option<FieldValue<'_>> {
+        let range = |a: u32, b: u32| a as usize..b as usize;
+        Some(match *self.slots.get(i)? {
+            Slot::Unset => return None,
+            Slot::Text(a, b) => FieldValue::Text(self.text.get(range(a, b))?),
+            Slot::Secret(a, b) => FieldValue::Secret(SecretStr(self.secret.get(range(a, b))?)),
+            Slot::Integer(n) => FieldValue::Integer(n),
+            Slot::Number(n) => FieldValue::Number(n),
+            Slot::Bool(b) => FieldValue::Bool(b),
+        })
+    }
+
     /// The credential's type.
     pub fn credential_type(&self) -> &Arc<CredentialType> {
         &self.ty
@@ -147,10 +251,9 @@ impl Credential {
     }
 
     /// The value of a field, if set. A secret field gives a [`FieldValue::Secret`], whose text
-    /// only [`SecretValue::expose`] reveals.
-    pub fn get(&self, key: &str) -> Option<&FieldValue> {
-        let i = self.ty.field_index(key)?;
-        self.values.get(i)?.as_ref()
+    /// only [`SecretStr::expose`] reveals.
+    pub fn get(&self, key: &str) -> Option<FieldValue<'_>> {
+        self.value(self.ty.field_index(key)?)
     }
 
     /// The text of a secret field, if set: the explicit way to a secret.
@@ -162,12 +265,12 @@ impl Credential {
     }
 
     /// Every set field, in the type's order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &FieldValue)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, FieldValue<'_>)> {
         self.ty
             .fields
             .iter()
-            .zip(&self.values)
-            .filter_map(|(f, v)| v.as_ref().map(|v| (f.key.as_str(), v)))
+            .enumerate()
+            .filter_map(|(i, f)| self.value(i).map(|v| (f.key.as_str(), v)))
     }
 
     /// Whether a field is set.
@@ -184,7 +287,7 @@ impl Credential {
     }
 
     /// The secret fields that are set, in order.
-    pub fn secrets(&self) -> impl Iterator<Item = (&str, &SecretValue)> {
+    pub fn secrets(&self) -> impl Iterator<Item = (&str, SecretStr<'_>)> {
         self.iter().filter_map(|(k, v)| match v {
             FieldValue::Secret(s) => Some((k, s)),
             _ => None,
@@ -213,9 +316,9 @@ impl Credential {
         self.ty
             .fields_info()
             .into_iter()
-            .zip(&self.values)
-            .map(|(mut info, v)| {
-                info.set = v.is_some();
+            .enumerate()
+            .map(|(i, mut info)| {
+                info.set = self.value(i).is_some();
                 info
             })
             .collect()
