@@ -68,23 +68,26 @@ pub(crate) fn by_expression(format: Format, text: &str) -> bool {
 /// Labels of 1–63 letters, digits and `-`, not starting or ending with `-`, joined by `.`;
 /// at least `min_labels` of them.
 fn hostname(b: &[u8], min_labels: usize) -> bool {
-    let mut labels = 0;
-    for label in b.split(|c| *c == b'.') {
-        let (Some(first), Some(last)) = (label.first(), label.last()) else {
-            return false;
-        };
-        if label.len() > 63
-            || !first.is_ascii_alphanumeric()
-            || !last.is_ascii_alphanumeric()
-            || !label
-                .iter()
-                .all(|c| c.is_ascii_alphanumeric() || *c == b'-')
-        {
+    // One pass: the length of the current label and whether it ends in `-`.
+    let (mut labels, mut len, mut dash) = (0usize, 0usize, false);
+    for &c in b {
+        if c == b'.' {
+            if len == 0 || dash {
+                return false;
+            }
+            labels += 1;
+            len = 0;
+        } else if c.is_ascii_alphanumeric() || (c == b'-' && len > 0) {
+            if len == 63 {
+                return false;
+            }
+            len += 1;
+            dash = c == b'-';
+        } else {
             return false;
         }
-        labels += 1;
     }
-    labels >= min_labels
+    len > 0 && !dash && labels + 1 >= min_labels
 }
 
 /// `local@domain`: a non-empty local part of RFC 5322 atext and dots, a domain of two or
