@@ -1,0 +1,47 @@
+//! Entry points for the fuzz targets (not a public API).
+
+use std::sync::OnceLock;
+
+use crate::{references, Masker, MaskerBuilder, Scanner};
+
+fn fixtures() -> &'static (Scanner, Masker) {
+    static F: OnceLock<(Scanner, Masker)> = OnceLock::new();
+    F.get_or_init(|| {
+        let mut b = MaskerBuilder::new();
+        let _ = b.add("a/token", "ghp_8f3KqZ2vX9LmP4tR7wY1nB6cD0eF5gH2jK3l");
+        let _ = b.add(
+            "b/pem",
+            "-----BEGIN KEY-----\nAbCdEfGhIjKlMnOp\nQrStUvWxYz012345\n-----END KEY-----",
+        );
+        let _ = b.add_forced("c/short", "x\"y/z");
+        let masker = b.build().unwrap_or_else(|_| Masker::empty());
+        (Scanner::builtin(), masker)
+    })
+}
+
+/// Scans, cleans and masks arbitrary bytes, one-shot and streamed in two chunks; checks that
+/// both agree. Must never panic.
+pub fn scan_and_mask(data: &[u8]) {
+    let (scanner, masker) = fixtures();
+    let _ = scanner.scan(data);
+    let text = String::from_utf8_lossy(data);
+    let _ = scanner.clean(&text, Some(masker));
+    let once = masker.mask_bytes(data);
+    let mut streamed = Vec::new();
+    let mut s = masker.stream();
+    let cut = data
+        .first()
+        .map_or(0, |b| usize::from(*b) % (data.len() + 1));
+    s.push(&data[..cut], &mut streamed);
+    s.push(&data[cut..], &mut streamed);
+    s.finish(&mut streamed);
+    assert_eq!(once, streamed, "streamed masking differs from one-shot");
+}
+
+/// Parses references in arbitrary text. Must never panic.
+pub fn parse(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = references(text);
+        let _ = crate::parse_reference(text);
+    }
+}

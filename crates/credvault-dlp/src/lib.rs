@@ -1,0 +1,62 @@
+//! Keep secrets out of LLM prompts, logs and responses.
+//!
+//! ```
+//! use credvault_dlp::{render, Action, MaskerBuilder, Reference, Resolver, Scanner};
+//! use zeroize::Zeroizing;
+//!
+//! // Known secrets, in every encoded form, become markers naming their reference.
+//! let mut b = MaskerBuilder::new();
+//! b.add("github/token", "ghp_8f3KqZ2vX9LmP4tR7wY1nB6cD0eF5gH2jK3l")?;
+//! assert!(b.add("router/admin", "admin").is_err()); // too short to mask everywhere
+//! let masker = b.build()?;
+//! let log = "push failed: auth=Z2hwXzhmM0txWjJ2WDlMbVA0dFI3d1kxbkI2Y0QwZUY1Z0gyakszbA== (base64)";
+//! assert_eq!(masker.mask(log), "push failed: auth=[cv:github/token] (base64)");
+//!
+//! // Detectors: cards, SSNs, cloud and API keys...; findings never carry the value.
+//! let scanner = Scanner::builtin().with_action("us_ssn", Action::Block)?;
+//! let out = scanner.clean("card 4111 1111 1111 1111, key AKIAIOSFODNN7EXAMPLE", Some(&masker)).unwrap();
+//! assert_eq!(out.text, "card [redacted:payment_card], key [redacted:aws_access_key_id]");
+//! assert!(scanner.clean("ssn 123-45-6789", None).is_err());
+//!
+//! // References: the agent writes {{cv:...}}; the executor substitutes and masks the output.
+//! struct Vault;
+//! impl Resolver for Vault {
+//!     fn resolve(&self, r: &Reference) -> Result<Zeroizing<String>, String> {
+//!         Ok(Zeroizing::new(format!("s3cr3t-value-for-{}", r.field)))
+//!     }
+//! }
+//! let rendered = render("curl -H 'Authorization: {{cv:stripe/api_key}}'", &Vault)?;
+//! assert_eq!(rendered.text.expose(), "curl -H 'Authorization: s3cr3t-value-for-api_key'");
+//! let tool_output = "echo: s3cr3t-value-for-api_key";
+//! assert_eq!(rendered.masker.mask(tool_output), "echo: [cv:stripe/api_key]");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! - [`MaskerBuilder`]/[`Masker`]: up to 100,000 known secrets, each in its raw form and its
+//!   base64 (both alphabets, all three alignments, padded or not), hex, percent-encoded, JSON
+//!   escaped and line-split forms; one Aho-Corasick automaton; a guard against short and
+//!   common values; streaming ([`StreamMasker`], [`MaskingWriter`], [`MaskingReader`]) that
+//!   catches secrets split across chunks.
+//! - [`Scanner`]: built-in and custom detectors, each with an [`Action`]; [`Finding`]s name
+//!   detector and range, never the value (fit for an audit record).
+//! - [`references`], [`parse_reference`], [`render`]: `{{cv:<credential>/<field>}}` and
+//!   `{{cv:<env>/<credential>/<field>}}`.
+#![forbid(unsafe_code)]
+
+mod detect;
+#[doc(hidden)]
+pub mod fuzzing;
+mod masker;
+mod reference;
+mod variants;
+
+pub use detect::{builtin_detectors, Action, Blocked, Cleaned, DetectorError, Finding, Scanner};
+pub use masker::{
+    entropy, AddError, BuildError, MaskMatch, Masker, MaskerBuilder, MaskingReader, MaskingWriter,
+    StreamMasker, MAX_REFERENCE_LEN, MAX_SECRETS, MAX_SECRET_LEN,
+};
+pub use reference::{
+    parse_reference, references, render, Reference, ReferenceError, RenderError, Rendered,
+    Resolver, SecretText, MAX_REFERENCES, MAX_TEMPLATE_LEN,
+};
+pub use variants::Form;
