@@ -97,7 +97,7 @@ pub struct Cleaned {
 const BUILTIN: &[(&str, &str, Check, usize, Action)] = &[
     (
         "private_key",
-        r"(?s-u)-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----.{16,65536}?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
+        r"(?s-u)-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----.{16}.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
         Check::None,
         0,
         Action::Redact,
