@@ -1,0 +1,171 @@
+//! Properties (512 cases each): after masking, no secret appears in any supported encoding;
+//! masking is idempotent; text without secrets is unchanged byte for byte; streaming with random
+//! chunk sizes equals one-shot masking. Encodings here are computed independently of the crate.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use base64::Engine as _;
+use credvault_dlp::{Masker, MaskerBuilder};
+use proptest::prelude::*;
+
+const SECRET_CHARS: &str = "[A-Za-z0-9_+/=.!@#$%^&*(){}<>?:;'\"\\\\ ~-]{10,40}";
+const TEXT_CHARS: &str = "[A-Za-z0-9 .,:;=/_\\n\\t-]{0,60}";
+
+fn build(secrets: &[String]) -> Option<(Masker, Vec<String>)> {
+    let mut b = MaskerBuilder::new();
+    let mut added = Vec::new();
+    for (i, s) in secrets.iter().enumerate() {
+        if b.add(&format!("r{i}"), s).is_ok() {
+            added.push(s.clone());
+        }
+    }
+    (!added.is_empty()).then(|| (b.build().unwrap(), added))
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The secret in one of the supported encodings, possibly inside a longer encoded blob.
+fn encode(secret: &str, how: u8, pre: &[u8], post: &[u8]) -> String {
+    let b64 = |e: &base64::engine::GeneralPurpose, bytes: &[u8]| e.encode(bytes);
+    let wrapped = [pre, secret.as_bytes(), post].concat();
+    match how % 9 {
+        0 => secret.to_owned(),
+        1 => b64(&base64::engine::general_purpose::STANDARD, &wrapped),
+        2 => b64(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &wrapped),
+        3 => secret.bytes().map(|b| format!("{b:02x}")).collect(),
+        4 => secret.bytes().map(|b| format!("{b:02X}")).collect(),
+        5 => percent(secret),
+        6 => {
+            let j = serde_json::to_string(secret).unwrap();
+            j[1..j.len() - 1].to_owned()
+        }
+        7 => b64(
+            &base64::engine::general_purpose::STANDARD,
+            secret.as_bytes(),
+        ),
+        _ => b64(
+            &base64::engine::general_purpose::URL_SAFE,
+            secret.as_bytes(),
+        ),
+    }
+}
+
+/// Strings that must not survive masking: every plain encoding of the secret, and the middle
+/// of every aligned base64 encoding (the ends can hold bits of the neighbours).
+fn forbidden(secret: &str) -> Vec<String> {
+    let mut v = vec![
+        secret.to_owned(),
+        secret.bytes().map(|b| format!("{b:02x}")).collect(),
+        secret.bytes().map(|b| format!("{b:02X}")).collect(),
+        percent(secret),
+    ];
+    let j = serde_json::to_string(secret).unwrap();
+    v.push(j[1..j.len() - 1].to_owned());
+    for e in [
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::URL_SAFE,
+    ] {
+        for align in 0..3 {
+            let enc = e.encode([&b"\0\0\0"[..align], secret.as_bytes()].concat());
+            let start = (8 * align).div_ceil(6) + 1;
+            let end = (8 * (align + secret.len())) / 6 - 1;
+            if end > start + 8 {
+                v.push(enc[start..end].to_owned());
+            }
+        }
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_secret_survives_in_any_encoding(
+        secrets in prop::collection::vec(SECRET_CHARS, 1..4),
+        pieces in prop::collection::vec((TEXT_CHARS, 0usize..4, any::<u8>(), prop::collection::vec(any::<u8>(), 0..3), prop::collection::vec(any::<u8>(), 0..3)), 1..6),
+    ) {
+        let Some((m, added)) = build(&secrets) else { return Ok(()) };
+        let mut text = String::new();
+        for (filler, which, how, pre, post) in &pieces {
+            text.push_str(filler);
+            if let Some(s) = added.get(*which) {
+                text.push_str(&encode(s, *how, pre, post));
+            }
+        }
+        let out = m.mask(&text);
+        for s in &added {
+            for f in forbidden(s) {
+                prop_assert!(!out.contains(&f), "{:?} survives in {:?}", f, out);
+            }
+        }
+    }
+
+    #[test]
+    fn masking_is_idempotent(
+        secrets in prop::collection::vec(SECRET_CHARS, 1..4),
+        pieces in prop::collection::vec((TEXT_CHARS, 0usize..4, any::<u8>()), 1..6),
+    ) {
+        let Some((m, added)) = build(&secrets) else { return Ok(()) };
+        let mut text = String::new();
+        for (filler, which, how) in &pieces {
+            text.push_str(filler);
+            if let Some(s) = added.get(*which) {
+                text.push_str(&encode(s, *how, b"", b""));
+            }
+        }
+        let once = m.mask(&text);
+        prop_assert_eq!(m.mask(&once), once);
+    }
+
+    #[test]
+    fn text_without_secrets_is_unchanged(secrets in prop::collection::vec(SECRET_CHARS, 1..4), text in "[\\PC\\n]{0,200}") {
+        let Some((m, _)) = build(&secrets) else { return Ok(()) };
+        prop_assume!(m.find(text.as_bytes()).is_empty());
+        prop_assert_eq!(m.mask(&text), text);
+    }
+
+    #[test]
+    fn streaming_equals_one_shot(
+        secrets in prop::collection::vec(SECRET_CHARS, 1..4),
+        pieces in prop::collection::vec((TEXT_CHARS, 0usize..4, any::<u8>()), 1..8),
+        sizes in prop::collection::vec(1usize..50, 1..20),
+    ) {
+        let Some((m, added)) = build(&secrets) else { return Ok(()) };
+        let mut text = Vec::new();
+        for (filler, which, how) in &pieces {
+            text.extend_from_slice(filler.as_bytes());
+            if let Some(s) = added.get(*which) {
+                text.extend_from_slice(encode(s, *how, b"x", b"yz").as_bytes());
+            }
+        }
+        let once = m.mask_bytes(&text);
+        let mut s = m.stream();
+        let mut out = Vec::new();
+        let mut rest: &[u8] = &text;
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = sizes[i % sizes.len()].min(rest.len());
+            s.push(&rest[..n], &mut out);
+            rest = &rest[n..];
+            i += 1;
+        }
+        s.finish(&mut out);
+        prop_assert_eq!(out, once);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..600)) {
+        credvault_dlp::fuzzing::scan_and_mask(&data);
+        credvault_dlp::fuzzing::parse(&data);
+    }
+}
