@@ -167,16 +167,17 @@ fn writer_and_reader_adapters_mask_a_child_process() {
     );
 
     // A real child process printing the secret (and its base64) on stdout.
-    let child = std::process::Command::new("sh")
+    let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg("printf '%s\\n' \"$S\"; printf '%s' \"$S\" | base64")
         .env("S", SECRET)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut r = MaskingReader::new(&m, child.stdout.unwrap());
+    let mut r = MaskingReader::new(&m, child.stdout.take().unwrap());
     let mut text = String::new();
     r.read_to_string(&mut text).unwrap();
+    assert!(child.wait().unwrap().success());
     assert!(!text.contains(SECRET), "{text}");
     assert!(text.starts_with("[cv:vault/db_password]\n"), "{text}");
     assert!(
