@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod dlp;
 mod fernet;
 mod quickstart;
 mod schema;
@@ -43,6 +44,9 @@ enum Command {
     /// Credential types: list, show (or export as JSON Schema), validate a credential file.
     #[command(subcommand, name = "type")]
     Type(schema::TypeCommand),
+    /// Keep secrets out of text: mask known secrets in a stream, scan for cards, SSNs and keys.
+    #[command(subcommand)]
+    Dlp(dlp::DlpCommand),
     /// Tamper-evident audit logs: verify, show, export; generate an audit key.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -56,6 +60,13 @@ pub(crate) enum Output {
         json: serde_json::Value,
     },
     Bytes(zeroize::Zeroizing<Vec<u8>>),
+    /// A report printed on stdout, followed by a non-zero exit code (a scan that found
+    /// something to block).
+    Report {
+        text: String,
+        json: serde_json::Value,
+        code: u8,
+    },
 }
 
 /// A command failure: one line for stderr, and the exit code.
@@ -137,15 +148,23 @@ fn main() -> ExitCode {
         Command::Totp(cmd) => totp::run(cmd),
         Command::Audit(cmd) => audit::run(cmd, cli.json),
         Command::Type(cmd) => schema::run(cmd, cli.json),
+        Command::Dlp(cmd) => dlp::run(cmd),
     };
     match result {
         Ok(out) => {
-            let rendered: zeroize::Zeroizing<Vec<u8>> = match out {
+            let (rendered, code): (zeroize::Zeroizing<Vec<u8>>, u8) = match out {
                 Output::Text { json, .. } if cli.json => {
-                    zeroize::Zeroizing::new(format!("{json}\n").into_bytes())
+                    (zeroize::Zeroizing::new(format!("{json}\n").into_bytes()), 0)
                 }
-                Output::Text { text, .. } => zeroize::Zeroizing::new(text.into_bytes()),
-                Output::Bytes(b) => b,
+                Output::Report { json, code, .. } if cli.json => (
+                    zeroize::Zeroizing::new(format!("{json}\n").into_bytes()),
+                    code,
+                ),
+                Output::Text { text, .. } => (zeroize::Zeroizing::new(text.into_bytes()), 0),
+                Output::Report { text, code, .. } => {
+                    (zeroize::Zeroizing::new(text.into_bytes()), code)
+                }
+                Output::Bytes(b) => (b, 0),
             };
             let mut stdout = std::io::stdout().lock();
             if stdout
@@ -155,7 +174,7 @@ fn main() -> ExitCode {
             {
                 return ExitCode::from(74); // EX_IOERR: stdout closed
             }
-            ExitCode::SUCCESS
+            ExitCode::from(code)
         }
         Err(f) => {
             // One line per message, whatever the message contained.
