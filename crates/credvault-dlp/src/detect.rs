@@ -6,7 +6,9 @@
 use std::fmt;
 use std::ops::Range;
 
-use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::bytes::{Regex, RegexBuilder};
+use regex_automata::meta;
+use regex_automata::{Anchored, Input, PatternID};
 use serde::Serialize;
 
 use crate::masker::{MaskMatch, Masker};
@@ -254,7 +256,9 @@ fn ssn_ok(m: &[u8]) -> bool {
 /// A set of detectors with their actions.
 pub struct Scanner {
     detectors: Vec<Detector>,
-    set: RegexSet,
+    /// All detectors as one multi-pattern automaton (pattern i = detector i): one pass over
+    /// the text finds every candidate.
+    all: Option<meta::Regex>,
 }
 
 impl fmt::Debug for Scanner {
@@ -302,12 +306,40 @@ impl Scanner {
     }
 
     fn from_detectors(detectors: Vec<Detector>) -> Self {
-        let set = RegexSetBuilder::new(detectors.iter().map(|d| d.regex.as_str()))
-            .size_limit(16 << 20)
-            .dfa_size_limit(16 << 20)
-            .build()
-            .unwrap_or_else(|_| RegexSet::empty());
-        Self { detectors, set }
+        let patterns: Vec<&str> = detectors.iter().map(|d| d.regex.as_str()).collect();
+        let all = meta::Regex::builder()
+            .syntax(regex_automata::util::syntax::Config::new().utf8(false))
+            .configure(
+                meta::Config::new()
+                    .utf8_empty(false)
+                    .nfa_size_limit(Some(64 << 20))
+                    .hybrid_cache_capacity(16 << 20),
+            )
+            .build_many(&patterns)
+            .ok()
+            .filter(|_| !patterns.is_empty());
+        Self { detectors, all }
+    }
+
+    /// The sensitive range of detector `i` matching at exactly `start`, if it passes its check.
+    fn accept(&self, text: &[u8], i: usize, start: usize, end: usize) -> Option<Range<usize>> {
+        let d = &self.detectors[i];
+        let range = if d.group == 0 {
+            start..end
+        } else {
+            // The sensitive part is a group: capture on this match only.
+            d.regex
+                .captures_at(text, start)
+                .and_then(|c| c.get(d.group))
+                .map(|g| g.range())?
+        };
+        let bytes = &text[range.clone()];
+        let ok = match d.check {
+            Check::None => true,
+            Check::Card => card_ok(bytes),
+            Check::Ssn => ssn_ok(bytes),
+        };
+        ok.then_some(range)
     }
 
     /// Sets a detector's action.
@@ -388,19 +420,40 @@ impl Scanner {
         if self.detectors.is_empty() {
             return Vec::new();
         }
-        for i in self.set.matches(text).iter() {
-            let d = &self.detectors[i];
-            for caps in d.regex.captures_iter(text) {
-                let Some(m) = caps.get(d.group) else { continue };
-                let ok = match d.check {
-                    Check::None => true,
-                    Check::Card => card_ok(m.as_bytes()),
-                    Check::Ssn => ssn_ok(m.as_bytes()),
-                };
-                if ok {
-                    raw.push((i, m.range()));
+        let Some(all) = &self.all else {
+            return Vec::new();
+        };
+        let mut pos = 0;
+        while pos <= text.len() {
+            let Some(m) = all.search(&Input::new(text).range(pos..)) else {
+                break;
+            };
+            let start = m.start();
+            let first = m.pattern().as_usize();
+            let mut next = start + 1;
+            match self.accept(text, first, start, m.end()) {
+                Some(r) => {
+                    raw.push((first, r));
+                    next = m.end().max(start + 1);
+                }
+                None => {
+                    // The leftmost candidate failed its check (a number that is not a card):
+                    // any other detector matching at the same place still counts.
+                    for i in (0..self.detectors.len()).filter(|&i| i != first) {
+                        let input = Input::new(text)
+                            .range(start..)
+                            .anchored(Anchored::Pattern(PatternID::new_unchecked(i)));
+                        if let Some(m2) = all.search(&input) {
+                            if let Some(r) = self.accept(text, i, start, m2.end()) {
+                                raw.push((i, r));
+                                next = m2.end().max(start + 1);
+                                break;
+                            }
+                        }
+                    }
                 }
             }
+            pos = next;
         }
         // Priority first, then position: keep a finding unless it overlaps one already kept.
         raw.sort_by_key(|(i, r)| (*i, r.start, std::cmp::Reverse(r.end)));
