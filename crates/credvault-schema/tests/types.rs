@@ -523,3 +523,16 @@ fn input_text_limits_and_syntax() {
         Rule::Limit(credvault_schema::Limit::Errors)
     );
 }
+
+#[test]
+fn a_registry_holds_at_most_max_types() {
+    let mut r = Registry::new();
+    for i in 0..credvault_schema::MAX_TYPES {
+        r.add(def(json!({"name": format!("t{i}"), "display_name": "T", "fields": [{"key": "k", "label": "K", "kind": "string"}]})))
+            .unwrap();
+    }
+    let err = r
+        .add(def(json!({"name": "one_more", "display_name": "T", "fields": [{"key": "k", "label": "K", "kind": "string"}]})))
+        .unwrap_err();
+    assert!(err.reason.contains("1024 types"), "{err}");
+}
