@@ -1,7 +1,10 @@
 //! Test support shared by the credvault crates (not published).
 //!
-//! [`master_key_conformance`] is the suite every [`MasterKey`] provider must pass: the local
-//! keyring runs it in this workspace, and HSM and KMS providers will run the same function.
+//! The suites every implementation of a pluggable joint must pass:
+//! [`master_key_conformance`] for [`MasterKey`] providers (the local keyring now, HSM and KMS
+//! providers later), [`audit_sink_conformance`] for audit sinks, and
+//! [`replay_guard_conformance`] for TOTP replay guards (the in-memory guard now, the store's
+//! durable guard later).
 //!
 //! ```
 //! let mut keyring = credvault_envelope::LocalKeyring::generate().unwrap();
@@ -15,9 +18,11 @@ use credvault_envelope::{
     generate_data_key, needs_rewrap, EncryptionContext, MasterKey, ProviderError, WrappedKey,
 };
 
-/// A failed conformance check: which rule, and what happened.
+/// A failed conformance check: which suite and rule, and what happened.
 #[derive(Debug)]
 pub struct Violation {
+    /// The suite (`master key`, `audit sink`, `replay guard`).
+    pub suite: &'static str,
     /// The rule that failed.
     pub rule: &'static str,
     /// What was observed.
@@ -26,7 +31,11 @@ pub struct Violation {
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "master key conformance: {}: {}", self.rule, self.detail)
+        write!(
+            f,
+            "{} conformance: {}: {}",
+            self.suite, self.rule, self.detail
+        )
     }
 }
 
@@ -37,6 +46,7 @@ fn check(ok: bool, rule: &'static str, detail: impl FnOnce() -> String) -> Resul
         Ok(())
     } else {
         Err(Violation {
+            suite: "master key",
             rule,
             detail: detail(),
         })
@@ -56,10 +66,12 @@ pub fn master_key_conformance(provider: &dyn MasterKey) -> Result<(), Violation>
     let a = ctx("tenant-a");
     let b = ctx("tenant-b");
     let active = provider.active_version().map_err(|e| Violation {
+        suite: "master key",
         rule: "active_version available",
         detail: e.to_string(),
     })?;
     let (dek, wrapped) = generate_data_key(provider, &a).map_err(|e| Violation {
+        suite: "master key",
         rule: "wrap succeeds",
         detail: e.to_string(),
     })?;
@@ -86,10 +98,12 @@ pub fn master_key_conformance(provider: &dyn MasterKey) -> Result<(), Violation>
 
     // Round trip through bytes.
     let parsed = WrappedKey::parse(wrapped.as_bytes()).map_err(|e| Violation {
+        suite: "master key",
         rule: "wrapped key parses",
         detail: e.to_string(),
     })?;
     let back = provider.unwrap(&parsed, &a).map_err(|e| Violation {
+        suite: "master key",
         rule: "unwrap with the same context",
         detail: e.to_string(),
     })?;
@@ -109,6 +123,7 @@ pub fn master_key_conformance(provider: &dyn MasterKey) -> Result<(), Violation>
         Err(ProviderError::Unwrap(_)) => {}
         other => {
             return Err(Violation {
+                suite: "master key",
                 rule: "unwrap with another context fails opaquely",
                 detail: format!("{:?}", other.map(|k| k.id())),
             })
@@ -123,6 +138,7 @@ pub fn master_key_conformance(provider: &dyn MasterKey) -> Result<(), Violation>
         if let Ok(w) = WrappedKey::parse(&t) {
             if let Ok(k) = provider.unwrap(&w, &a) {
                 return Err(Violation {
+                    suite: "master key",
                     rule: "tampered wrapped key is refused",
                     detail: format!("bit {i} flipped still unwrapped (key id {})", k.id()),
                 });
@@ -132,6 +148,7 @@ pub fn master_key_conformance(provider: &dyn MasterKey) -> Result<(), Violation>
 
     // Two wraps of one key differ (randomised).
     let again = provider.wrap(&dek, &a).map_err(|e| Violation {
+        suite: "master key",
         rule: "wrap succeeds",
         detail: e.to_string(),
     })?;
@@ -143,10 +160,12 @@ pub fn master_key_conformance(provider: &dyn MasterKey) -> Result<(), Violation>
 
     // Rewrap keeps the key.
     let re = provider.rewrap(&wrapped, &a).map_err(|e| Violation {
+        suite: "master key",
         rule: "rewrap succeeds",
         detail: e.to_string(),
     })?;
     let k2 = provider.unwrap(&re, &a).map_err(|e| Violation {
+        suite: "master key",
         rule: "rewrapped key unwraps",
         detail: e.to_string(),
     })?;
@@ -168,3 +187,9 @@ pub fn master_key_conformance(provider: &dyn MasterKey) -> Result<(), Violation>
     })?;
     Ok(())
 }
+
+mod audit;
+mod replay;
+
+pub use audit::{audit_sink_conformance, SinkHooks};
+pub use replay::replay_guard_conformance;
