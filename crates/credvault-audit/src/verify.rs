@@ -426,6 +426,17 @@ impl<'a> Chain<'a> {
         self.started.then_some((self.expected, self.prev))
     }
 
+    /// A line that is not an intact record (and no recovery record describes it).
+    fn not_a_record(&self, segment: usize, line: u64, offset: usize) -> Stop {
+        self.problem(
+            ProblemKind::Edited,
+            segment,
+            line,
+            offset,
+            "a line is not an intact record",
+        )
+    }
+
     fn problem(
         &self,
         kind: ProblemKind,
@@ -456,13 +467,7 @@ impl<'a> Chain<'a> {
             let rest = &bytes[pos..];
             let Some(n) = memchr::memchr(b'\n', rest) else {
                 if let Some((off, _, no)) = torn {
-                    return Err(self.problem(
-                        ProblemKind::Edited,
-                        index,
-                        no,
-                        off,
-                        "a line is not an intact record",
-                    ));
+                    return Err(self.not_a_record(index, no, off));
                 }
                 return Err(self.tail(index, line_no + 1, pos, rest, last));
             };
@@ -472,26 +477,14 @@ impl<'a> Chain<'a> {
             match parsed {
                 None => {
                     if let Some((off, _, no)) = torn {
-                        return Err(self.problem(
-                            ProblemKind::Edited,
-                            index,
-                            no,
-                            off,
-                            "a line is not an intact record",
-                        ));
+                        return Err(self.not_a_record(index, no, off));
                     }
                     torn = Some((pos, n, line_no));
                 }
                 Some((l, h)) => {
                     if let Some((off, len, no)) = torn.take() {
                         if !recovery_describes(&l, off, &bytes[off..off + len]) {
-                            return Err(self.problem(
-                                ProblemKind::Edited,
-                                index,
-                                no,
-                                off,
-                                "a line is not an intact record",
-                            ));
+                            return Err(self.not_a_record(index, no, off));
                         }
                         self.report.recovered_breaks += 1;
                     } else if l.ty == RecordType::Recovery {
@@ -510,13 +503,7 @@ impl<'a> Chain<'a> {
             pos += n + 1;
         }
         if let Some((off, _, no)) = torn {
-            return Err(self.problem(
-                ProblemKind::Edited,
-                index,
-                no,
-                off,
-                "a line is not an intact record",
-            ));
+            return Err(self.not_a_record(index, no, off));
         }
         Ok(())
     }
