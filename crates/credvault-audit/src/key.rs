@@ -55,13 +55,18 @@ impl AuditKey {
         Zeroizing::new(hex::encode(self.bytes.as_ref()))
     }
 
-    pub(crate) fn sign(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut ctx = hmac::Context::with_key(&self.mac);
+    /// The MAC input: each part as its length (u64 BE) then its bytes (docs/formats.md).
+    fn framed(parts: &[&[u8]]) -> Vec<u8> {
+        let mut msg = Vec::with_capacity(parts.iter().map(|p| 8 + p.len()).sum());
         for p in parts {
-            ctx.update(&(p.len() as u64).to_be_bytes());
-            ctx.update(p);
+            msg.extend_from_slice(&(p.len() as u64).to_be_bytes());
+            msg.extend_from_slice(p);
         }
-        let tag = ctx.sign();
+        msg
+    }
+
+    pub(crate) fn sign(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let tag = hmac::sign(&self.mac, &Self::framed(parts));
         let mut out = [0u8; 32];
         out.copy_from_slice(tag.as_ref());
         out
@@ -72,12 +77,7 @@ impl AuditKey {
         if hex::decode_to_slice(tag_hex, &mut tag).is_err() {
             return false;
         }
-        let mut msg = Vec::new();
-        for p in parts {
-            msg.extend_from_slice(&(p.len() as u64).to_be_bytes());
-            msg.extend_from_slice(p);
-        }
-        hmac::verify(&self.mac, &msg, &tag).is_ok()
+        hmac::verify(&self.mac, &Self::framed(parts), &tag).is_ok()
     }
 }
 

@@ -107,35 +107,30 @@ impl CredentialType {
             }
             fields.push(field);
         }
+        // Templates in `authenticate` and `test`: errors name the definition path.
+        let template =
+            |text: &str, path: &str| Template::parse(text, &index).map_err(|r| err(path, &r));
+        let pairs = |m: &std::collections::BTreeMap<String, String>,
+                     path: &str|
+         -> Result<TemplatePairs, DefinitionError> {
+            m.iter()
+                .map(|(k, v)| Ok((template(k, path)?, template(v, path)?)))
+                .collect()
+        };
         let auth = match &def.authenticate {
             None => None,
             Some(a) => {
-                let pairs = |m: &std::collections::BTreeMap<String, String>,
-                             what: &str|
-                 -> Result<TemplatePairs, DefinitionError> {
-                    m.iter()
-                        .map(|(k, v)| {
-                            let kt = Template::parse(k, &index)
-                                .map_err(|r| err(&format!("authenticate.{what}"), &r))?;
-                            let vt = Template::parse(v, &index)
-                                .map_err(|r| err(&format!("authenticate.{what}"), &r))?;
-                            Ok((kt, vt))
-                        })
-                        .collect()
-                };
                 let basic = match &a.basic {
                     None => None,
                     Some(b) => Some((
-                        Template::parse(&b.username, &index)
-                            .map_err(|r| err("authenticate.basic.username", &r))?,
-                        Template::parse(&b.password, &index)
-                            .map_err(|r| err("authenticate.basic.password", &r))?,
+                        template(&b.username, "authenticate.basic.username")?,
+                        template(&b.password, "authenticate.basic.password")?,
                     )),
                 };
                 Some(CompiledAuth {
-                    headers: pairs(&a.headers, "headers")?,
-                    query: pairs(&a.query, "query")?,
-                    body: pairs(&a.body, "body")?,
+                    headers: pairs(&a.headers, "authenticate.headers")?,
+                    query: pairs(&a.query, "authenticate.query")?,
+                    body: pairs(&a.body, "authenticate.body")?,
                     basic,
                 })
             }
@@ -159,22 +154,7 @@ impl CredentialType {
                         "must be GET, POST, PUT, PATCH, DELETE or HEAD",
                     ));
                 }
-                let url =
-                    Template::parse(&r.url, &index).map_err(|e| err("test.request.url", &e))?;
-                let pairs = |m: &std::collections::BTreeMap<String, String>,
-                             what: &str|
-                 -> Result<TemplatePairs, DefinitionError> {
-                    m.iter()
-                        .map(|(k, v)| {
-                            Ok((
-                                Template::parse(k, &index)
-                                    .map_err(|e| err(&format!("test.request.{what}"), &e))?,
-                                Template::parse(v, &index)
-                                    .map_err(|e| err(&format!("test.request.{what}"), &e))?,
-                            ))
-                        })
-                        .collect()
-                };
+                let url = template(&r.url, "test.request.url")?;
                 let (status, json_path) = match &t.success {
                     None => (vec![200], None),
                     Some(s) => {
@@ -202,9 +182,9 @@ impl CredentialType {
                     method,
                     url,
                     extra: CompiledAuth {
-                        headers: pairs(&r.headers, "headers")?,
-                        query: pairs(&r.query, "query")?,
-                        body: pairs(&r.body, "body")?,
+                        headers: pairs(&r.headers, "test.request.headers")?,
+                        query: pairs(&r.query, "test.request.query")?,
+                        body: pairs(&r.body, "test.request.body")?,
                         basic: None,
                     },
                     body_format: r.body_format,
