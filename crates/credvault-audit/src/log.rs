@@ -695,7 +695,27 @@ fn write_anchor(dir: &Path, anchor: &Anchor, sync: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// What one write takes out of the state: the file, the pending lines, the anchor to write
+/// after them, and the sequence number below which all will then be durable.
+struct Batch {
+    file: Option<File>,
+    file_segment: u32,
+    chunks: Vec<Chunk>,
+    anchor: Option<Anchor>,
+    durable_below: u64,
+}
+
 impl State {
+    fn take_batch(&mut self) -> Batch {
+        Batch {
+            file: self.file.take(),
+            file_segment: self.file_segment,
+            chunks: std::mem::take(&mut self.pending),
+            anchor: self.pending_anchor.take(),
+            durable_below: self.next_seq,
+        }
+    }
+
     fn new(file: File, segment: u32, segment_bytes: u64, next_seq: u64, head: Hash) -> Self {
         Self {
             file: Some(file),
@@ -850,28 +870,23 @@ impl Inner {
                     st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
                 }
                 let sync = self.config.durability == Durability::PerRecord;
-                let mut file = st.file.take();
-                let mut file_segment = st.file_segment;
-                let chunks = std::mem::take(&mut st.pending);
-                let anchor = st.pending_anchor.take();
-                let last = st.next_seq;
-                let result =
-                    self.write_batch(&mut file, &mut file_segment, &chunks, anchor.as_ref(), sync);
-                self.settle(&mut st, file, file_segment, chunks, last, result);
+                let mut batch = st.take_batch();
+                let result = self.write_batch(&mut batch, sync);
+                self.settle(&mut st, batch, result);
                 st
             }
         }
     }
 
-    fn settle(
-        &self,
-        st: &mut State,
-        file: Option<File>,
-        file_segment: u32,
-        chunks: Vec<Chunk>,
-        durable_below: u64,
-        result: Result<(), String>,
-    ) {
+    /// Puts the file back, records the outcome, and keeps the buffers for reuse.
+    fn settle(&self, st: &mut State, batch: Batch, result: Result<(), String>) {
+        let Batch {
+            file,
+            file_segment,
+            chunks,
+            durable_below,
+            ..
+        } = batch;
         st.file = file;
         st.file_segment = file_segment;
         match result {
@@ -890,15 +905,15 @@ impl Inner {
         }
     }
 
-    fn write_batch(
-        &self,
-        file: &mut Option<File>,
-        file_segment: &mut u32,
-        chunks: &[Chunk],
-        anchor: Option<&Anchor>,
-        sync: bool,
-    ) -> Result<(), String> {
-        for chunk in chunks {
+    fn write_batch(&self, batch: &mut Batch, sync: bool) -> Result<(), String> {
+        let Batch {
+            file,
+            file_segment,
+            chunks,
+            anchor,
+            ..
+        } = batch;
+        for chunk in chunks.iter() {
             self.injected_fault(file.as_mut(), &chunk.bytes)?;
             match file {
                 Some(f) if *file_segment == chunk.segment => {
@@ -934,7 +949,7 @@ impl Inner {
                 })?;
             }
         }
-        if let Some(a) = anchor {
+        if let Some(a) = anchor.as_ref() {
             write_anchor(&self.dir, a, sync).map_err(|e| format!("anchor: {e}"))?;
         }
         Ok(())
@@ -983,17 +998,12 @@ impl Inner {
                     st = self.lock();
                 }
             }
-            let mut file = st.file.take();
-            let mut file_segment = st.file_segment;
-            let chunks = std::mem::take(&mut st.pending);
-            let anchor = st.pending_anchor.take();
-            let last = st.next_seq;
+            let mut batch = st.take_batch();
             drop(st);
-            let result =
-                self.write_batch(&mut file, &mut file_segment, &chunks, anchor.as_ref(), true);
+            let result = self.write_batch(&mut batch, true);
             st = self.lock();
             st.syncing = false;
-            self.settle(&mut st, file, file_segment, chunks, last, result);
+            self.settle(&mut st, batch, result);
             self.cond.notify_all();
         }
     }
