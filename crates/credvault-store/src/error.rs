@@ -1,0 +1,149 @@
+//! Errors. Crypto failures are opaque ([`StoreError::Corrupt`] names the credential, never the
+//! check that failed); everything else names the field or object and the reason, never a value.
+
+use credvault_audit::DenyReason;
+use credvault_schema::ValidationErrors;
+
+use crate::storage::StorageError;
+
+/// What a store operation can fail with.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An argument is malformed (an id, a field name, a filter).
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was invalid.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// No such tenant. Operations never fall back to another tenant.
+    #[error("unknown tenant {tenant:?}")]
+    UnknownTenant {
+        /// The tenant asked for.
+        tenant: String,
+    },
+    /// The tenant exists already.
+    #[error("tenant {tenant:?} already exists")]
+    TenantExists {
+        /// The tenant.
+        tenant: String,
+    },
+    /// No such credential in this tenant.
+    #[error("no credential {credential:?} in this tenant")]
+    NotFound {
+        /// The id or name asked for.
+        credential: String,
+    },
+    /// The credential type is not registered.
+    #[error("unknown credential type {name:?}")]
+    UnknownType {
+        /// The type name.
+        name: String,
+    },
+    /// The fields do not validate against the type.
+    #[error("credential does not validate: {0}")]
+    Validation(#[from] ValidationErrors),
+    /// Another active credential has this name in this environment.
+    #[error("an active credential named {name:?} already exists in environment {environment:?}")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The environment.
+        environment: String,
+    },
+    /// Optimistic concurrency: the credential changed since the version the caller read.
+    #[error("credential changed: expected version {expected}, found {found}")]
+    VersionConflict {
+        /// The version the caller expected.
+        expected: u64,
+        /// The version stored.
+        found: u64,
+    },
+    /// Access refused by policy (recorded as `access_denied`).
+    #[error("access denied: {}", deny_text(*.reason))]
+    AccessDenied {
+        /// Why.
+        reason: DenyReason,
+    },
+    /// A field that the credential's type does not have, or that is not set.
+    #[error("field {field:?}: {reason}")]
+    Field {
+        /// The field.
+        field: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The stored ciphertext of this credential did not open: it was altered, moved from
+    /// another row or tenant, or its data key is gone. Only this credential is affected.
+    #[error("credential {credential} is corrupt: its sealed data does not open")]
+    Corrupt {
+        /// The credential.
+        credential: String,
+    },
+    /// A client-sealed envelope did not open under this tenant's key and the credential's
+    /// context. Opaque by design.
+    #[error("the sealed credential does not open under this tenant's key and context")]
+    SealedRejected,
+    /// The audit sink refused the event; the operation was not performed and nothing changed.
+    #[error("audit refused ({0}); the operation was not performed")]
+    Audit(String),
+    /// The storage backend failed.
+    #[error(transparent)]
+    Storage(StorageError),
+    /// The master key provider failed (unavailable, or a wrapped key did not unwrap).
+    #[error("master key: {0}")]
+    MasterKey(#[from] credvault_envelope::ProviderError),
+    /// The tenant's data key reached its usage limit; rotate it.
+    #[error("the tenant's data key reached its usage limit; rotate the tenant key")]
+    KeyExhausted,
+    /// A TOTP operation on a credential without an authenticator key, or with a bad one.
+    #[error("totp: {reason}")]
+    Totp {
+        /// Why.
+        reason: String,
+    },
+    /// The operation is not supported here (no tester for a test kind, for instance).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The system random source failed.
+    #[error("the system random source failed")]
+    Random,
+    /// Vault files (key file, directory) could not be used.
+    #[error("{what} {path}: {reason}")]
+    Vault {
+        /// What file.
+        what: &'static str,
+        /// Its path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn deny_text(r: DenyReason) -> &'static str {
+    match r {
+        DenyReason::Inactive => "the credential is inactive",
+        DenyReason::Expired => "the credential has expired",
+        DenyReason::WrongTenant => "the credential belongs to another tenant",
+        DenyReason::UnknownTenant => "unknown tenant",
+        DenyReason::UnknownCredential => "no such credential",
+        DenyReason::Forbidden => "forbidden",
+        _ => "refused",
+    }
+}
+
+impl From<StorageError> for StoreError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Hook(h) => Self::Audit(h.0),
+            StorageError::NameTaken { name, environment } => Self::NameTaken { name, environment },
+            StorageError::VersionConflict { expected, found } => {
+                Self::VersionConflict { expected, found }
+            }
+            StorageError::TenantExists { tenant } => Self::TenantExists { tenant },
+            other => Self::Storage(other),
+        }
+    }
+}

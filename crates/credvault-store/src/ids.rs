@@ -1,0 +1,138 @@
+//! Tenant and credential identifiers: validated on the way in, so a store never builds a
+//! query, a context or an audit record from an arbitrary string.
+
+use std::fmt;
+
+use crate::error::StoreError;
+
+/// Longest tenant id.
+pub const MAX_TENANT_ID_LEN: usize = 64;
+
+/// A tenant (workspace) id: 1–64 characters of `a-z A-Z 0-9 _ - .`, starting with a letter
+/// or digit.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// Parses a tenant id.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] naming the rule broken.
+    pub fn new(id: impl Into<String>) -> Result<Self, StoreError> {
+        let id = id.into();
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+        let reason = if id.is_empty() {
+            Some("is empty")
+        } else if id.len() > MAX_TENANT_ID_LEN {
+            Some("is longer than 64 characters")
+        } else if !id.chars().all(ok_char) {
+            Some("may hold only letters, digits, '_', '-' and '.'")
+        } else if !id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            Some("must start with a letter or digit")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(StoreError::Invalid {
+                what: "tenant id",
+                reason: reason.into(),
+            }),
+            None => Ok(Self(id)),
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TenantId({})", self.0)
+    }
+}
+
+const CRED_PREFIX: &str = "cred_";
+
+/// A credential id: `cred_` and 32 lowercase hex digits (128 random bits).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CredentialId(String);
+
+impl CredentialId {
+    /// A new random id. A client sealing a credential itself generates its id first, since
+    /// the id is bound into the ciphertext.
+    ///
+    /// # Errors
+    /// [`StoreError::Random`] if the system random source failed.
+    pub fn generate() -> Result<Self, StoreError> {
+        let mut b = [0u8; 16];
+        getrandom::fill(&mut b).map_err(|_| StoreError::Random)?;
+        Ok(Self(format!("{CRED_PREFIX}{}", hex::encode(b))))
+    }
+
+    /// Parses an id.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] if it is not `cred_` and 32 lowercase hex digits.
+    pub fn parse(id: &str) -> Result<Self, StoreError> {
+        let ok = id.strip_prefix(CRED_PREFIX).is_some_and(|h| {
+            h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        if ok {
+            Ok(Self(id.to_owned()))
+        } else {
+            Err(StoreError::Invalid {
+                what: "credential id",
+                reason: "expected `cred_` and 32 lowercase hex digits".into(),
+            })
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CredentialId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for CredentialId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CredentialId({})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn tenant_ids() {
+        assert!(TenantId::new("acme").is_ok());
+        assert!(TenantId::new("a.b-c_9").is_ok());
+        for bad in ["", "-x", "a b", "ü", &"x".repeat(65)] {
+            assert!(TenantId::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn credential_ids() {
+        let id = CredentialId::generate().unwrap();
+        assert_eq!(CredentialId::parse(id.as_str()).unwrap(), id);
+        for bad in ["", "cred_", "cred_ABCDEF00000000000000000000000000", "x_00000000000000000000000000000000"] {
+            assert!(CredentialId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

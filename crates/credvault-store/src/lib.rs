@@ -1,0 +1,89 @@
+//! A credential store for automations and AI agents: each tenant's credentials encrypted
+//! under its own data key (AES-256-GCM) wrapped by a master key, typed and validated by
+//! `credvault-schema`, every operation audited (fail closed) to a tamper-evident log, keys
+//! rotated without losing anything, and an embedded default (SQLite and one key file) that
+//! needs no set-up.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use credvault_audit::MemorySink;
+//! use credvault_envelope::LocalKeyring;
+//! use credvault_store::{AuditTarget, MemoryStorage, NewCredential, Store, TenantId};
+//! use serde_json::json;
+//!
+//! let audit = Arc::new(MemorySink::new());
+//! let store = Store::new(
+//!     Arc::new(MemoryStorage::new()),
+//!     Arc::new(LocalKeyring::generate()?),
+//!     AuditTarget::Sink(audit.clone()),
+//! );
+//! let acme = TenantId::new("acme")?;
+//! store.create_tenant(&acme, "Acme", "admin")?;
+//!
+//! let scope = store.tenant(&acme, "alice")?;
+//! let info = scope.create(NewCredential::new(
+//!     "http_bearer_token",
+//!     "stripe",
+//!     json!({"token": "sk_live_51Hx9aQ2eZvKYlo2C0sT"}),
+//! ))?;
+//! assert_eq!(info.fields["token"], credvault_schema::SECRET_MARKER); // masked
+//!
+//! let id = info.credential_id()?;
+//! let revealed = scope.reveal(&id, &["token"], Some("billing-bot"))?;
+//! assert_eq!(revealed.expose("token"), Some("sk_live_51Hx9aQ2eZvKYlo2C0sT"));
+//!
+//! // Another tenant cannot reach it, even with its id.
+//! let other = TenantId::new("globex")?;
+//! store.create_tenant(&other, "Globex", "admin")?;
+//! assert!(store.tenant(&other, "mallory")?.reveal(&id, &["token"], None).is_err());
+//! // 2 tenants created, 1 credential created, 1 access, 1 denial (unknown in globex).
+//! assert_eq!(audit.events().len(), 5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The joints where backends plug in are [`Storage`] (with [`MemoryStorage`] and
+//! [`SqliteStorage`]), `credvault_envelope::MasterKey`, `credvault_audit::AuditSink` and
+//! [`CredentialTester`]; each has a conformance suite in `credvault-test`.
+#![forbid(unsafe_code)]
+
+mod error;
+mod fields;
+mod ids;
+mod keys;
+mod memory;
+mod model;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+pub mod storage;
+mod store;
+mod tester;
+#[cfg(feature = "sqlite")]
+mod vault;
+
+pub use error::StoreError;
+pub use fields::{
+    decode_secret_fields, encode_secret_fields, MAX_FIELD_NAME_LEN, MAX_FIELD_VALUE_LEN,
+    MAX_SECRET_FIELDS, SECRET_FIELDS_VERSION,
+};
+pub use ids::{CredentialId, TenantId, MAX_TENANT_ID_LEN};
+pub use keys::CacheConfig;
+pub use memory::MemoryStorage;
+pub use model::{
+    CredentialInfo, CredentialUpdate, KeyRotation, MasterRotation, NewCredential, Progress,
+    Revealed, SealedCredential, TenantInfo, TestOutcome, TotpCode, DEFAULT_ENVIRONMENT,
+};
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteDurability, SqliteStorage};
+pub use storage::{ListFilter, Storage, StorageError};
+pub use store::{
+    credential_context, AuditTarget, Clock, ManualClock, Scope, Store, StoreConfig,
+    StorageReplayGuard, SystemClock,
+};
+#[cfg(feature = "http-tester")]
+pub use tester::HttpTester;
+pub use tester::{CredentialTester, FixedTester, TesterRegistry};
+#[cfg(feature = "sqlite")]
+pub use vault::{
+    read_audit_key, verify_vault_audit, AuditCheck, MasterSource, Vault, VaultOptions,
+    MASTER_KEY_ENV,
+};

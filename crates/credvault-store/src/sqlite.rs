@@ -1,0 +1,889 @@
+//! The SQLite backend: bundled SQLite, WAL journal, versioned migrations, every write in one
+//! `BEGIN IMMEDIATE` transaction.
+//!
+//! **Durability.** [`SqliteDurability::Full`] (the default) sets `synchronous = FULL`: a
+//! committed write survives a crash of the process and of the machine. `Normal` sets
+//! `synchronous = NORMAL`: it survives a crash of the process, and a power loss may roll back
+//! the last transactions (never corrupt the database). `secure_delete` is on, so deleted rows
+//! are overwritten in the database file; the WAL keeps old page images until its next
+//! checkpoint (see the threat model).
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use credvault_envelope::{KeyId, KEY_ID_LEN};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use crate::ids::{CredentialId, TenantId};
+use crate::storage::{
+    AuditHead, CredentialRow, DataKeyRow, Hook, KeyState, ListFilter, Reseal, Storage,
+    StorageError, TenantRow, TestRecord,
+};
+
+/// How hard SQLite syncs each commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SqliteDurability {
+    /// `synchronous = FULL`: survives power loss.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: survives a process crash; power loss may lose recent commits.
+    Normal,
+}
+
+/// The schema, one entry per version. Never edit a landed migration: add one.
+const MIGRATIONS: &[&str] = &[
+    // 1: tenants, data keys, credentials, replay guard, metadata.
+    "CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE data_keys (
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        key_id BLOB NOT NULL,
+        wrapped BLOB NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('active', 'retiring')),
+        usage INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, key_id)
+     ) STRICT;
+     CREATE TABLE credentials (
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        description TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        is_active INTEGER NOT NULL,
+        expires_at INTEGER,
+        created_by TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        last_used_at INTEGER,
+        last_tested INTEGER,
+        test_status TEXT,
+        test_message TEXT,
+        public TEXT NOT NULL,
+        secret_fields TEXT NOT NULL,
+        key_id BLOB NOT NULL,
+        secret BLOB NOT NULL,
+        PRIMARY KEY (tenant, id),
+        FOREIGN KEY (tenant, key_id) REFERENCES data_keys(tenant, key_id)
+     ) STRICT;
+     CREATE UNIQUE INDEX credentials_active_name
+        ON credentials(tenant, name, environment) WHERE is_active = 1;
+     CREATE INDEX credentials_key ON credentials(tenant, key_id);
+     CREATE TABLE replay_guard (
+        key TEXT PRIMARY KEY,
+        step INTEGER NOT NULL,
+        retain_until INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE vault_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+     ) STRICT;",
+];
+
+/// The SQLite backend. One connection behind a mutex: SQLite has one writer at a time anyway,
+/// and statements are cached on it.
+pub struct SqliteStorage {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStorage").finish_non_exhaustive()
+    }
+}
+
+fn be(e: rusqlite::Error) -> StorageError {
+    StorageError::Backend(e.to_string())
+}
+
+fn corrupt(table: &'static str, reason: impl Into<String>) -> StorageError {
+    StorageError::Corrupt {
+        table,
+        reason: reason.into(),
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn key_id(bytes: &[u8], table: &'static str) -> Result<KeyId, StorageError> {
+    let arr: [u8; KEY_ID_LEN] = bytes
+        .try_into()
+        .map_err(|_| corrupt(table, "key id is not 16 bytes"))?;
+    Ok(KeyId::from_bytes(arr))
+}
+
+fn key_bytes(k: &KeyId) -> &[u8] {
+    k.as_bytes()
+}
+
+const CRED_COLS: &str = "tenant, id, name, type, environment, description, tags, is_active, \
+    expires_at, created_by, created_at, updated_at, version, last_used_at, last_tested, \
+    test_status, test_message, public, secret_fields, key_id, secret";
+
+fn cred_from_row(r: &Row<'_>) -> Result<CredentialRow, StorageError> {
+    let get_s = |i: usize| r.get::<_, String>(i).map_err(be);
+    let tags: Vec<String> =
+        serde_json::from_str(&get_s(6)?).map_err(|_| corrupt("credentials", "tags"))?;
+    let secret_fields: Vec<String> =
+        serde_json::from_str(&get_s(18)?).map_err(|_| corrupt("credentials", "secret_fields"))?;
+    let kb: Vec<u8> = r.get(19).map_err(be)?;
+    Ok(CredentialRow {
+        tenant: TenantId::new(get_s(0)?).map_err(|_| corrupt("credentials", "tenant"))?,
+        id: CredentialId::parse(&get_s(1)?).map_err(|_| corrupt("credentials", "id"))?,
+        name: get_s(2)?,
+        type_name: get_s(3)?,
+        environment: get_s(4)?,
+        description: get_s(5)?,
+        tags,
+        is_active: r.get::<_, i64>(7).map_err(be)? != 0,
+        expires_at: r.get(8).map_err(be)?,
+        created_by: get_s(9)?,
+        created_at: r.get(10).map_err(be)?,
+        updated_at: r.get(11).map_err(be)?,
+        version: to_u64(r.get(12).map_err(be)?),
+        last_used_at: r.get(13).map_err(be)?,
+        last_tested: r.get(14).map_err(be)?,
+        test_status: r.get(15).map_err(be)?,
+        test_message: r.get(16).map_err(be)?,
+        public: get_s(17)?,
+        secret_fields,
+        key_id: key_id(&kb, "credentials")?,
+        secret: r.get(20).map_err(be)?,
+    })
+}
+
+fn key_from_row(r: &Row<'_>) -> Result<DataKeyRow, StorageError> {
+    let t: String = r.get(0).map_err(be)?;
+    let kb: Vec<u8> = r.get(1).map_err(be)?;
+    let st: String = r.get(3).map_err(be)?;
+    Ok(DataKeyRow {
+        tenant: TenantId::new(t).map_err(|_| corrupt("data_keys", "tenant"))?,
+        key_id: key_id(&kb, "data_keys")?,
+        wrapped: r.get(2).map_err(be)?,
+        state: KeyState::parse(&st).ok_or_else(|| corrupt("data_keys", "state"))?,
+        usage: to_u64(r.get(4).map_err(be)?),
+        created_at: r.get(5).map_err(be)?,
+    })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+fn map_unique(e: rusqlite::Error, row: &CredentialRow) -> StorageError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, Some(msg))
+            if f.code == rusqlite::ErrorCode::ConstraintViolation
+                && msg.contains("credentials.tenant, credentials.name") =>
+        {
+            StorageError::NameTaken {
+                name: row.name.clone(),
+                environment: row.environment.clone(),
+            }
+        }
+        rusqlite::Error::SqliteFailure(f, Some(msg))
+            if f.code == rusqlite::ErrorCode::ConstraintViolation && msg.contains("FOREIGN KEY") =>
+        {
+            StorageError::UnknownKey { key_id: row.key_id }
+        }
+        _ => be(e),
+    }
+}
+
+fn set_head(tx: &rusqlite::Transaction<'_>, head: Option<AuditHead>) -> Result<(), StorageError> {
+    let Some(h) = head else { return Ok(()) };
+    let cur = read_head(tx)?;
+    if let Some(c) = cur {
+        if c.seq > h.seq {
+            return Ok(());
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO vault_meta (key, value) VALUES ('audit_head', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut s| s.execute(params![format!("{}:{}", h.seq, hex::encode(h.hash))]))
+    .map_err(be)?;
+    Ok(())
+}
+
+fn read_head(conn: &Connection) -> Result<Option<AuditHead>, StorageError> {
+    let v: Option<String> = conn
+        .prepare_cached("SELECT value FROM vault_meta WHERE key = 'audit_head'")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+        .map_err(be)?;
+    let Some(v) = v else { return Ok(None) };
+    let bad = || corrupt("vault_meta", "audit head");
+    let (seq, hash) = v.split_once(':').ok_or_else(bad)?;
+    let seq = seq.parse().map_err(|_| bad())?;
+    let mut h = [0u8; 32];
+    hex::decode_to_slice(hash, &mut h).map_err(|_| bad())?;
+    Ok(Some(AuditHead { seq, hash: h }))
+}
+
+fn hook_in(tx: &rusqlite::Transaction<'_>, hook: Hook<'_>) -> Result<(), StorageError> {
+    let head = hook().map_err(StorageError::Hook)?;
+    set_head(tx, head)
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) a database file and brings its schema up to date.
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`] if the file cannot be opened or migrated, or was written by
+    /// a newer version.
+    pub fn open(path: impl AsRef<Path>, durability: SqliteDurability) -> Result<Self, StorageError> {
+        let conn = Connection::open(path).map_err(be)?;
+        Self::setup(conn, durability)
+    }
+
+    /// A private in-memory database (for tests).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_in_memory() -> Result<Self, StorageError> {
+        let conn = Connection::open_in_memory().map_err(be)?;
+        Self::setup(conn, SqliteDurability::Full)
+    }
+
+    fn setup(mut conn: Connection, durability: SqliteDurability) -> Result<Self, StorageError> {
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(be)?;
+        let sync = match durability {
+            SqliteDurability::Full => "FULL",
+            SqliteDurability::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;
+             PRAGMA secure_delete = ON;"
+        ))
+        .map_err(be)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(be)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StorageError::Backend(format!(
+                "database schema version {version} is newer than this build ({known})"
+            )));
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(to_u64(version) as usize) {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(be)?;
+            tx.execute_batch(m).map_err(be)?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+                .map_err(be)?;
+            tx.commit().map_err(be)?;
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StorageError> {
+        self.conn
+            .lock()
+            .map_err(|_| StorageError::Backend("sqlite connection lock poisoned".into()))
+    }
+
+    /// The schema version of the open database.
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`].
+    pub fn schema_version(&self) -> Result<u32, StorageError> {
+        let c = self.lock()?;
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(be)?;
+        Ok(u32::try_from(v).unwrap_or(0))
+    }
+
+    /// Runs a statement on the raw connection (tests simulate tampering at rest with it).
+    #[doc(hidden)]
+    pub fn execute_raw(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<usize, StorageError> {
+        self.lock()?.execute(sql, args).map_err(be)
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut c = self.lock()?;
+        let tx = c
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(be)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(be)?;
+        Ok(out)
+    }
+
+    fn version_of(
+        tx: &rusqlite::Transaction<'_>,
+        tenant: &TenantId,
+        id: &CredentialId,
+    ) -> Result<u64, StorageError> {
+        tx.prepare_cached("SELECT version FROM credentials WHERE tenant = ?1 AND id = ?2")
+            .and_then(|mut s| {
+                s.query_row(params![tenant.as_str(), id.as_str()], |r| r.get::<_, i64>(0))
+                    .optional()
+            })
+            .map_err(be)?
+            .map(to_u64)
+            .ok_or(StorageError::NotFound { what: "credential" })
+    }
+}
+
+fn check_version(found: u64, expected: u64) -> Result<(), StorageError> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(StorageError::VersionConflict { expected, found })
+    }
+}
+
+impl Storage for SqliteStorage {
+    fn create_tenant(
+        &self,
+        tenant: &TenantRow,
+        key: &DataKeyRow,
+        hook: Hook<'_>,
+    ) -> Result<(), StorageError> {
+        self.write(|tx| {
+            let n = tx
+                .execute(
+                    "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id) DO NOTHING",
+                    params![tenant.id.as_str(), tenant.name, tenant.created_at],
+                )
+                .map_err(be)?;
+            if n == 0 {
+                return Err(StorageError::TenantExists {
+                    tenant: tenant.id.to_string(),
+                });
+            }
+            tx.execute(
+                "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    key.tenant.as_str(),
+                    key_bytes(&key.key_id),
+                    key.wrapped,
+                    key.state.as_str(),
+                    to_i64(key.usage),
+                    key.created_at
+                ],
+            )
+            .map_err(be)?;
+            hook_in(tx, hook)
+        })
+    }
+
+    fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StorageError> {
+        let c = self.lock()?;
+        let r = c
+            .prepare_cached("SELECT name, created_at FROM tenants WHERE id = ?1")
+            .and_then(|mut s| {
+                s.query_row(params![id.as_str()], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .optional()
+            })
+            .map_err(be)?;
+        Ok(r.map(|(name, created_at)| TenantRow {
+            id: id.clone(),
+            name,
+            created_at,
+        }))
+    }
+
+    fn tenants(&self) -> Result<Vec<TenantRow>, StorageError> {
+        let c = self.lock()?;
+        let mut s = c
+            .prepare_cached("SELECT id, name, created_at FROM tenants ORDER BY id")
+            .map_err(be)?;
+        let rows = s
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            })
+            .map_err(be)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, name, created_at) = r.map_err(be)?;
+            out.push(TenantRow {
+                id: TenantId::new(id).map_err(|_| corrupt("tenants", "id"))?,
+                name,
+                created_at,
+            });
+        }
+        Ok(out)
+    }
+
+    fn data_keys(&self, tenant: &TenantId) -> Result<Vec<DataKeyRow>, StorageError> {
+        let c = self.lock()?;
+        let mut s = c
+            .prepare_cached(
+                "SELECT tenant, key_id, wrapped, state, usage, created_at FROM data_keys
+                 WHERE tenant = ?1 ORDER BY state = 'retiring', created_at",
+            )
+            .map_err(be)?;
+        let mut rows = s.query(params![tenant.as_str()]).map_err(be)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(be)? {
+            out.push(key_from_row(r)?);
+        }
+        Ok(out)
+    }
+
+    fn reserve_usage(
+        &self,
+        tenant: &TenantId,
+        key_id: &KeyId,
+        count: u64,
+    ) -> Result<u64, StorageError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "UPDATE data_keys SET usage = usage + ?3 WHERE tenant = ?1 AND key_id = ?2
+                 RETURNING usage",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![tenant.as_str(), key_bytes(key_id), to_i64(count)],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()
+            })
+            .map_err(be)?
+            .map(to_u64)
+            .ok_or(StorageError::NotFound { what: "data key" })
+        })
+    }
+
+    fn replace_wrapped(
+        &self,
+        tenant: &TenantId,
+        key_id: &KeyId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StorageError> {
+        self.write(|tx| {
+            let n = tx
+                .execute(
+                    "UPDATE data_keys SET wrapped = ?4
+                     WHERE tenant = ?1 AND key_id = ?2 AND wrapped = ?3",
+                    params![tenant.as_str(), key_bytes(key_id), old, new],
+                )
+                .map_err(be)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn start_key_rotation(&self, new_key: &DataKeyRow, hook: Hook<'_>) -> Result<(), StorageError> {
+        self.write(|tx| {
+            let t = new_key.tenant.as_str();
+            let n = tx
+                .execute("UPDATE data_keys SET state = 'retiring' WHERE tenant = ?1", params![t])
+                .map_err(be)?;
+            if n == 0 {
+                return Err(StorageError::NotFound { what: "tenant" });
+            }
+            tx.execute(
+                "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at)
+                 VALUES (?1, ?2, ?3, 'active', ?4, ?5)",
+                params![
+                    t,
+                    key_bytes(&new_key.key_id),
+                    new_key.wrapped,
+                    to_i64(new_key.usage),
+                    new_key.created_at
+                ],
+            )
+            .map_err(be)?;
+            hook_in(tx, hook)
+        })
+    }
+
+    fn retire_unreferenced_keys(
+        &self,
+        tenant: &TenantId,
+        hook: Hook<'_>,
+    ) -> Result<Vec<KeyId>, StorageError> {
+        self.write(|tx| {
+            let mut s = tx
+                .prepare(
+                    "SELECT key_id FROM data_keys k WHERE tenant = ?1 AND state = 'retiring'
+                     AND NOT EXISTS (SELECT 1 FROM credentials c
+                                     WHERE c.tenant = k.tenant AND c.key_id = k.key_id)",
+                )
+                .map_err(be)?;
+            let ids = s
+                .query_map(params![tenant.as_str()], |r| r.get::<_, Vec<u8>>(0))
+                .map_err(be)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(be)?;
+            drop(s);
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            hook_in(tx, hook)?;
+            let mut out = Vec::new();
+            for id in ids {
+                tx.execute(
+                    "DELETE FROM data_keys WHERE tenant = ?1 AND key_id = ?2",
+                    params![tenant.as_str(), id],
+                )
+                .map_err(be)?;
+                out.push(key_id(&id, "data_keys")?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn insert_credential(&self, row: &CredentialRow, hook: Hook<'_>) -> Result<(), StorageError> {
+        self.write(|tx| {
+            tx.prepare_cached(&format!(
+                "INSERT INTO credentials ({CRED_COLS}) VALUES
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                  ?18, ?19, ?20, ?21)"
+            ))
+            .and_then(|mut s| {
+                s.execute(params![
+                    row.tenant.as_str(),
+                    row.id.as_str(),
+                    row.name,
+                    row.type_name,
+                    row.environment,
+                    row.description,
+                    json(&row.tags),
+                    row.is_active,
+                    row.expires_at,
+                    row.created_by,
+                    row.created_at,
+                    row.updated_at,
+                    to_i64(row.version),
+                    row.last_used_at,
+                    row.last_tested,
+                    row.test_status,
+                    row.test_message,
+                    row.public,
+                    json(&row.secret_fields),
+                    key_bytes(&row.key_id),
+                    row.secret,
+                ])
+            })
+            .map_err(|e| map_unique(e, row))?;
+            hook_in(tx, hook)
+        })
+    }
+
+    fn credential(
+        &self,
+        tenant: &TenantId,
+        id: &CredentialId,
+    ) -> Result<Option<CredentialRow>, StorageError> {
+        let c = self.lock()?;
+        let mut s = c
+            .prepare_cached(&format!(
+                "SELECT {CRED_COLS} FROM credentials WHERE tenant = ?1 AND id = ?2"
+            ))
+            .map_err(be)?;
+        let mut rows = s.query(params![tenant.as_str(), id.as_str()]).map_err(be)?;
+        match rows.next().map_err(be)? {
+            Some(r) => Ok(Some(cred_from_row(r)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn credential_by_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        environment: &str,
+    ) -> Result<Option<CredentialRow>, StorageError> {
+        let c = self.lock()?;
+        let mut s = c
+            .prepare_cached(&format!(
+                "SELECT {CRED_COLS} FROM credentials
+                 WHERE tenant = ?1 AND name = ?2 AND environment = ?3
+                 ORDER BY is_active DESC, updated_at DESC LIMIT 1"
+            ))
+            .map_err(be)?;
+        let mut rows = s.query(params![tenant.as_str(), name, environment]).map_err(be)?;
+        match rows.next().map_err(be)? {
+            Some(r) => Ok(Some(cred_from_row(r)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn credentials(
+        &self,
+        tenant: &TenantId,
+        filter: &ListFilter,
+    ) -> Result<Vec<CredentialRow>, StorageError> {
+        let c = self.lock()?;
+        let mut s = c
+            .prepare_cached(&format!(
+                "SELECT {CRED_COLS} FROM credentials
+                 WHERE tenant = ?1
+                   AND (?2 IS NULL OR type = ?2)
+                   AND (?3 IS NULL OR environment = ?3)
+                   AND (?4 IS NULL OR is_active = ?4)
+                   AND (?5 IS NULL OR (expires_at IS NOT NULL AND expires_at < ?5))
+                 ORDER BY name, environment, id"
+            ))
+            .map_err(be)?;
+        let mut rows = s
+            .query(params![
+                tenant.as_str(),
+                filter.type_name,
+                filter.environment,
+                filter.active,
+                filter.expiring_before
+            ])
+            .map_err(be)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(be)? {
+            let row = cred_from_row(r)?;
+            if filter.tags.iter().all(|t| row.tags.contains(t)) {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    fn update_credential(
+        &self,
+        row: &CredentialRow,
+        expected_version: u64,
+        hook: Hook<'_>,
+    ) -> Result<(), StorageError> {
+        self.write(|tx| {
+            check_version(Self::version_of(tx, &row.tenant, &row.id)?, expected_version)?;
+            tx.prepare_cached(
+                "UPDATE credentials SET name = ?3, type = ?4, environment = ?5, description = ?6,
+                   tags = ?7, is_active = ?8, expires_at = ?9, updated_at = ?10, version = ?11,
+                   last_used_at = ?12, last_tested = ?13, test_status = ?14, test_message = ?15,
+                   public = ?16, secret_fields = ?17, key_id = ?18, secret = ?19
+                 WHERE tenant = ?1 AND id = ?2",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    row.tenant.as_str(),
+                    row.id.as_str(),
+                    row.name,
+                    row.type_name,
+                    row.environment,
+                    row.description,
+                    json(&row.tags),
+                    row.is_active,
+                    row.expires_at,
+                    row.updated_at,
+                    to_i64(row.version),
+                    row.last_used_at,
+                    row.last_tested,
+                    row.test_status,
+                    row.test_message,
+                    row.public,
+                    json(&row.secret_fields),
+                    key_bytes(&row.key_id),
+                    row.secret,
+                ])
+            })
+            .map_err(|e| map_unique(e, row))?;
+            hook_in(tx, hook)
+        })
+    }
+
+    fn delete_credential(
+        &self,
+        tenant: &TenantId,
+        id: &CredentialId,
+        expected_version: u64,
+        hook: Hook<'_>,
+    ) -> Result<(), StorageError> {
+        self.write(|tx| {
+            check_version(Self::version_of(tx, tenant, id)?, expected_version)?;
+            hook_in(tx, hook)?;
+            // Overwrite the sealed data in place, then delete (secure_delete zeroes the freed
+            // cells too).
+            tx.execute(
+                "UPDATE credentials SET secret = zeroblob(length(secret)), public = '{}'
+                 WHERE tenant = ?1 AND id = ?2",
+                params![tenant.as_str(), id.as_str()],
+            )
+            .map_err(be)?;
+            tx.execute(
+                "DELETE FROM credentials WHERE tenant = ?1 AND id = ?2",
+                params![tenant.as_str(), id.as_str()],
+            )
+            .map_err(be)?;
+            Ok(())
+        })
+    }
+
+    fn credentials_not_under(
+        &self,
+        tenant: &TenantId,
+        key: &KeyId,
+        after: Option<&CredentialId>,
+        limit: usize,
+    ) -> Result<Vec<CredentialRow>, StorageError> {
+        let c = self.lock()?;
+        let mut s = c
+            .prepare_cached(&format!(
+                "SELECT {CRED_COLS} FROM credentials
+                 WHERE tenant = ?1 AND key_id != ?2 AND id > ?3 ORDER BY id LIMIT ?4"
+            ))
+            .map_err(be)?;
+        let mut rows = s
+            .query(params![
+                tenant.as_str(),
+                key_bytes(key),
+                after.map_or("", |a| a.as_str()),
+                to_i64(limit as u64)
+            ])
+            .map_err(be)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(be)? {
+            out.push(cred_from_row(r)?);
+        }
+        Ok(out)
+    }
+
+    fn count_under(
+        &self,
+        tenant: &TenantId,
+        key: &KeyId,
+        under: bool,
+    ) -> Result<u64, StorageError> {
+        let c = self.lock()?;
+        let sql = if under {
+            "SELECT count(*) FROM credentials WHERE tenant = ?1 AND key_id = ?2"
+        } else {
+            "SELECT count(*) FROM credentials WHERE tenant = ?1 AND key_id != ?2"
+        };
+        let n: i64 = c
+            .prepare_cached(sql)
+            .and_then(|mut s| s.query_row(params![tenant.as_str(), key_bytes(key)], |r| r.get(0)))
+            .map_err(be)?;
+        Ok(to_u64(n))
+    }
+
+    fn reseal(&self, tenant: &TenantId, batch: &[Reseal]) -> Result<usize, StorageError> {
+        self.write(|tx| {
+            let mut s = tx
+                .prepare_cached(
+                    "UPDATE credentials SET key_id = ?5, secret = ?6
+                     WHERE tenant = ?1 AND id = ?2 AND version = ?3 AND key_id = ?4",
+                )
+                .map_err(be)?;
+            let mut n = 0;
+            for r in batch {
+                n += s
+                    .execute(params![
+                        tenant.as_str(),
+                        r.id.as_str(),
+                        to_i64(r.version),
+                        key_bytes(&r.old_key),
+                        key_bytes(&r.new_key),
+                        r.secret
+                    ])
+                    .map_err(|e| match &e {
+                        rusqlite::Error::SqliteFailure(f, _)
+                            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                        {
+                            StorageError::UnknownKey { key_id: r.new_key }
+                        }
+                        _ => be(e),
+                    })?;
+            }
+            Ok(n)
+        })
+    }
+
+    fn record_use(
+        &self,
+        tenant: &TenantId,
+        uses: &[(CredentialId, i64)],
+        head: Option<AuditHead>,
+    ) -> Result<(), StorageError> {
+        self.write(|tx| {
+            let mut s = tx
+                .prepare_cached(
+                    "UPDATE credentials SET last_used_at = max(coalesce(last_used_at, 0), ?3)
+                     WHERE tenant = ?1 AND id = ?2",
+                )
+                .map_err(be)?;
+            for (id, at) in uses {
+                s.execute(params![tenant.as_str(), id.as_str(), at]).map_err(be)?;
+            }
+            set_head(tx, head)
+        })
+    }
+
+    fn record_test(
+        &self,
+        tenant: &TenantId,
+        id: &CredentialId,
+        result: &TestRecord,
+        hook: Hook<'_>,
+    ) -> Result<(), StorageError> {
+        self.write(|tx| {
+            Self::version_of(tx, tenant, id)?;
+            hook_in(tx, hook)?;
+            tx.execute(
+                "UPDATE credentials SET last_tested = ?3, test_status = ?4, test_message = ?5
+                 WHERE tenant = ?1 AND id = ?2",
+                params![tenant.as_str(), id.as_str(), result.at, result.status, result.message],
+            )
+            .map_err(be)?;
+            Ok(())
+        })
+    }
+
+    fn check_and_mark_step(
+        &self,
+        key: &str,
+        step: u64,
+        retain_until: u64,
+        now: u64,
+    ) -> Result<bool, StorageError> {
+        self.write(|tx| {
+            let last: Option<(i64, i64)> = tx
+                .prepare_cached("SELECT step, retain_until FROM replay_guard WHERE key = ?1")
+                .and_then(|mut s| {
+                    s.query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+                })
+                .map_err(be)?;
+            if let Some((last, until)) = last {
+                if to_u64(until) > now && step <= to_u64(last) {
+                    return Ok(false);
+                }
+            }
+            tx.prepare_cached(
+                "INSERT INTO replay_guard (key, step, retain_until) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET step = excluded.step,
+                   retain_until = excluded.retain_until",
+            )
+            .and_then(|mut s| s.execute(params![key, to_i64(step), to_i64(retain_until)]))
+            .map_err(be)?;
+            Ok(true)
+        })
+    }
+
+    fn audit_head(&self) -> Result<Option<AuditHead>, StorageError> {
+        let c = self.lock()?;
+        read_head(&c)
+    }
+}

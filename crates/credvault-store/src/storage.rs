@@ -1,0 +1,397 @@
+//! The storage joint: where backends plug in. An in-memory backend ([`MemoryStorage`]) and a
+//! SQLite backend ([`SqliteStorage`]) come with the crate; a PostgreSQL backend follows. Every
+//! backend must pass `credvault_test::storage_conformance`.
+//!
+//! Rules every implementation keeps (the conformance suite checks each):
+//! - **Tenant scope.** Every credential and key method takes the tenant; no method reads or
+//!   writes across tenants, and a row is found only under its own tenant.
+//! - **One transaction per call.** A call either applies all its writes or none.
+//! - **Commit hook.** Methods taking a [`Hook`] call it once, inside the transaction, after
+//!   every check passed and before committing; if the hook fails, nothing is written and the
+//!   call returns [`StorageError::Hook`]. The store records its audit event there, so an
+//!   event that cannot be recorded means no change. The head the hook returns is stored in the
+//!   same transaction ([`audit_head`](Storage::audit_head)).
+//! - **Optimistic concurrency.** Updates and deletes take the version the caller read and
+//!   fail with [`StorageError::VersionConflict`] if the row moved on.
+//! - **Key references.** A credential row may only name a data key the tenant has; a key is
+//!   retired ([`retire_unreferenced_keys`](Storage::retire_unreferenced_keys)) only inside a
+//!   transaction that sees no row naming it.
+//!
+//! [`MemoryStorage`]: crate::MemoryStorage
+//! [`SqliteStorage`]: crate::SqliteStorage
+
+use credvault_envelope::KeyId;
+
+use crate::ids::{CredentialId, TenantId};
+
+/// The audit log's head: the last record's sequence number and hash, kept outside the log so
+/// that a log cut short or replaced by an older copy is detected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditHead {
+    /// Sequence number.
+    pub seq: u64,
+    /// SHA-256 hash of the record line.
+    pub hash: [u8; 32],
+}
+
+/// The commit hook refused (the audit sink could not record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookError(pub String);
+
+/// The commit hook: called inside the transaction just before commit.
+pub type Hook<'a> = &'a mut dyn FnMut() -> Result<Option<AuditHead>, HookError>;
+
+/// A storage failure.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The commit hook refused; nothing was written.
+    #[error("commit hook refused: {}", .0 .0)]
+    Hook(HookError),
+    /// The row does not exist (in this tenant).
+    #[error("{what} not found")]
+    NotFound {
+        /// `tenant`, `credential` or `data key`.
+        what: &'static str,
+    },
+    /// The tenant exists already.
+    #[error("tenant {tenant:?} already exists")]
+    TenantExists {
+        /// The tenant.
+        tenant: String,
+    },
+    /// Another active credential has this (name, environment).
+    #[error("an active credential named {name:?} already exists in environment {environment:?}")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The environment.
+        environment: String,
+    },
+    /// The row's version is not the one expected.
+    #[error("version conflict: expected {expected}, found {found}")]
+    VersionConflict {
+        /// Expected.
+        expected: u64,
+        /// Found.
+        found: u64,
+    },
+    /// The row names a data key the tenant does not have (retired meanwhile).
+    #[error("data key {key_id} is not a key of this tenant")]
+    UnknownKey {
+        /// The key.
+        key_id: KeyId,
+    },
+    /// A stored row could not be decoded.
+    #[error("corrupt {table} row: {reason}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The backend failed (I/O, connection, constraint not covered above).
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+/// A tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantRow {
+    /// Its id.
+    pub id: TenantId,
+    /// Display name.
+    pub name: String,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// Whether a data key seals new data or only opens old data during a rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// Seals new data (one per tenant).
+    Active,
+    /// Replaced by a rotation; opens rows not re-encrypted yet; retired when none is left.
+    Retiring,
+}
+
+impl KeyState {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Retiring => "retiring",
+        }
+    }
+
+    /// From storage.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "retiring" => Some(Self::Retiring),
+            _ => None,
+        }
+    }
+}
+
+/// A tenant's data key, wrapped by the master key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataKeyRow {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The key id (in every envelope it sealed).
+    pub key_id: KeyId,
+    /// The wrapped key (`credvault_envelope::WrappedKey` bytes).
+    pub wrapped: Vec<u8>,
+    /// Active or retiring.
+    pub state: KeyState,
+    /// Messages reserved for sealing so far (an upper bound on those sealed).
+    pub usage: u64,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// A stored credential: metadata in clear, secret fields sealed in one envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialRow {
+    /// Id.
+    pub id: CredentialId,
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Name, unique per (tenant, environment) among active credentials.
+    pub name: String,
+    /// Credential type name.
+    pub type_name: String,
+    /// Environment (`production` by default).
+    pub environment: String,
+    /// Description.
+    pub description: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Whether it may be used.
+    pub is_active: bool,
+    /// Expiry, Unix milliseconds.
+    pub expires_at: Option<i64>,
+    /// Who created it.
+    pub created_by: String,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+    /// Last update, Unix milliseconds.
+    pub updated_at: i64,
+    /// Version, 1 at creation, +1 per update.
+    pub version: u64,
+    /// Last reveal or use, Unix milliseconds.
+    pub last_used_at: Option<i64>,
+    /// Last test, Unix milliseconds.
+    pub last_tested: Option<i64>,
+    /// Last test status (`ok`, `failed`, `error`).
+    pub test_status: Option<String>,
+    /// Last test message.
+    pub test_message: Option<String>,
+    /// The non-secret fields, as a JSON object.
+    pub public: String,
+    /// Names of the secret fields that are set (their values are in `secret`).
+    pub secret_fields: Vec<String>,
+    /// The data key that sealed `secret`.
+    pub key_id: KeyId,
+    /// The envelope of the secret fields.
+    pub secret: Vec<u8>,
+}
+
+/// Filters for [`Storage::credentials`]; all given conditions must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListFilter {
+    /// Only this type.
+    pub type_name: Option<String>,
+    /// Only this environment.
+    pub environment: Option<String>,
+    /// Only credentials carrying every one of these tags.
+    pub tags: Vec<String>,
+    /// Only active (`true`) or inactive (`false`) credentials.
+    pub active: Option<bool>,
+    /// Only credentials expiring before this time (Unix milliseconds).
+    pub expiring_before: Option<i64>,
+}
+
+/// One re-encryption in a tenant-key rotation batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reseal {
+    /// The credential.
+    pub id: CredentialId,
+    /// Its version when read; the reseal is skipped if it changed.
+    pub version: u64,
+    /// The key it was under when read; the reseal is skipped if it changed.
+    pub old_key: KeyId,
+    /// The new key.
+    pub new_key: KeyId,
+    /// The new envelope.
+    pub secret: Vec<u8>,
+}
+
+/// A credential test result to store on the record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRecord {
+    /// When, Unix milliseconds.
+    pub at: i64,
+    /// `ok`, `failed` or `error`.
+    pub status: String,
+    /// The tester's message (no secrets).
+    pub message: String,
+}
+
+/// The storage joint. See the [module docs](self) for the rules every backend keeps.
+pub trait Storage: Send + Sync {
+    /// Creates a tenant with its first (active) data key.
+    fn create_tenant(
+        &self,
+        tenant: &TenantRow,
+        key: &DataKeyRow,
+        hook: Hook<'_>,
+    ) -> Result<(), StorageError>;
+
+    /// A tenant, if it exists.
+    fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StorageError>;
+
+    /// Every tenant, by id. (Administrative: lists tenants, never their credentials.)
+    fn tenants(&self) -> Result<Vec<TenantRow>, StorageError>;
+
+    /// A tenant's data keys (active first).
+    fn data_keys(&self, tenant: &TenantId) -> Result<Vec<DataKeyRow>, StorageError>;
+
+    /// Adds `count` to a data key's usage counter and returns the new total. Called, and
+    /// committed, before the messages it reserves are sealed.
+    fn reserve_usage(
+        &self,
+        tenant: &TenantId,
+        key_id: &KeyId,
+        count: u64,
+    ) -> Result<u64, StorageError>;
+
+    /// Replaces a data key's wrapped form if it is still `old` (master-key rotation).
+    /// Returns whether it was replaced.
+    fn replace_wrapped(
+        &self,
+        tenant: &TenantId,
+        key_id: &KeyId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StorageError>;
+
+    /// Starts a tenant-key rotation: inserts `new_key` as the active key and marks every
+    /// other key of the tenant retiring.
+    fn start_key_rotation(&self, new_key: &DataKeyRow, hook: Hook<'_>) -> Result<(), StorageError>;
+
+    /// Deletes every retiring key of the tenant that no credential names, in one transaction
+    /// that sees no such row. Calls `hook` only if there is a key to retire. Returns the keys
+    /// retired.
+    fn retire_unreferenced_keys(
+        &self,
+        tenant: &TenantId,
+        hook: Hook<'_>,
+    ) -> Result<Vec<KeyId>, StorageError>;
+
+    /// Inserts a credential. Fails with [`StorageError::NameTaken`] if an active credential
+    /// has its (name, environment) and [`StorageError::UnknownKey`] if its key is not the
+    /// tenant's.
+    fn insert_credential(&self, row: &CredentialRow, hook: Hook<'_>) -> Result<(), StorageError>;
+
+    /// A credential of this tenant.
+    fn credential(
+        &self,
+        tenant: &TenantId,
+        id: &CredentialId,
+    ) -> Result<Option<CredentialRow>, StorageError>;
+
+    /// A credential by name and environment: the active one, or else the most recently
+    /// updated inactive one.
+    fn credential_by_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        environment: &str,
+    ) -> Result<Option<CredentialRow>, StorageError>;
+
+    /// The tenant's credentials matching `filter`, by name then environment.
+    fn credentials(
+        &self,
+        tenant: &TenantId,
+        filter: &ListFilter,
+    ) -> Result<Vec<CredentialRow>, StorageError>;
+
+    /// Replaces a credential (same tenant and id) if its stored version is `expected_version`.
+    fn update_credential(
+        &self,
+        row: &CredentialRow,
+        expected_version: u64,
+        hook: Hook<'_>,
+    ) -> Result<(), StorageError>;
+
+    /// Deletes a credential if its version is `expected_version`: calls the hook, overwrites
+    /// the sealed data, then deletes the row, in one transaction.
+    fn delete_credential(
+        &self,
+        tenant: &TenantId,
+        id: &CredentialId,
+        expected_version: u64,
+        hook: Hook<'_>,
+    ) -> Result<(), StorageError>;
+
+    /// Up to `limit` credentials of the tenant whose key is not `key`, with ids greater than
+    /// `after`, by id (a rotation job's cursor).
+    fn credentials_not_under(
+        &self,
+        tenant: &TenantId,
+        key: &KeyId,
+        after: Option<&CredentialId>,
+        limit: usize,
+    ) -> Result<Vec<CredentialRow>, StorageError>;
+
+    /// How many of the tenant's credentials are (`true`) or are not (`false`) under `key`.
+    fn count_under(&self, tenant: &TenantId, key: &KeyId, under: bool)
+        -> Result<u64, StorageError>;
+
+    /// Applies a batch of re-encryptions in one transaction, skipping those whose row
+    /// changed since it was read. The version does not change (the content did not).
+    /// Returns how many were applied.
+    fn reseal(&self, tenant: &TenantId, batch: &[Reseal]) -> Result<usize, StorageError>;
+
+    /// Records last-use times (and the audit head reached), in one transaction.
+    fn record_use(
+        &self,
+        tenant: &TenantId,
+        uses: &[(CredentialId, i64)],
+        head: Option<AuditHead>,
+    ) -> Result<(), StorageError>;
+
+    /// Stores a test result on a credential.
+    fn record_test(
+        &self,
+        tenant: &TenantId,
+        id: &CredentialId,
+        result: &TestRecord,
+        hook: Hook<'_>,
+    ) -> Result<(), StorageError>;
+
+    /// The durable replay guard: atomically accepts `step` for `key` if it is newer than the
+    /// last step accepted whose record is still live (`retain_until > now`).
+    fn check_and_mark_step(
+        &self,
+        key: &str,
+        step: u64,
+        retain_until: u64,
+        now: u64,
+    ) -> Result<bool, StorageError>;
+
+    /// The audit head stored by the last hook (or [`record_use`](Self::record_use)).
+    fn audit_head(&self) -> Result<Option<AuditHead>, StorageError>;
+}
+
+/// Keeps the later of two heads.
+pub(crate) fn later(a: Option<AuditHead>, b: Option<AuditHead>) -> Option<AuditHead> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y.seq >= x.seq { y } else { x }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}

@@ -1,0 +1,1538 @@
+//! The store: tenants, credentials, keys, audit, rotation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use credvault_audit::{
+    Action, AuditEvent, AuditLog, AuditSink, DenyReason, Details, FieldChange, Outcome, Resource,
+};
+use credvault_envelope::{
+    generate_data_key, needs_rewrap, DataKey, EncryptionContext, EnvelopeHeader, KeyId, MasterKey,
+    OpenError, SealError, WrappedKey,
+};
+use credvault_schema::{Credential, CredentialType, Format, Registry, SecretValue};
+use credvault_totp::{Algorithm, Otp, ReplayGuard, TotpSecret, DEFAULT_SKEW};
+
+use crate::error::StoreError;
+use crate::fields::{decode_secret_fields, encode_secret_fields};
+use crate::ids::{CredentialId, TenantId};
+use crate::keys::{CacheConfig, CachedKey, KeyCache};
+use crate::model::{
+    wipe_json, CredentialInfo, CredentialUpdate, KeyRotation, MasterRotation, NewCredential,
+    Progress, Revealed, SealedCredential, TenantInfo, TestOutcome, TotpCode,
+};
+use crate::storage::{
+    AuditHead, CredentialRow, DataKeyRow, HookError, KeyState, ListFilter, Reseal, Storage,
+    StorageError, TenantRow, TestRecord,
+};
+use crate::tester::TesterRegistry;
+
+/// Milliseconds since the Unix epoch; the store's only view of time (tests move it).
+pub trait Clock: Send + Sync {
+    /// Now, in Unix milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// A clock at `ms`.
+    pub fn new(ms: i64) -> Self {
+        Self(AtomicI64::new(ms))
+    }
+
+    /// Sets the time.
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+
+    /// Moves the time forward.
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Where the store records its audit events.
+#[derive(Clone)]
+pub enum AuditTarget {
+    /// A hash-chained log: each operation's record head is also stored in the database, in
+    /// the same transaction as the change it describes.
+    Log(AuditLog),
+    /// Any sink (memory, tracing, fan-out...). No head is kept.
+    Sink(Arc<dyn AuditSink>),
+}
+
+impl AuditTarget {
+    fn record(&self, event: &AuditEvent) -> Result<Option<AuditHead>, HookError> {
+        match self {
+            Self::Log(l) => l
+                .record(event)
+                .map(|r| {
+                    Some(AuditHead {
+                        seq: r.seq,
+                        hash: r.hash,
+                    })
+                })
+                .map_err(|e| HookError(e.to_string())),
+            Self::Sink(s) => s
+                .record(event)
+                .map(|()| None)
+                .map_err(|e| HookError(e.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Debug for AuditTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Log(l) => f.debug_tuple("Log").field(&l.dir()).finish(),
+            Self::Sink(_) => f.write_str("Sink"),
+        }
+    }
+}
+
+impl From<AuditLog> for AuditTarget {
+    fn from(l: AuditLog) -> Self {
+        Self::Log(l)
+    }
+}
+
+/// Store settings.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct StoreConfig {
+    /// Data-key cache.
+    pub cache: CacheConfig,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Credentials re-encrypted per transaction in a tenant-key rotation. Default 256.
+    pub rotation_batch: usize,
+    /// Last-use times (and the audit head of reads) are written at most this long after the
+    /// read. Default 1 s.
+    pub use_flush_interval: Duration,
+    /// ... or once this many reads are pending. Default 256.
+    pub use_flush_max: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            cache: CacheConfig::default(),
+            clock: Arc::new(SystemClock),
+            rotation_batch: 256,
+            use_flush_interval: Duration::from_secs(1),
+            use_flush_max: 256,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Sets the cache settings.
+    pub fn cache(mut self, cache: CacheConfig) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// Sets the clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sets the rotation batch size (at least 1).
+    pub fn rotation_batch(mut self, n: usize) -> Self {
+        self.rotation_batch = n.max(1);
+        self
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("cache", &self.cache)
+            .field("rotation_batch", &self.rotation_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct PendingUses {
+    uses: HashMap<TenantId, Vec<(CredentialId, i64)>>,
+    count: usize,
+    head: Option<AuditHead>,
+    since: Option<Instant>,
+}
+
+/// The encryption context of a credential's sealed fields: tenant, credential id,
+/// environment and type. A client sealing a credential itself uses the same.
+///
+/// # Errors
+/// [`StoreError::Invalid`] if a value is too long for a context.
+pub fn credential_context(
+    tenant: &TenantId,
+    id: &CredentialId,
+    environment: &str,
+    type_name: &str,
+) -> Result<EncryptionContext, StoreError> {
+    let bad = |e: credvault_envelope::ContextError| StoreError::Invalid {
+        what: "encryption context",
+        reason: e.to_string(),
+    };
+    EncryptionContext::new()
+        .with("tenant", tenant.as_str())
+        .and_then(|c| c.with("credential", id.as_str()))
+        .and_then(|c| c.with("environment", environment))
+        .and_then(|c| c.with("type", type_name))
+        .map_err(bad)
+}
+
+/// The context a tenant's data key is wrapped under.
+pub(crate) fn data_key_context(tenant: &TenantId) -> Result<EncryptionContext, StoreError> {
+    EncryptionContext::new()
+        .with("purpose", "credvault-tenant-data-key")
+        .and_then(|c| c.with("tenant", tenant.as_str()))
+        .map_err(|e| StoreError::Invalid {
+            what: "encryption context",
+            reason: e.to_string(),
+        })
+}
+
+const MAX_NAME_LEN: usize = 256;
+const MAX_TAGS: usize = 32;
+const MAX_TAG_LEN: usize = 64;
+const MAX_DESCRIPTION_LEN: usize = 4096;
+const MAX_ENV_LEN: usize = 64;
+
+fn check_meta(name: &str, environment: &str, description: &str, tags: &[String]) -> Result<(), StoreError> {
+    let bad = |what: &'static str, reason: &str| {
+        Err(StoreError::Invalid {
+            what,
+            reason: reason.into(),
+        })
+    };
+    if name.trim().is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return bad("name", "must be 1-256 characters without control characters");
+    }
+    if environment.is_empty()
+        || environment.len() > MAX_ENV_LEN
+        || !environment
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return bad("environment", "must be 1-64 of a-z A-Z 0-9 _ - .");
+    }
+    if description.len() > MAX_DESCRIPTION_LEN {
+        return bad("description", "is longer than 4096 bytes");
+    }
+    if tags.len() > MAX_TAGS
+        || tags
+            .iter()
+            .any(|t| t.is_empty() || t.len() > MAX_TAG_LEN || t.chars().any(char::is_control))
+    {
+        return bad("tags", "at most 32 tags of 1-64 characters");
+    }
+    Ok(())
+}
+
+fn resource(row: &CredentialRow) -> Resource {
+    Resource::credential(row.id.as_str())
+        .with_name(row.name.as_str())
+        .with_type(row.type_name.as_str())
+        .with_environment(row.environment.as_str())
+}
+
+fn storage_err(e: StorageError) -> StoreError {
+    e.into()
+}
+
+/// The credential store. Cheap to share behind an `Arc`; every method takes `&self` and is
+/// safe to call from many threads.
+pub struct Store {
+    storage: Arc<dyn Storage>,
+    master: Arc<dyn MasterKey>,
+    registry: Arc<Registry>,
+    audit: AuditTarget,
+    cache: KeyCache,
+    testers: TesterRegistry,
+    cfg: StoreConfig,
+    pending: Mutex<PendingUses>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("master", &self.master.provider_id())
+            .field("audit", &self.audit)
+            .field("cached_keys", &self.cache.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// A store over `storage`, wrapping data keys with `master` and auditing to `audit`, with
+    /// the built-in credential types, the built-in testers and default settings.
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        master: Arc<dyn MasterKey>,
+        audit: impl Into<AuditTarget>,
+    ) -> Self {
+        let cfg = StoreConfig::default();
+        Self {
+            storage,
+            master,
+            registry: Arc::new(Registry::with_builtins()),
+            audit: audit.into(),
+            cache: KeyCache::new(cfg.cache.clone()),
+            testers: TesterRegistry::with_defaults(),
+            cfg,
+            pending: Mutex::new(PendingUses::default()),
+        }
+    }
+
+    /// Uses these credential types.
+    pub fn with_registry(mut self, registry: Arc<Registry>) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Uses these testers.
+    pub fn with_testers(mut self, testers: TesterRegistry) -> Self {
+        self.testers = testers;
+        self
+    }
+
+    /// Uses these settings.
+    pub fn with_config(mut self, cfg: StoreConfig) -> Self {
+        self.cache = KeyCache::new(cfg.cache.clone());
+        self.cfg = cfg;
+        self
+    }
+
+    /// The credential types.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The storage backend.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// A replay guard backed by this store's storage (for verifying TOTP codes elsewhere).
+    pub fn replay_guard(&self) -> StorageReplayGuard {
+        StorageReplayGuard(Arc::clone(&self.storage))
+    }
+
+    /// Data keys currently cached.
+    pub fn cached_keys(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Drops every cached data key (wiping it).
+    pub fn clear_key_cache(&self) {
+        self.cache.clear();
+    }
+
+    fn now(&self) -> i64 {
+        self.cfg.clock.now_ms()
+    }
+
+    fn record(&self, event: &AuditEvent) -> Result<Option<AuditHead>, StoreError> {
+        self.audit.record(event).map_err(|e| StoreError::Audit(e.0))
+    }
+
+    /// Records an event whose failure must not mask the error being returned.
+    fn record_quietly(&self, event: &AuditEvent) {
+        let _ = self.audit.record(event);
+    }
+
+    /// Creates a tenant and its data key.
+    ///
+    /// # Errors
+    /// [`StoreError::TenantExists`], [`StoreError::MasterKey`], [`StoreError::Audit`].
+    pub fn create_tenant(&self, id: &TenantId, name: &str, actor: &str) -> Result<TenantInfo, StoreError> {
+        if name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+            return Err(StoreError::Invalid {
+                what: "tenant name",
+                reason: "must be at most 256 characters without control characters".into(),
+            });
+        }
+        let (dek, wrapped) = generate_data_key(&*self.master, &data_key_context(id)?)?;
+        let now = self.now();
+        let tenant = TenantRow {
+            id: id.clone(),
+            name: name.to_owned(),
+            created_at: now,
+        };
+        let key = DataKeyRow {
+            tenant: id.clone(),
+            key_id: dek.id(),
+            wrapped: wrapped.as_bytes().to_vec(),
+            state: KeyState::Active,
+            usage: 0,
+            created_at: now,
+        };
+        let event = AuditEvent::new(id.as_str(), actor, Action::Other("tenant_created".into()));
+        self.storage
+            .create_tenant(&tenant, &key, &mut || self.audit.record(&event))
+            .map_err(storage_err)?;
+        self.tenant_info(&tenant)
+    }
+
+    fn tenant_info(&self, t: &TenantRow) -> Result<TenantInfo, StoreError> {
+        let keys = self.storage.data_keys(&t.id)?;
+        let active = keys.iter().find(|k| k.state == KeyState::Active);
+        let master_key_version = active
+            .and_then(|k| WrappedKey::parse(&k.wrapped).ok())
+            .map(|w| w.master_key().version);
+        Ok(TenantInfo {
+            id: t.id.to_string(),
+            name: t.name.clone(),
+            created_at: t.created_at,
+            active_key: active.map(|k| k.key_id.to_string()),
+            active_key_usage: active.map_or(0, |k| k.usage),
+            rotation_pending: keys.iter().any(|k| k.state == KeyState::Retiring),
+            master_key_version,
+        })
+    }
+
+    /// Every tenant.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`].
+    pub fn tenants(&self) -> Result<Vec<TenantInfo>, StoreError> {
+        self.storage
+            .tenants()?
+            .iter()
+            .map(|t| self.tenant_info(t))
+            .collect()
+    }
+
+    /// A scope for one tenant and one actor: every credential operation goes through it.
+    /// Fails closed on an unknown tenant (recorded as `access_denied`).
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownTenant`].
+    pub fn tenant(&self, id: &TenantId, actor: impl Into<String>) -> Result<Scope<'_>, StoreError> {
+        let actor = actor.into();
+        if self.storage.tenant(id)?.is_none() {
+            self.record_quietly(
+                &AuditEvent::new(id.as_str(), actor.as_str(), Action::AccessDenied).with_details(
+                    Details::AccessDenied {
+                        reason: DenyReason::UnknownTenant,
+                    },
+                ),
+            );
+            return Err(StoreError::UnknownTenant {
+                tenant: id.to_string(),
+            });
+        }
+        Ok(Scope {
+            store: self,
+            tenant: id.clone(),
+            actor,
+            source_ip: None,
+            request_id: None,
+        })
+    }
+
+    /// Writes pending last-use times and the audit head of reads.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`].
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let taken = match self.pending.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => return Ok(()),
+        };
+        let mut head = taken.head;
+        for (tenant, uses) in taken.uses {
+            self.storage.record_use(&tenant, &uses, head.take())?;
+        }
+        if head.is_some() {
+            // Reads with no tenant to attribute: still persist the head.
+            if let Some(t) = self.storage.tenants()?.first() {
+                self.storage.record_use(&t.id, &[], head)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn note_use(&self, tenant: &TenantId, id: &CredentialId, at: i64, head: Option<AuditHead>) {
+        let flush = match self.pending.lock() {
+            Ok(mut p) => {
+                p.uses.entry(tenant.clone()).or_default().push((id.clone(), at));
+                p.count += 1;
+                p.head = crate::storage::later(p.head, head);
+                let since = *p.since.get_or_insert_with(Instant::now);
+                p.count >= self.cfg.use_flush_max || since.elapsed() >= self.cfg.use_flush_interval
+            }
+            Err(_) => false,
+        };
+        if flush {
+            let _ = self.flush();
+        }
+    }
+
+    // ---- keys ----
+
+    fn load_key(&self, tenant: &TenantId, key_id: KeyId) -> Result<CachedKey, StoreError> {
+        let rows = self.storage.data_keys(tenant)?;
+        let row = rows
+            .iter()
+            .find(|k| k.key_id == key_id)
+            .ok_or(StoreError::Storage(StorageError::UnknownKey { key_id }))?;
+        let dek = self.unwrap_row(tenant, row)?;
+        Ok(CachedKey::new(&dek))
+    }
+
+    fn unwrap_row(&self, tenant: &TenantId, row: &DataKeyRow) -> Result<DataKey, StoreError> {
+        let wrapped = WrappedKey::parse(&row.wrapped).map_err(|e| {
+            StoreError::Storage(StorageError::Corrupt {
+                table: "data_keys",
+                reason: e.to_string(),
+            })
+        })?;
+        let dek = self.master.unwrap(&wrapped, &data_key_context(tenant)?)?;
+        if dek.id() != row.key_id {
+            return Err(StoreError::Storage(StorageError::Corrupt {
+                table: "data_keys",
+                reason: "wrapped key names another key id".into(),
+            }));
+        }
+        Ok(dek)
+    }
+
+    fn key(&self, tenant: &TenantId, key_id: KeyId) -> Result<Arc<CachedKey>, StoreError> {
+        self.cache
+            .get(tenant, key_id, || self.load_key(tenant, key_id))
+    }
+
+    fn active_key(&self, tenant: &TenantId) -> Result<(KeyId, Arc<CachedKey>), StoreError> {
+        let rows = self.storage.data_keys(tenant)?;
+        let row = rows
+            .iter()
+            .find(|k| k.state == KeyState::Active)
+            .ok_or(StoreError::Storage(StorageError::NotFound { what: "data key" }))?;
+        let id = row.key_id;
+        let k = self.cache.get(tenant, id, || {
+            let dek = self.unwrap_row(tenant, row)?;
+            Ok(CachedKey::new(&dek))
+        })?;
+        Ok((id, k))
+    }
+
+    fn seal(
+        &self,
+        tenant: &TenantId,
+        key_id: KeyId,
+        key: &CachedKey,
+        plaintext: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<Vec<u8>, StoreError> {
+        key.take_permits(1, &self.cache.cfg, |n| {
+            Ok(self.storage.reserve_usage(tenant, &key_id, n)?)
+        })?;
+        key.key.seal(plaintext, ctx).map_err(|e| match e {
+            SealError::UsageLimitReached { .. } => StoreError::KeyExhausted,
+            other => StoreError::Invalid {
+                what: "secret fields",
+                reason: other.to_string(),
+            },
+        })
+    }
+
+    fn seal_credential(
+        &self,
+        tenant: &TenantId,
+        id: &CredentialId,
+        environment: &str,
+        cred: &Credential,
+    ) -> Result<(KeyId, Vec<u8>, Vec<String>), StoreError> {
+        let names: Vec<String> = cred.secrets().map(|(k, _)| k.to_owned()).collect();
+        let blob = encode_secret_fields(cred.secrets().map(|(k, v)| (k, v.expose())))?;
+        let ctx = credential_context(tenant, id, environment, cred.type_name())?;
+        let (key_id, key) = self.active_key(tenant)?;
+        let env = self.seal(tenant, key_id, &key, &blob, &ctx)?;
+        Ok((key_id, env, names))
+    }
+
+    /// Opens a row's sealed fields: the plaintext, in a wiping buffer.
+    fn open_row(&self, row: &CredentialRow) -> Result<credvault_envelope::Plaintext, StoreError> {
+        let corrupt = || StoreError::Corrupt {
+            credential: row.id.to_string(),
+        };
+        let ctx = credential_context(&row.tenant, &row.id, &row.environment, &row.type_name)?;
+        let key = match self.key(&row.tenant, row.key_id) {
+            Ok(k) => k,
+            Err(StoreError::Storage(StorageError::UnknownKey { .. })) => return Err(corrupt()),
+            Err(e) => return Err(e),
+        };
+        key.key.open(&row.secret, &ctx).map_err(|e| match e {
+            OpenError::Format(_) | OpenError::WrongKey { .. } | OpenError::Decrypt(_) => corrupt(),
+            _ => corrupt(),
+        })
+    }
+
+    /// Rebuilds the typed credential from a row.
+    fn credential_of(&self, row: &CredentialRow, ty: &Arc<CredentialType>) -> Result<Credential, StoreError> {
+        let pt = self.open_row(row)?;
+        let fields = decode_secret_fields(pt.expose_secret()).map_err(|_| StoreError::Corrupt {
+            credential: row.id.to_string(),
+        })?;
+        let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&row.public)
+            .map_err(|_| StoreError::Storage(StorageError::Corrupt {
+                table: "credentials",
+                reason: "public fields".into(),
+            }))?;
+        for (k, v) in fields {
+            obj.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
+        }
+        let mut value = serde_json::Value::Object(obj);
+        let out = ty.validate(&value);
+        wipe_json(&mut value);
+        Ok(out?)
+    }
+
+    fn type_of(&self, name: &str) -> Result<Arc<CredentialType>, StoreError> {
+        self.registry
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::UnknownType { name: name.into() })
+    }
+
+    // ---- master key rotation ----
+
+    /// Re-wraps every tenant's data keys that the master key's active version did not wrap.
+    /// No secret is re-encrypted. Resumable: run it again after an interruption.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`]; a key that fails to re-wrap is reported in
+    /// [`MasterRotation::failed`], not as an error.
+    pub fn rotate_master(
+        &self,
+        actor: &str,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<MasterRotation, StoreError> {
+        let tenants = self.storage.tenants()?;
+        let mut out = MasterRotation::default();
+        let mut keys = Vec::new();
+        for t in &tenants {
+            keys.extend(self.storage.data_keys(&t.id)?);
+        }
+        let total = keys.len() as u64;
+        let to = self.master.active_version()?;
+        let mut per_tenant: BTreeMap<String, (u64, Option<u32>)> = BTreeMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            let fail = |out: &mut MasterRotation| {
+                out.failed.push((k.tenant.to_string(), k.key_id.to_string()));
+            };
+            let Ok(w) = WrappedKey::parse(&k.wrapped) else {
+                fail(&mut out);
+                continue;
+            };
+            if !needs_rewrap(&*self.master, &w)? {
+                out.current += 1;
+            } else {
+                let ctx = data_key_context(&k.tenant)?;
+                match self.master.rewrap(&w, &ctx) {
+                    Ok(new) if new.data_key_id() == k.key_id => {
+                        if self
+                            .storage
+                            .replace_wrapped(&k.tenant, &k.key_id, &k.wrapped, new.as_bytes())?
+                        {
+                            out.rewrapped += 1;
+                            let e = per_tenant.entry(k.tenant.to_string()).or_default();
+                            e.0 += 1;
+                            e.1 = Some(w.master_key().version);
+                        }
+                    }
+                    _ => fail(&mut out),
+                }
+            }
+            progress(Progress {
+                done: i as u64 + 1,
+                total,
+            });
+        }
+        for (tenant, (_, from)) in per_tenant {
+            let event = AuditEvent::new(tenant, actor, Action::KeyRotated).with_details(
+                Details::KeyRotated {
+                    key: "master".into(),
+                    from_version: from,
+                    to_version: Some(to),
+                },
+            );
+            self.record(&event)?;
+        }
+        self.cache.clear();
+        Ok(out)
+    }
+
+    /// How many data keys each (provider, master version) wraps: a master version may be
+    /// retired once it wraps none.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`].
+    pub fn master_key_references(&self) -> Result<BTreeMap<(String, u32), u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for t in self.storage.tenants()? {
+            for k in self.storage.data_keys(&t.id)? {
+                if let Ok(w) = WrappedKey::parse(&k.wrapped) {
+                    let m = w.master_key();
+                    *out.entry((m.provider.clone(), m.version)).or_insert(0) += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A replay guard stored in the store's database (durable with a durable backend).
+pub struct StorageReplayGuard(Arc<dyn Storage>);
+
+impl StorageReplayGuard {
+    /// A guard over `storage`.
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        Self(storage)
+    }
+}
+
+impl std::fmt::Debug for StorageReplayGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StorageReplayGuard")
+    }
+}
+
+impl ReplayGuard for StorageReplayGuard {
+    fn check_and_mark(
+        &self,
+        credential: &str,
+        step: u64,
+        retain_until: u64,
+        now: u64,
+    ) -> Result<bool, credvault_totp::GuardError> {
+        self.0
+            .check_and_mark_step(credential, step, retain_until, now)
+            .map_err(|e| credvault_totp::GuardError(e.to_string()))
+    }
+}
+
+/// One tenant, one actor: the only way to reach credentials.
+pub struct Scope<'s> {
+    store: &'s Store,
+    tenant: TenantId,
+    actor: String,
+    source_ip: Option<String>,
+    request_id: Option<String>,
+}
+
+impl std::fmt::Debug for Scope<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("tenant", &self.tenant)
+            .field("actor", &self.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+fn changed<T: PartialEq + ToString>(
+    changes: &mut Vec<FieldChange>,
+    field: &str,
+    old: &T,
+    new: &Option<T>,
+) -> bool {
+    match new {
+        Some(n) if n != old => {
+            changes.push(FieldChange::metadata(
+                field,
+                Some(old.to_string()),
+                Some(n.to_string()),
+            ));
+            true
+        }
+        _ => false,
+    }
+}
+
+fn opt_text(v: Option<i64>) -> String {
+    v.map_or_else(|| "none".into(), |t| t.to_string())
+}
+
+impl Scope<'_> {
+    /// Records the caller's source IP in audit events.
+    pub fn with_source_ip(mut self, ip: impl Into<String>) -> Self {
+        self.source_ip = Some(ip.into());
+        self
+    }
+
+    /// Records a request id in audit events.
+    pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    /// The tenant.
+    pub fn tenant_id(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    fn event(&self, action: Action) -> AuditEvent {
+        let mut e = AuditEvent::new(self.tenant.as_str(), self.actor.as_str(), action);
+        if let Some(ip) = &self.source_ip {
+            e = e.with_source_ip(ip.as_str());
+        }
+        if let Some(r) = &self.request_id {
+            e = e.with_request_id(r.as_str());
+        }
+        e
+    }
+
+    fn load(&self, id: &CredentialId) -> Result<CredentialRow, StoreError> {
+        self.store
+            .storage
+            .credential(&self.tenant, id)?
+            .ok_or_else(|| StoreError::NotFound {
+                credential: id.to_string(),
+            })
+    }
+
+    /// Loads for a secret access, recording and refusing unknown, inactive or expired.
+    fn load_for_access(&self, id: &CredentialId) -> Result<CredentialRow, StoreError> {
+        let deny = |reason: DenyReason, res: Resource| {
+            self.store.record_quietly(
+                &self
+                    .event(Action::AccessDenied)
+                    .with_resource(res)
+                    .with_details(Details::AccessDenied { reason }),
+            );
+            StoreError::AccessDenied { reason }
+        };
+        let Some(row) = self.store.storage.credential(&self.tenant, id)? else {
+            deny(DenyReason::UnknownCredential, Resource::credential(id.as_str()));
+            return Err(StoreError::NotFound {
+                credential: id.to_string(),
+            });
+        };
+        if !row.is_active {
+            return Err(deny(DenyReason::Inactive, resource(&row)));
+        }
+        if row.expires_at.is_some_and(|e| e <= self.store.now()) {
+            return Err(deny(DenyReason::Expired, resource(&row)));
+        }
+        Ok(row)
+    }
+
+    fn failed(&self, action: Action, row: &CredentialRow, reason: &str) {
+        self.store.record_quietly(
+            &self
+                .event(action)
+                .with_resource(resource(row))
+                .with_outcome(Outcome::Failure)
+                .with_details(Details::AccessFailed {
+                    reason: reason.into(),
+                }),
+        );
+    }
+
+    /// Creates a credential: validates it against its type, seals its secret fields with the
+    /// tenant's data key, records `created`, stores it.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownType`], [`StoreError::Validation`], [`StoreError::Invalid`],
+    /// [`StoreError::NameTaken`], [`StoreError::Audit`] (nothing stored), others.
+    pub fn create(&self, new: NewCredential) -> Result<CredentialInfo, StoreError> {
+        check_meta(&new.name, &new.environment, &new.description, &new.tags)?;
+        let ty = self.store.type_of(&new.type_name)?;
+        let cred = ty.validate(&new.fields)?;
+        let id = CredentialId::generate()?;
+        let now = self.store.now();
+        for _ in 0..4 {
+            let (key_id, secret, secret_fields) =
+                self.store.seal_credential(&self.tenant, &id, &new.environment, &cred)?;
+            let row = CredentialRow {
+                id: id.clone(),
+                tenant: self.tenant.clone(),
+                name: new.name.clone(),
+                type_name: new.type_name.clone(),
+                environment: new.environment.clone(),
+                description: new.description.clone(),
+                tags: new.tags.clone(),
+                is_active: new.is_active,
+                expires_at: new.expires_at,
+                created_by: self.actor.clone(),
+                created_at: now,
+                updated_at: now,
+                version: 1,
+                last_used_at: None,
+                last_tested: None,
+                test_status: None,
+                test_message: None,
+                public: serde_json::Value::Object(cred.public_json()).to_string(),
+                secret_fields,
+                key_id,
+                secret,
+            };
+            let event = self.event(Action::Created).with_resource(resource(&row));
+            match self
+                .store
+                .storage
+                .insert_credential(&row, &mut || self.store.audit.record(&event))
+            {
+                Ok(()) => return Ok(CredentialInfo::from_row(&row)),
+                // The key was retired by a rotation between sealing and storing: seal again.
+                Err(StorageError::UnknownKey { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Storage(StorageError::Backend(
+            "data key kept changing during create".into(),
+        )))
+    }
+
+    /// Stores a credential sealed by a client under this tenant's active data key: checks
+    /// that it opens under the right key and context and validates, then stores the
+    /// envelope verbatim and counts the client's seal against the key's usage.
+    ///
+    /// # Errors
+    /// [`StoreError::SealedRejected`] if it does not open (another tenant's key, another
+    /// context, altered bytes), [`StoreError::Validation`], and as [`create`](Self::create).
+    pub fn create_sealed(&self, sealed: SealedCredential) -> Result<CredentialInfo, StoreError> {
+        check_meta(&sealed.name, &sealed.environment, &sealed.description, &sealed.tags)?;
+        let ty = self.store.type_of(&sealed.type_name)?;
+        let header = EnvelopeHeader::parse(&sealed.envelope).map_err(|_| StoreError::SealedRejected)?;
+        let key_id = header.key_id();
+        let keys = self.store.storage.data_keys(&self.tenant)?;
+        if !keys
+            .iter()
+            .any(|k| k.key_id == key_id && k.state == KeyState::Active)
+        {
+            return Err(StoreError::SealedRejected);
+        }
+        let ctx = credential_context(&self.tenant, &sealed.id, &sealed.environment, &sealed.type_name)?;
+        let key = self.store.key(&self.tenant, key_id)?;
+        let pt = key
+            .key
+            .open(&sealed.envelope, &ctx)
+            .map_err(|_| StoreError::SealedRejected)?;
+        let fields = decode_secret_fields(pt.expose_secret())?;
+        let serde_json::Value::Object(mut obj) = sealed.public_fields.clone() else {
+            return Err(StoreError::Invalid {
+                what: "public fields",
+                reason: "must be a JSON object".into(),
+            });
+        };
+        for (k, _) in obj.iter() {
+            if ty.is_secret(k) == Some(true) {
+                return Err(StoreError::Field {
+                    field: k.clone(),
+                    reason: "is secret: it belongs in the sealed envelope",
+                });
+            }
+        }
+        let mut names = Vec::new();
+        for (k, v) in &fields {
+            if ty.is_secret(k) != Some(true) {
+                return Err(StoreError::Field {
+                    field: (*k).to_owned(),
+                    reason: "is not a secret field of this type",
+                });
+            }
+            names.push((*k).to_owned());
+            obj.insert((*k).to_owned(), serde_json::Value::String((*v).to_owned()));
+        }
+        let mut value = serde_json::Value::Object(obj);
+        let validated = ty.validate(&value);
+        wipe_json(&mut value);
+        let cred = validated?;
+        // Names in the type's order, as `create` stores them.
+        let secret_fields: Vec<String> = cred.secrets().map(|(k, _)| k.to_owned()).collect();
+        drop(names);
+        self.store
+            .storage
+            .reserve_usage(&self.tenant, &key_id, 1)?;
+        let now = self.store.now();
+        let row = CredentialRow {
+            id: sealed.id.clone(),
+            tenant: self.tenant.clone(),
+            name: sealed.name.clone(),
+            type_name: sealed.type_name.clone(),
+            environment: sealed.environment.clone(),
+            description: sealed.description.clone(),
+            tags: sealed.tags.clone(),
+            is_active: true,
+            expires_at: sealed.expires_at,
+            created_by: self.actor.clone(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+            last_used_at: None,
+            last_tested: None,
+            test_status: None,
+            test_message: None,
+            public: serde_json::Value::Object(cred.public_json()).to_string(),
+            secret_fields,
+            key_id,
+            secret: sealed.envelope,
+        };
+        let event = self.event(Action::Created).with_resource(resource(&row));
+        self.store
+            .storage
+            .insert_credential(&row, &mut || self.store.audit.record(&event))?;
+        Ok(CredentialInfo::from_row(&row))
+    }
+
+    /// The tenant's active data key, for a client that seals credentials itself (recorded as
+    /// `data_key_issued`). Handle it like the secrets it protects.
+    ///
+    /// # Errors
+    /// [`StoreError::MasterKey`], [`StoreError::Audit`].
+    pub fn client_data_key(&self) -> Result<DataKey, StoreError> {
+        let rows = self.store.storage.data_keys(&self.tenant)?;
+        let row = rows
+            .iter()
+            .find(|k| k.state == KeyState::Active)
+            .ok_or(StoreError::Storage(StorageError::NotFound { what: "data key" }))?;
+        let dek = self.store.unwrap_row(&self.tenant, row)?;
+        self.store
+            .record(&self.event(Action::Other("data_key_issued".into())))?;
+        Ok(dek)
+    }
+
+    /// A credential's metadata and masked fields.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`].
+    pub fn get(&self, id: &CredentialId) -> Result<CredentialInfo, StoreError> {
+        Ok(CredentialInfo::from_row(&self.load(id)?))
+    }
+
+    /// Finds a credential by name in an environment (the active one if any).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`].
+    pub fn find(&self, name: &str, environment: &str) -> Result<CredentialInfo, StoreError> {
+        self.store
+            .storage
+            .credential_by_name(&self.tenant, name, environment)?
+            .map(|r| CredentialInfo::from_row(&r))
+            .ok_or_else(|| StoreError::NotFound {
+                credential: name.to_owned(),
+            })
+    }
+
+    /// Lists credentials.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`].
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<CredentialInfo>, StoreError> {
+        Ok(self
+            .store
+            .storage
+            .credentials(&self.tenant, filter)?
+            .iter()
+            .map(CredentialInfo::from_row)
+            .collect())
+    }
+
+    /// Decrypts and returns the fields asked for. Refuses inactive and expired credentials
+    /// (recorded as `access_denied`); records `accessed` with the service and the field names
+    /// before returning anything.
+    ///
+    /// # Errors
+    /// [`StoreError::AccessDenied`], [`StoreError::NotFound`], [`StoreError::Field`] (a field
+    /// the type does not have, or not set), [`StoreError::Corrupt`], [`StoreError::Audit`].
+    pub fn reveal(
+        &self,
+        id: &CredentialId,
+        fields: &[&str],
+        service: Option<&str>,
+    ) -> Result<Revealed, StoreError> {
+        let row = self.load_for_access(id)?;
+        if fields.is_empty() {
+            return Err(StoreError::Invalid {
+                what: "fields",
+                reason: "name at least one field to reveal".into(),
+            });
+        }
+        let public: Option<serde_json::Map<String, serde_json::Value>> =
+            if fields.iter().all(|f| row.secret_fields.iter().any(|s| s == f)) {
+                None
+            } else {
+                serde_json::from_str(&row.public).ok()
+            };
+        for f in fields {
+            let is_secret = row.secret_fields.iter().any(|s| s == f);
+            if !is_secret && !public.as_ref().is_some_and(|p| p.contains_key(*f)) {
+                let reason = match self.store.registry.get(&row.type_name) {
+                    Some(t) if t.is_secret(f).is_some() => "is not set",
+                    _ => "is not a field of this credential's type",
+                };
+                return Err(StoreError::Field {
+                    field: (*f).to_owned(),
+                    reason,
+                });
+            }
+        }
+        let pt = match self.store.open_row(&row) {
+            Ok(p) => p,
+            Err(e) => {
+                self.failed(Action::AccessFailed, &row, "sealed data does not open");
+                return Err(e);
+            }
+        };
+        let secrets = decode_secret_fields(pt.expose_secret()).map_err(|_| StoreError::Corrupt {
+            credential: row.id.to_string(),
+        })?;
+        let mut out = Vec::with_capacity(fields.len());
+        for f in fields {
+            let v = match secrets.iter().find(|(k, _)| k == f) {
+                Some((_, v)) => SecretValue::new((*v).to_owned()),
+                None => match public.as_ref().and_then(|p| p.get(*f)) {
+                    Some(serde_json::Value::String(s)) => SecretValue::new(s.clone()),
+                    Some(other) => SecretValue::new(other.to_string()),
+                    None => {
+                        return Err(StoreError::Corrupt {
+                            credential: row.id.to_string(),
+                        })
+                    }
+                },
+            };
+            out.push(((*f).to_owned(), v));
+        }
+        let event = self
+            .event(Action::Accessed)
+            .with_resource(resource(&row))
+            .with_details(Details::Accessed {
+                service: service.map(str::to_owned),
+                fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+            });
+        let head = self.store.record(&event)?;
+        self.store
+            .note_use(&self.tenant, &row.id, self.store.now(), head);
+        Ok(Revealed { fields: out })
+    }
+
+    /// Applies a partial update: re-validates, re-seals with the active key if a field
+    /// changed, records `updated` with what changed (secret fields by name only).
+    ///
+    /// # Errors
+    /// [`StoreError::VersionConflict`] (only with [`CredentialUpdate::expect_version`]),
+    /// [`StoreError::Validation`], [`StoreError::NameTaken`], [`StoreError::Corrupt`],
+    /// [`StoreError::Audit`], [`StoreError::NotFound`].
+    pub fn update(&self, id: &CredentialId, upd: CredentialUpdate) -> Result<CredentialInfo, StoreError> {
+        if let Some(n) = &upd.name {
+            check_meta(n, "x", "", &[])?;
+        }
+        if let Some(d) = &upd.description {
+            check_meta("x", "x", d, &[])?;
+        }
+        if let Some(t) = &upd.tags {
+            check_meta("x", "x", "", t)?;
+        }
+        for _ in 0..16 {
+            let row = self.load(id)?;
+            if let Some(v) = upd.expected_version {
+                if v != row.version {
+                    return Err(StoreError::VersionConflict {
+                        expected: v,
+                        found: row.version,
+                    });
+                }
+            }
+            let mut new = row.clone();
+            let mut changes = Vec::new();
+            if let Some(patch) = &upd.fields {
+                let ty = self.store.type_of(&row.type_name)?;
+                let existing = match self.store.credential_of(&row, &ty) {
+                    Ok(c) => c,
+                    Err(e @ StoreError::Corrupt { .. }) => {
+                        self.failed(Action::Updated, &row, "sealed data does not open");
+                        return Err(e);
+                    }
+                    Err(e) => return Err(e),
+                };
+                let patched = ty.validate_patch(&existing, patch)?;
+                if !patched.changes.is_empty() {
+                    for c in &patched.changes {
+                        changes.push(if c.secret {
+                            FieldChange::secret(c.key.as_str())
+                        } else {
+                            FieldChange::metadata(
+                                c.key.as_str(),
+                                c.old.as_ref().map(|v| v.to_string()),
+                                c.new.as_ref().map(|v| v.to_string()),
+                            )
+                        });
+                    }
+                    let (key_id, secret, names) = self.store.seal_credential(
+                        &self.tenant,
+                        &row.id,
+                        &row.environment,
+                        &patched.credential,
+                    )?;
+                    new.public =
+                        serde_json::Value::Object(patched.credential.public_json()).to_string();
+                    new.secret_fields = names;
+                    new.key_id = key_id;
+                    new.secret = secret;
+                }
+            }
+            if changed(&mut changes, "name", &row.name, &upd.name) {
+                new.name.clone_from(upd.name.as_ref().unwrap_or(&row.name));
+            }
+            if changed(&mut changes, "description", &row.description, &upd.description) {
+                new.description
+                    .clone_from(upd.description.as_ref().unwrap_or(&row.description));
+            }
+            if let Some(tags) = &upd.tags {
+                if *tags != row.tags {
+                    changes.push(FieldChange::metadata(
+                        "tags",
+                        Some(row.tags.join(",")),
+                        Some(tags.join(",")),
+                    ));
+                    new.tags.clone_from(tags);
+                }
+            }
+            if changed(&mut changes, "is_active", &row.is_active, &upd.is_active) {
+                new.is_active = upd.is_active.unwrap_or(row.is_active);
+            }
+            if let Some(e) = upd.expires_at {
+                if e != row.expires_at {
+                    changes.push(FieldChange::metadata(
+                        "expires_at",
+                        Some(opt_text(row.expires_at)),
+                        Some(opt_text(e)),
+                    ));
+                    new.expires_at = e;
+                }
+            }
+            if changes.is_empty() {
+                return Ok(CredentialInfo::from_row(&row));
+            }
+            new.version = row.version + 1;
+            new.updated_at = self.store.now();
+            let event = self
+                .event(Action::Updated)
+                .with_resource(resource(&new))
+                .with_details(Details::Updated { changes });
+            match self
+                .store
+                .storage
+                .update_credential(&new, row.version, &mut || self.store.audit.record(&event))
+            {
+                Ok(()) => return Ok(CredentialInfo::from_row(&new)),
+                Err(StorageError::VersionConflict { .. }) if upd.expected_version.is_none() => {
+                    continue
+                }
+                Err(StorageError::UnknownKey { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Storage(StorageError::Backend(
+            "the credential kept changing during the update".into(),
+        )))
+    }
+
+    /// Deletes a credential: records `deleted` first, then overwrites its sealed data and
+    /// deletes the row, in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::VersionConflict`] (only with
+    /// `expected_version`), [`StoreError::Audit`].
+    pub fn delete(&self, id: &CredentialId, expected_version: Option<u64>) -> Result<(), StoreError> {
+        for _ in 0..16 {
+            let row = self.load(id)?;
+            let v = expected_version.unwrap_or(row.version);
+            let event = self.event(Action::Deleted).with_resource(resource(&row));
+            match self.store.storage.delete_credential(
+                &self.tenant,
+                id,
+                v,
+                &mut || self.store.audit.record(&event),
+            ) {
+                Ok(()) => return Ok(()),
+                Err(StorageError::VersionConflict { .. }) if expected_version.is_none() => continue,
+                Err(StorageError::NotFound { .. }) => {
+                    return Err(StoreError::NotFound {
+                        credential: id.to_string(),
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Storage(StorageError::Backend(
+            "the credential kept changing during the delete".into(),
+        )))
+    }
+
+    fn totp_field(row: &CredentialRow, ty: &CredentialType) -> Option<String> {
+        let base32 = ty
+            .definition()
+            .fields
+            .iter()
+            .find(|f| f.secret && f.format == Some(Format::Base32) && row.secret_fields.contains(&f.key))
+            .map(|f| f.key.clone());
+        base32.or_else(|| {
+            row.secret_fields
+                .iter()
+                .find(|k| k.as_str() == "totp_secret" || k.contains("totp"))
+                .cloned()
+        })
+    }
+
+    fn otp(&self, row: &CredentialRow) -> Result<(Otp, String), StoreError> {
+        let ty = self.store.type_of(&row.type_name)?;
+        let field = Self::totp_field(row, &ty).ok_or_else(|| StoreError::Totp {
+            reason: "the credential has no authenticator key set".into(),
+        })?;
+        let pt = match self.store.open_row(row) {
+            Ok(p) => p,
+            Err(e) => {
+                self.failed(Action::AccessFailed, row, "sealed data does not open");
+                return Err(e);
+            }
+        };
+        let fields = decode_secret_fields(pt.expose_secret()).map_err(|_| StoreError::Corrupt {
+            credential: row.id.to_string(),
+        })?;
+        let value = fields
+            .iter()
+            .find(|(k, _)| *k == field)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| StoreError::Totp {
+                reason: "the authenticator key is not set".into(),
+            })?;
+        let bad = |e: credvault_totp::OtpError| StoreError::Totp {
+            reason: format!("field {field:?}: {e}"),
+        };
+        let otp = if value.starts_with("otpauth://") {
+            Otp::from_uri(value).map_err(bad)?
+        } else {
+            Otp::totp(TotpSecret::parse(value).map_err(bad)?, Algorithm::Sha1, 6, 30).map_err(bad)?
+        };
+        Ok((otp, field))
+    }
+
+    /// Generates the current TOTP code from the credential's authenticator key, recorded as
+    /// `totp_generated`; the key itself is never returned.
+    ///
+    /// # Errors
+    /// As [`reveal`](Self::reveal), and [`StoreError::Totp`].
+    pub fn totp_code(&self, id: &CredentialId, service: Option<&str>) -> Result<TotpCode, StoreError> {
+        let row = self.load_for_access(id)?;
+        let (otp, field) = self.otp(&row)?;
+        let now = u64::try_from(self.store.now() / 1000).unwrap_or(0);
+        let code = otp.code_at(now);
+        let event = self
+            .event(Action::TotpGenerated)
+            .with_resource(resource(&row))
+            .with_details(Details::Accessed {
+                service: service.map(str::to_owned),
+                fields: vec![field],
+            });
+        let head = self.store.record(&event)?;
+        self.store.note_use(&self.tenant, &row.id, self.store.now(), head);
+        Ok(TotpCode {
+            code: zeroize::Zeroizing::new(code.to_string()),
+            step: code.step,
+            valid_until: code.valid_until,
+        })
+    }
+
+    /// Verifies a TOTP code against the credential's authenticator key, at most once per
+    /// code (the replay guard lives in the database). Returns the matched step.
+    ///
+    /// # Errors
+    /// [`StoreError::Totp`] for a wrong or replayed code, and as [`totp_code`](Self::totp_code).
+    pub fn verify_totp(&self, id: &CredentialId, submitted: &str) -> Result<u64, StoreError> {
+        let row = self.load_for_access(id)?;
+        let (otp, _) = self.otp(&row)?;
+        let now = u64::try_from(self.store.now() / 1000).unwrap_or(0);
+        let guard = self.store.replay_guard();
+        let key = format!("{}/{}", self.tenant, row.id);
+        let res = otp.verify_once(&guard, &key, submitted, now, DEFAULT_SKEW);
+        let outcome = if res.is_ok() { Outcome::Success } else { Outcome::Failure };
+        self.store.record(
+            &self
+                .event(Action::Other("totp_verified".into()))
+                .with_resource(resource(&row))
+                .with_outcome(outcome),
+        )?;
+        res.map_err(|e| StoreError::Totp {
+            reason: e.to_string(),
+        })
+    }
+
+    /// Tests a credential against its service with the tester registered for its type's test
+    /// kind; stores the result on the record and records `tested`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`] if the type has no test or no tester is registered for
+    /// it; as [`reveal`](Self::reveal).
+    pub fn test(&self, id: &CredentialId) -> Result<TestOutcome, StoreError> {
+        let row = self.load_for_access(id)?;
+        let ty = self.store.type_of(&row.type_name)?;
+        let kind = ty
+            .definition()
+            .test
+            .as_ref()
+            .map(|t| t.kind)
+            .ok_or_else(|| StoreError::Unsupported(format!("type {} has no test", row.type_name)))?;
+        let tester = self.store.testers.get(kind).ok_or_else(|| {
+            StoreError::Unsupported(format!("no tester for test kind {}", kind.as_str()))
+        })?;
+        let cred = self.store.credential_of(&row, &ty)?;
+        let outcome = tester.test(&ty, &cred);
+        drop(cred);
+        let result = TestRecord {
+            at: self.store.now(),
+            status: outcome.status_str().into(),
+            message: outcome.message.clone(),
+        };
+        let event = self
+            .event(Action::Tested)
+            .with_resource(resource(&row))
+            .with_details(Details::Tested {
+                status: outcome.status,
+                message: outcome.message.clone(),
+            });
+        self.store
+            .storage
+            .record_test(&self.tenant, &row.id, &result, &mut || self.store.audit.record(&event))?;
+        Ok(outcome)
+    }
+
+    /// Rotates the tenant's data key: a new key becomes active, every credential is
+    /// re-encrypted to it in batches (one transaction each), and the old key is retired once
+    /// no row names it. Interrupted at any point, every credential still opens; calling it
+    /// again resumes the job instead of starting another.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`], [`StoreError::MasterKey`], [`StoreError::Audit`].
+    pub fn rotate_key(&self, progress: &mut dyn FnMut(Progress)) -> Result<KeyRotation, StoreError> {
+        let store = self.store;
+        let keys = store.storage.data_keys(&self.tenant)?;
+        let pending = keys.iter().any(|k| k.state == KeyState::Retiring);
+        let started = !pending;
+        if started {
+            let (dek, wrapped) = generate_data_key(&*store.master, &data_key_context(&self.tenant)?)?;
+            let row = DataKeyRow {
+                tenant: self.tenant.clone(),
+                key_id: dek.id(),
+                wrapped: wrapped.as_bytes().to_vec(),
+                state: KeyState::Active,
+                usage: 0,
+                created_at: store.now(),
+            };
+            let event = self.event(Action::KeyRotated).with_details(Details::KeyRotated {
+                key: "tenant".into(),
+                from_version: None,
+                to_version: None,
+            });
+            store
+                .storage
+                .start_key_rotation(&row, &mut || store.audit.record(&event))?;
+            store.cache.invalidate(&self.tenant);
+        }
+        let (new_id, new_key) = store.active_key(&self.tenant)?;
+        let remaining = store.storage.count_under(&self.tenant, &new_id, false)?;
+        let mut report = KeyRotation {
+            tenant: self.tenant.clone(),
+            started,
+            new_key: new_id.to_string(),
+            resealed: 0,
+            failed: Vec::new(),
+            retired: Vec::new(),
+        };
+        let mut cursor: Option<CredentialId> = None;
+        let mut done = 0u64;
+        progress(Progress {
+            done,
+            total: remaining,
+        });
+        loop {
+            let rows = store.storage.credentials_not_under(
+                &self.tenant,
+                &new_id,
+                cursor.as_ref(),
+                store.cfg.rotation_batch,
+            )?;
+            let Some(last) = rows.last() else { break };
+            cursor = Some(last.id.clone());
+            let mut batch = Vec::with_capacity(rows.len());
+            new_key.take_permits(rows.len() as u64, &store.cache.cfg, |n| {
+                Ok(store.storage.reserve_usage(&self.tenant, &new_id, n)?)
+            })?;
+            for row in &rows {
+                let ctx =
+                    credential_context(&self.tenant, &row.id, &row.environment, &row.type_name)?;
+                let old = match store.key(&self.tenant, row.key_id) {
+                    Ok(k) => k,
+                    Err(_) => {
+                        report.failed.push(row.id.to_string());
+                        continue;
+                    }
+                };
+                match new_key.key.reseal_from(old.key.opener(), &row.secret, &ctx) {
+                    Ok(secret) => batch.push(Reseal {
+                        id: row.id.clone(),
+                        version: row.version,
+                        old_key: row.key_id,
+                        new_key: new_id,
+                        secret,
+                    }),
+                    Err(_) => report.failed.push(row.id.to_string()),
+                }
+            }
+            report.resealed += store.storage.reseal(&self.tenant, &batch)? as u64;
+            done += rows.len() as u64;
+            progress(Progress {
+                done,
+                total: remaining.max(done),
+            });
+        }
+        // Rows skipped because they changed meanwhile were re-sealed by their writer (with the
+        // active key) or will be picked up by the next run; retire only what nothing names.
+        let event = self.event(Action::KeyRotated).with_details(Details::KeyRotated {
+            key: "tenant_retired".into(),
+            from_version: None,
+            to_version: None,
+        });
+        let retired = store
+            .storage
+            .retire_unreferenced_keys(&self.tenant, &mut || store.audit.record(&event))?;
+        report.retired = retired.iter().map(ToString::to_string).collect();
+        store.cache.invalidate(&self.tenant);
+        Ok(report)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}

@@ -1,0 +1,475 @@
+//! The embedded vault: one directory holding a SQLite database, an audit log, a master key
+//! file and an audit key file, all readable only by their owner. Zero set-up:
+//! [`Vault::init`] creates it, [`Vault::open`] opens it.
+//!
+//! ```text
+//! DIR/
+//!   vault.db      SQLite database (WAL): tenants, wrapped data keys, credentials, replay guard,
+//!                 the audit log's head
+//!   master.key    the local master keyring (unless CREDVAULT_MASTER_KEY is set)
+//!   audit.key     the audit log's HMAC key
+//!   audit/        the hash-chained audit log and its anchor
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use credvault_audit::{
+    anchor_path, segment_paths, verify_files, Anchor, AuditKey, AuditLog, Durability, LogConfig,
+    VerifyOptions, VerifyReport,
+};
+use credvault_envelope::{LocalKeyring, MasterKey};
+use zeroize::Zeroizing;
+
+use crate::error::StoreError;
+use crate::model::{MasterRotation, Progress};
+use crate::sqlite::{SqliteDurability, SqliteStorage};
+use crate::storage::{AuditHead, Storage};
+use crate::store::{Store, StoreConfig};
+
+/// Environment variable that may hold the master key (base64 of 32 bytes, or a
+/// `credvault-keyring-v1` keyring); it takes precedence over `master.key`.
+pub const MASTER_KEY_ENV: &str = "CREDVAULT_MASTER_KEY";
+
+/// Where the master key came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MasterSource {
+    /// The environment variable [`MASTER_KEY_ENV`].
+    Env,
+    /// A key file.
+    File(PathBuf),
+}
+
+/// How a vault is opened.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct VaultOptions {
+    /// SQLite durability (default: `Full`).
+    pub sqlite: SqliteDurability,
+    /// Audit log durability (default: group commit, fsync before acknowledging).
+    pub audit: Durability,
+    /// Store settings.
+    pub store: StoreConfig,
+}
+
+impl Default for VaultOptions {
+    fn default() -> Self {
+        Self {
+            sqlite: SqliteDurability::Full,
+            audit: Durability::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+impl VaultOptions {
+    /// Sets the SQLite durability.
+    pub fn sqlite(mut self, d: SqliteDurability) -> Self {
+        self.sqlite = d;
+        self
+    }
+
+    /// Sets the audit log durability.
+    pub fn audit(mut self, d: Durability) -> Self {
+        self.audit = d;
+        self
+    }
+
+    /// Sets the store settings.
+    pub fn store(mut self, cfg: StoreConfig) -> Self {
+        self.store = cfg;
+        self
+    }
+}
+
+/// The result of checking a vault's audit log against the head kept in its database.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct AuditCheck {
+    /// The log verification (hashes, links, checkpoint MACs, anchor).
+    pub report: VerifyReport,
+    /// The head stored in the database.
+    pub stored_head: Option<AuditHead>,
+    /// Problem with the stored head: the log lacks that record, or has another one there
+    /// (cut short, or replaced by an older copy).
+    pub head_problem: Option<String>,
+}
+
+impl AuditCheck {
+    /// Whether the log verified and contains the stored head.
+    pub fn is_intact(&self) -> bool {
+        self.report.is_intact() && self.head_problem.is_none()
+    }
+}
+
+/// An open vault.
+pub struct Vault {
+    dir: PathBuf,
+    store: Store,
+    audit: AuditLog,
+    audit_key: AuditKey,
+    master: MasterSource,
+    options: VaultOptions,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("dir", &self.dir)
+            .field("master", &self.master)
+            .finish_non_exhaustive()
+    }
+}
+
+fn verr(what: &'static str, path: &Path, reason: impl ToString) -> StoreError {
+    StoreError::Vault {
+        what,
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o.open(path).map_err(|e| verr("key file", path, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| verr("key file", path, e))
+}
+
+fn check_private(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let m = std::fs::metadata(path).map_err(|e| verr("key file", path, e))?;
+        if m.permissions().mode() & 0o077 != 0 {
+            return Err(verr(
+                "key file",
+                path,
+                "is readable by group or others; chmod 600 it",
+            ));
+        }
+    }
+    let _ = path;
+    Ok(())
+}
+
+impl Vault {
+    /// The database file.
+    pub fn db_path(dir: &Path) -> PathBuf {
+        dir.join("vault.db")
+    }
+
+    /// The master key file.
+    pub fn master_key_path(dir: &Path) -> PathBuf {
+        dir.join("master.key")
+    }
+
+    /// The audit key file.
+    pub fn audit_key_path(dir: &Path) -> PathBuf {
+        dir.join("audit.key")
+    }
+
+    /// The audit log directory.
+    pub fn audit_dir(dir: &Path) -> PathBuf {
+        dir.join("audit")
+    }
+
+    /// Creates a vault in `dir` (which may exist but must not hold a vault): the directory
+    /// (mode 700), a master key file unless [`MASTER_KEY_ENV`] is set, an audit key file
+    /// (both mode 600), the database and the audit log.
+    ///
+    /// # Errors
+    /// [`StoreError::Vault`] if a vault exists there or a file cannot be written.
+    pub fn init(dir: &Path, options: VaultOptions) -> Result<Self, StoreError> {
+        if Self::db_path(dir).exists() {
+            return Err(verr("vault", dir, "already holds a vault"));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| verr("vault directory", dir, e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| verr("vault directory", dir, e))?;
+        }
+        if std::env::var_os(MASTER_KEY_ENV).is_none() {
+            let mk = Self::master_key_path(dir);
+            if mk.exists() {
+                return Err(verr("master key", &mk, "exists already"));
+            }
+            let k = LocalKeyring::generate().map_err(|e| verr("master key", &mk, e))?;
+            write_private(&mk, k.export_secret_text().as_bytes())?;
+        }
+        let ak = Self::audit_key_path(dir);
+        if !ak.exists() {
+            let key = AuditKey::generate().map_err(|e| verr("audit key", &ak, e))?;
+            let mut text = Zeroizing::new(key.to_hex().to_string());
+            text.push('\n');
+            write_private(&ak, text.as_bytes())?;
+        }
+        Self::open(dir, options)
+    }
+
+    fn load_master(dir: &Path) -> Result<(LocalKeyring, MasterSource), StoreError> {
+        if std::env::var_os(MASTER_KEY_ENV).is_some() {
+            let k = LocalKeyring::from_env(MASTER_KEY_ENV)
+                .map_err(|e| verr("master key", Path::new(MASTER_KEY_ENV), e))?;
+            return Ok((k, MasterSource::Env));
+        }
+        let p = Self::master_key_path(dir);
+        let k = LocalKeyring::from_file(&p).map_err(|e| verr("master key", &p, e))?;
+        Ok((k, MasterSource::File(p)))
+    }
+
+    /// Opens the vault in `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError::Vault`] if there is no vault, a key file is missing or readable by
+    /// others, the audit log has segments but no anchor, or the log is behind the head the
+    /// database recorded (cut short or replaced); [`StoreError::Storage`].
+    pub fn open(dir: &Path, options: VaultOptions) -> Result<Self, StoreError> {
+        let db = Self::db_path(dir);
+        let fresh = !db.exists();
+        if fresh && !Self::audit_key_path(dir).exists() {
+            return Err(verr("vault", dir, "holds no vault; run `credvault init`"));
+        }
+        let (keyring, master) = Self::load_master(dir)?;
+        let akp = Self::audit_key_path(dir);
+        check_private(&akp)?;
+        let text = Zeroizing::new(std::fs::read_to_string(&akp).map_err(|e| verr("audit key", &akp, e))?);
+        let audit_key = AuditKey::from_text(&text).map_err(|e| verr("audit key", &akp, e))?;
+        let audit_dir = Self::audit_dir(dir);
+        let segments = segment_paths(&audit_dir).unwrap_or_default();
+        if !segments.is_empty() && !anchor_path(&audit_dir).exists() {
+            return Err(verr(
+                "audit log",
+                &audit_dir,
+                "has records but no anchor file: it may have been replaced; refusing to open",
+            ));
+        }
+        let storage = SqliteStorage::open(&db, options.sqlite)?;
+        let head = storage.audit_head()?;
+        let (audit, report) = AuditLog::open(
+            &audit_dir,
+            AuditKey::from_text(&text).map_err(|e| verr("audit key", &akp, e))?,
+            LogConfig::default().durability(options.audit),
+        )
+        .map_err(|e| verr("audit log", &audit_dir, e))?;
+        if let Some(h) = head {
+            if report.last_seq < h.seq {
+                return Err(verr(
+                    "audit log",
+                    &audit_dir,
+                    format!(
+                        "ends at record {} but the database recorded record {}: it was cut short or replaced",
+                        report.last_seq, h.seq
+                    ),
+                ));
+            }
+        }
+        let store = Store::new(Arc::new(storage), Arc::new(keyring), audit.clone())
+            .with_config(options.store.clone());
+        Ok(Self {
+            dir: dir.to_owned(),
+            store,
+            audit,
+            audit_key,
+            master,
+            options,
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The vault directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the master key came from.
+    pub fn master_source(&self) -> &MasterSource {
+        &self.master
+    }
+
+    /// The audit log.
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Verifies the audit log (hashes, links, checkpoint MACs with the vault's audit key, the
+    /// anchor) and checks that it holds the head recorded in the database.
+    ///
+    /// # Errors
+    /// [`StoreError::Vault`] if the log cannot be read; [`StoreError::Storage`].
+    pub fn verify_audit(&self) -> Result<AuditCheck, StoreError> {
+        self.store.flush()?;
+        self.audit
+            .checkpoint()
+            .map_err(|e| verr("audit log", &Self::audit_dir(&self.dir), e))?;
+        verify_vault_audit(&self.dir, &self.audit_key, self.store.storage().audit_head()?)
+    }
+
+    /// Rotates the master key: a new keyring version becomes active (saved first, the old
+    /// ones kept), every data key is re-wrapped, then versions that wrap nothing are retired
+    /// and the keyring saved again. Killed at any point, every data key still unwraps; run
+    /// it again to finish. Only for a master key file (a key from the environment is rotated
+    /// where it is kept).
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`] for a master key from the environment; others.
+    pub fn rotate_master(
+        self,
+        actor: &str,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(Self, MasterRotation, Vec<u32>), StoreError> {
+        let MasterSource::File(path) = self.master.clone() else {
+            return Err(StoreError::Unsupported(format!(
+                "the master key comes from {MASTER_KEY_ENV}; rotate it where it is kept"
+            )));
+        };
+        let mut keyring = LocalKeyring::from_file(&path).map_err(|e| verr("master key", &path, e))?;
+        keyring.rotate().map_err(|e| verr("master key", &path, e))?;
+        keyring
+            .save_to_file(&path)
+            .map_err(|e| verr("master key", &path, e))?;
+        let dir = self.dir.clone();
+        let options = self.options.clone();
+        self.close()?;
+        let vault = Self::open(&dir, options.clone())?;
+        let report = vault.store.rotate_master(actor, progress)?;
+        // Retire versions that wrap nothing any more.
+        let refs = vault.store.master_key_references()?;
+        let mut keyring = LocalKeyring::from_file(&path).map_err(|e| verr("master key", &path, e))?;
+        let active = keyring.active();
+        let provider = keyring.provider_id().to_owned();
+        let old: Vec<u32> = keyring.versions().filter(|v| *v != active).collect();
+        let mut retired = Vec::new();
+        for v in old {
+            let n = refs.get(&(provider.clone(), v)).copied().unwrap_or(0);
+            if n == 0 && keyring.retire(v, 0).is_ok() {
+                retired.push(v);
+            }
+        }
+        if !retired.is_empty() {
+            keyring
+                .save_to_file(&path)
+                .map_err(|e| verr("master key", &path, e))?;
+        }
+        Ok((vault, report, retired))
+    }
+
+    /// Flushes pending writes and closes the audit log (with a final checkpoint).
+    ///
+    /// # Errors
+    /// [`StoreError::Vault`] if the log cannot be closed cleanly.
+    pub fn close(self) -> Result<(), StoreError> {
+        let dir = self.dir.clone();
+        self.store.flush()?;
+        drop(self.store);
+        self.audit
+            .close()
+            .map_err(|e| verr("audit log", &Self::audit_dir(&dir), e))
+    }
+}
+
+/// Verifies a vault's audit log given its directory, its audit key and the head its database
+/// recorded (read it with [`Storage::audit_head`]).
+///
+/// # Errors
+/// [`StoreError::Vault`] if the log cannot be read.
+pub fn verify_vault_audit(
+    dir: &Path,
+    key: &AuditKey,
+    stored_head: Option<AuditHead>,
+) -> Result<AuditCheck, StoreError> {
+    let audit_dir = Vault::audit_dir(dir);
+    let segments = segment_paths(&audit_dir).map_err(|e| verr("audit log", &audit_dir, e))?;
+    let anchor_file = anchor_path(&audit_dir);
+    let anchor = if anchor_file.exists() {
+        Some(Anchor::load(&anchor_file).map_err(|e| verr("audit anchor", &anchor_file, e))?)
+    } else {
+        None
+    };
+    let report = verify_files(
+        &segments,
+        VerifyOptions {
+            key: Some(key),
+            anchor: anchor.as_ref(),
+        },
+    )
+    .map_err(|e| verr("audit log", &audit_dir, e))?;
+    let mut head_problem = None;
+    if anchor.is_none() && !segments.is_empty() {
+        head_problem = Some("the anchor file is missing".to_owned());
+    }
+    if let Some(h) = stored_head {
+        match find_record_hash(&segments, h.seq) {
+            Ok(Some(hash)) if hash == h.hash => {}
+            Ok(Some(_)) => {
+                head_problem = Some(format!(
+                    "record {} differs from the one the database recorded: the log was replaced",
+                    h.seq
+                ))
+            }
+            Ok(None) => {
+                head_problem = Some(format!(
+                    "the log lacks record {}, which the database recorded: it was cut short or replaced",
+                    h.seq
+                ))
+            }
+            Err(e) => return Err(verr("audit log", &audit_dir, e)),
+        }
+    }
+    Ok(AuditCheck {
+        report,
+        stored_head,
+        head_problem,
+    })
+}
+
+/// The `hash` of the record with sequence number `seq`, scanning the segments.
+fn find_record_hash(segments: &[PathBuf], seq: u64) -> std::io::Result<Option<[u8; 32]>> {
+    let needle = format!("\"seq\":{seq},");
+    for p in segments.iter().rev() {
+        let text = std::fs::read(p)?;
+        for line in text.split(|b| *b == b'\n') {
+            if !line.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                continue;
+            }
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v.get("seq").and_then(serde_json::Value::as_u64) != Some(seq) {
+                continue;
+            }
+            let mut h = [0u8; 32];
+            if let Some(s) = v.get("hash").and_then(|h| h.as_str()) {
+                if hex::decode_to_slice(s, &mut h).is_ok() {
+                    return Ok(Some(h));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Reads a vault's audit key (for verification without opening the vault for writing).
+///
+/// # Errors
+/// [`StoreError::Vault`].
+pub fn read_audit_key(dir: &Path) -> Result<AuditKey, StoreError> {
+    let p = Vault::audit_key_path(dir);
+    check_private(&p)?;
+    let text = Zeroizing::new(std::fs::read_to_string(&p).map_err(|e| verr("audit key", &p, e))?);
+    AuditKey::from_text(&text).map_err(|e| verr("audit key", &p, e))
+}
