@@ -45,7 +45,10 @@ pub fn encode_secret_fields<'a>(
     if fields.len() > MAX_SECRET_FIELDS {
         return Err(invalid("more than 64 fields"));
     }
-    let size = 1 + fields.iter().map(|(k, v)| 5 + k.len() + v.len()).sum::<usize>();
+    let size = 1 + fields
+        .iter()
+        .map(|(k, v)| 5 + k.len() + v.len())
+        .sum::<usize>();
     let mut out = Zeroizing::new(Vec::with_capacity(size));
     out.push(SECRET_FIELDS_VERSION);
     for (i, (k, v)) in fields.iter().enumerate() {

@@ -83,7 +83,9 @@ impl CredentialId {
     /// [`StoreError::Invalid`] if it is not `cred_` and 32 lowercase hex digits.
     pub fn parse(id: &str) -> Result<Self, StoreError> {
         let ok = id.strip_prefix(CRED_PREFIX).is_some_and(|h| {
-            h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            h.len() == 32
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         });
         if ok {
             Ok(Self(id.to_owned()))
@@ -131,7 +133,12 @@ mod tests {
     fn credential_ids() {
         let id = CredentialId::generate().unwrap();
         assert_eq!(CredentialId::parse(id.as_str()).unwrap(), id);
-        for bad in ["", "cred_", "cred_ABCDEF00000000000000000000000000", "x_00000000000000000000000000000000"] {
+        for bad in [
+            "",
+            "cred_",
+            "cred_ABCDEF00000000000000000000000000",
+            "x_00000000000000000000000000000000",
+        ] {
             assert!(CredentialId::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -136,9 +136,7 @@ impl KeyCache {
         }
     }
 
-    fn lock(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, KeyMap>, StoreError> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, KeyMap>, StoreError> {
         self.map
             .lock()
             .map_err(|_| StoreError::Unsupported("key cache lock poisoned".into()))
@@ -166,7 +164,10 @@ impl KeyCache {
         entry.uses.store(1, Ordering::Relaxed);
         let mut m = self.lock()?;
         while m.len() >= self.cfg.capacity {
-            let oldest = m.iter().min_by_key(|(_, v)| v.loaded).map(|(k, _)| k.clone());
+            let oldest = m
+                .iter()
+                .min_by_key(|(_, v)| v.loaded)
+                .map(|(k, _)| k.clone());
             match oldest {
                 Some(o) => {
                     m.remove(&o);

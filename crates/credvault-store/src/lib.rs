@@ -76,8 +76,8 @@ pub use model::{
 pub use sqlite::{SqliteDurability, SqliteStorage};
 pub use storage::{ListFilter, Storage, StorageError};
 pub use store::{
-    credential_context, AuditTarget, Clock, ManualClock, Scope, Store, StoreConfig,
-    StorageReplayGuard, SystemClock,
+    credential_context, AuditTarget, Clock, ManualClock, Scope, StorageReplayGuard, Store,
+    StoreConfig, SystemClock,
 };
 #[cfg(feature = "http-tester")]
 pub use tester::HttpTester;

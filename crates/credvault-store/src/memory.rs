@@ -88,8 +88,7 @@ fn matches(row: &CredentialRow, f: &ListFilter) -> bool {
         && f.environment.as_ref().is_none_or(|e| *e == row.environment)
         && f.tags.iter().all(|t| row.tags.contains(t))
         && f.active.is_none_or(|a| a == row.is_active)
-        && f
-            .expiring_before
+        && f.expiring_before
             .is_none_or(|t| row.expires_at.is_some_and(|e| e < t))
 }
 
@@ -233,7 +232,11 @@ impl Storage for MemoryStorage {
         tenant: &TenantId,
         id: &CredentialId,
     ) -> Result<Option<CredentialRow>, StorageError> {
-        Ok(self.lock()?.creds.get(&(tenant.clone(), id.clone())).cloned())
+        Ok(self
+            .lock()?
+            .creds
+            .get(&(tenant.clone(), id.clone()))
+            .cloned())
     }
 
     fn credential_by_name(

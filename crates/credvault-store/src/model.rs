@@ -344,7 +344,10 @@ impl Revealed {
 impl fmt::Debug for Revealed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Revealed")
-            .field("fields", &self.fields.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field(
+                "fields",
+                &self.fields.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }

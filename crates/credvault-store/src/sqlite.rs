@@ -194,7 +194,8 @@ fn map_unique(e: rusqlite::Error, row: &CredentialRow) -> StorageError {
             }
         }
         rusqlite::Error::SqliteFailure(f, Some(msg))
-            if f.code == rusqlite::ErrorCode::ConstraintViolation && msg.contains("FOREIGN KEY") =>
+            if f.code == rusqlite::ErrorCode::ConstraintViolation
+                && msg.contains("FOREIGN KEY") =>
         {
             StorageError::UnknownKey { key_id: row.key_id }
         }
@@ -244,7 +245,10 @@ impl SqliteStorage {
     /// # Errors
     /// [`StorageError::Backend`] if the file cannot be opened or migrated, or was written by
     /// a newer version.
-    pub fn open(path: impl AsRef<Path>, durability: SqliteDurability) -> Result<Self, StorageError> {
+    pub fn open(
+        path: impl AsRef<Path>,
+        durability: SqliteDurability,
+    ) -> Result<Self, StorageError> {
         let conn = Connection::open(path).map_err(be)?;
         Self::setup(conn, durability)
     }
@@ -259,7 +263,8 @@ impl SqliteStorage {
     }
 
     fn setup(mut conn: Connection, durability: SqliteDurability) -> Result<Self, StorageError> {
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(be)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(be)?;
         let sync = match durability {
             SqliteDurability::Full => "FULL",
             SqliteDurability::Normal => "NORMAL",
@@ -312,7 +317,11 @@ impl SqliteStorage {
 
     /// Runs a statement on the raw connection (tests simulate tampering at rest with it).
     #[doc(hidden)]
-    pub fn execute_raw(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<usize, StorageError> {
+    pub fn execute_raw(
+        &self,
+        sql: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<usize, StorageError> {
         self.lock()?.execute(sql, args).map_err(be)
     }
 
@@ -336,8 +345,10 @@ impl SqliteStorage {
     ) -> Result<u64, StorageError> {
         tx.prepare_cached("SELECT version FROM credentials WHERE tenant = ?1 AND id = ?2")
             .and_then(|mut s| {
-                s.query_row(params![tenant.as_str(), id.as_str()], |r| r.get::<_, i64>(0))
-                    .optional()
+                s.query_row(params![tenant.as_str(), id.as_str()], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional()
             })
             .map_err(be)?
             .map(to_u64)
@@ -415,7 +426,11 @@ impl Storage for SqliteStorage {
             .map_err(be)?;
         let rows = s
             .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })
             .map_err(be)?;
         let mut out = Vec::new();
@@ -493,7 +508,10 @@ impl Storage for SqliteStorage {
         self.write(|tx| {
             let t = new_key.tenant.as_str();
             let n = tx
-                .execute("UPDATE data_keys SET state = 'retiring' WHERE tenant = ?1", params![t])
+                .execute(
+                    "UPDATE data_keys SET state = 'retiring' WHERE tenant = ?1",
+                    params![t],
+                )
                 .map_err(be)?;
             if n == 0 {
                 return Err(StorageError::NotFound { what: "tenant" });
@@ -619,7 +637,9 @@ impl Storage for SqliteStorage {
                  ORDER BY is_active DESC, updated_at DESC LIMIT 1"
             ))
             .map_err(be)?;
-        let mut rows = s.query(params![tenant.as_str(), name, environment]).map_err(be)?;
+        let mut rows = s
+            .query(params![tenant.as_str(), name, environment])
+            .map_err(be)?;
         match rows.next().map_err(be)? {
             Some(r) => Ok(Some(cred_from_row(r)?)),
             None => Ok(None),
@@ -669,7 +689,10 @@ impl Storage for SqliteStorage {
         hook: Hook<'_>,
     ) -> Result<(), StorageError> {
         self.write(|tx| {
-            check_version(Self::version_of(tx, &row.tenant, &row.id)?, expected_version)?;
+            check_version(
+                Self::version_of(tx, &row.tenant, &row.id)?,
+                expected_version,
+            )?;
             tx.prepare_cached(
                 "UPDATE credentials SET name = ?3, type = ?4, environment = ?5, description = ?6,
                    tags = ?7, is_active = ?8, expires_at = ?9, updated_at = ?10, version = ?11,
@@ -826,7 +849,8 @@ impl Storage for SqliteStorage {
                 )
                 .map_err(be)?;
             for (id, at) in uses {
-                s.execute(params![tenant.as_str(), id.as_str(), at]).map_err(be)?;
+                s.execute(params![tenant.as_str(), id.as_str(), at])
+                    .map_err(be)?;
             }
             set_head(tx, head)
         })
@@ -845,7 +869,13 @@ impl Storage for SqliteStorage {
             tx.execute(
                 "UPDATE credentials SET last_tested = ?3, test_status = ?4, test_message = ?5
                  WHERE tenant = ?1 AND id = ?2",
-                params![tenant.as_str(), id.as_str(), result.at, result.status, result.message],
+                params![
+                    tenant.as_str(),
+                    id.as_str(),
+                    result.at,
+                    result.status,
+                    result.message
+                ],
             )
             .map_err(be)?;
             Ok(())
@@ -863,7 +893,8 @@ impl Storage for SqliteStorage {
             let last: Option<(i64, i64)> = tx
                 .prepare_cached("SELECT step, retain_until FROM replay_guard WHERE key = ?1")
                 .and_then(|mut s| {
-                    s.query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+                    s.query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
                 })
                 .map_err(be)?;
             if let Some((last, until)) = last {

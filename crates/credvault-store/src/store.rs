@@ -225,7 +225,12 @@ const MAX_TAG_LEN: usize = 64;
 const MAX_DESCRIPTION_LEN: usize = 4096;
 const MAX_ENV_LEN: usize = 64;
 
-fn check_meta(name: &str, environment: &str, description: &str, tags: &[String]) -> Result<(), StoreError> {
+fn check_meta(
+    name: &str,
+    environment: &str,
+    description: &str,
+    tags: &[String],
+) -> Result<(), StoreError> {
     let bad = |what: &'static str, reason: &str| {
         Err(StoreError::Invalid {
             what,
@@ -233,7 +238,10 @@ fn check_meta(name: &str, environment: &str, description: &str, tags: &[String])
         })
     };
     if name.trim().is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
-        return bad("name", "must be 1-256 characters without control characters");
+        return bad(
+            "name",
+            "must be 1-256 characters without control characters",
+        );
     }
     if environment.is_empty()
         || environment.len() > MAX_ENV_LEN
@@ -372,7 +380,12 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::TenantExists`], [`StoreError::MasterKey`], [`StoreError::Audit`].
-    pub fn create_tenant(&self, id: &TenantId, name: &str, actor: &str) -> Result<TenantInfo, StoreError> {
+    pub fn create_tenant(
+        &self,
+        id: &TenantId,
+        name: &str,
+        actor: &str,
+    ) -> Result<TenantInfo, StoreError> {
         if name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
             return Err(StoreError::Invalid {
                 what: "tenant name",
@@ -483,7 +496,10 @@ impl Store {
     fn note_use(&self, tenant: &TenantId, id: &CredentialId, at: i64, head: Option<AuditHead>) {
         let flush = match self.pending.lock() {
             Ok(mut p) => {
-                p.uses.entry(tenant.clone()).or_default().push((id.clone(), at));
+                p.uses
+                    .entry(tenant.clone())
+                    .or_default()
+                    .push((id.clone(), at));
                 p.count += 1;
                 p.head = crate::storage::later(p.head, head);
                 let since = *p.since.get_or_insert_with(Instant::now);
@@ -535,7 +551,9 @@ impl Store {
         let row = rows
             .iter()
             .find(|k| k.state == KeyState::Active)
-            .ok_or(StoreError::Storage(StorageError::NotFound { what: "data key" }))?;
+            .ok_or(StoreError::Storage(StorageError::NotFound {
+                what: "data key",
+            }))?;
         let id = row.key_id;
         let k = self.cache.get(tenant, id, || {
             let dek = self.unwrap_row(tenant, row)?;
@@ -597,16 +615,22 @@ impl Store {
     }
 
     /// Rebuilds the typed credential from a row.
-    fn credential_of(&self, row: &CredentialRow, ty: &Arc<CredentialType>) -> Result<Credential, StoreError> {
+    fn credential_of(
+        &self,
+        row: &CredentialRow,
+        ty: &Arc<CredentialType>,
+    ) -> Result<Credential, StoreError> {
         let pt = self.open_row(row)?;
         let fields = decode_secret_fields(pt.expose_secret()).map_err(|_| StoreError::Corrupt {
             credential: row.id.to_string(),
         })?;
         let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&row.public)
-            .map_err(|_| StoreError::Storage(StorageError::Corrupt {
-                table: "credentials",
-                reason: "public fields".into(),
-            }))?;
+            .map_err(|_| {
+                StoreError::Storage(StorageError::Corrupt {
+                    table: "credentials",
+                    reason: "public fields".into(),
+                })
+            })?;
         for (k, v) in fields {
             obj.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
         }
@@ -647,7 +671,8 @@ impl Store {
         let mut per_tenant: BTreeMap<String, (u64, Option<u32>)> = BTreeMap::new();
         for (i, k) in keys.iter().enumerate() {
             let fail = |out: &mut MasterRotation| {
-                out.failed.push((k.tenant.to_string(), k.key_id.to_string()));
+                out.failed
+                    .push((k.tenant.to_string(), k.key_id.to_string()));
             };
             let Ok(w) = WrappedKey::parse(&k.wrapped) else {
                 fail(&mut out);
@@ -659,10 +684,12 @@ impl Store {
                 let ctx = data_key_context(&k.tenant)?;
                 match self.master.rewrap(&w, &ctx) {
                     Ok(new) if new.data_key_id() == k.key_id => {
-                        if self
-                            .storage
-                            .replace_wrapped(&k.tenant, &k.key_id, &k.wrapped, new.as_bytes())?
-                        {
+                        if self.storage.replace_wrapped(
+                            &k.tenant,
+                            &k.key_id,
+                            &k.wrapped,
+                            new.as_bytes(),
+                        )? {
                             out.rewrapped += 1;
                             let e = per_tenant.entry(k.tenant.to_string()).or_default();
                             e.0 += 1;
@@ -831,7 +858,10 @@ impl Scope<'_> {
             StoreError::AccessDenied { reason }
         };
         let Some(row) = self.store.storage.credential(&self.tenant, id)? else {
-            deny(DenyReason::UnknownCredential, Resource::credential(id.as_str()));
+            deny(
+                DenyReason::UnknownCredential,
+                Resource::credential(id.as_str()),
+            );
             return Err(StoreError::NotFound {
                 credential: id.to_string(),
             });
@@ -871,7 +901,8 @@ impl Scope<'_> {
         let now = self.store.now();
         for _ in 0..4 {
             let (key_id, secret, secret_fields) =
-                self.store.seal_credential(&self.tenant, &id, &new.environment, &cred)?;
+                self.store
+                    .seal_credential(&self.tenant, &id, &new.environment, &cred)?;
             let row = CredentialRow {
                 id: id.clone(),
                 tenant: self.tenant.clone(),
@@ -920,9 +951,15 @@ impl Scope<'_> {
     /// [`StoreError::SealedRejected`] if it does not open (another tenant's key, another
     /// context, altered bytes), [`StoreError::Validation`], and as [`create`](Self::create).
     pub fn create_sealed(&self, sealed: SealedCredential) -> Result<CredentialInfo, StoreError> {
-        check_meta(&sealed.name, &sealed.environment, &sealed.description, &sealed.tags)?;
+        check_meta(
+            &sealed.name,
+            &sealed.environment,
+            &sealed.description,
+            &sealed.tags,
+        )?;
         let ty = self.store.type_of(&sealed.type_name)?;
-        let header = EnvelopeHeader::parse(&sealed.envelope).map_err(|_| StoreError::SealedRejected)?;
+        let header =
+            EnvelopeHeader::parse(&sealed.envelope).map_err(|_| StoreError::SealedRejected)?;
         let key_id = header.key_id();
         let keys = self.store.storage.data_keys(&self.tenant)?;
         if !keys
@@ -931,7 +968,12 @@ impl Scope<'_> {
         {
             return Err(StoreError::SealedRejected);
         }
-        let ctx = credential_context(&self.tenant, &sealed.id, &sealed.environment, &sealed.type_name)?;
+        let ctx = credential_context(
+            &self.tenant,
+            &sealed.id,
+            &sealed.environment,
+            &sealed.type_name,
+        )?;
         let key = self.store.key(&self.tenant, key_id)?;
         let pt = key
             .key
@@ -970,9 +1012,7 @@ impl Scope<'_> {
         // Names in the type's order, as `create` stores them.
         let secret_fields: Vec<String> = cred.secrets().map(|(k, _)| k.to_owned()).collect();
         drop(names);
-        self.store
-            .storage
-            .reserve_usage(&self.tenant, &key_id, 1)?;
+        self.store.storage.reserve_usage(&self.tenant, &key_id, 1)?;
         let now = self.store.now();
         let row = CredentialRow {
             id: sealed.id.clone(),
@@ -1014,7 +1054,9 @@ impl Scope<'_> {
         let row = rows
             .iter()
             .find(|k| k.state == KeyState::Active)
-            .ok_or(StoreError::Storage(StorageError::NotFound { what: "data key" }))?;
+            .ok_or(StoreError::Storage(StorageError::NotFound {
+                what: "data key",
+            }))?;
         let dek = self.store.unwrap_row(&self.tenant, row)?;
         self.store
             .record(&self.event(Action::Other("data_key_issued".into())))?;
@@ -1077,12 +1119,14 @@ impl Scope<'_> {
                 reason: "name at least one field to reveal".into(),
             });
         }
-        let public: Option<serde_json::Map<String, serde_json::Value>> =
-            if fields.iter().all(|f| row.secret_fields.iter().any(|s| s == f)) {
-                None
-            } else {
-                serde_json::from_str(&row.public).ok()
-            };
+        let public: Option<serde_json::Map<String, serde_json::Value>> = if fields
+            .iter()
+            .all(|f| row.secret_fields.iter().any(|s| s == f))
+        {
+            None
+        } else {
+            serde_json::from_str(&row.public).ok()
+        };
         for f in fields {
             let is_secret = row.secret_fields.iter().any(|s| s == f);
             if !is_secret && !public.as_ref().is_some_and(|p| p.contains_key(*f)) {
@@ -1103,9 +1147,10 @@ impl Scope<'_> {
                 return Err(e);
             }
         };
-        let secrets = decode_secret_fields(pt.expose_secret()).map_err(|_| StoreError::Corrupt {
-            credential: row.id.to_string(),
-        })?;
+        let secrets =
+            decode_secret_fields(pt.expose_secret()).map_err(|_| StoreError::Corrupt {
+                credential: row.id.to_string(),
+            })?;
         let mut out = Vec::with_capacity(fields.len());
         for f in fields {
             let v = match secrets.iter().find(|(k, _)| k == f) {
@@ -1142,7 +1187,11 @@ impl Scope<'_> {
     /// [`StoreError::VersionConflict`] (only with [`CredentialUpdate::expect_version`]),
     /// [`StoreError::Validation`], [`StoreError::NameTaken`], [`StoreError::Corrupt`],
     /// [`StoreError::Audit`], [`StoreError::NotFound`].
-    pub fn update(&self, id: &CredentialId, upd: CredentialUpdate) -> Result<CredentialInfo, StoreError> {
+    pub fn update(
+        &self,
+        id: &CredentialId,
+        upd: CredentialUpdate,
+    ) -> Result<CredentialInfo, StoreError> {
         if let Some(n) = &upd.name {
             check_meta(n, "x", "", &[])?;
         }
@@ -1203,7 +1252,12 @@ impl Scope<'_> {
             if changed(&mut changes, "name", &row.name, &upd.name) {
                 new.name.clone_from(upd.name.as_ref().unwrap_or(&row.name));
             }
-            if changed(&mut changes, "description", &row.description, &upd.description) {
+            if changed(
+                &mut changes,
+                "description",
+                &row.description,
+                &upd.description,
+            ) {
                 new.description
                     .clone_from(upd.description.as_ref().unwrap_or(&row.description));
             }
@@ -1263,17 +1317,20 @@ impl Scope<'_> {
     /// # Errors
     /// [`StoreError::NotFound`], [`StoreError::VersionConflict`] (only with
     /// `expected_version`), [`StoreError::Audit`].
-    pub fn delete(&self, id: &CredentialId, expected_version: Option<u64>) -> Result<(), StoreError> {
+    pub fn delete(
+        &self,
+        id: &CredentialId,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError> {
         for _ in 0..16 {
             let row = self.load(id)?;
             let v = expected_version.unwrap_or(row.version);
             let event = self.event(Action::Deleted).with_resource(resource(&row));
-            match self.store.storage.delete_credential(
-                &self.tenant,
-                id,
-                v,
-                &mut || self.store.audit.record(&event),
-            ) {
+            match self
+                .store
+                .storage
+                .delete_credential(&self.tenant, id, v, &mut || self.store.audit.record(&event))
+            {
                 Ok(()) => return Ok(()),
                 Err(StorageError::VersionConflict { .. }) if expected_version.is_none() => continue,
                 Err(StorageError::NotFound { .. }) => {
@@ -1294,7 +1351,9 @@ impl Scope<'_> {
             .definition()
             .fields
             .iter()
-            .find(|f| f.secret && f.format == Some(Format::Base32) && row.secret_fields.contains(&f.key))
+            .find(|f| {
+                f.secret && f.format == Some(Format::Base32) && row.secret_fields.contains(&f.key)
+            })
             .map(|f| f.key.clone());
         base32.or_else(|| {
             row.secret_fields
@@ -1332,7 +1391,13 @@ impl Scope<'_> {
         let otp = if value.starts_with("otpauth://") {
             Otp::from_uri(value).map_err(bad)?
         } else {
-            Otp::totp(TotpSecret::parse(value).map_err(bad)?, Algorithm::Sha1, 6, 30).map_err(bad)?
+            Otp::totp(
+                TotpSecret::parse(value).map_err(bad)?,
+                Algorithm::Sha1,
+                6,
+                30,
+            )
+            .map_err(bad)?
         };
         Ok((otp, field))
     }
@@ -1342,7 +1407,11 @@ impl Scope<'_> {
     ///
     /// # Errors
     /// As [`reveal`](Self::reveal), and [`StoreError::Totp`].
-    pub fn totp_code(&self, id: &CredentialId, service: Option<&str>) -> Result<TotpCode, StoreError> {
+    pub fn totp_code(
+        &self,
+        id: &CredentialId,
+        service: Option<&str>,
+    ) -> Result<TotpCode, StoreError> {
         let row = self.load_for_access(id)?;
         let (otp, field) = self.otp(&row)?;
         let now = u64::try_from(self.store.now() / 1000).unwrap_or(0);
@@ -1355,7 +1424,8 @@ impl Scope<'_> {
                 fields: vec![field],
             });
         let head = self.store.record(&event)?;
-        self.store.note_use(&self.tenant, &row.id, self.store.now(), head);
+        self.store
+            .note_use(&self.tenant, &row.id, self.store.now(), head);
         Ok(TotpCode {
             code: zeroize::Zeroizing::new(code.to_string()),
             step: code.step,
@@ -1375,7 +1445,11 @@ impl Scope<'_> {
         let guard = self.store.replay_guard();
         let key = format!("{}/{}", self.tenant, row.id);
         let res = otp.verify_once(&guard, &key, submitted, now, DEFAULT_SKEW);
-        let outcome = if res.is_ok() { Outcome::Success } else { Outcome::Failure };
+        let outcome = if res.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
         self.store.record(
             &self
                 .event(Action::Other("totp_verified".into()))
@@ -1401,7 +1475,9 @@ impl Scope<'_> {
             .test
             .as_ref()
             .map(|t| t.kind)
-            .ok_or_else(|| StoreError::Unsupported(format!("type {} has no test", row.type_name)))?;
+            .ok_or_else(|| {
+                StoreError::Unsupported(format!("type {} has no test", row.type_name))
+            })?;
         let tester = self.store.testers.get(kind).ok_or_else(|| {
             StoreError::Unsupported(format!("no tester for test kind {}", kind.as_str()))
         })?;
@@ -1422,7 +1498,9 @@ impl Scope<'_> {
             });
         self.store
             .storage
-            .record_test(&self.tenant, &row.id, &result, &mut || self.store.audit.record(&event))?;
+            .record_test(&self.tenant, &row.id, &result, &mut || {
+                self.store.audit.record(&event)
+            })?;
         Ok(outcome)
     }
 
@@ -1433,13 +1511,17 @@ impl Scope<'_> {
     ///
     /// # Errors
     /// [`StoreError::Storage`], [`StoreError::MasterKey`], [`StoreError::Audit`].
-    pub fn rotate_key(&self, progress: &mut dyn FnMut(Progress)) -> Result<KeyRotation, StoreError> {
+    pub fn rotate_key(
+        &self,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<KeyRotation, StoreError> {
         let store = self.store;
         let keys = store.storage.data_keys(&self.tenant)?;
         let pending = keys.iter().any(|k| k.state == KeyState::Retiring);
         let started = !pending;
         if started {
-            let (dek, wrapped) = generate_data_key(&*store.master, &data_key_context(&self.tenant)?)?;
+            let (dek, wrapped) =
+                generate_data_key(&*store.master, &data_key_context(&self.tenant)?)?;
             let row = DataKeyRow {
                 tenant: self.tenant.clone(),
                 key_id: dek.id(),
@@ -1448,11 +1530,13 @@ impl Scope<'_> {
                 usage: 0,
                 created_at: store.now(),
             };
-            let event = self.event(Action::KeyRotated).with_details(Details::KeyRotated {
-                key: "tenant".into(),
-                from_version: None,
-                to_version: None,
-            });
+            let event = self
+                .event(Action::KeyRotated)
+                .with_details(Details::KeyRotated {
+                    key: "tenant".into(),
+                    from_version: None,
+                    to_version: None,
+                });
             store
                 .storage
                 .start_key_rotation(&row, &mut || store.audit.record(&event))?;
@@ -1517,11 +1601,13 @@ impl Scope<'_> {
         }
         // Rows skipped because they changed meanwhile were re-sealed by their writer (with the
         // active key) or will be picked up by the next run; retire only what nothing names.
-        let event = self.event(Action::KeyRotated).with_details(Details::KeyRotated {
-            key: "tenant_retired".into(),
-            from_version: None,
-            to_version: None,
-        });
+        let event = self
+            .event(Action::KeyRotated)
+            .with_details(Details::KeyRotated {
+                key: "tenant_retired".into(),
+                from_version: None,
+                to_version: None,
+            });
         let retired = store
             .storage
             .retire_unreferenced_keys(&self.tenant, &mut || store.audit.record(&event))?;

@@ -156,7 +156,10 @@ mod http {
                 Some(("https", _)) => {}
                 Some(("http", host)) if self.allow_plain_loopback && is_loopback(host) => {}
                 Some(("http", _)) => {
-                    return outcome(TestStatus::Error, "refused: plain http to a non-loopback host")
+                    return outcome(
+                        TestStatus::Error,
+                        "refused: plain http to a non-loopback host",
+                    )
                 }
                 _ => return outcome(TestStatus::Error, "the test URL is not an http(s) URL"),
             }
@@ -169,7 +172,9 @@ mod http {
             }
             if let Some((u, p)) = &req.parts.basic {
                 let raw = Zeroizing::new(format!("{}:{}", u.expose(), p.expose()));
-                let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(raw.as_bytes()));
+                let b64 = Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD.encode(raw.as_bytes()),
+                );
                 let header = Zeroizing::new(format!("Basic {}", b64.as_str()));
                 r = r.set("Authorization", &header);
             }
@@ -192,7 +197,10 @@ mod http {
                             .body
                             .iter()
                             .map(|(k, v)| {
-                                (k.expose().to_owned(), serde_json::Value::String(v.expose().to_owned()))
+                                (
+                                    k.expose().to_owned(),
+                                    serde_json::Value::String(v.expose().to_owned()),
+                                )
                             })
                             .collect();
                         let mut body = serde_json::Value::Object(obj);
@@ -208,7 +216,10 @@ mod http {
                     return if req.success_status.contains(&code) {
                         outcome(TestStatus::Ok, format!("HTTP {code}"))
                     } else if code == 401 || code == 403 {
-                        outcome(TestStatus::Failed, format!("rejected by the service (HTTP {code})"))
+                        outcome(
+                            TestStatus::Failed,
+                            format!("rejected by the service (HTTP {code})"),
+                        )
                     } else {
                         outcome(TestStatus::Failed, format!("unexpected status HTTP {code}"))
                     };
@@ -216,7 +227,10 @@ mod http {
                 // The transport error's kind only: its text may quote the URL, which may hold
                 // a secret.
                 Err(ureq::Error::Transport(t)) => {
-                    return outcome(TestStatus::Error, format!("could not reach the service ({})", t.kind()))
+                    return outcome(
+                        TestStatus::Error,
+                        format!("could not reach the service ({})", t.kind()),
+                    )
                 }
             };
             let code = resp.status();
@@ -225,7 +239,12 @@ mod http {
             }
             if let Some(path) = &req.success_json_path {
                 let mut body = Vec::new();
-                if resp.into_reader().take(MAX_BODY).read_to_end(&mut body).is_err() {
+                if resp
+                    .into_reader()
+                    .take(MAX_BODY)
+                    .read_to_end(&mut body)
+                    .is_err()
+                {
                     return outcome(TestStatus::Error, "could not read the response body");
                 }
                 let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
@@ -235,7 +254,9 @@ mod http {
                 for seg in path {
                     let next = match cur {
                         serde_json::Value::Object(o) => o.get(seg),
-                        serde_json::Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+                        serde_json::Value::Array(a) => {
+                            seg.parse::<usize>().ok().and_then(|i| a.get(i))
+                        }
                         _ => None,
                     };
                     match next {
@@ -259,8 +280,14 @@ mod http {
 
         #[test]
         fn hosts() {
-            assert_eq!(url_host("https://a.example:8443/x"), Some(("https", "a.example")));
-            assert_eq!(url_host("http://u:p@127.0.0.1:9/"), Some(("http", "127.0.0.1")));
+            assert_eq!(
+                url_host("https://a.example:8443/x"),
+                Some(("https", "a.example"))
+            );
+            assert_eq!(
+                url_host("http://u:p@127.0.0.1:9/"),
+                Some(("http", "127.0.0.1"))
+            );
             assert_eq!(url_host("http://[::1]:80/"), Some(("http", "::1")));
             assert!(is_loopback("127.0.0.1") && is_loopback("localhost") && is_loopback("::1"));
             assert!(!is_loopback("10.0.0.1") && !is_loopback("example.com"));

@@ -243,7 +243,8 @@ impl Vault {
         let (keyring, master) = Self::load_master(dir)?;
         let akp = Self::audit_key_path(dir);
         check_private(&akp)?;
-        let text = Zeroizing::new(std::fs::read_to_string(&akp).map_err(|e| verr("audit key", &akp, e))?);
+        let text =
+            Zeroizing::new(std::fs::read_to_string(&akp).map_err(|e| verr("audit key", &akp, e))?);
         let audit_key = AuditKey::from_text(&text).map_err(|e| verr("audit key", &akp, e))?;
         let audit_dir = Self::audit_dir(dir);
         let segments = segment_paths(&audit_dir).unwrap_or_default();
@@ -316,7 +317,11 @@ impl Vault {
         self.audit
             .checkpoint()
             .map_err(|e| verr("audit log", &Self::audit_dir(&self.dir), e))?;
-        verify_vault_audit(&self.dir, &self.audit_key, self.store.storage().audit_head()?)
+        verify_vault_audit(
+            &self.dir,
+            &self.audit_key,
+            self.store.storage().audit_head()?,
+        )
     }
 
     /// Rotates the master key: a new keyring version becomes active (saved first, the old
@@ -337,7 +342,8 @@ impl Vault {
                 "the master key comes from {MASTER_KEY_ENV}; rotate it where it is kept"
             )));
         };
-        let mut keyring = LocalKeyring::from_file(&path).map_err(|e| verr("master key", &path, e))?;
+        let mut keyring =
+            LocalKeyring::from_file(&path).map_err(|e| verr("master key", &path, e))?;
         keyring.rotate().map_err(|e| verr("master key", &path, e))?;
         keyring
             .save_to_file(&path)
@@ -349,7 +355,8 @@ impl Vault {
         let report = vault.store.rotate_master(actor, progress)?;
         // Retire versions that wrap nothing any more.
         let refs = vault.store.master_key_references()?;
-        let mut keyring = LocalKeyring::from_file(&path).map_err(|e| verr("master key", &path, e))?;
+        let mut keyring =
+            LocalKeyring::from_file(&path).map_err(|e| verr("master key", &path, e))?;
         let active = keyring.active();
         let provider = keyring.provider_id().to_owned();
         let old: Vec<u32> = keyring.versions().filter(|v| *v != active).collect();

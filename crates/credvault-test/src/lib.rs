@@ -3,8 +3,9 @@
 //! The suites every implementation of a pluggable joint must pass:
 //! [`master_key_conformance`] for [`MasterKey`] providers (the local keyring now, HSM and KMS
 //! providers later), [`audit_sink_conformance`] for audit sinks, and
-//! [`replay_guard_conformance`] for TOTP replay guards (the in-memory guard now, the store's
-//! durable guard later).
+//! [`replay_guard_conformance`] for TOTP replay guards (the in-memory guard and the store's
+//! durable one), and [`storage_conformance`] for credential-store backends (memory, SQLite,
+//! PostgreSQL later).
 //!
 //! ```
 //! let mut keyring = credvault_envelope::LocalKeyring::generate().unwrap();
@@ -190,6 +191,8 @@ pub fn master_key_conformance(provider: &dyn MasterKey) -> Result<(), Violation>
 
 mod audit;
 mod replay;
+mod storage;
 
 pub use audit::{audit_sink_conformance, SinkHooks};
 pub use replay::replay_guard_conformance;
+pub use storage::storage_conformance;

@@ -1,0 +1,981 @@
+//! The store's behaviour on both backends: CRUD, reveal, access checks, isolation, fail-closed
+//! audit, client-sealed create, usage counters, rotation, TOTP and testing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use credvault_audit::{Action, AuditEvent, Details, MemorySink, Outcome, TestStatus};
+use credvault_envelope::{EnvelopeHeader, LocalKeyring, SealingKey};
+use credvault_schema::{Registry, SECRET_MARKER};
+use credvault_store::storage::KeyState;
+use credvault_store::{
+    credential_context, encode_secret_fields, AuditTarget, CacheConfig, CredentialId,
+    CredentialUpdate, ListFilter, ManualClock, MemoryStorage, NewCredential, SealedCredential,
+    SqliteStorage, Storage, Store, StoreConfig, StoreError, TenantId, TesterRegistry,
+};
+use serde_json::json;
+
+const T0: i64 = 1_790_000_000_000;
+
+struct Fixture {
+    store: Store,
+    storage: Arc<dyn Storage>,
+    audit: Arc<MemorySink>,
+    clock: Arc<ManualClock>,
+    a: TenantId,
+    b: TenantId,
+}
+
+fn fixture_with(
+    storage: Arc<dyn Storage>,
+    cfg: impl FnOnce(StoreConfig) -> StoreConfig,
+) -> Fixture {
+    let audit = Arc::new(MemorySink::new());
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = Store::new(
+        Arc::clone(&storage),
+        Arc::new(LocalKeyring::generate().unwrap()),
+        AuditTarget::Sink(audit.clone()),
+    )
+    .with_config(cfg(StoreConfig::default().clock(clock.clone())));
+    let (a, b) = (
+        TenantId::new("acme").unwrap(),
+        TenantId::new("globex").unwrap(),
+    );
+    store.create_tenant(&a, "Acme", "admin").unwrap();
+    store.create_tenant(&b, "Globex", "admin").unwrap();
+    Fixture {
+        store,
+        storage,
+        audit,
+        clock,
+        a,
+        b,
+    }
+}
+
+fn backends() -> Vec<(&'static str, Arc<dyn Storage>)> {
+    vec![
+        ("memory", Arc::new(MemoryStorage::new())),
+        ("sqlite", Arc::new(SqliteStorage::open_in_memory().unwrap())),
+    ]
+}
+
+fn login(name: &str, password: &str) -> NewCredential {
+    NewCredential::new(
+        "website_login",
+        name,
+        json!({
+            "login_url": "https://app.example.com/login",
+            "username": "ops@example.com",
+            "password": password,
+            "totp_secret": "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+        }),
+    )
+}
+
+fn actions(audit: &MemorySink) -> Vec<String> {
+    audit
+        .events()
+        .iter()
+        .map(|e| e.action.as_str().to_owned())
+        .collect()
+}
+
+fn all_text(events: &[AuditEvent]) -> String {
+    events.iter().map(|e| format!("{e:?}")).collect()
+}
+
+#[test]
+fn create_get_reveal_update_delete() {
+    for (name, storage) in backends() {
+        let f = fixture_with(storage, |c| c);
+        let s = f.store.tenant(&f.a, "alice").unwrap();
+        let info = s
+            .create(
+                login("bank", "correct horse battery")
+                    .tags(["finance"])
+                    .description("main"),
+            )
+            .unwrap();
+        assert_eq!(info.version, 1, "{name}");
+        assert_eq!(info.environment, "production");
+        assert_eq!(info.created_by, "alice");
+        assert_eq!(info.fields["password"], SECRET_MARKER);
+        assert_eq!(info.fields["username"], "ops@example.com");
+        let id = info.credential_id().unwrap();
+        assert_eq!(s.get(&id).unwrap(), info);
+        assert_eq!(s.find("bank", "production").unwrap().id, info.id);
+
+        // Reveal returns only what was asked for.
+        let r = s.reveal(&id, &["password"], Some("robot")).unwrap();
+        assert_eq!(r.expose("password"), Some("correct horse battery"));
+        assert_eq!(r.expose("totp_secret"), None);
+        assert_eq!(r.len(), 1);
+        assert!(!format!("{r:?}").contains("horse"));
+        let last = f.audit.events().pop().unwrap();
+        assert_eq!(last.action, Action::Accessed);
+        assert_eq!(
+            last.details,
+            Some(Details::Accessed {
+                service: Some("robot".into()),
+                fields: vec!["password".into()]
+            })
+        );
+        // A non-secret field may be asked for too; an unknown one is an error.
+        let r = s.reveal(&id, &["username", "password"], None).unwrap();
+        assert_eq!(r.expose("username"), Some("ops@example.com"));
+        assert!(matches!(
+            s.reveal(&id, &["nope"], None),
+            Err(StoreError::Field { .. })
+        ));
+        assert!(
+            matches!(s.reveal(&id, &["notes"], None), Err(StoreError::Field { reason, .. }) if reason == "is not set")
+        );
+
+        // Update: partial, re-sealed, changes recorded without values for secrets.
+        let upd = s
+            .update(
+                &id,
+                CredentialUpdate::new()
+                    .fields(json!({"password": "new pass 2", "username": "root@example.com"}))
+                    .description("rotated"),
+            )
+            .unwrap();
+        assert_eq!(upd.version, 2);
+        assert_eq!(upd.description, "rotated");
+        assert_eq!(
+            s.reveal(&id, &["password"], None)
+                .unwrap()
+                .expose("password"),
+            Some("new pass 2")
+        );
+        assert_eq!(
+            s.reveal(&id, &["totp_secret"], None)
+                .unwrap()
+                .expose("totp_secret"),
+            Some("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
+            "fields not in the patch are kept"
+        );
+        let ev = f.audit.events();
+        let updated = ev.iter().find(|e| e.action == Action::Updated).unwrap();
+        let Some(Details::Updated { changes }) = &updated.details else {
+            panic!()
+        };
+        let names: Vec<_> = changes.iter().map(|c| (c.field(), c.is_secret())).collect();
+        assert_eq!(
+            names,
+            [
+                ("username", false),
+                ("password", true),
+                ("description", false)
+            ]
+        );
+        assert_eq!(changes[0].new_value(), Some("\"root@example.com\""));
+        // No plaintext anywhere in the audit trail.
+        let text = all_text(&ev);
+        for secret in ["correct horse", "new pass 2", "GEZDGNBV"] {
+            assert!(!text.contains(secret), "{name}: {secret} leaked into audit");
+        }
+
+        // Optimistic concurrency.
+        let err = s
+            .update(
+                &id,
+                CredentialUpdate::new().description("x").expect_version(1),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::VersionConflict {
+                    expected: 1,
+                    found: 2
+                }
+            ),
+            "{err}"
+        );
+        // An empty update changes nothing.
+        assert_eq!(s.update(&id, CredentialUpdate::new()).unwrap().version, 2);
+
+        // Validation errors name the field and never the value.
+        let bad = s
+            .update(
+                &id,
+                CredentialUpdate::new().fields(json!({"login_url": "not a url SECRETX"})),
+            )
+            .unwrap_err();
+        assert!(matches!(bad, StoreError::Validation(_)));
+        assert!(!bad.to_string().contains("SECRETX"));
+
+        // Unique active (name, environment); another environment is fine.
+        assert!(matches!(
+            s.create(login("bank", "p1")),
+            Err(StoreError::NameTaken { .. })
+        ));
+        s.create(login("bank", "p1").environment("staging"))
+            .unwrap();
+
+        // List filters.
+        let all = s.list(&ListFilter::default()).unwrap();
+        assert_eq!(all.len(), 2);
+        let mut f2 = ListFilter::default();
+        f2.tags = vec!["finance".into()];
+        assert_eq!(s.list(&f2).unwrap().len(), 1);
+
+        // Delete: audited first, then gone.
+        s.delete(&id, Some(2)).unwrap();
+        assert!(matches!(s.get(&id), Err(StoreError::NotFound { .. })));
+        assert_eq!(f.audit.events().last().unwrap().action, Action::Deleted);
+        assert!(matches!(
+            s.delete(&id, None),
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+}
+
+#[test]
+fn inactive_and_expired_are_refused_and_audited() {
+    for (_, storage) in backends() {
+        let f = fixture_with(storage, |c| c);
+        let s = f.store.tenant(&f.a, "alice").unwrap();
+        let id = s
+            .create(login("a", "pw1").inactive())
+            .unwrap()
+            .credential_id()
+            .unwrap();
+        let e = s.reveal(&id, &["password"], None).unwrap_err();
+        assert!(matches!(
+            e,
+            StoreError::AccessDenied {
+                reason: credvault_audit::DenyReason::Inactive
+            }
+        ));
+        assert!(s.totp_code(&id, None).is_err());
+        let last = f.audit.events().pop().unwrap();
+        assert_eq!(last.action, Action::AccessDenied);
+        assert_eq!(last.outcome, Outcome::Denied);
+
+        let id2 = s
+            .create(login("b", "pw2").expires_at(T0 + 1000))
+            .unwrap()
+            .credential_id()
+            .unwrap();
+        assert!(s.reveal(&id2, &["password"], None).is_ok());
+        f.clock.advance(1000);
+        let e = s.reveal(&id2, &["password"], None).unwrap_err();
+        assert!(matches!(
+            e,
+            StoreError::AccessDenied {
+                reason: credvault_audit::DenyReason::Expired
+            }
+        ));
+        // Re-activating and extending makes it usable again.
+        s.update(&id, CredentialUpdate::new().active(true)).unwrap();
+        assert!(s.reveal(&id, &["password"], None).is_ok());
+    }
+}
+
+#[test]
+fn tenants_are_isolated_on_every_path() {
+    for (name, storage) in backends() {
+        let f = fixture_with(storage, |c| c);
+        let sa = f.store.tenant(&f.a, "alice").unwrap();
+        let sb = f.store.tenant(&f.b, "mallory").unwrap();
+        let info = sa.create(login("bank", "alice-secret")).unwrap();
+        let id = info.credential_id().unwrap();
+        let nf = |r: Result<(), StoreError>| {
+            assert!(
+                matches!(r, Err(StoreError::NotFound { .. })),
+                "{name}: {r:?}"
+            )
+        };
+        nf(sb.get(&id).map(|_| ()));
+        nf(sb.find("bank", "production").map(|_| ()));
+        nf(sb.reveal(&id, &["password"], None).map(|_| ()));
+        nf(sb.totp_code(&id, None).map(|_| ()));
+        nf(sb.verify_totp(&id, "123456").map(|_| ()));
+        nf(sb
+            .update(&id, CredentialUpdate::new().description("x"))
+            .map(|_| ()));
+        nf(sb.delete(&id, None));
+        nf(sb.test(&id).map(|_| ()));
+        assert!(sb.list(&ListFilter::default()).unwrap().is_empty());
+        // Rotating b touches nothing of a's.
+        sb.rotate_key(&mut |_| {}).unwrap();
+        assert_eq!(
+            sa.reveal(&id, &["password"], None)
+                .unwrap()
+                .expose("password"),
+            Some("alice-secret")
+        );
+        // Unknown tenants fail closed.
+        let ghost = TenantId::new("ghost").unwrap();
+        assert!(matches!(
+            f.store.tenant(&ghost, "x"),
+            Err(StoreError::UnknownTenant { .. })
+        ));
+
+        // A's ciphertext copied into a row of b's does not open (other key, other context).
+        let sbi = sb.create(login("bank", "bob-secret")).unwrap();
+        let bid = sbi.credential_id().unwrap();
+        let a_row = f.storage.credential(&f.a, &id).unwrap().unwrap();
+        let mut b_row = f.storage.credential(&f.b, &bid).unwrap().unwrap();
+        b_row.secret = a_row.secret.clone();
+        b_row.version += 1;
+        f.storage
+            .update_credential(&b_row, b_row.version - 1, &mut || Ok(None))
+            .unwrap();
+        assert!(
+            matches!(
+                sb.reveal(&bid, &["password"], None),
+                Err(StoreError::Corrupt { .. })
+            ),
+            "{name}"
+        );
+        let last = f.audit.events().pop().unwrap();
+        assert_eq!(last.action, Action::AccessFailed);
+    }
+}
+
+#[test]
+fn swapped_and_flipped_rows_fail_alone() {
+    for (name, storage) in backends() {
+        let f = fixture_with(storage, |c| c);
+        let s = f.store.tenant(&f.a, "alice").unwrap();
+        let ids: Vec<CredentialId> = (0..4)
+            .map(|i| {
+                s.create(login(&format!("c{i}"), &format!("pw-{i}")))
+                    .unwrap()
+                    .credential_id()
+                    .unwrap()
+            })
+            .collect();
+        // Swap the ciphertexts of rows 0 and 1 (same tenant, same key).
+        let r0 = f.storage.credential(&f.a, &ids[0]).unwrap().unwrap();
+        let r1 = f.storage.credential(&f.a, &ids[1]).unwrap().unwrap();
+        let (mut n0, mut n1) = (r0.clone(), r1.clone());
+        std::mem::swap(&mut n0.secret, &mut n1.secret);
+        n0.version += 1;
+        n1.version += 1;
+        f.storage
+            .update_credential(&n0, 1, &mut || Ok(None))
+            .unwrap();
+        f.storage
+            .update_credential(&n1, 1, &mut || Ok(None))
+            .unwrap();
+        for id in &ids[..2] {
+            let e = s.reveal(id, &["password"], None).unwrap_err();
+            assert!(
+                matches!(&e, StoreError::Corrupt { credential } if credential == id.as_str()),
+                "{name}: {e}"
+            );
+        }
+        // Flip one byte of row 2's ciphertext (every position but the header's key id, which
+        // would only name an unknown key — also corrupt).
+        let r2 = f.storage.credential(&f.a, &ids[2]).unwrap().unwrap();
+        for pos in [0, 5, 20, r2.secret.len() / 2, r2.secret.len() - 1] {
+            let mut n2 = f.storage.credential(&f.a, &ids[2]).unwrap().unwrap();
+            n2.secret = r2.secret.clone();
+            n2.secret[pos] ^= 0x01;
+            let v = n2.version;
+            n2.version += 1;
+            f.storage
+                .update_credential(&n2, v, &mut || Ok(None))
+                .unwrap();
+            assert!(
+                matches!(
+                    s.reveal(&ids[2], &["password"], None),
+                    Err(StoreError::Corrupt { .. })
+                ),
+                "{name} {pos}"
+            );
+        }
+        // Row 3 is untouched and still opens.
+        assert_eq!(
+            s.reveal(&ids[3], &["password"], None)
+                .unwrap()
+                .expose("password"),
+            Some("pw-3")
+        );
+        // Rotation cannot re-encrypt the corrupt rows: it reports them and keeps the old key.
+        let rot = s.rotate_key(&mut |_| {}).unwrap();
+        assert_eq!(rot.failed.len(), 3, "{name}");
+        assert!(rot.retired.is_empty());
+        assert_eq!(
+            s.reveal(&ids[3], &["password"], None)
+                .unwrap()
+                .expose("password"),
+            Some("pw-3")
+        );
+    }
+}
+
+#[test]
+fn a_failing_audit_sink_refuses_everything_and_changes_nothing() {
+    for (name, storage) in backends() {
+        let f = fixture_with(storage, |c| c.cache(CacheConfig::default().lease(1)));
+        let s = f.store.tenant(&f.a, "alice").unwrap();
+        let id = s
+            .create(login("keep", "pw-keep"))
+            .unwrap()
+            .credential_id()
+            .unwrap();
+        let before = f.storage.credentials(&f.a, &ListFilter::default()).unwrap();
+        let keys_before: Vec<_> = f
+            .storage
+            .data_keys(&f.a)
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.key_id, k.state))
+            .collect();
+        let tenants_before = f.storage.tenants().unwrap();
+        f.audit.fail_with(Some("disk full"));
+        let audit_err = |r: Result<(), StoreError>, op: &str| {
+            assert!(matches!(r, Err(StoreError::Audit(_))), "{name} {op}: {r:?}");
+        };
+        audit_err(s.create(login("new", "pw-new")).map(|_| ()), "create");
+        audit_err(
+            s.update(
+                &id,
+                CredentialUpdate::new().fields(json!({"password": "changed"})),
+            )
+            .map(|_| ()),
+            "update",
+        );
+        audit_err(s.delete(&id, None), "delete");
+        audit_err(s.reveal(&id, &["password"], None).map(|_| ()), "reveal");
+        audit_err(s.totp_code(&id, None).map(|_| ()), "totp");
+        audit_err(s.rotate_key(&mut |_| {}).map(|_| ()), "rotate");
+        audit_err(
+            f.store
+                .create_tenant(&TenantId::new("new-tenant").unwrap(), "N", "admin")
+                .map(|_| ()),
+            "tenant",
+        );
+        audit_err(s.client_data_key().map(|_| ()), "client key");
+        f.audit.fail_with(None);
+        let after = f.storage.credentials(&f.a, &ListFilter::default()).unwrap();
+        assert_eq!(before, after, "{name}: credentials changed");
+        let keys_after: Vec<_> = f
+            .storage
+            .data_keys(&f.a)
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.key_id, k.state))
+            .collect();
+        assert_eq!(keys_before, keys_after, "{name}: keys changed");
+        assert_eq!(tenants_before, f.storage.tenants().unwrap());
+        assert_eq!(
+            s.reveal(&id, &["password"], None)
+                .unwrap()
+                .expose("password"),
+            Some("pw-keep")
+        );
+    }
+}
+
+#[test]
+fn client_sealed_credentials_are_verified_and_stored_verbatim() {
+    for (name, storage) in backends() {
+        let f = fixture_with(storage, |c| c);
+        let s = f.store.tenant(&f.a, "alice").unwrap();
+        let dek = s.client_data_key().unwrap();
+        assert_eq!(
+            f.audit.events().last().unwrap().action,
+            Action::Other("data_key_issued".into())
+        );
+        let client = SealingKey::new(&dek);
+        let id = CredentialId::generate().unwrap();
+        let blob = encode_secret_fields([("token", "client-sealed-token")]).unwrap();
+        let ctx = credential_context(&f.a, &id, "production", "http_bearer_token").unwrap();
+        let env = client.seal(&blob, &ctx).unwrap();
+        let sealed = |id: &CredentialId, env: Vec<u8>, ty: &str| SealedCredential {
+            id: id.clone(),
+            type_name: ty.into(),
+            name: format!("sealed-{id}"),
+            environment: "production".into(),
+            public_fields: json!({}),
+            envelope: env,
+            description: String::new(),
+            tags: vec![],
+            expires_at: None,
+        };
+        let usage0 = f.storage.data_keys(&f.a).unwrap()[0].usage;
+        let info = s
+            .create_sealed(sealed(&id, env.clone(), "http_bearer_token"))
+            .unwrap();
+        assert_eq!(
+            f.storage.credential(&f.a, &id).unwrap().unwrap().secret,
+            env,
+            "{name}: not verbatim"
+        );
+        assert_eq!(
+            f.storage.data_keys(&f.a).unwrap()[0].usage,
+            usage0 + 1,
+            "client seal counted"
+        );
+        assert_eq!(info.fields["token"], SECRET_MARKER);
+        assert_eq!(
+            s.reveal(&id, &["token"], None).unwrap().expose("token"),
+            Some("client-sealed-token")
+        );
+        // Wrong context (another id), another tenant's key, altered bytes, bad fields: refused.
+        let id2 = CredentialId::generate().unwrap();
+        assert!(matches!(
+            s.create_sealed(sealed(&id2, env.clone(), "http_bearer_token")),
+            Err(StoreError::SealedRejected)
+        ));
+        let sb = f.store.tenant(&f.b, "bob").unwrap();
+        let other = SealingKey::new(&sb.client_data_key().unwrap());
+        let ctx2 = credential_context(&f.a, &id2, "production", "http_bearer_token").unwrap();
+        let foreign = other.seal(&blob, &ctx2).unwrap();
+        assert!(matches!(
+            s.create_sealed(sealed(&id2, foreign, "http_bearer_token")),
+            Err(StoreError::SealedRejected)
+        ));
+        let mut altered = client.seal(&blob, &ctx2).unwrap();
+        let n = altered.len();
+        altered[n - 1] ^= 1;
+        assert!(matches!(
+            s.create_sealed(sealed(&id2, altered, "http_bearer_token")),
+            Err(StoreError::SealedRejected)
+        ));
+        let wrong_field = encode_secret_fields([("password", "x")]).unwrap();
+        let e = s.create_sealed(sealed(
+            &id2,
+            client.seal(&wrong_field, &ctx2).unwrap(),
+            "http_bearer_token",
+        ));
+        assert!(matches!(e, Err(StoreError::Field { .. })), "{e:?}");
+        let bad_token = encode_secret_fields([("token", "has spaces in it")]).unwrap();
+        let e = s.create_sealed(sealed(
+            &id2,
+            client.seal(&bad_token, &ctx2).unwrap(),
+            "http_bearer_token",
+        ));
+        assert!(matches!(e, Err(StoreError::Validation(_))), "{e:?}");
+        assert!(f.storage.credential(&f.a, &id2).unwrap().is_none());
+        // The header's key id is the tenant's active key.
+        assert_eq!(EnvelopeHeader::parse(&env).unwrap().key_id(), dek.id());
+    }
+}
+
+#[test]
+fn usage_is_persisted_before_ciphertext_and_limits_hold() {
+    let f = fixture_with(Arc::new(SqliteStorage::open_in_memory().unwrap()), |c| {
+        c.cache(CacheConfig::default().lease(1).seal_limit(3))
+    });
+    let s = f.store.tenant(&f.a, "alice").unwrap();
+    for i in 0..3 {
+        s.create(login(&format!("c{i}"), "pw")).unwrap();
+        assert_eq!(f.storage.data_keys(&f.a).unwrap()[0].usage, i + 1);
+    }
+    assert!(matches!(
+        s.create(login("c4", "pw")),
+        Err(StoreError::KeyExhausted)
+    ));
+    // Rotation gives a fresh key... but re-sealing 3 rows needs 3 permits under the new key.
+    let f = fixture_with(Arc::new(MemoryStorage::new()), |c| {
+        c.cache(CacheConfig::default().lease(64))
+    });
+    let s = f.store.tenant(&f.a, "alice").unwrap();
+    s.create(login("x", "pw")).unwrap();
+    assert_eq!(
+        f.storage.data_keys(&f.a).unwrap()[0].usage,
+        64,
+        "a block is reserved up front"
+    );
+}
+
+#[test]
+fn key_cache_is_bounded_and_use_limited() {
+    let f = fixture_with(Arc::new(MemoryStorage::new()), |c| {
+        c.cache(CacheConfig::default().capacity(1).max_uses(2))
+    });
+    let sa = f.store.tenant(&f.a, "a").unwrap();
+    let sb = f.store.tenant(&f.b, "b").unwrap();
+    let ia = sa
+        .create(login("x", "pa"))
+        .unwrap()
+        .credential_id()
+        .unwrap();
+    let ib = sb
+        .create(login("x", "pb"))
+        .unwrap()
+        .credential_id()
+        .unwrap();
+    assert_eq!(f.store.cached_keys(), 1, "capacity 1 holds one key");
+    for _ in 0..5 {
+        assert_eq!(
+            sa.reveal(&ia, &["password"], None)
+                .unwrap()
+                .expose("password"),
+            Some("pa")
+        );
+        assert_eq!(
+            sb.reveal(&ib, &["password"], None)
+                .unwrap()
+                .expose("password"),
+            Some("pb")
+        );
+    }
+    assert_eq!(f.store.cached_keys(), 1);
+    f.store.clear_key_cache();
+    assert_eq!(f.store.cached_keys(), 0);
+}
+
+#[test]
+fn tenant_key_rotation_reencrypts_and_retires() {
+    for (name, storage) in backends() {
+        let f = fixture_with(storage, |c| c.rotation_batch(7));
+        let s = f.store.tenant(&f.a, "alice").unwrap();
+        let ids: Vec<_> = (0..50)
+            .map(|i| {
+                s.create(login(&format!("c{i}"), &format!("pw{i}")))
+                    .unwrap()
+                    .credential_id()
+                    .unwrap()
+            })
+            .collect();
+        let old = f.storage.data_keys(&f.a).unwrap()[0].key_id;
+        let b_key = f.storage.data_keys(&f.b).unwrap()[0].key_id;
+        let mut seen = Vec::new();
+        let rot = s.rotate_key(&mut |p| seen.push(p)).unwrap();
+        assert!(rot.started, "{name}");
+        assert_eq!(rot.resealed, 50);
+        assert_eq!(rot.retired, vec![old.to_string()]);
+        assert_eq!(seen.last().unwrap().done, 50);
+        assert!(seen.len() >= 8, "progress reported per batch");
+        let keys = f.storage.data_keys(&f.a).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_ne!(keys[0].key_id, old);
+        assert_eq!(f.storage.data_keys(&f.b).unwrap()[0].key_id, b_key);
+        for (i, id) in ids.iter().enumerate() {
+            let row = f.storage.credential(&f.a, id).unwrap().unwrap();
+            assert_eq!(row.key_id, keys[0].key_id);
+            assert_eq!(row.version, 1, "rotation does not bump versions");
+            assert_eq!(
+                s.reveal(id, &["password"], None)
+                    .unwrap()
+                    .expose("password"),
+                Some(format!("pw{i}").as_str())
+            );
+        }
+        let kr: Vec<_> = f
+            .audit
+            .events()
+            .into_iter()
+            .filter(|e| e.action == Action::KeyRotated)
+            .collect();
+        assert_eq!(kr.len(), 2, "start and retirement are audited");
+    }
+}
+
+#[test]
+fn interrupted_rotation_resumes() {
+    // An interruption between re-encryption and retirement (the audit sink fails when the
+    // old key is to be retired): every credential still opens, and the next call resumes the
+    // same job instead of starting another. (Kills at arbitrary points: tests/crash.rs.)
+    let f = fixture_with(Arc::new(SqliteStorage::open_in_memory().unwrap()), |c| {
+        c.rotation_batch(5)
+    });
+    let s = f.store.tenant(&f.a, "alice").unwrap();
+    let ids: Vec<_> = (0..20)
+        .map(|i| {
+            s.create(login(&format!("c{i}"), &format!("pw{i}")))
+                .unwrap()
+                .credential_id()
+                .unwrap()
+        })
+        .collect();
+    let r = s.rotate_key(&mut |p| {
+        if p.done >= 5 {
+            f.audit.fail_with(Some("sink down"));
+        }
+    });
+    assert!(matches!(r, Err(StoreError::Audit(_))), "{r:?}");
+    f.audit.fail_with(None);
+    let keys = f.storage.data_keys(&f.a).unwrap();
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.state == KeyState::Retiring)
+            .count(),
+        1
+    );
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            s.reveal(id, &["password"], None)
+                .unwrap()
+                .expose("password"),
+            Some(format!("pw{i}").as_str())
+        );
+    }
+    let resumed = s.rotate_key(&mut |_| {}).unwrap();
+    assert!(!resumed.started, "resumed, not restarted");
+    assert_eq!(resumed.retired.len(), 1);
+    assert_eq!(f.storage.data_keys(&f.a).unwrap().len(), 1);
+    for id in &ids {
+        s.reveal(id, &["password"], None).unwrap();
+    }
+}
+
+#[test]
+fn master_rotation_rewraps_without_reencrypting() {
+    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open_in_memory().unwrap());
+    let mut keyring = LocalKeyring::generate().unwrap();
+    let text = keyring.export_secret_text();
+    let audit = Arc::new(MemorySink::new());
+    let store = Store::new(
+        storage.clone(),
+        Arc::new(LocalKeyring::from_secret_text(&text).unwrap()),
+        AuditTarget::Sink(audit.clone()),
+    );
+    let a = TenantId::new("acme").unwrap();
+    store.create_tenant(&a, "A", "admin").unwrap();
+    let id = store
+        .tenant(&a, "x")
+        .unwrap()
+        .create(login("c", "pw-m"))
+        .unwrap()
+        .credential_id()
+        .unwrap();
+    let row_before = storage.credential(&a, &id).unwrap().unwrap();
+    let wrapped_before = storage.data_keys(&a).unwrap()[0].wrapped.clone();
+    drop(store);
+    keyring.rotate().unwrap();
+    let store = Store::new(
+        storage.clone(),
+        Arc::new(keyring),
+        AuditTarget::Sink(audit.clone()),
+    );
+    let rep = store.rotate_master("admin", &mut |_| {}).unwrap();
+    assert_eq!((rep.rewrapped, rep.current), (1, 0));
+    assert_ne!(storage.data_keys(&a).unwrap()[0].wrapped, wrapped_before);
+    assert_eq!(
+        storage.credential(&a, &id).unwrap().unwrap().secret,
+        row_before.secret,
+        "no secret re-encrypted"
+    );
+    assert_eq!(
+        store
+            .tenant(&a, "x")
+            .unwrap()
+            .reveal(&id, &["password"], None)
+            .unwrap()
+            .expose("password"),
+        Some("pw-m")
+    );
+    let refs = store.master_key_references().unwrap();
+    assert_eq!(refs.get(&("local".to_owned(), 1)), None);
+    assert_eq!(refs.get(&("local".to_owned(), 2)), Some(&1));
+    let again = store.rotate_master("admin", &mut |_| {}).unwrap();
+    assert_eq!((again.rewrapped, again.current), (0, 1));
+    let rotated: Vec<_> = audit
+        .events()
+        .into_iter()
+        .filter(|e| e.action == Action::KeyRotated)
+        .collect();
+    assert_eq!(
+        rotated.len(),
+        1,
+        "one rewrap recorded (the second run had nothing to do)"
+    );
+    assert!(
+        matches!(&rotated[0].details, Some(Details::KeyRotated { key, from_version: Some(1), to_version: Some(2) }) if key == "master")
+    );
+}
+
+#[test]
+fn totp_codes_match_rfc6238_and_verification_refuses_replays() {
+    for (name, storage) in backends() {
+        let f = fixture_with(storage, |c| c);
+        let s = f.store.tenant(&f.a, "alice").unwrap();
+        // RFC 6238 appendix B: SHA-1 secret "12345678901234567890", T = 59 s → 94287082
+        // (8 digits); the 6-digit code is its last six digits.
+        f.clock.set(59_000);
+        let id = s.create(login("t", "pw")).unwrap().credential_id().unwrap();
+        let code = s.totp_code(&id, Some("browser-bot")).unwrap();
+        assert_eq!(code.expose(), "287082", "{name}");
+        assert_eq!(code.valid_until, 60);
+        assert!(!format!("{code:?}").contains("287082"));
+        let ev = f.audit.events().pop().unwrap();
+        assert_eq!(ev.action, Action::TotpGenerated);
+        assert!(!all_text(&[ev]).contains("GEZDGNBV"));
+        // T = 1111111109 → 07081804 (8 digits) → 081804.
+        f.clock.set(1_111_111_109_000);
+        assert_eq!(s.totp_code(&id, None).unwrap().expose(), "081804");
+        assert!(s.verify_totp(&id, "081804").is_ok());
+        assert!(
+            matches!(s.verify_totp(&id, "081804"), Err(StoreError::Totp { .. })),
+            "replay refused"
+        );
+        assert!(matches!(
+            s.verify_totp(&id, "000000"),
+            Err(StoreError::Totp { .. })
+        ));
+        // A credential without an authenticator key.
+        let plain = s
+            .create(NewCredential::new(
+                "http_bearer_token",
+                "tok",
+                json!({"token": "abcdefgh12345678"}),
+            ))
+            .unwrap()
+            .credential_id()
+            .unwrap();
+        assert!(matches!(
+            s.totp_code(&plain, None),
+            Err(StoreError::Totp { .. })
+        ));
+    }
+}
+
+/// A one-shot local HTTP server answering every request with `status`; returns its port and
+/// a handle giving the first request's head.
+fn serve(status: u16, body: &'static str) -> (u16, std::thread::JoinHandle<String>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 8192];
+        let mut got = Vec::new();
+        loop {
+            let n = c.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            if n == 0 || got.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let resp = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        c.write_all(resp.as_bytes()).unwrap();
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    (port, h)
+}
+
+fn registry_with_local_type(port: u16) -> Arc<Registry> {
+    let mut r = Registry::with_builtins();
+    r.add_json(&format!(
+        r#"{{"name": "local_api", "display_name": "Local API", "category": "api",
+            "fields": [{{"key": "token", "label": "Token", "kind": "password", "required": true}}],
+            "authenticate": {{"headers": {{"Authorization": "Bearer {{{{token}}}}"}}}},
+            "test": {{"kind": "http", "request": {{"method": "GET", "url": "http://127.0.0.1:{port}/me"}},
+                      "success": {{"status": [200], "json_path": "user.id"}}}}}}"#
+    ))
+    .unwrap();
+    Arc::new(r)
+}
+
+#[test]
+fn http_tester_runs_the_declared_test_and_records_the_result() {
+    for (status, body, want) in [
+        (200, r#"{"user":{"id":7}}"#, TestStatus::Ok),
+        (200, r#"{"user":{}}"#, TestStatus::Failed),
+        (401, "{}", TestStatus::Failed),
+    ] {
+        let (port, server) = serve(status, body);
+        let audit = Arc::new(MemorySink::new());
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let store = Store::new(
+            storage.clone(),
+            Arc::new(LocalKeyring::generate().unwrap()),
+            AuditTarget::Sink(audit.clone()),
+        )
+        .with_registry(registry_with_local_type(port));
+        let a = TenantId::new("acme").unwrap();
+        store.create_tenant(&a, "A", "admin").unwrap();
+        let s = store.tenant(&a, "alice").unwrap();
+        let id = s
+            .create(NewCredential::new(
+                "local_api",
+                "svc",
+                json!({"token": "tok-SECRET-123"}),
+            ))
+            .unwrap()
+            .credential_id()
+            .unwrap();
+        let out = s.test(&id).unwrap();
+        assert_eq!(out.status, want, "{status} {body}: {}", out.message);
+        let request = server.join().unwrap();
+        assert!(request.starts_with("GET /me "), "{request}");
+        assert!(
+            request.contains("Authorization: Bearer tok-SECRET-123")
+                || request.contains("authorization: Bearer tok-SECRET-123"),
+            "{request}"
+        );
+        assert!(!out.message.contains("SECRET"));
+        let info = s.get(&id).unwrap();
+        assert_eq!(info.test_status.as_deref(), Some(out.status_str()));
+        assert!(info.last_tested.is_some());
+        let ev = audit.events().pop().unwrap();
+        assert_eq!(ev.action, Action::Tested);
+        assert!(!all_text(&audit.events()).contains("tok-SECRET"));
+    }
+    // Nothing listening: an error outcome, not a panic or a hang.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = Store::new(
+        Arc::new(MemoryStorage::new()),
+        Arc::new(LocalKeyring::generate().unwrap()),
+        AuditTarget::Sink(Arc::new(MemorySink::new())),
+    )
+    .with_registry(registry_with_local_type(port));
+    let a = TenantId::new("acme").unwrap();
+    store.create_tenant(&a, "A", "admin").unwrap();
+    let s = store.tenant(&a, "alice").unwrap();
+    let id = s
+        .create(NewCredential::new(
+            "local_api",
+            "svc",
+            json!({"token": "t"}),
+        ))
+        .unwrap()
+        .credential_id()
+        .unwrap();
+    assert_eq!(s.test(&id).unwrap().status, TestStatus::Error);
+    // A type without a tester registered.
+    let store = Store::new(
+        Arc::new(MemoryStorage::new()),
+        Arc::new(LocalKeyring::generate().unwrap()),
+        AuditTarget::Sink(Arc::new(MemorySink::new())),
+    )
+    .with_registry(registry_with_local_type(port))
+    .with_testers(TesterRegistry::empty());
+    store.create_tenant(&a, "A", "admin").unwrap();
+    let s = store.tenant(&a, "alice").unwrap();
+    let id = s
+        .create(NewCredential::new(
+            "local_api",
+            "svc",
+            json!({"token": "t"}),
+        ))
+        .unwrap()
+        .credential_id()
+        .unwrap();
+    assert!(matches!(s.test(&id), Err(StoreError::Unsupported(_))));
+}
+
+#[test]
+fn secrets_never_reach_debug_or_errors() {
+    let f = fixture_with(Arc::new(MemoryStorage::new()), |c| c);
+    let new = login("dbg", "CANARY-PASSWORD-42");
+    assert!(!format!("{new:?}").contains("CANARY"));
+    let s = f.store.tenant(&f.a, "alice").unwrap();
+    let info = s.create(new).unwrap();
+    assert!(!format!("{info:?}").contains("CANARY"));
+    assert!(!serde_json::to_string(&info).unwrap().contains("CANARY"));
+    let upd = CredentialUpdate::new().fields(json!({"password": "CANARY-2"}));
+    assert!(!format!("{upd:?}").contains("CANARY"));
+    assert!(!format!("{:?}", f.store).contains("CANARY"));
+    assert!(!all_text(&f.audit.events()).contains("CANARY"));
+    let _ = actions(&f.audit);
+}
