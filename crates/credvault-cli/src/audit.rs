@@ -23,8 +23,9 @@ pub(crate) enum AuditCommand {
     /// Check every hash, link, checkpoint and the anchor: exit 0 with a summary if intact, exit 1
     /// with the first problem (record number and kind) if not.
     Verify {
-        /// A log directory, or its segment files in order.
-        #[arg(required = true, value_name = "FILE|DIR")]
+        /// A log directory, or its segment files in order. None: the vault's own log, checked
+        /// with its key, its anchor and the head its database recorded.
+        #[arg(value_name = "FILE|DIR")]
         files: Vec<PathBuf>,
         /// The audit key as @FILE (hex or base64). Default: CREDVAULT_AUDIT_KEY. Without a key
         /// the chain is checked but checkpoint MACs are not.
@@ -36,8 +37,8 @@ pub(crate) enum AuditCommand {
     },
     /// Print events, filtered; text, JSON Lines (--json) or CSV (--csv).
     Show {
-        /// A log directory, or its segment files in order.
-        #[arg(required = true, value_name = "FILE|DIR")]
+        /// A log directory, or its segment files in order. None: the vault's own log.
+        #[arg(value_name = "FILE|DIR")]
         files: Vec<PathBuf>,
         /// Only this tenant.
         #[arg(long)]
@@ -62,13 +63,27 @@ pub(crate) enum AuditCommand {
     Genkey,
 }
 
-pub(crate) fn run(cmd: AuditCommand, json_out: bool) -> Result<Output, Failure> {
+pub(crate) fn run(
+    cmd: AuditCommand,
+    vault: &crate::vault::VaultArgs,
+    json_out: bool,
+) -> Result<Output, Failure> {
     match cmd {
+        AuditCommand::Verify { files, key, anchor }
+            if files.is_empty() && key.is_none() && anchor.is_none() =>
+        {
+            crate::vault::audit_verify(vault)
+        }
         AuditCommand::Verify { files, key, anchor } => {
+            if files.is_empty() {
+                return Err(Failure::usage(
+                    "--key and --anchor apply to a log given as FILE|DIR",
+                ));
+            }
             verify(&files, key.as_deref(), anchor.as_deref())
         }
         AuditCommand::Show {
-            files,
+            mut files,
             tenant,
             action,
             resource,
@@ -91,6 +106,9 @@ pub(crate) fn run(cmd: AuditCommand, json_out: bool) -> Result<Output, Failure> 
                 .as_deref()
                 .map(|t| parse_time("--until", t))
                 .transpose()?;
+            if files.is_empty() {
+                files.push(crate::vault::audit_dir(vault));
+            }
             show(&files, &q, json_out, csv)
         }
         AuditCommand::Genkey => {

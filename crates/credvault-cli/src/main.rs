@@ -11,6 +11,7 @@ mod fernet;
 mod quickstart;
 mod schema;
 mod totp;
+mod vault;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -25,29 +26,59 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
+    #[command(flatten)]
+    vault: vault::VaultArgs,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Walk through envelope encryption end to end on a throwaway in-memory key: generate a
-    /// master key and a tenant data key, seal and open a credential, show that a wrong context
-    /// is refused, rotate the master key and the data key.
+    /// Walk through the vault end to end on a throwaway vault: add a website login with a
+    /// TOTP key, show it masked, reveal a field, generate a code, rotate both keys, verify the
+    /// audit log.
+    ///
+    /// With `--vault DIR` the vault is kept in DIR (which must not hold one).
     Quickstart,
+    /// Create a vault: directory, database, master key and audit key files (owner-only), audit
+    /// log, and the `default` tenant.
+    Init,
+    /// Tenants (workspaces), each with its own data key.
+    #[command(subcommand)]
+    Tenant(vault::TenantCommand),
+    /// Add a credential (secret fields from a prompt, stdin or @FILE; never needed on argv).
+    Add(vault::AddArgs),
+    /// List credentials (metadata only).
+    List(vault::ListArgs),
+    /// Show a credential with its secrets masked.
+    Show(vault::NameArgs),
+    /// Print one field of a credential (exactly the value and a newline); audited.
+    Reveal(vault::RevealArgs),
+    /// Change fields or metadata of a credential.
+    Update(vault::UpdateArgs),
+    /// Delete a credential (audited first, sealed data overwritten).
+    Rm(vault::RmArgs),
+    /// Test a credential against its service (the type's declared test).
+    Test(vault::NameArgs),
+    /// Rotate the master key or a tenant's data key.
+    #[command(subcommand)]
+    Rotate(vault::RotateCommand),
     /// Fernet tokens, interoperable with Python `cryptography` (genkey, encrypt, decrypt, rotate).
     #[command(subcommand)]
     Fernet(fernet::FernetCommand),
-    /// One-time codes: generate, verify, build otpauth URIs, extract codes from messages.
-    #[command(subcommand)]
-    Totp(totp::TotpCommand),
-    /// Credential types: list, show (or export as JSON Schema), validate a credential file.
+    /// One-time codes: `totp NAME` prints a vault credential's current code; the subcommands
+    /// generate, verify, build otpauth URIs and extract codes from messages.
+    Totp(totp::TotpArgs),
+    /// Credential types: list, show (or export as JSON Schema), validate a credential file,
+    /// add one to the vault.
     #[command(subcommand, name = "type")]
     Type(schema::TypeCommand),
     /// Keep secrets out of text: mask known secrets in a stream, scan for cards, SSNs and keys.
     #[command(subcommand)]
     Dlp(dlp::DlpCommand),
-    /// Tamper-evident audit logs: verify, show, export; generate an audit key.
+    /// Tamper-evident audit logs: verify, show, export (the vault's own log when no file is
+    /// given); generate an audit key.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
 }
@@ -142,12 +173,23 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
+    let v = &cli.vault;
     let result = match cli.command {
-        Command::Quickstart => quickstart::run(),
+        Command::Quickstart => quickstart::run(v.vault.as_deref()),
+        Command::Init => vault::init(v),
+        Command::Tenant(cmd) => vault::tenant(v, cmd),
+        Command::Add(a) => vault::add(v, a),
+        Command::List(a) => vault::list(v, a),
+        Command::Show(a) => vault::show(v, a),
+        Command::Reveal(a) => vault::reveal(v, a, cli.json),
+        Command::Update(a) => vault::update(v, a),
+        Command::Rm(a) => vault::rm(v, a),
+        Command::Test(a) => vault::test(v, a),
+        Command::Rotate(cmd) => vault::rotate(v, cmd),
         Command::Fernet(cmd) => fernet::run(cmd, cli.json),
-        Command::Totp(cmd) => totp::run(cmd),
-        Command::Audit(cmd) => audit::run(cmd, cli.json),
-        Command::Type(cmd) => schema::run(cmd, cli.json),
+        Command::Totp(args) => totp::run_args(args, v, cli.json),
+        Command::Audit(cmd) => audit::run(cmd, v, cli.json),
+        Command::Type(cmd) => schema::run(cmd, v, cli.json),
         Command::Dlp(cmd) => dlp::run(cmd),
     };
     match result {

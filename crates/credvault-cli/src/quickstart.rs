@@ -1,147 +1,173 @@
-//! `credvault quickstart`: the README's main job until the store exists.
+//! `credvault quickstart [--vault DIR]`: the README's main job. Creates a throwaway vault
+//! (or one in DIR), adds a website login with a TOTP key, shows it masked, reveals one field,
+//! prints a TOTP code, rotates the tenant key and the master key, verifies the audit log, and
+//! prints each step. No server, no key to prepare.
 
-use credvault_envelope::{
-    generate_data_key, EncryptionContext, EnvelopeHeader, LocalKeyring, MasterKey, OpenError,
-    OpeningKey, SealingKey,
-};
+use std::path::{Path, PathBuf};
+
+use credvault_store::{NewCredential, TenantId, Vault, VaultOptions};
+use credvault_totp::TotpSecret;
 use serde_json::json;
 
 use crate::{Failure, Output};
 
-const DEMO_PASSWORD: &[u8] = b"correct horse battery staple";
+const DEMO_PASSWORD: &str = "correct horse battery staple";
 
-fn field_ctx(tenant: &str, field: &str) -> Result<EncryptionContext, Failure> {
-    EncryptionContext::new()
-        .with("tenant", tenant)
-        .and_then(|c| c.with("credential", "github-bot"))
-        .and_then(|c| c.with("environment", "production"))
-        .and_then(|c| c.with("field", field))
-        .map_err(Failure::new)
-}
-
-pub(crate) fn run() -> Result<Output, Failure> {
+pub(crate) fn run(dir: Option<&Path>) -> Result<Output, Failure> {
+    let temp;
+    let path: PathBuf = match dir {
+        Some(d) => d.to_owned(),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("credvault-quickstart-")
+                .tempdir()
+                .map_err(|e| Failure::new(format!("cannot create a temporary directory: {e}")))?;
+            temp.path().join("vault")
+        }
+    };
     let mut text = String::new();
     let mut steps = Vec::new();
     let mut step = |title: &str, detail: String| {
         text.push_str(&format!("[{}] {title}\n      {detail}\n", steps.len() + 1));
         steps.push(json!({ "step": title, "detail": detail }));
     };
+    let f = |e: credvault_store::StoreError| Failure::new(e);
+    let options = || VaultOptions::default().ignore_master_env();
 
-    // 1. Master key.
-    let mut master = LocalKeyring::generate().map_err(Failure::new)?;
+    // 1. The vault.
+    let vault = Vault::init(&path, options()).map_err(f)?;
+    let tenant = TenantId::new("default").map_err(f)?;
+    let t = vault
+        .store()
+        .create_tenant(&tenant, "Default", "quickstart")
+        .map_err(f)?;
     step(
-        "generated a local master key (in memory, never printed)",
+        "created a vault (SQLite database, master key file, audit key, audit log)",
         format!(
-            "provider {}, active version {}",
-            master.provider_id(),
-            master.active()
+            "{}; tenant {} with its own data key {}",
+            path.display(),
+            t.id,
+            t.active_key.unwrap_or_default()
         ),
     );
 
-    // 2. Tenant data key, stored only wrapped.
-    let tenant_ctx = EncryptionContext::new()
-        .with("tenant", "acme")
-        .map_err(Failure::new)?;
-    let (dek, wrapped) = generate_data_key(&master, &tenant_ctx).map_err(Failure::new)?;
+    // 2. A website login with an authenticator key.
+    let totp = TotpSecret::generate().map_err(Failure::new)?;
+    let b32 = totp.to_base32();
+    let scope = vault.store().tenant(&tenant, "quickstart").map_err(f)?;
+    let info = scope
+        .create(
+            NewCredential::new(
+                "website_login",
+                "example-portal",
+                json!({
+                    "login_url": "https://portal.example.com/login",
+                    "username": "robot@example.com",
+                    "password": DEMO_PASSWORD,
+                    "totp_secret": b32.as_str(),
+                }),
+            )
+            .tags(["demo"]),
+        )
+        .map_err(f)?;
+    let id = info.credential_id().map_err(f)?;
     step(
-        "created data key for tenant \"acme\" and wrapped it",
-        format!(
-            "data key id {}, wrapped by {} ({} bytes stored)",
-            dek.id(),
-            wrapped.master_key(),
-            wrapped.as_bytes().len()
-        ),
+        "added a website login with a TOTP authenticator key (validated, secrets sealed)",
+        format!("{} ({}), version {}", info.name, info.id, info.version),
     );
 
-    // 3. Seal a credential field.
-    let ctx = field_ctx("acme", "password")?;
-    let sealer = SealingKey::new(&dek);
-    let envelope = sealer.seal(DEMO_PASSWORD, &ctx).map_err(Failure::new)?;
-    let header = EnvelopeHeader::parse(&envelope).map_err(Failure::new)?;
+    // 3. Masked view.
+    let shown = scope.get(&id).map_err(f)?;
     step(
-        "sealed credential \"github-bot\" field \"password\"",
+        "showed it masked (what get/list return; secrets never leave sealed)",
+        serde_json::Value::Object(shown.fields.clone()).to_string(),
+    );
+
+    // 4. Reveal one field.
+    let revealed = scope
+        .reveal(&id, &["password"], Some("quickstart"))
+        .map_err(f)?;
+    let ok = revealed.expose("password") == Some(DEMO_PASSWORD);
+    if !ok {
+        return Err(Failure::new(
+            "the revealed password differs from the one stored",
+        ));
+    }
+    step(
+        "revealed one field for a service (recorded as `accessed`)",
         format!(
-            "envelope v{} suite {:?}, key id {}, {} bytes for a {}-byte secret",
-            header.version(),
-            header.suite(),
-            header.key_id(),
-            envelope.len(),
+            "password: {} characters, matches what was stored (not printed)",
             DEMO_PASSWORD.len()
         ),
     );
 
-    // 4. Open it.
-    let opened = sealer.open(&envelope, &ctx).map_err(Failure::new)?;
-    if opened.expose_secret() != DEMO_PASSWORD {
-        return Err(Failure::new(
-            "quickstart: opened value differs from what was sealed",
-        ));
-    }
+    // 5. TOTP.
+    let code = scope.totp_code(&id, Some("quickstart")).map_err(f)?;
     step(
-        "opened it with the same context",
-        format!("{} bytes, matches the original", opened.len()),
+        "generated a TOTP code at request time (the key itself is never returned)",
+        format!("{} (valid until unix {})", code.expose(), code.valid_until),
     );
 
-    // 5. The wrong tenant or field is refused.
-    let wrong_tenant = sealer.open(&envelope, &field_ctx("globex", "password")?);
-    let wrong_field = sealer.open(&envelope, &field_ctx("acme", "username")?);
-    match (&wrong_tenant, &wrong_field) {
-        (Err(OpenError::Decrypt(_)), Err(OpenError::Decrypt(_))) => {}
-        _ => {
-            return Err(Failure::new(
-                "quickstart: a ciphertext opened under another context",
-            ))
-        }
+    // 6. Tenant key rotation.
+    let rot = scope.rotate_key(&mut |_| {}).map_err(f)?;
+    if !rot.failed.is_empty() || rot.retired.is_empty() {
+        return Err(Failure::new("the tenant key rotation did not finish"));
     }
     step(
-        "refused the same ciphertext for tenant \"globex\" and for field \"username\"",
-        "decryption failed (one opaque error, no hint which check failed)".to_owned(),
-    );
-
-    // 6. Master-key rotation: rewrap the data key, nothing re-encrypted.
-    master.rotate().map_err(Failure::new)?;
-    let rewrapped = master.rewrap(&wrapped, &tenant_ctx).map_err(Failure::new)?;
-    let dek_again = master
-        .unwrap(&rewrapped, &tenant_ctx)
-        .map_err(Failure::new)?;
-    let still = OpeningKey::new(&dek_again)
-        .open(&envelope, &ctx)
-        .map_err(Failure::new)?;
-    if still.expose_secret() != DEMO_PASSWORD {
-        return Err(Failure::new(
-            "quickstart: rewrapped data key does not open the envelope",
-        ));
-    }
-    master.retire(1, 0).map_err(Failure::new)?;
-    step(
-        "rotated the master key and rewrapped the data key",
+        "rotated the tenant's data key (credentials re-encrypted, old key retired)",
         format!(
-            "now wrapped by {}; version 1 retired; the envelope still opens",
-            rewrapped.master_key()
+            "{} credential(s) now under key {}",
+            rot.resealed, rot.new_key
         ),
     );
+    drop(scope);
 
-    // 7. Data-key rotation: re-seal under a new data key.
-    let (new_dek, _new_wrapped) = generate_data_key(&master, &tenant_ctx).map_err(Failure::new)?;
-    let new_sealer = SealingKey::new(&new_dek);
-    let moved = new_sealer
-        .reseal_from(&OpeningKey::new(&dek_again), &envelope, &ctx)
-        .map_err(Failure::new)?;
-    let reopened = new_sealer.open(&moved, &ctx).map_err(Failure::new)?;
-    if reopened.expose_secret() != DEMO_PASSWORD {
-        return Err(Failure::new("quickstart: re-sealed envelope does not open"));
-    }
+    // 7. Master key rotation.
+    let (vault, master, retired) = vault.rotate_master("quickstart", &mut |_| {}).map_err(f)?;
     step(
-        "rotated the tenant's data key and re-sealed the credential",
+        "rotated the master key (data keys re-wrapped, nothing re-encrypted)",
         format!(
-            "new data key id {}; plaintext never left the library",
-            new_dek.id()
+            "{} data key(s) re-wrapped; retired master version(s) {:?}",
+            master.rewrapped, retired
         ),
     );
+    let still = vault
+        .store()
+        .tenant(&tenant, "quickstart")
+        .and_then(|s| s.reveal(&id, &["username"], Some("quickstart")))
+        .map_err(f)?;
+    if still.expose("username") != Some("robot@example.com") {
+        return Err(Failure::new(
+            "the credential no longer opens after rotation",
+        ));
+    }
 
-    text.push_str("quickstart complete: envelope encryption works on this machine\n");
+    // 8. Audit.
+    let check = vault.verify_audit().map_err(f)?;
+    if !check.is_intact() {
+        return Err(Failure::new(format!(
+            "the audit log did not verify: {:?} {:?}",
+            check.report.problem.map(|p| p.kind.to_string()),
+            check.head_problem
+        )));
+    }
+    step(
+        "verified the audit log (hash chain, keyed checkpoints, anchor, head kept in the database)",
+        format!(
+            "{} events, {} checkpoints authenticated, intact",
+            check.report.events, check.report.checkpoints_checked
+        ),
+    );
+    vault.close().map_err(f)?;
+    let kept = if dir.is_some() {
+        format!("vault kept in {}\n", path.display())
+    } else {
+        "throwaway vault removed\n".to_owned()
+    };
+    text.push_str("quickstart complete: ");
+    text.push_str(&kept);
     Ok(Output::Text {
         text,
-        json: json!({ "ok": true, "steps": steps }),
+        json: json!({ "ok": true, "vault": dir.map(|d| d.display().to_string()), "steps": steps }),
     })
 }

@@ -40,6 +40,11 @@ pub(crate) enum TypeCommand {
         #[command(flatten)]
         types: TypesArg,
     },
+    /// Register a type definition (JSON file) in the vault (`--vault`), for `credvault add`.
+    Add {
+        /// The definition.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -94,8 +99,13 @@ fn read_limited(path: &Path, limit: usize) -> Result<String, Failure> {
     Ok(text)
 }
 
-pub(crate) fn run(cmd: TypeCommand, json_out: bool) -> Result<Output, Failure> {
+pub(crate) fn run(
+    cmd: TypeCommand,
+    vault: &crate::vault::VaultArgs,
+    json_out: bool,
+) -> Result<Output, Failure> {
     match cmd {
+        TypeCommand::Add { file } => crate::vault::type_add(vault, &file),
         TypeCommand::List { types } => list(&registry(&types)?),
         TypeCommand::Show {
             name,

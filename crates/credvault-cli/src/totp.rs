@@ -16,6 +16,33 @@ use crate::{Failure, Output};
 /// Environment variable holding the secret (base32 or URI) when neither flag is given.
 pub(crate) const SECRET_ENV: &str = "CREDVAULT_TOTP_SECRET";
 
+/// `credvault totp NAME [--tenant T] [--env E]` or `credvault totp SUBCOMMAND`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct TotpArgs {
+    #[command(subcommand)]
+    command: Option<TotpCommand>,
+    /// A vault credential with an authenticator key: print its current code (and audit it).
+    #[arg(value_name = "NAME")]
+    name: Option<String>,
+    #[command(flatten)]
+    vault_target: crate::vault::TotpNameArgs,
+}
+
+pub(crate) fn run_args(
+    args: TotpArgs,
+    vault: &crate::vault::VaultArgs,
+    json_out: bool,
+) -> Result<Output, Failure> {
+    match (args.command, args.name) {
+        (Some(cmd), _) => run(cmd),
+        (None, Some(name)) => crate::vault::totp(vault, &name, args.vault_target, json_out),
+        (None, None) => Err(Failure::usage(
+            "give a credential NAME or a subcommand (see `credvault totp --help`)",
+        )),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum TotpCommand {
     /// Print the current code (or the code at --at).

@@ -712,7 +712,10 @@ impl Store {
                     to_version: Some(to),
                 },
             );
-            self.record(&event)?;
+            let head = self.record(&event)?;
+            if let Ok(t) = TenantId::new(event.tenant.as_str()) {
+                self.storage.record_use(&t, &[], head)?;
+            }
         }
         self.cache.clear();
         Ok(out)

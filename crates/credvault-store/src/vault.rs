@@ -19,6 +19,7 @@ use credvault_audit::{
     VerifyOptions, VerifyReport,
 };
 use credvault_envelope::{LocalKeyring, MasterKey};
+use credvault_schema::Registry;
 use zeroize::Zeroizing;
 
 use crate::error::StoreError;
@@ -50,6 +51,9 @@ pub struct VaultOptions {
     pub audit: Durability,
     /// Store settings.
     pub store: StoreConfig,
+    /// Whether [`MASTER_KEY_ENV`] is consulted (default `true`); `false` always uses the
+    /// vault's `master.key` (a throwaway vault must not pick up a real key).
+    pub master_from_env: bool,
 }
 
 impl Default for VaultOptions {
@@ -58,6 +62,7 @@ impl Default for VaultOptions {
             sqlite: SqliteDurability::Full,
             audit: Durability::default(),
             store: StoreConfig::default(),
+            master_from_env: true,
         }
     }
 }
@@ -78,6 +83,12 @@ impl VaultOptions {
     /// Sets the store settings.
     pub fn store(mut self, cfg: StoreConfig) -> Self {
         self.store = cfg;
+        self
+    }
+
+    /// Ignores [`MASTER_KEY_ENV`]: the vault's own `master.key` is used.
+    pub fn ignore_master_env(mut self) -> Self {
+        self.master_from_env = false;
         self
     }
 }
@@ -199,7 +210,7 @@ impl Vault {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| verr("vault directory", dir, e))?;
         }
-        if std::env::var_os(MASTER_KEY_ENV).is_none() {
+        if !(options.master_from_env && std::env::var_os(MASTER_KEY_ENV).is_some()) {
             let mk = Self::master_key_path(dir);
             if mk.exists() {
                 return Err(verr("master key", &mk, "exists already"));
@@ -207,6 +218,8 @@ impl Vault {
             let k = LocalKeyring::generate().map_err(|e| verr("master key", &mk, e))?;
             write_private(&mk, k.export_secret_text().as_bytes())?;
         }
+        // The database (and the WAL and shared-memory files SQLite derives from it) owner-only.
+        write_private(&Self::db_path(dir), b"")?;
         let ak = Self::audit_key_path(dir);
         if !ak.exists() {
             let key = AuditKey::generate().map_err(|e| verr("audit key", &ak, e))?;
@@ -217,8 +230,8 @@ impl Vault {
         Self::open(dir, options)
     }
 
-    fn load_master(dir: &Path) -> Result<(LocalKeyring, MasterSource), StoreError> {
-        if std::env::var_os(MASTER_KEY_ENV).is_some() {
+    fn load_master(dir: &Path, from_env: bool) -> Result<(LocalKeyring, MasterSource), StoreError> {
+        if from_env && std::env::var_os(MASTER_KEY_ENV).is_some() {
             let k = LocalKeyring::from_env(MASTER_KEY_ENV)
                 .map_err(|e| verr("master key", Path::new(MASTER_KEY_ENV), e))?;
             return Ok((k, MasterSource::Env));
@@ -236,11 +249,10 @@ impl Vault {
     /// database recorded (cut short or replaced); [`StoreError::Storage`].
     pub fn open(dir: &Path, options: VaultOptions) -> Result<Self, StoreError> {
         let db = Self::db_path(dir);
-        let fresh = !db.exists();
-        if fresh && !Self::audit_key_path(dir).exists() {
+        if !db.exists() {
             return Err(verr("vault", dir, "holds no vault; run `credvault init`"));
         }
-        let (keyring, master) = Self::load_master(dir)?;
+        let (keyring, master) = Self::load_master(dir, options.master_from_env)?;
         let akp = Self::audit_key_path(dir);
         check_private(&akp)?;
         let text =
@@ -275,8 +287,10 @@ impl Vault {
                 ));
             }
         }
+        let registry = Self::load_registry(dir)?;
         let store = Store::new(Arc::new(storage), Arc::new(keyring), audit.clone())
-            .with_config(options.store.clone());
+            .with_config(options.store.clone())
+            .with_registry(Arc::new(registry));
         Ok(Self {
             dir: dir.to_owned(),
             store,
@@ -285,6 +299,59 @@ impl Vault {
             master,
             options,
         })
+    }
+
+    /// The directory of the vault's own credential types.
+    pub fn types_dir(dir: &Path) -> PathBuf {
+        dir.join("types")
+    }
+
+    /// The built-in types plus the vault's own (`types/*.json`, in name order).
+    fn load_registry(dir: &Path) -> Result<Registry, StoreError> {
+        let mut registry = Registry::with_builtins();
+        let tdir = Self::types_dir(dir);
+        if tdir.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&tdir)
+                .map_err(|e| verr("types directory", &tdir, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect();
+            files.sort();
+            for f in files {
+                registry
+                    .add_file(&f)
+                    .map_err(|e| verr("credential type", &f, e))?;
+            }
+        }
+        Ok(registry)
+    }
+
+    /// Registers a credential type definition (JSON) in the vault: it is checked against the
+    /// types already there, then saved as `types/NAME.json`; the next [`open`](Self::open)
+    /// loads it. Returns its name.
+    ///
+    /// # Errors
+    /// [`StoreError::Vault`] for an invalid definition, a name already taken, or I/O.
+    pub fn add_type(&self, definition: &str) -> Result<String, StoreError> {
+        let mut registry = Self::load_registry(&self.dir)?;
+        let def = credvault_schema::parse_definition(definition)
+            .map_err(|e| verr("credential type", Path::new("<definition>"), e))?;
+        let name = def.name.clone();
+        if registry.get(&name).is_some() {
+            return Err(verr(
+                "credential type",
+                Path::new(&name),
+                "a type with this name exists already",
+            ));
+        }
+        registry
+            .add(def)
+            .map_err(|e| verr("credential type", Path::new(&name), e))?;
+        let tdir = Self::types_dir(&self.dir);
+        std::fs::create_dir_all(&tdir).map_err(|e| verr("types directory", &tdir, e))?;
+        let path = tdir.join(format!("{name}.json"));
+        std::fs::write(&path, definition).map_err(|e| verr("credential type", &path, e))?;
+        Ok(name)
     }
 
     /// The store.

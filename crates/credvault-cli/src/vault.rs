@@ -1,0 +1,931 @@
+//! The vault commands: `init`, `tenant`, `add`, `list`, `show`, `reveal`, `update`, `rm`,
+//! `totp NAME`, `test`, `rotate`, `type add`, and `audit verify|show` on the vault's own log.
+//!
+//! Secrets never need to be on the command line: a field given as `key=@FILE` is read from
+//! the file, `key=-` from stdin (or a no-echo prompt on a terminal), and required secret fields
+//! not given are prompted for on a terminal or read from stdin (a JSON object of the type's
+//! fields, or the value itself when one field is missing).
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use credvault_schema::{CredentialType, FieldKind};
+use credvault_store::{
+    read_audit_key, verify_vault_audit, CredentialInfo, CredentialUpdate, ListFilter,
+    NewCredential, Progress, SqliteDurability, SqliteStorage, Storage, StoreError, TenantId, Vault,
+    VaultOptions, DEFAULT_ENVIRONMENT,
+};
+use serde_json::{json, Map, Value};
+use zeroize::Zeroizing;
+
+use crate::{Failure, Output};
+
+/// The tenant used when `--tenant` is not given; `credvault init` creates it.
+pub(crate) const DEFAULT_TENANT: &str = "default";
+
+/// Where the vault is and who acts.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct VaultArgs {
+    /// The vault directory (default: $CREDVAULT_DIR, else `./.credvault`; `quickstart`
+    /// uses only this flag).
+    #[arg(long = "vault", global = true, value_name = "DIR")]
+    pub(crate) vault: Option<PathBuf>,
+    /// Who is acting, as recorded in the audit log (default: $USER, or `cli`).
+    #[arg(long, global = true, env = "CREDVAULT_ACTOR", value_name = "NAME")]
+    pub(crate) actor: Option<String>,
+}
+
+impl VaultArgs {
+    /// The vault directory.
+    pub(crate) fn dir(&self) -> PathBuf {
+        self.vault
+            .clone()
+            .or_else(|| std::env::var_os("CREDVAULT_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(".credvault"))
+    }
+
+    fn actor(&self) -> String {
+        self.actor
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "cli".into())
+    }
+}
+
+/// A tenant and an environment.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Target {
+    /// The tenant (workspace).
+    #[arg(long, env = "CREDVAULT_TENANT", default_value = DEFAULT_TENANT)]
+    tenant: String,
+    /// The environment.
+    #[arg(long = "env", default_value = DEFAULT_ENVIRONMENT, value_name = "ENV")]
+    environment: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TenantCommand {
+    /// Create a tenant with its own data key.
+    Add {
+        /// Tenant id (letters, digits, `_`, `-`, `.`).
+        id: String,
+        /// Display name (default: the id).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tenants with their active data key and rotation state.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AddArgs {
+    /// Credential type (see `credvault type list`).
+    #[arg(value_name = "TYPE")]
+    type_name: String,
+    /// Name, unique per tenant and environment.
+    name: String,
+    #[command(flatten)]
+    target: Target,
+    /// A field: `key=value`, `key=@FILE` (read from a file) or `key=-` (stdin or prompt).
+    #[arg(long = "field", value_name = "KEY=VALUE")]
+    fields: Vec<String>,
+    /// Fields as a JSON object in a file (`-`: stdin).
+    #[arg(long, value_name = "FILE")]
+    from_json: Option<String>,
+    /// Description.
+    #[arg(long)]
+    description: Option<String>,
+    /// A tag (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Expiry, RFC 3339 (`2027-01-31T00:00:00Z`).
+    #[arg(long, value_name = "TIME")]
+    expires: Option<String>,
+    /// Create it inactive.
+    #[arg(long)]
+    inactive: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// The tenant.
+    #[arg(long, env = "CREDVAULT_TENANT", default_value = DEFAULT_TENANT)]
+    tenant: String,
+    /// Only this type.
+    #[arg(long = "type", value_name = "TYPE")]
+    type_name: Option<String>,
+    /// Only this environment.
+    #[arg(long = "env", value_name = "ENV")]
+    environment: Option<String>,
+    /// Only credentials with this tag (repeatable: all must match).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Only active credentials.
+    #[arg(long, conflicts_with = "inactive")]
+    active: bool,
+    /// Only inactive credentials.
+    #[arg(long)]
+    inactive: bool,
+    /// Only credentials expiring before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    expiring_before: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NameArgs {
+    /// The credential's name.
+    name: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RevealArgs {
+    /// The credential's name.
+    name: String,
+    #[command(flatten)]
+    target: Target,
+    /// The field to print (exactly its value and a newline).
+    #[arg(long, required = true)]
+    field: String,
+    /// The service asking, recorded in the audit log.
+    #[arg(long)]
+    service: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpdateArgs {
+    /// The credential's name.
+    name: String,
+    #[command(flatten)]
+    target: Target,
+    /// A field to change: `key=value`, `key=@FILE`, `key=-`; `key=` with `--unset` semantics
+    /// is `--unset key`.
+    #[arg(long = "field", value_name = "KEY=VALUE")]
+    fields: Vec<String>,
+    /// An optional field to clear (repeatable).
+    #[arg(long = "unset", value_name = "KEY")]
+    unset: Vec<String>,
+    /// Fields to change as a JSON object in a file (`-`: stdin).
+    #[arg(long, value_name = "FILE")]
+    from_json: Option<String>,
+    /// New name.
+    #[arg(long)]
+    rename: Option<String>,
+    /// New description.
+    #[arg(long)]
+    description: Option<String>,
+    /// Replace the tags (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Activate (`true`) or deactivate (`false`).
+    #[arg(long, value_name = "BOOL")]
+    active: Option<bool>,
+    /// New expiry (RFC 3339), or `none`.
+    #[arg(long, value_name = "TIME")]
+    expires: Option<String>,
+    /// Refuse unless the credential is at this version.
+    #[arg(long, value_name = "N")]
+    expect_version: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RmArgs {
+    /// The credential's name.
+    name: String,
+    #[command(flatten)]
+    target: Target,
+    /// Refuse unless the credential is at this version.
+    #[arg(long, value_name = "N")]
+    expect_version: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RotateCommand {
+    /// Rotate the master key: a new version wraps every tenant's data key; no secret is
+    /// re-encrypted. Old versions are retired once they wrap nothing.
+    Master,
+    /// Rotate a tenant's data key: every credential is re-encrypted (resumable; run it again
+    /// after an interruption).
+    Tenant {
+        /// The tenant.
+        #[arg(long, env = "CREDVAULT_TENANT", default_value = DEFAULT_TENANT)]
+        tenant: String,
+    },
+}
+
+/// `credvault totp NAME` options (the other `totp` subcommands work on a secret directly).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TotpNameArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The service asking, recorded in the audit log.
+    #[arg(long)]
+    service: Option<String>,
+}
+
+fn fail(e: StoreError) -> Failure {
+    Failure::new(e)
+}
+
+fn opts() -> VaultOptions {
+    VaultOptions::default().sqlite(SqliteDurability::Full)
+}
+
+fn open(args: &VaultArgs) -> Result<Vault, Failure> {
+    Vault::open(&args.dir(), opts()).map_err(fail)
+}
+
+fn tenant_id(t: &str) -> Result<TenantId, Failure> {
+    TenantId::new(t).map_err(Failure::usage)
+}
+
+fn parse_time(flag: &str, t: &str) -> Result<i64, Failure> {
+    let ts: credvault_audit::Timestamp = t
+        .parse()
+        .map_err(|e| Failure::usage(format!("{flag}: {e}")))?;
+    Ok(i64::try_from(ts.as_unix_millis()).unwrap_or(i64::MAX))
+}
+
+fn close(v: Vault) -> Result<(), Failure> {
+    v.close().map_err(fail)
+}
+
+/// Runs `f` on an open vault, then closes it (flushing, final audit checkpoint).
+fn with_vault<T>(
+    args: &VaultArgs,
+    f: impl FnOnce(&Vault) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let v = open(args)?;
+    let out = f(&v);
+    let closed = close(v);
+    let out = out?;
+    closed?;
+    Ok(out)
+}
+
+pub(crate) fn init(args: &VaultArgs) -> Result<Output, Failure> {
+    let v = Vault::init(&args.dir(), opts()).map_err(fail)?;
+    let t = tenant_id(DEFAULT_TENANT)?;
+    v.store()
+        .create_tenant(&t, "Default", &args.actor())
+        .map_err(fail)?;
+    let dir = v.dir().display().to_string();
+    let master = match v.master_source() {
+        credvault_store::MasterSource::Env => format!("from {}", credvault_store::MASTER_KEY_ENV),
+        credvault_store::MasterSource::File(p) => p.display().to_string(),
+    };
+    close(v)?;
+    Ok(Output::Text {
+        text: format!(
+            "initialised vault {dir}\n  database   {dir}/vault.db\n  master key {master} (owner-only)\n  audit key  {dir}/audit.key (owner-only)\n  audit log  {dir}/audit/\n  tenant     {DEFAULT_TENANT}\n"
+        ),
+        json: json!({"vault": dir, "tenant": DEFAULT_TENANT, "master_key": master}),
+    })
+}
+
+pub(crate) fn tenant(args: &VaultArgs, cmd: TenantCommand) -> Result<Output, Failure> {
+    with_vault(args, |v| match cmd {
+        TenantCommand::Add { id, name } => {
+            let t = tenant_id(&id)?;
+            let info = v
+                .store()
+                .create_tenant(&t, name.as_deref().unwrap_or(&id), &args.actor())
+                .map_err(fail)?;
+            Ok(Output::Text {
+                text: format!(
+                    "created tenant {} with data key {}\n",
+                    info.id,
+                    info.active_key.clone().unwrap_or_default()
+                ),
+                json: serde_json::to_value(&info).unwrap_or_default(),
+            })
+        }
+        TenantCommand::List => {
+            let ts = v.store().tenants().map_err(fail)?;
+            let mut text = String::new();
+            for t in &ts {
+                text.push_str(&format!(
+                    "{}\t{}\tkey {}\tmaster v{}{}\n",
+                    t.id,
+                    t.name,
+                    t.active_key.as_deref().unwrap_or("-"),
+                    t.master_key_version
+                        .map_or_else(|| "?".into(), |v| v.to_string()),
+                    if t.rotation_pending {
+                        "\trotation pending"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            Ok(Output::Text {
+                text,
+                json: serde_json::to_value(&ts).unwrap_or_default(),
+            })
+        }
+    })
+}
+
+/// Reads a value given as `@FILE` or `-`; a literal is returned as is.
+fn read_value(
+    key: &str,
+    raw: &str,
+    label: &str,
+    stdin_used: &mut bool,
+) -> Result<Zeroizing<String>, Failure> {
+    if let Some(path) = raw.strip_prefix('@') {
+        let mut s = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::new(format!("--field {key}: cannot read {path}: {e}")))?,
+        );
+        trim_newline(&mut s);
+        return Ok(s);
+    }
+    if raw == "-" {
+        if std::io::stdin().is_terminal() {
+            return rpassword::prompt_password(format!("{label}: "))
+                .map(Zeroizing::new)
+                .map_err(|e| Failure::new(format!("cannot read {key} from the terminal: {e}")));
+        }
+        if *stdin_used {
+            return Err(Failure::usage("only one field can be read from stdin"));
+        }
+        *stdin_used = true;
+        let mut s = Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| Failure::new(format!("cannot read stdin: {e}")))?;
+        trim_newline(&mut s);
+        return Ok(s);
+    }
+    Ok(Zeroizing::new(raw.to_owned()))
+}
+
+fn trim_newline(s: &mut String) {
+    while s.ends_with('\n') || s.ends_with('\r') {
+        s.pop();
+    }
+}
+
+/// A field's text as the JSON its kind expects.
+fn typed(ty: &CredentialType, key: &str, text: &str) -> Result<Value, Failure> {
+    let kind = ty
+        .fields_info()
+        .into_iter()
+        .find(|f| f.key == key)
+        .map(|f| f.kind)
+        .ok_or_else(|| Failure::usage(format!("type {} has no field {key:?}", ty.name())))?;
+    Ok(match kind {
+        FieldKind::Number => text
+            .parse::<i64>()
+            .map(Value::from)
+            .or_else(|_| text.parse::<f64>().map(Value::from))
+            .map_err(|_| Failure::usage(format!("--field {key}: not a number")))?,
+        FieldKind::Boolean => Value::Bool(
+            text.parse::<bool>()
+                .map_err(|_| Failure::usage(format!("--field {key}: not true or false")))?,
+        ),
+        _ => Value::String(text.to_owned()),
+    })
+}
+
+fn read_json_file(arg: &str, stdin_used: &mut bool) -> Result<Map<String, Value>, Failure> {
+    let text = if arg == "-" {
+        *stdin_used = true;
+        let mut s = Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| Failure::new(format!("cannot read stdin: {e}")))?;
+        s
+    } else {
+        Zeroizing::new(
+            std::fs::read_to_string(arg)
+                .map_err(|e| Failure::new(format!("--from-json: cannot read {arg}: {e}")))?,
+        )
+    };
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(Failure::usage("--from-json: expected a JSON object")),
+    }
+}
+
+/// Builds the fields object from `--from-json` and `--field`s.
+fn collect_fields(
+    ty: &CredentialType,
+    from_json: Option<&str>,
+    fields: &[String],
+    stdin_used: &mut bool,
+) -> Result<Map<String, Value>, Failure> {
+    let mut obj = match from_json {
+        Some(f) => read_json_file(f, stdin_used)?,
+        None => Map::new(),
+    };
+    let labels: Vec<_> = ty.fields_info();
+    for f in fields {
+        let (k, raw) = f
+            .split_once('=')
+            .ok_or_else(|| Failure::usage(format!("--field {f:?}: expected KEY=VALUE")))?;
+        let label = labels
+            .iter()
+            .find(|i| i.key == k)
+            .map_or(k, |i| i.label.as_str());
+        let value = read_value(k, raw, label, stdin_used)?;
+        obj.insert(k.to_owned(), typed(ty, k, &value)?);
+    }
+    Ok(obj)
+}
+
+/// Fills required secret fields not given: a no-echo prompt on a terminal, else stdin.
+fn fill_secrets(
+    ty: &CredentialType,
+    obj: &mut Map<String, Value>,
+    stdin_used: bool,
+) -> Result<(), Failure> {
+    let missing: Vec<_> = ty
+        .fields_info()
+        .into_iter()
+        .filter(|f| f.secret && f.required && !obj.contains_key(&f.key))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if std::io::stdin().is_terminal() {
+        for f in missing {
+            let v = Zeroizing::new(
+                rpassword::prompt_password(format!("{}: ", f.label)).map_err(|e| {
+                    Failure::new(format!("cannot read {} from the terminal: {e}", f.key))
+                })?,
+            );
+            obj.insert(f.key.clone(), Value::String(v.to_string()));
+        }
+        return Ok(());
+    }
+    if stdin_used {
+        return Ok(()); // validation names what is missing
+    }
+    let mut s = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| Failure::new(format!("cannot read stdin: {e}")))?;
+    trim_newline(&mut s);
+    if s.is_empty() {
+        return Ok(());
+    }
+    // A JSON object of this type's fields, or else (one field missing) the value itself.
+    let parsed = match serde_json::from_str::<Value>(&s) {
+        Ok(Value::Object(m)) if m.keys().all(|k| ty.is_secret(k).is_some()) => Some(m),
+        _ => None,
+    };
+    match (parsed, missing.as_slice()) {
+        (Some(m), _) => {
+            for (k, v) in m {
+                obj.entry(k).or_insert(v);
+            }
+            Ok(())
+        }
+        (None, [only]) => {
+            obj.insert(only.key.clone(), Value::String(s.to_string()));
+            Ok(())
+        }
+        _ => Err(Failure::usage(format!(
+            "several secret fields are missing ({}): give them on stdin as a JSON object",
+            missing
+                .iter()
+                .map(|f| f.key.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+fn info_text(i: &CredentialInfo) -> String {
+    let mut s = format!(
+        "{} [{}] {} (type {}, version {}{})\n",
+        i.name,
+        i.environment,
+        i.id,
+        i.type_name,
+        i.version,
+        if i.is_active { "" } else { ", inactive" }
+    );
+    for (k, v) in &i.fields {
+        let shown = match v {
+            Value::String(s) if s == credvault_schema::SECRET_MARKER => "********".to_owned(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        s.push_str(&format!("  {k}: {shown}\n"));
+    }
+    if !i.description.is_empty() {
+        s.push_str(&format!("  (description) {}\n", i.description));
+    }
+    if !i.tags.is_empty() {
+        s.push_str(&format!("  (tags) {}\n", i.tags.join(", ")));
+    }
+    if let Some(e) = i.expires_at {
+        s.push_str(&format!("  (expires) {}\n", time_text(e)));
+    }
+    if let Some(t) = &i.test_status {
+        s.push_str(&format!(
+            "  (last test) {t}: {}\n",
+            i.test_message.as_deref().unwrap_or("")
+        ));
+    }
+    s
+}
+
+fn time_text(ms: i64) -> String {
+    credvault_audit::Timestamp::from_unix_millis(u64::try_from(ms).unwrap_or(0)).to_string()
+}
+
+fn info_json(i: &CredentialInfo) -> Value {
+    serde_json::to_value(i).unwrap_or_default()
+}
+
+pub(crate) fn add(args: &VaultArgs, a: AddArgs) -> Result<Output, Failure> {
+    with_vault(args, |v| {
+        let ty = v
+            .store()
+            .registry()
+            .get(&a.type_name)
+            .cloned()
+            .ok_or_else(|| {
+                Failure::new(format!(
+                    "unknown credential type {:?} (see `credvault type list`)",
+                    a.type_name
+                ))
+            })?;
+        let mut stdin_used = false;
+        let mut obj = collect_fields(&ty, a.from_json.as_deref(), &a.fields, &mut stdin_used)?;
+        fill_secrets(&ty, &mut obj, stdin_used)?;
+        let mut new = NewCredential::new(&a.type_name, &a.name, Value::Object(obj))
+            .environment(&a.target.environment)
+            .tags(a.tags.clone());
+        if let Some(d) = &a.description {
+            new = new.description(d);
+        }
+        if let Some(e) = &a.expires {
+            new = new.expires_at(parse_time("--expires", e)?);
+        }
+        if a.inactive {
+            new = new.inactive();
+        }
+        let scope = v
+            .store()
+            .tenant(&tenant_id(&a.target.tenant)?, args.actor())
+            .map_err(fail)?;
+        let info = scope.create(new).map_err(validation_lines)?;
+        Ok(Output::Text {
+            text: format!("created {}", info_text(&info)),
+            json: info_json(&info),
+        })
+    })
+}
+
+/// Validation errors one per line (field, rule, message; never a value).
+fn validation_lines(e: StoreError) -> Failure {
+    match e {
+        StoreError::Validation(errs) => Failure::lines(
+            std::iter::once("credential does not validate:".to_owned())
+                .chain(errs.errors().iter().map(ToString::to_string))
+                .collect(),
+        ),
+        other => fail(other),
+    }
+}
+
+pub(crate) fn list(args: &VaultArgs, l: ListArgs) -> Result<Output, Failure> {
+    with_vault(args, |v| {
+        let scope = v
+            .store()
+            .tenant(&tenant_id(&l.tenant)?, args.actor())
+            .map_err(fail)?;
+        let mut f = ListFilter::default();
+        f.type_name = l.type_name.clone();
+        f.environment = l.environment.clone();
+        f.tags = l.tags.clone();
+        f.active = if l.active {
+            Some(true)
+        } else if l.inactive {
+            Some(false)
+        } else {
+            None
+        };
+        f.expiring_before = l
+            .expiring_before
+            .as_deref()
+            .map(|t| parse_time("--expiring-before", t))
+            .transpose()?;
+        let items = scope.list(&f).map_err(fail)?;
+        let mut text = String::new();
+        for i in &items {
+            text.push_str(&format!(
+                "{}\t{}\t{}\tv{}\t{}\t{}\n",
+                i.name,
+                i.environment,
+                i.type_name,
+                i.version,
+                if i.is_active { "active" } else { "inactive" },
+                i.id
+            ));
+        }
+        Ok(Output::Text {
+            text,
+            json: Value::Array(items.iter().map(info_json).collect()),
+        })
+    })
+}
+
+fn find<'v>(
+    v: &'v Vault,
+    t: &Target,
+    name: &str,
+    actor: String,
+) -> Result<(credvault_store::Scope<'v>, CredentialInfo), Failure> {
+    let scope = v
+        .store()
+        .tenant(&tenant_id(&t.tenant)?, actor)
+        .map_err(fail)?;
+    let info = scope.find(name, &t.environment).map_err(fail)?;
+    Ok((scope, info))
+}
+
+fn cid(i: &CredentialInfo) -> Result<credvault_store::CredentialId, Failure> {
+    i.credential_id().map_err(fail)
+}
+
+pub(crate) fn show(args: &VaultArgs, n: NameArgs) -> Result<Output, Failure> {
+    with_vault(args, |v| {
+        let (_, info) = find(v, &n.target, &n.name, args.actor())?;
+        Ok(Output::Text {
+            text: info_text(&info),
+            json: info_json(&info),
+        })
+    })
+}
+
+pub(crate) fn reveal(args: &VaultArgs, r: RevealArgs, json_out: bool) -> Result<Output, Failure> {
+    with_vault(args, |v| {
+        let (scope, info) = find(v, &r.target, &r.name, args.actor())?;
+        let revealed = scope
+            .reveal(&cid(&info)?, &[r.field.as_str()], r.service.as_deref())
+            .map_err(fail)?;
+        let value = revealed.expose(&r.field).unwrap_or_default();
+        let out = if json_out {
+            Zeroizing::new(
+                format!(
+                    "{}\n",
+                    json!({"name": info.name, "field": r.field, "value": value})
+                )
+                .into_bytes(),
+            )
+        } else {
+            let mut b = Zeroizing::new(Vec::with_capacity(value.len() + 1));
+            b.extend_from_slice(value.as_bytes());
+            b.push(b'\n');
+            b
+        };
+        Ok(Output::Bytes(out))
+    })
+}
+
+pub(crate) fn update(args: &VaultArgs, u: UpdateArgs) -> Result<Output, Failure> {
+    with_vault(args, |v| {
+        let (scope, info) = find(v, &u.target, &u.name, args.actor())?;
+        let ty = v
+            .store()
+            .registry()
+            .get(&info.type_name)
+            .cloned()
+            .ok_or_else(|| Failure::new(format!("unknown credential type {:?}", info.type_name)))?;
+        let mut stdin_used = false;
+        let mut obj = collect_fields(&ty, u.from_json.as_deref(), &u.fields, &mut stdin_used)?;
+        for k in &u.unset {
+            obj.insert(k.clone(), Value::Null);
+        }
+        let mut upd = CredentialUpdate::new();
+        if !obj.is_empty() {
+            upd = upd.fields(Value::Object(obj));
+        }
+        if let Some(n) = &u.rename {
+            upd = upd.name(n);
+        }
+        if let Some(d) = &u.description {
+            upd = upd.description(d);
+        }
+        if !u.tags.is_empty() {
+            upd = upd.tags(u.tags.clone());
+        }
+        if let Some(a) = u.active {
+            upd = upd.active(a);
+        }
+        if let Some(e) = &u.expires {
+            upd = upd.expires_at(if e == "none" {
+                None
+            } else {
+                Some(parse_time("--expires", e)?)
+            });
+        }
+        if let Some(n) = u.expect_version {
+            upd = upd.expect_version(n);
+        }
+        let out = scope.update(&cid(&info)?, upd).map_err(validation_lines)?;
+        Ok(Output::Text {
+            text: format!("updated {}", info_text(&out)),
+            json: info_json(&out),
+        })
+    })
+}
+
+pub(crate) fn rm(args: &VaultArgs, r: RmArgs) -> Result<Output, Failure> {
+    with_vault(args, |v| {
+        let (scope, info) = find(v, &r.target, &r.name, args.actor())?;
+        scope.delete(&cid(&info)?, r.expect_version).map_err(fail)?;
+        Ok(Output::Text {
+            text: format!("deleted {} [{}] {}\n", info.name, info.environment, info.id),
+            json: json!({"deleted": info.id, "name": info.name, "environment": info.environment}),
+        })
+    })
+}
+
+pub(crate) fn totp(
+    args: &VaultArgs,
+    name: &str,
+    t: TotpNameArgs,
+    json_out: bool,
+) -> Result<Output, Failure> {
+    with_vault(args, |v| {
+        let (scope, info) = find(v, &t.target, name, args.actor())?;
+        let code = scope
+            .totp_code(&cid(&info)?, t.service.as_deref())
+            .map_err(fail)?;
+        let out = if json_out {
+            format!(
+                "{}\n",
+                json!({"name": info.name, "code": code.expose(), "step": code.step, "valid_until": code.valid_until})
+            )
+        } else {
+            format!("{}\n", code.expose())
+        };
+        Ok(Output::Bytes(Zeroizing::new(out.into_bytes())))
+    })
+}
+
+pub(crate) fn test(args: &VaultArgs, n: NameArgs) -> Result<Output, Failure> {
+    with_vault(args, |v| {
+        let (scope, info) = find(v, &n.target, &n.name, args.actor())?;
+        let out = scope.test(&cid(&info)?).map_err(fail)?;
+        let text = format!("{}: {} ({})\n", info.name, out.status_str(), out.message);
+        let json = json!({"name": info.name, "status": out.status_str(), "message": out.message});
+        if out.status_str() == "ok" {
+            Ok(Output::Text { text, json })
+        } else {
+            Ok(Output::Report {
+                text,
+                json,
+                code: 1,
+            })
+        }
+    })
+}
+
+fn progress_bar(label: &'static str) -> (indicatif::ProgressBar, impl FnMut(Progress)) {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(label);
+    let b = bar.clone();
+    (bar, move |p: Progress| {
+        b.set_length(p.total);
+        b.set_position(p.done);
+    })
+}
+
+pub(crate) fn rotate(args: &VaultArgs, cmd: RotateCommand) -> Result<Output, Failure> {
+    match cmd {
+        RotateCommand::Master => {
+            let v = open(args)?;
+            let (bar, mut tick) = progress_bar("re-wrapping data keys");
+            let (v, rep, retired) = v.rotate_master(&args.actor(), &mut tick).map_err(fail)?;
+            bar.finish_and_clear();
+            close(v)?;
+            let text = format!(
+                "master key rotated: {} data key(s) re-wrapped, {} already current, {} failed; retired master version(s): {}\n",
+                rep.rewrapped,
+                rep.current,
+                rep.failed.len(),
+                if retired.is_empty() { "none".into() } else { retired.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") }
+            );
+            if !rep.failed.is_empty() {
+                return Err(Failure::new(format!(
+                    "{} data key(s) could not be re-wrapped; the old master version is kept",
+                    rep.failed.len()
+                )));
+            }
+            Ok(Output::Text {
+                text,
+                json: json!({"rewrapped": rep.rewrapped, "current": rep.current, "retired_versions": retired}),
+            })
+        }
+        RotateCommand::Tenant { tenant } => with_vault(args, |v| {
+            let scope = v
+                .store()
+                .tenant(&tenant_id(&tenant)?, args.actor())
+                .map_err(fail)?;
+            let (bar, mut tick) = progress_bar("re-encrypting credentials");
+            let rep = scope.rotate_key(&mut tick).map_err(fail)?;
+            bar.finish_and_clear();
+            let text = format!(
+                "tenant {} data key {}: {} credential(s) re-encrypted to key {}, {} failed, retired {}\n",
+                rep.tenant,
+                if rep.started { "rotated" } else { "rotation resumed" },
+                rep.resealed,
+                rep.new_key,
+                rep.failed.len(),
+                if rep.retired.is_empty() { "none".into() } else { rep.retired.join(", ") }
+            );
+            let json = json!({"tenant": rep.tenant.to_string(), "started": rep.started, "new_key": rep.new_key, "resealed": rep.resealed, "failed": rep.failed, "retired": rep.retired});
+            if rep.failed.is_empty() {
+                Ok(Output::Text { text, json })
+            } else {
+                Ok(Output::Report {
+                    text,
+                    json,
+                    code: 1,
+                })
+            }
+        }),
+    }
+}
+
+pub(crate) fn type_add(args: &VaultArgs, file: &Path) -> Result<Output, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display())))?;
+    with_vault(args, |v| {
+        let name = v.add_type(&text).map_err(fail)?;
+        Ok(Output::Text {
+            text: format!(
+                "registered credential type {name} in {}\n",
+                v.dir().display()
+            ),
+            json: json!({"registered": name}),
+        })
+    })
+}
+
+/// `credvault audit verify` with no files: the vault's own log, its anchor, and the head the
+/// database recorded.
+pub(crate) fn audit_verify(args: &VaultArgs) -> Result<Output, Failure> {
+    let dir = &args.dir();
+    let db = Vault::db_path(dir);
+    if !db.exists() {
+        return Err(Failure::new(format!(
+            "{} holds no vault; run `credvault init`",
+            dir.display()
+        )));
+    }
+    let key = read_audit_key(dir).map_err(fail)?;
+    let head = SqliteStorage::open(&db, SqliteDurability::Full)
+        .and_then(|s| s.audit_head())
+        .map_err(Failure::new)?;
+    let check = verify_vault_audit(dir, &key, head).map_err(fail)?;
+    if let Some(p) = &check.report.problem {
+        return Err(Failure::new(format!(
+            "audit log NOT intact: record {}: {}: {}; {} records verified before it",
+            p.seq, p.kind, p.detail, check.report.records
+        )));
+    }
+    if let Some(h) = &check.head_problem {
+        return Err(Failure::new(format!("audit log NOT intact: {h}")));
+    }
+    let r = &check.report;
+    let head_text = check.stored_head.map_or_else(
+        || "no head recorded yet".to_owned(),
+        |h| format!("holds record {} recorded by the database", h.seq),
+    );
+    Ok(Output::Text {
+        text: format!(
+            "audit log intact: {} records ({} events), {} checkpoints authenticated, anchor checked, {head_text}; last record {}\n",
+            r.records,
+            r.events,
+            r.checkpoints_checked,
+            r.last_seq.map_or_else(|| "-".into(), |s| s.to_string())
+        ),
+        json: json!({
+            "intact": true, "records": r.records, "events": r.events,
+            "checkpoints_checked": r.checkpoints_checked, "last_seq": r.last_seq,
+            "stored_head_seq": check.stored_head.map(|h| h.seq),
+        }),
+    })
+}
+
+/// The vault's audit log directory, for `audit show` with no files.
+pub(crate) fn audit_dir(args: &VaultArgs) -> PathBuf {
+    Vault::audit_dir(&args.dir())
+}
