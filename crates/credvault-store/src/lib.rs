@@ -69,8 +69,8 @@ pub use ids::{CredentialId, TenantId, MAX_TENANT_ID_LEN};
 pub use keys::CacheConfig;
 pub use memory::MemoryStorage;
 pub use model::{
-    CredentialInfo, CredentialUpdate, KeyRotation, MasterRotation, NewCredential, Progress,
-    Revealed, SealedCredential, TenantInfo, TestOutcome, TotpCode, DEFAULT_ENVIRONMENT,
+    CredentialInfo, CredentialUpdate, Integrity, KeyRotation, MasterRotation, NewCredential,
+    Progress, Revealed, SealedCredential, TenantInfo, TestOutcome, TotpCode, DEFAULT_ENVIRONMENT,
 };
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteDurability, SqliteStorage};

@@ -456,3 +456,13 @@ pub struct MasterRotation {
     /// Data keys that could not be re-wrapped (tenant, key id).
     pub failed: Vec<(String, String)>,
 }
+
+/// What an integrity check found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Integrity {
+    /// Credentials opened.
+    pub checked: u64,
+    /// Ids of those that did not open.
+    pub corrupt: Vec<String>,
+}

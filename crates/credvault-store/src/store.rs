@@ -20,8 +20,8 @@ use crate::fields::{decode_secret_fields, encode_secret_fields};
 use crate::ids::{CredentialId, TenantId};
 use crate::keys::{CacheConfig, CachedKey, KeyCache};
 use crate::model::{
-    wipe_json, CredentialInfo, CredentialUpdate, KeyRotation, MasterRotation, NewCredential,
-    Progress, Revealed, SealedCredential, TenantInfo, TestOutcome, TotpCode,
+    wipe_json, CredentialInfo, CredentialUpdate, Integrity, KeyRotation, MasterRotation,
+    NewCredential, Progress, Revealed, SealedCredential, TenantInfo, TestOutcome, TotpCode,
 };
 use crate::storage::{
     AuditHead, CredentialRow, DataKeyRow, HookError, KeyState, ListFilter, Reseal, Storage,
@@ -1505,6 +1505,54 @@ impl Scope<'_> {
                 self.store.audit.record(&event)
             })?;
         Ok(outcome)
+    }
+
+    /// Opens every credential of the tenant without returning anything: an integrity check
+    /// after an incident, a restore or a crash. Records one `integrity_checked` event with the
+    /// counts (and an `access_failed` per corrupt credential). Returns the corrupt ids.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`], [`StoreError::Audit`].
+    pub fn check_integrity(
+        &self,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Integrity, StoreError> {
+        let store = self.store;
+        let rows = store
+            .storage
+            .credentials(&self.tenant, &ListFilter::default())?;
+        let total = rows.len() as u64;
+        let mut corrupt = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let ok = store
+                .open_row(row)
+                .ok()
+                .is_some_and(|pt| decode_secret_fields(pt.expose_secret()).is_ok());
+            if !ok {
+                self.failed(Action::AccessFailed, row, "sealed data does not open");
+                corrupt.push(row.id.to_string());
+            }
+            if i % 256 == 255 {
+                progress(Progress {
+                    done: i as u64 + 1,
+                    total,
+                });
+            }
+        }
+        progress(Progress { done: total, total });
+        store.record(
+            &self
+                .event(Action::Other("integrity_checked".into()))
+                .with_outcome(if corrupt.is_empty() {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                }),
+        )?;
+        Ok(Integrity {
+            checked: total,
+            corrupt,
+        })
     }
 
     /// Rotates the tenant's data key: a new key becomes active, every credential is
