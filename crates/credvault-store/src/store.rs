@@ -132,7 +132,7 @@ pub struct StoreConfig {
     /// Last-use times (and the audit head of reads) are written at most this long after the
     /// read. Default 1 s.
     pub use_flush_interval: Duration,
-    /// ... or once this many reads are pending. Default 256.
+    /// ... or once this many reads are pending. Default 4096.
     pub use_flush_max: usize,
 }
 
@@ -143,7 +143,7 @@ impl Default for StoreConfig {
             clock: Arc::new(SystemClock),
             rotation_batch: 256,
             use_flush_interval: Duration::from_secs(1),
-            use_flush_max: 256,
+            use_flush_max: 4096,
         }
     }
 }
@@ -179,7 +179,8 @@ impl std::fmt::Debug for StoreConfig {
 
 #[derive(Default)]
 struct PendingUses {
-    uses: HashMap<TenantId, Vec<(CredentialId, i64)>>,
+    /// Latest use per credential: repeated reads of one credential write one row.
+    uses: HashMap<TenantId, HashMap<CredentialId, i64>>,
     count: usize,
     head: Option<AuditHead>,
     since: Option<Instant>,
@@ -482,6 +483,7 @@ impl Store {
         };
         let mut head = taken.head;
         for (tenant, uses) in taken.uses {
+            let uses: Vec<(CredentialId, i64)> = uses.into_iter().collect();
             self.storage.record_use(&tenant, &uses, head.take())?;
         }
         if head.is_some() {
@@ -496,10 +498,13 @@ impl Store {
     fn note_use(&self, tenant: &TenantId, id: &CredentialId, at: i64, head: Option<AuditHead>) {
         let flush = match self.pending.lock() {
             Ok(mut p) => {
-                p.uses
-                    .entry(tenant.clone())
-                    .or_default()
-                    .push((id.clone(), at));
+                let per = p.uses.entry(tenant.clone()).or_default();
+                match per.get_mut(id) {
+                    Some(t) => *t = (*t).max(at),
+                    None => {
+                        per.insert(id.clone(), at);
+                    }
+                }
                 p.count += 1;
                 p.head = crate::storage::later(p.head, head);
                 let since = *p.since.get_or_insert_with(Instant::now);
