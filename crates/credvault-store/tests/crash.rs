@@ -74,6 +74,9 @@ fn crash_child() {
         .append(true)
         .open(dir.join("ops.log"))
         .unwrap();
+    // Each line goes out in one write(2); a line torn by the previous kill is terminated.
+    let mut line = |text: String| log.write_all(format!("{text}\n").as_bytes()).unwrap();
+    line(String::new());
     let mut names: Vec<String> = scope
         .list(&ListFilter::default())
         .unwrap()
@@ -86,7 +89,7 @@ fn crash_child() {
         k += 1;
         // One run in three rotates (resuming an unfinished rotation, or starting one), the
         // others only create, update and delete.
-        let rotating = seed % 3 == 0;
+        let rotating = seed.is_multiple_of(3);
         let roll = if rotating && (k == 1 || rng.below(50) == 0) {
             99
         } else {
@@ -95,13 +98,13 @@ fn crash_child() {
         if roll < 45 {
             let name = format!("c{seed}-{k}");
             let value = format!("v{seed}x{k}");
-            writeln!(log, "I create {name} {value}").unwrap();
+            line(format!("I create {name} {value}"));
             scope.create(cred(&name, &value)).unwrap();
             names.push(name);
         } else if roll < 77 && !names.is_empty() {
             let name = names[rng.below(names.len() as u64) as usize].clone();
             let value = format!("u{seed}x{k}");
-            writeln!(log, "I update {name} {value}").unwrap();
+            line(format!("I update {name} {value}"));
             let id = scope
                 .find(&name, "production")
                 .unwrap()
@@ -115,7 +118,7 @@ fn crash_child() {
                 .unwrap();
         } else if roll < 97 && !names.is_empty() {
             let name = names.swap_remove(rng.below(names.len() as u64) as usize);
-            writeln!(log, "I delete {name} -").unwrap();
+            line(format!("I delete {name} -"));
             let id = scope
                 .find(&name, "production")
                 .unwrap()
@@ -123,11 +126,11 @@ fn crash_child() {
                 .unwrap();
             scope.delete(&id, None).unwrap();
         } else {
-            writeln!(log, "I rotate - -").unwrap();
+            line("I rotate - -".into());
             let r = scope.rotate_key(&mut |_| {}).unwrap();
             assert!(r.failed.is_empty());
         }
-        writeln!(log, "A").unwrap();
+        line("A".into());
     }
 }
 
@@ -144,18 +147,18 @@ fn replay(
 ) -> Option<(String, String, String)> {
     let mut pending: Option<(String, String, String)> = None;
     for line in text.lines() {
-        let mut w = line.split(' ');
-        match w.next() {
-            Some("I") => {
-                let op = w.next().unwrap().to_owned();
-                let name = w.next().unwrap().to_owned();
-                let value = w.next().unwrap().to_owned();
+        let w: Vec<&str> = line.split(' ').collect();
+        match w.first() {
+            // An intent line cut by the kill: its op never started.
+            Some(&"I") if w.len() != 4 => pending = None,
+            Some(&"I") => {
+                let (op, name, value) = (w[1].to_owned(), w[2].to_owned(), w[3].to_owned());
                 if name != "-" {
                     touched.push(name.clone());
                 }
                 pending = Some((op, name, value));
             }
-            Some("A") => {
+            Some(&"A") => {
                 let (op, name, value) = pending.take().unwrap();
                 match op.as_str() {
                     "create" | "update" => {
