@@ -48,6 +48,8 @@
 
 mod error;
 mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 mod keys;
 mod memory;

@@ -1,0 +1,73 @@
+//! Entry points for the fuzz targets (not a public API).
+
+use std::sync::{Arc, OnceLock};
+
+use credvault_audit::MemorySink;
+use credvault_envelope::LocalKeyring;
+
+use crate::{
+    decode_secret_fields, encode_secret_fields, AuditTarget, CredentialId, MemoryStorage,
+    SealedCredential, Store, TenantId,
+};
+
+/// Decodes arbitrary bytes as secret fields v1; what decodes must re-encode to the same bytes.
+/// Must never panic (other than on a broken round trip).
+pub fn secret_fields(data: &[u8]) {
+    if let Ok(fields) = decode_secret_fields(data) {
+        match encode_secret_fields(fields.iter().copied()) {
+            Ok(again) => assert_eq!(&again[..], data, "secret fields do not round-trip"),
+            Err(_) => panic!("decoded fields do not encode"),
+        }
+    }
+}
+
+fn fixture() -> Option<&'static (Store, TenantId, CredentialId)> {
+    static F: OnceLock<Option<(Store, TenantId, CredentialId)>> = OnceLock::new();
+    F.get_or_init(|| {
+        let store = Store::new(
+            Arc::new(MemoryStorage::new()),
+            Arc::new(LocalKeyring::generate().ok()?),
+            AuditTarget::Sink(Arc::new(MemorySink::new())),
+        );
+        let t = TenantId::new("fuzz").ok()?;
+        store.create_tenant(&t, "Fuzz", "fuzz").ok()?;
+        let id = CredentialId::parse("cred_0123456789abcdef0123456789abcdef").ok()?;
+        Some((store, t, id))
+    })
+    .as_ref()
+}
+
+/// Offers arbitrary bytes as a client-sealed credential (the first byte picks the type and
+/// whether public fields are given). Must never panic, and nothing not sealed under the
+/// tenant's key may be stored.
+pub fn sealed_create(data: &[u8]) {
+    let Some((store, t, id)) = fixture() else {
+        return;
+    };
+    let Ok(scope) = store.tenant(t, "fuzz") else {
+        return;
+    };
+    let (ty, public) = match data.first().copied().unwrap_or(0) % 3 {
+        0 => ("http_bearer_token", serde_json::json!({})),
+        1 => (
+            "website_login",
+            serde_json::json!({"login_url": "https://x.example/", "username": "u"}),
+        ),
+        _ => (
+            "postgres",
+            serde_json::json!({"host": "db.example.com", "database": "app", "user": "app"}),
+        ),
+    };
+    let r = scope.create_sealed(SealedCredential {
+        id: id.clone(),
+        type_name: ty.into(),
+        name: "fuzz".into(),
+        environment: "production".into(),
+        public_fields: public,
+        envelope: data.get(1..).unwrap_or_default().to_vec(),
+        description: String::new(),
+        tags: Vec::new(),
+        expires_at: None,
+    });
+    assert!(r.is_err(), "a credential not sealed under the tenant's key was accepted");
+}
