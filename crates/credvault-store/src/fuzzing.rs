@@ -69,5 +69,8 @@ pub fn sealed_create(data: &[u8]) {
         tags: Vec::new(),
         expires_at: None,
     });
-    assert!(r.is_err(), "a credential not sealed under the tenant's key was accepted");
+    assert!(
+        r.is_err(),
+        "a credential not sealed under the tenant's key was accepted"
+    );
 }
