@@ -627,6 +627,74 @@ fn key_cache_is_bounded_and_use_limited() {
     assert_eq!(f.store.cached_keys(), 0);
 }
 
+/// A master key that counts unwraps (how often the cache had to load a data key).
+struct Counting(LocalKeyring, std::sync::atomic::AtomicUsize);
+
+impl credvault_envelope::MasterKey for Counting {
+    fn provider_id(&self) -> &str {
+        self.0.provider_id()
+    }
+    fn active_version(&self) -> Result<u32, credvault_envelope::ProviderError> {
+        self.0.active_version()
+    }
+    fn wrap(
+        &self,
+        key: &credvault_envelope::DataKey,
+        ctx: &credvault_envelope::EncryptionContext,
+    ) -> Result<credvault_envelope::WrappedKey, credvault_envelope::ProviderError> {
+        self.0.wrap(key, ctx)
+    }
+    fn unwrap(
+        &self,
+        wrapped: &credvault_envelope::WrappedKey,
+        ctx: &credvault_envelope::EncryptionContext,
+    ) -> Result<credvault_envelope::DataKey, credvault_envelope::ProviderError> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.unwrap(wrapped, ctx)
+    }
+}
+
+#[test]
+fn key_cache_ttl_and_use_limit_bound_how_long_a_key_is_held() {
+    let unwraps_for = |cache: CacheConfig| {
+        let master = Arc::new(Counting(
+            LocalKeyring::generate().unwrap(),
+            Default::default(),
+        ));
+        let store = Store::new(
+            Arc::new(MemoryStorage::new()),
+            master.clone(),
+            AuditTarget::Sink(Arc::new(MemorySink::new())),
+        )
+        .with_config(StoreConfig::default().cache(cache));
+        let a = TenantId::new("acme").unwrap();
+        store.create_tenant(&a, "A", "admin").unwrap();
+        let s = store.tenant(&a, "x").unwrap();
+        let id = s.create(login("c", "pw")).unwrap().credential_id().unwrap();
+        let before = master.1.load(std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..10 {
+            s.reveal(&id, &["password"], None).unwrap();
+        }
+        master.1.load(std::sync::atomic::Ordering::SeqCst) - before
+    };
+    assert_eq!(
+        unwraps_for(CacheConfig::default()),
+        0,
+        "a cached key is reused"
+    );
+    assert_eq!(
+        unwraps_for(CacheConfig::default().ttl(std::time::Duration::ZERO)),
+        10,
+        "an expired key is unwrapped again"
+    );
+    // The create used the key once; then 10 reveals with 3 uses per load.
+    assert_eq!(
+        unwraps_for(CacheConfig::default().max_uses(3)),
+        3,
+        "the use limit forces a reload"
+    );
+}
+
 #[test]
 fn tenant_key_rotation_reencrypts_and_retires() {
     for (name, storage) in backends() {
