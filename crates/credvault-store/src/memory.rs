@@ -41,6 +41,42 @@ impl State {
         }
     }
 
+    fn check_version(
+        &self,
+        k: &(TenantId, CredentialId),
+        expected: u64,
+    ) -> Result<(), StorageError> {
+        let found = self
+            .creds
+            .get(k)
+            .ok_or(StorageError::NotFound { what: "credential" })?
+            .version;
+        if found == expected {
+            Ok(())
+        } else {
+            Err(StorageError::VersionConflict { expected, found })
+        }
+    }
+
+    /// Stores `row` under `k` after the uniqueness and key checks and the hook.
+    fn put(
+        &mut self,
+        k: (TenantId, CredentialId),
+        row: &CredentialRow,
+        hook: Hook<'_>,
+    ) -> Result<(), StorageError> {
+        if self.name_taken(row) {
+            return Err(StorageError::NameTaken {
+                name: row.name.clone(),
+                environment: row.environment.clone(),
+            });
+        }
+        self.check_key(row)?;
+        self.run_hook(hook)?;
+        self.creds.insert(k, row.clone());
+        Ok(())
+    }
+
     fn run_hook(&mut self, hook: Hook<'_>) -> Result<(), StorageError> {
         let head = hook().map_err(StorageError::Hook)?;
         self.head = later(self.head, head);
@@ -215,16 +251,7 @@ impl Storage for MemoryStorage {
         if s.creds.contains_key(&k) {
             return Err(StorageError::Backend("duplicate credential id".into()));
         }
-        if s.name_taken(row) {
-            return Err(StorageError::NameTaken {
-                name: row.name.clone(),
-                environment: row.environment.clone(),
-            });
-        }
-        s.check_key(row)?;
-        s.run_hook(hook)?;
-        s.creds.insert(k, row.clone());
-        Ok(())
+        s.put(k, row, hook)
     }
 
     fn credential(
@@ -277,27 +304,8 @@ impl Storage for MemoryStorage {
     ) -> Result<(), StorageError> {
         let mut s = self.lock()?;
         let k = (row.tenant.clone(), row.id.clone());
-        let found = s
-            .creds
-            .get(&k)
-            .ok_or(StorageError::NotFound { what: "credential" })?
-            .version;
-        if found != expected_version {
-            return Err(StorageError::VersionConflict {
-                expected: expected_version,
-                found,
-            });
-        }
-        if s.name_taken(row) {
-            return Err(StorageError::NameTaken {
-                name: row.name.clone(),
-                environment: row.environment.clone(),
-            });
-        }
-        s.check_key(row)?;
-        s.run_hook(hook)?;
-        s.creds.insert(k, row.clone());
-        Ok(())
+        s.check_version(&k, expected_version)?;
+        s.put(k, row, hook)
     }
 
     fn delete_credential(
@@ -309,17 +317,7 @@ impl Storage for MemoryStorage {
     ) -> Result<(), StorageError> {
         let mut s = self.lock()?;
         let k = (tenant.clone(), id.clone());
-        let found = s
-            .creds
-            .get(&k)
-            .ok_or(StorageError::NotFound { what: "credential" })?
-            .version;
-        if found != expected_version {
-            return Err(StorageError::VersionConflict {
-                expected: expected_version,
-                found,
-            });
-        }
+        s.check_version(&k, expected_version)?;
         s.run_hook(hook)?;
         if let Some(mut row) = s.creds.remove(&k) {
             zeroize::Zeroize::zeroize(&mut row.secret);

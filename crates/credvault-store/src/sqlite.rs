@@ -204,6 +204,42 @@ fn map_unique(e: rusqlite::Error, row: &CredentialRow) -> StorageError {
     }
 }
 
+/// Runs `sql` (an insert or an update naming every column as `:column`) for `row`.
+fn write_row(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    row: &CredentialRow,
+) -> Result<(), StorageError> {
+    tx.prepare_cached(sql)
+        .and_then(|mut s| {
+            s.execute(rusqlite::named_params! {
+                ":tenant": row.tenant.as_str(),
+                ":id": row.id.as_str(),
+                ":name": row.name,
+                ":type": row.type_name,
+                ":environment": row.environment,
+                ":description": row.description,
+                ":tags": json(&row.tags),
+                ":is_active": row.is_active,
+                ":expires_at": row.expires_at,
+                ":created_by": row.created_by,
+                ":created_at": row.created_at,
+                ":updated_at": row.updated_at,
+                ":version": to_i64(row.version),
+                ":last_used_at": row.last_used_at,
+                ":last_tested": row.last_tested,
+                ":test_status": row.test_status,
+                ":test_message": row.test_message,
+                ":public": row.public,
+                ":secret_fields": json(&row.secret_fields),
+                ":key_id": key_bytes(&row.key_id),
+                ":secret": row.secret,
+            })
+        })
+        .map(|_| ())
+        .map_err(|e| map_unique(e, row))
+}
+
 fn set_head(tx: &rusqlite::Transaction<'_>, head: Option<AuditHead>) -> Result<(), StorageError> {
     let Some(h) = head else { return Ok(()) };
     let cur = read_head(tx)?;
@@ -571,37 +607,16 @@ impl Storage for SqliteStorage {
 
     fn insert_credential(&self, row: &CredentialRow, hook: Hook<'_>) -> Result<(), StorageError> {
         self.write(|tx| {
-            tx.prepare_cached(&format!(
-                "INSERT INTO credentials ({CRED_COLS}) VALUES
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                  ?18, ?19, ?20, ?21)"
-            ))
-            .and_then(|mut s| {
-                s.execute(params![
-                    row.tenant.as_str(),
-                    row.id.as_str(),
-                    row.name,
-                    row.type_name,
-                    row.environment,
-                    row.description,
-                    json(&row.tags),
-                    row.is_active,
-                    row.expires_at,
-                    row.created_by,
-                    row.created_at,
-                    row.updated_at,
-                    to_i64(row.version),
-                    row.last_used_at,
-                    row.last_tested,
-                    row.test_status,
-                    row.test_message,
-                    row.public,
-                    json(&row.secret_fields),
-                    key_bytes(&row.key_id),
-                    row.secret,
-                ])
-            })
-            .map_err(|e| map_unique(e, row))?;
+            write_row(
+                tx,
+                &format!(
+                    "INSERT INTO credentials ({CRED_COLS}) VALUES (:tenant, :id, :name, :type,
+                     :environment, :description, :tags, :is_active, :expires_at, :created_by,
+                     :created_at, :updated_at, :version, :last_used_at, :last_tested,
+                     :test_status, :test_message, :public, :secret_fields, :key_id, :secret)"
+                ),
+                row,
+            )?;
             hook_in(tx, hook)
         })
     }
@@ -694,37 +709,18 @@ impl Storage for SqliteStorage {
                 Self::version_of(tx, &row.tenant, &row.id)?,
                 expected_version,
             )?;
-            tx.prepare_cached(
-                "UPDATE credentials SET name = ?3, type = ?4, environment = ?5, description = ?6,
-                   tags = ?7, is_active = ?8, expires_at = ?9, updated_at = ?10, version = ?11,
-                   last_used_at = ?12, last_tested = ?13, test_status = ?14, test_message = ?15,
-                   public = ?16, secret_fields = ?17, key_id = ?18, secret = ?19
-                 WHERE tenant = ?1 AND id = ?2",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    row.tenant.as_str(),
-                    row.id.as_str(),
-                    row.name,
-                    row.type_name,
-                    row.environment,
-                    row.description,
-                    json(&row.tags),
-                    row.is_active,
-                    row.expires_at,
-                    row.updated_at,
-                    to_i64(row.version),
-                    row.last_used_at,
-                    row.last_tested,
-                    row.test_status,
-                    row.test_message,
-                    row.public,
-                    json(&row.secret_fields),
-                    key_bytes(&row.key_id),
-                    row.secret,
-                ])
-            })
-            .map_err(|e| map_unique(e, row))?;
+            write_row(
+                tx,
+                "UPDATE credentials SET name = :name, type = :type, environment = :environment,
+                   description = :description, tags = :tags, is_active = :is_active,
+                   expires_at = :expires_at, created_by = :created_by, created_at = :created_at,
+                   updated_at = :updated_at, version = :version, last_used_at = :last_used_at,
+                   last_tested = :last_tested, test_status = :test_status,
+                   test_message = :test_message, public = :public,
+                   secret_fields = :secret_fields, key_id = :key_id, secret = :secret
+                 WHERE tenant = :tenant AND id = :id",
+                row,
+            )?;
             hook_in(tx, hook)
         })
     }

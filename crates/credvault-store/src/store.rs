@@ -816,7 +816,54 @@ fn opt_text(v: Option<i64>) -> String {
     v.map_or_else(|| "none".into(), |t| t.to_string())
 }
 
+/// A new credential's metadata.
+struct RowMeta<'a> {
+    name: &'a str,
+    type_name: &'a str,
+    environment: &'a str,
+    description: &'a str,
+    tags: &'a [String],
+    is_active: bool,
+    expires_at: Option<i64>,
+}
+
 impl Scope<'_> {
+    /// A new row (version 1, created now by this scope's actor) for a validated credential
+    /// and its sealed secrets `(key id, envelope, secret field names)`.
+    fn new_row(
+        &self,
+        id: &CredentialId,
+        m: RowMeta<'_>,
+        cred: &Credential,
+        sealed: (KeyId, Vec<u8>, Vec<String>),
+    ) -> CredentialRow {
+        let now = self.store.now();
+        let (key_id, secret, secret_fields) = sealed;
+        CredentialRow {
+            id: id.clone(),
+            tenant: self.tenant.clone(),
+            name: m.name.to_owned(),
+            type_name: m.type_name.to_owned(),
+            environment: m.environment.to_owned(),
+            description: m.description.to_owned(),
+            tags: m.tags.to_vec(),
+            is_active: m.is_active,
+            expires_at: m.expires_at,
+            created_by: self.actor.clone(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+            last_used_at: None,
+            last_tested: None,
+            test_status: None,
+            test_message: None,
+            public: serde_json::Value::Object(cred.public_json()).to_string(),
+            secret_fields,
+            key_id,
+            secret,
+        }
+    }
+
     /// Records the caller's source IP in audit events.
     pub fn with_source_ip(mut self, ip: impl Into<String>) -> Self {
         self.source_ip = Some(ip.into());
@@ -906,34 +953,24 @@ impl Scope<'_> {
         let ty = self.store.type_of(&new.type_name)?;
         let cred = ty.validate(&new.fields)?;
         let id = CredentialId::generate()?;
-        let now = self.store.now();
         for _ in 0..4 {
             let (key_id, secret, secret_fields) =
                 self.store
                     .seal_credential(&self.tenant, &id, &new.environment, &cred)?;
-            let row = CredentialRow {
-                id: id.clone(),
-                tenant: self.tenant.clone(),
-                name: new.name.clone(),
-                type_name: new.type_name.clone(),
-                environment: new.environment.clone(),
-                description: new.description.clone(),
-                tags: new.tags.clone(),
-                is_active: new.is_active,
-                expires_at: new.expires_at,
-                created_by: self.actor.clone(),
-                created_at: now,
-                updated_at: now,
-                version: 1,
-                last_used_at: None,
-                last_tested: None,
-                test_status: None,
-                test_message: None,
-                public: serde_json::Value::Object(cred.public_json()).to_string(),
-                secret_fields,
-                key_id,
-                secret,
-            };
+            let row = self.new_row(
+                &id,
+                RowMeta {
+                    name: &new.name,
+                    type_name: &new.type_name,
+                    environment: &new.environment,
+                    description: &new.description,
+                    tags: &new.tags,
+                    is_active: new.is_active,
+                    expires_at: new.expires_at,
+                },
+                &cred,
+                (key_id, secret, secret_fields),
+            );
             let event = self.event(Action::Created).with_resource(resource(&row));
             match self
                 .store
@@ -1002,7 +1039,6 @@ impl Scope<'_> {
                 });
             }
         }
-        let mut names = Vec::new();
         for (k, v) in &fields {
             if ty.is_secret(k) != Some(true) {
                 return Err(StoreError::Field {
@@ -1010,7 +1046,6 @@ impl Scope<'_> {
                     reason: "is not a secret field of this type",
                 });
             }
-            names.push((*k).to_owned());
             obj.insert((*k).to_owned(), serde_json::Value::String((*v).to_owned()));
         }
         let mut value = serde_json::Value::Object(obj);
@@ -1019,32 +1054,21 @@ impl Scope<'_> {
         let cred = validated?;
         // Names in the type's order, as `create` stores them.
         let secret_fields: Vec<String> = cred.secrets().map(|(k, _)| k.to_owned()).collect();
-        drop(names);
         self.store.storage.reserve_usage(&self.tenant, &key_id, 1)?;
-        let now = self.store.now();
-        let row = CredentialRow {
-            id: sealed.id.clone(),
-            tenant: self.tenant.clone(),
-            name: sealed.name.clone(),
-            type_name: sealed.type_name.clone(),
-            environment: sealed.environment.clone(),
-            description: sealed.description.clone(),
-            tags: sealed.tags.clone(),
-            is_active: true,
-            expires_at: sealed.expires_at,
-            created_by: self.actor.clone(),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-            last_used_at: None,
-            last_tested: None,
-            test_status: None,
-            test_message: None,
-            public: serde_json::Value::Object(cred.public_json()).to_string(),
-            secret_fields,
-            key_id,
-            secret: sealed.envelope,
-        };
+        let row = self.new_row(
+            &sealed.id,
+            RowMeta {
+                name: &sealed.name,
+                type_name: &sealed.type_name,
+                environment: &sealed.environment,
+                description: &sealed.description,
+                tags: &sealed.tags,
+                is_active: true,
+                expires_at: sealed.expires_at,
+            },
+            &cred,
+            (key_id, sealed.envelope, secret_fields),
+        );
         let event = self.event(Action::Created).with_resource(resource(&row));
         self.store
             .storage
