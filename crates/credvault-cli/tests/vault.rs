@@ -592,3 +592,45 @@ fn audit_verify_detects_a_log_cut_short_or_replaced() {
     let err = v.fails(&["list"], "");
     assert!(err.contains("cut short or replaced"), "{err}");
 }
+
+#[test]
+fn add_prompts_for_missing_secrets_on_a_terminal() {
+    // `script` gives the command a pseudo-terminal; skip where util-linux's `script` is absent.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no `script` to provide a terminal");
+        return;
+    }
+    let v = V::new();
+    let bin = assert_cmd::cargo::cargo_bin("credvault");
+    let out = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} add http_bearer_token tok", bin.display()),
+            "/dev/null",
+        ])
+        .env("CREDVAULT_DIR", &v.path)
+        .env_remove("CREDVAULT_MASTER_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"typed-at-the-prompt\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Token: "), "no prompt in {text:?}");
+    assert!(text.contains("created tok"), "{text}");
+    assert_eq!(
+        v.ok(&["reveal", "tok", "--field", "token"], ""),
+        "typed-at-the-prompt\n"
+    );
+}
