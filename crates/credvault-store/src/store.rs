@@ -10,7 +10,7 @@ use credvault_audit::{
 };
 use credvault_envelope::{
     generate_data_key, needs_rewrap, DataKey, EncryptionContext, EnvelopeHeader, KeyId, MasterKey,
-    OpenError, SealError, WrappedKey,
+    SealError, WrappedKey,
 };
 use credvault_schema::{Credential, CredentialType, Format, Registry, SecretValue};
 use credvault_totp::{Algorithm, Otp, ReplayGuard, TotpSecret, DEFAULT_SKEW};
@@ -272,10 +272,6 @@ fn resource(row: &CredentialRow) -> Resource {
         .with_environment(row.environment.as_str())
 }
 
-fn storage_err(e: StorageError) -> StoreError {
-    e.into()
-}
-
 /// The credential store. Cheap to share behind an `Arc`; every method takes `&self` and is
 /// safe to call from many threads.
 pub struct Store {
@@ -410,8 +406,7 @@ impl Store {
         };
         let event = AuditEvent::new(id.as_str(), actor, Action::Other("tenant_created".into()));
         self.storage
-            .create_tenant(&tenant, &key, &mut || self.audit.record(&event))
-            .map_err(storage_err)?;
+            .create_tenant(&tenant, &key, &mut || self.audit.record(&event))?;
         self.tenant_info(&tenant)
     }
 
@@ -481,16 +476,11 @@ impl Store {
             Ok(mut p) => std::mem::take(&mut *p),
             Err(_) => return Ok(()),
         };
+        // Every pending read has a tenant, so the head goes out with the first one.
         let mut head = taken.head;
         for (tenant, uses) in taken.uses {
             let uses: Vec<(CredentialId, i64)> = uses.into_iter().collect();
             self.storage.record_use(&tenant, &uses, head.take())?;
-        }
-        if head.is_some() {
-            // Reads with no tenant to attribute: still persist the head.
-            if let Some(t) = self.storage.tenants()?.first() {
-                self.storage.record_use(&t.id, &[], head)?;
-            }
         }
         Ok(())
     }
@@ -613,10 +603,8 @@ impl Store {
             Err(StoreError::Storage(StorageError::UnknownKey { .. })) => return Err(corrupt()),
             Err(e) => return Err(e),
         };
-        key.key.open(&row.secret, &ctx).map_err(|e| match e {
-            OpenError::Format(_) | OpenError::WrongKey { .. } | OpenError::Decrypt(_) => corrupt(),
-            _ => corrupt(),
-        })
+        // Whatever failed (format, key, tag), only the credential is named.
+        key.key.open(&row.secret, &ctx).map_err(|_| corrupt())
     }
 
     /// Rebuilds the typed credential from a row.
@@ -673,7 +661,8 @@ impl Store {
         }
         let total = keys.len() as u64;
         let to = self.master.active_version()?;
-        let mut per_tenant: BTreeMap<String, (u64, Option<u32>)> = BTreeMap::new();
+        // Tenant -> the master version its keys were re-wrapped from.
+        let mut per_tenant: BTreeMap<String, Option<u32>> = BTreeMap::new();
         for (i, k) in keys.iter().enumerate() {
             let fail = |out: &mut MasterRotation| {
                 out.failed
@@ -696,9 +685,7 @@ impl Store {
                             new.as_bytes(),
                         )? {
                             out.rewrapped += 1;
-                            let e = per_tenant.entry(k.tenant.to_string()).or_default();
-                            e.0 += 1;
-                            e.1 = Some(w.master_key().version);
+                            per_tenant.insert(k.tenant.to_string(), Some(w.master_key().version));
                         }
                     }
                     _ => fail(&mut out),
@@ -709,7 +696,7 @@ impl Store {
                 total,
             });
         }
-        for (tenant, (_, from)) in per_tenant {
+        for (tenant, from) in per_tenant {
             let event = AuditEvent::new(tenant, actor, Action::KeyRotated).with_details(
                 Details::KeyRotated {
                     key: "master".into(),
