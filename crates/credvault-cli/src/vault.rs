@@ -548,15 +548,8 @@ pub(crate) fn add(args: &VaultArgs, a: AddArgs) -> Result<Output, Failure> {
     with_vault(args, |v| {
         let ty = v
             .store()
-            .registry()
-            .get(&a.type_name)
-            .cloned()
-            .ok_or_else(|| {
-                Failure::new(format!(
-                    "unknown credential type {:?} (see `credvault type list`)",
-                    a.type_name
-                ))
-            })?;
+            .credential_type(&a.type_name)
+            .map_err(|e| Failure::new(format!("{e} (see `credvault type list`)")))?;
         let mut stdin_used = false;
         let mut obj = collect_fields(&ty, a.from_json.as_deref(), &a.fields, &mut stdin_used)?;
         fill_secrets(&ty, &mut obj, stdin_used)?;
@@ -694,12 +687,7 @@ pub(crate) fn reveal(args: &VaultArgs, r: RevealArgs, json_out: bool) -> Result<
 pub(crate) fn update(args: &VaultArgs, u: UpdateArgs) -> Result<Output, Failure> {
     with_vault(args, |v| {
         let (scope, info) = find(v, &u.target, &u.name, args.actor())?;
-        let ty = v
-            .store()
-            .registry()
-            .get(&info.type_name)
-            .cloned()
-            .ok_or_else(|| Failure::new(format!("unknown credential type {:?}", info.type_name)))?;
+        let ty = v.store().credential_type(&info.type_name).map_err(fail)?;
         let mut stdin_used = false;
         let mut obj = collect_fields(&ty, u.from_json.as_deref(), &u.fields, &mut stdin_used)?;
         for k in &u.unset {

@@ -633,7 +633,11 @@ impl Store {
         Ok(out?)
     }
 
-    fn type_of(&self, name: &str) -> Result<Arc<CredentialType>, StoreError> {
+    /// A registered credential type.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownType`].
+    pub fn credential_type(&self, name: &str) -> Result<Arc<CredentialType>, StoreError> {
         self.registry
             .get(name)
             .cloned()
@@ -937,7 +941,7 @@ impl Scope<'_> {
     /// [`StoreError::NameTaken`], [`StoreError::Audit`] (nothing stored), others.
     pub fn create(&self, new: NewCredential) -> Result<CredentialInfo, StoreError> {
         check_meta(&new.name, &new.environment, &new.description, &new.tags)?;
-        let ty = self.store.type_of(&new.type_name)?;
+        let ty = self.store.credential_type(&new.type_name)?;
         let cred = ty.validate(&new.fields)?;
         let id = CredentialId::generate()?;
         for _ in 0..4 {
@@ -989,7 +993,7 @@ impl Scope<'_> {
             &sealed.description,
             &sealed.tags,
         )?;
-        let ty = self.store.type_of(&sealed.type_name)?;
+        let ty = self.store.credential_type(&sealed.type_name)?;
         let header =
             EnvelopeHeader::parse(&sealed.envelope).map_err(|_| StoreError::SealedRejected)?;
         let key_id = header.key_id();
@@ -1233,7 +1237,7 @@ impl Scope<'_> {
             let mut new = row.clone();
             let mut changes = Vec::new();
             if let Some(patch) = &upd.fields {
-                let ty = self.store.type_of(&row.type_name)?;
+                let ty = self.store.credential_type(&row.type_name)?;
                 let existing = match self.store.credential_of(&row, &ty) {
                     Ok(c) => c,
                     Err(e @ StoreError::Corrupt { .. }) => {
@@ -1383,7 +1387,7 @@ impl Scope<'_> {
     }
 
     fn otp(&self, row: &CredentialRow) -> Result<(Otp, String), StoreError> {
-        let ty = self.store.type_of(&row.type_name)?;
+        let ty = self.store.credential_type(&row.type_name)?;
         let field = Self::totp_field(row, &ty).ok_or_else(|| StoreError::Totp {
             reason: "the credential has no authenticator key set".into(),
         })?;
@@ -1488,7 +1492,7 @@ impl Scope<'_> {
     /// it; as [`reveal`](Self::reveal).
     pub fn test(&self, id: &CredentialId) -> Result<TestOutcome, StoreError> {
         let row = self.load_for_access(id)?;
-        let ty = self.store.type_of(&row.type_name)?;
+        let ty = self.store.credential_type(&row.type_name)?;
         let kind = ty
             .definition()
             .test

@@ -940,6 +940,37 @@ fn registry_with_local_type(port: u16) -> Arc<Registry> {
     Arc::new(r)
 }
 
+/// A store whose `local_api` type tests against `port`, with one `svc` credential holding
+/// `token`: (store, its audit sink, the tenant scope's tenant, the credential).
+fn local_service(
+    port: u16,
+    testers: TesterRegistry,
+    token: &str,
+) -> (Store, Arc<MemorySink>, TenantId, CredentialId) {
+    let audit = Arc::new(MemorySink::new());
+    let store = Store::new(
+        Arc::new(MemoryStorage::new()),
+        Arc::new(LocalKeyring::generate().unwrap()),
+        AuditTarget::Sink(audit.clone()),
+    )
+    .with_registry(registry_with_local_type(port))
+    .with_testers(testers);
+    let a = TenantId::new("acme").unwrap();
+    store.create_tenant(&a, "A", "admin").unwrap();
+    let id = store
+        .tenant(&a, "alice")
+        .unwrap()
+        .create(NewCredential::new(
+            "local_api",
+            "svc",
+            json!({ "token": token }),
+        ))
+        .unwrap()
+        .credential_id()
+        .unwrap();
+    (store, audit, a, id)
+}
+
 #[test]
 fn http_tester_runs_the_declared_test_and_records_the_result() {
     for (status, body, want) in [
@@ -948,26 +979,9 @@ fn http_tester_runs_the_declared_test_and_records_the_result() {
         (401, "{}", TestStatus::Failed),
     ] {
         let (port, server) = serve(status, body);
-        let audit = Arc::new(MemorySink::new());
-        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-        let store = Store::new(
-            storage.clone(),
-            Arc::new(LocalKeyring::generate().unwrap()),
-            AuditTarget::Sink(audit.clone()),
-        )
-        .with_registry(registry_with_local_type(port));
-        let a = TenantId::new("acme").unwrap();
-        store.create_tenant(&a, "A", "admin").unwrap();
+        let (store, audit, a, id) =
+            local_service(port, TesterRegistry::with_defaults(), "tok-SECRET-123");
         let s = store.tenant(&a, "alice").unwrap();
-        let id = s
-            .create(NewCredential::new(
-                "local_api",
-                "svc",
-                json!({"token": "tok-SECRET-123"}),
-            ))
-            .unwrap()
-            .credential_id()
-            .unwrap();
         let out = s.test(&id).unwrap();
         assert_eq!(out.status, want, "{status} {body}: {}", out.message);
         let request = server.join().unwrap();
@@ -991,44 +1005,12 @@ fn http_tester_runs_the_declared_test_and_records_the_result() {
         .local_addr()
         .unwrap()
         .port();
-    let store = Store::new(
-        Arc::new(MemoryStorage::new()),
-        Arc::new(LocalKeyring::generate().unwrap()),
-        AuditTarget::Sink(Arc::new(MemorySink::new())),
-    )
-    .with_registry(registry_with_local_type(port));
-    let a = TenantId::new("acme").unwrap();
-    store.create_tenant(&a, "A", "admin").unwrap();
+    let (store, _, a, id) = local_service(port, TesterRegistry::with_defaults(), "t");
     let s = store.tenant(&a, "alice").unwrap();
-    let id = s
-        .create(NewCredential::new(
-            "local_api",
-            "svc",
-            json!({"token": "t"}),
-        ))
-        .unwrap()
-        .credential_id()
-        .unwrap();
     assert_eq!(s.test(&id).unwrap().status, TestStatus::Error);
     // A type without a tester registered.
-    let store = Store::new(
-        Arc::new(MemoryStorage::new()),
-        Arc::new(LocalKeyring::generate().unwrap()),
-        AuditTarget::Sink(Arc::new(MemorySink::new())),
-    )
-    .with_registry(registry_with_local_type(port))
-    .with_testers(TesterRegistry::empty());
-    store.create_tenant(&a, "A", "admin").unwrap();
+    let (store, _, a, id) = local_service(port, TesterRegistry::empty(), "t");
     let s = store.tenant(&a, "alice").unwrap();
-    let id = s
-        .create(NewCredential::new(
-            "local_api",
-            "svc",
-            json!({"token": "t"}),
-        ))
-        .unwrap()
-        .credential_id()
-        .unwrap();
     assert!(matches!(s.test(&id), Err(StoreError::Unsupported(_))));
 }
 
