@@ -65,6 +65,19 @@ proptest! {
         prop_assert_eq!(mine.len(), theirs_tok.len());
     }
 
+    /// Long tokens: several 256-byte sealing chunks and 1,024-byte opening chunks, whose
+    /// boundaries fall at every offset relative to the 25-byte header.
+    #[test]
+    fn long_tokens_interoperate(seed in any::<[u8; 32]>(), len in 0usize..5000, fill in any::<u8>(), ts in 0u64..=4_000_000_000) {
+        let (ours, theirs, _) = keys(seed);
+        let pt: Vec<u8> = (0..len).map(|i| fill.wrapping_add(i as u8)).collect();
+        let mine = ours.encrypt_at(&pt, ts).unwrap();
+        prop_assert_eq!(theirs.decrypt_at_time(&mine, None, ts).unwrap(), pt.clone());
+        let theirs_tok = theirs.encrypt_at_time(&pt, ts);
+        let got = ours.decrypt_at(&theirs_tok, None, ts).unwrap();
+        prop_assert_eq!(got.expose_secret(), &pt[..]);
+    }
+
     #[test]
     fn tampering_rejected_by_both(
         seed in any::<[u8; 32]>(), other in any::<[u8; 32]>(), pt in prop::collection::vec(any::<u8>(), 0..100),

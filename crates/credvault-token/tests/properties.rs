@@ -24,6 +24,27 @@ fn alg() -> impl Strategy<Value = Algorithm> {
 proptest! {
     #![proptest_config(config())]
 
+    /// The seal path chains CBC itself (one AES backend for the whole message); it must agree
+    /// with the `cbc` crate's encryptor on every key size, across several 256-byte chunks.
+    #[test]
+    fn raw_cbc_encryption_matches_the_cbc_crate(
+        key_len in prop_oneof![Just(16usize), Just(24), Just(32)], key in any::<[u8; 32]>(),
+        iv in any::<[u8; 16]>(), pt in prop::collection::vec(any::<u8>(), 0..1100)
+    ) {
+        use aes::cipher::{BlockEncryptMut, KeyIvInit};
+        use cbc::cipher::block_padding::Pkcs7;
+        let key = &key[..key_len];
+        let expected = match key_len {
+            16 => cbc::Encryptor::<aes::Aes128>::new_from_slices(key, &iv).unwrap().encrypt_padded_vec_mut::<Pkcs7>(&pt),
+            24 => cbc::Encryptor::<aes::Aes192>::new_from_slices(key, &iv).unwrap().encrypt_padded_vec_mut::<Pkcs7>(&pt),
+            _ => cbc::Encryptor::<aes::Aes256>::new_from_slices(key, &iv).unwrap().encrypt_padded_vec_mut::<Pkcs7>(&pt),
+        };
+        let ours = credvault_token::hazmat::aes_cbc_pkcs7_encrypt(key, &iv, &pt).unwrap();
+        prop_assert_eq!(&ours, &expected);
+        let back = credvault_token::hazmat::aes_cbc_pkcs7_decrypt(key, &iv, &ours).unwrap();
+        prop_assert_eq!(back, pt);
+    }
+
     #[test]
     fn multifernet_rotate_keeps_plaintext_and_timestamp(
         old in any::<[u8; 32]>(), new in any::<[u8; 32]>(), pt in prop::collection::vec(any::<u8>(), 0..200), ts in any::<u64>()
