@@ -9,11 +9,12 @@ use core::fmt;
 
 use aes::cipher::KeyInit;
 use hmac::{Hmac, Mac};
-use sha2::{Sha256, Sha384, Sha512};
+use sha2::{Sha384, Sha512};
 use zeroize::Zeroizing;
 
 use crate::error::{DecryptError, KeyError};
 use crate::etm::{Cipher, EtmKey, MacKey, MAX_MAC_LEN};
+use crate::hmac256::HmacSha256Key;
 use crate::iv;
 use crate::secret::Plaintext;
 
@@ -84,7 +85,7 @@ impl CbcHmacKey {
         let (cipher, mac) = match alg {
             Algorithm::A128CbcHs256 => (
                 Cipher::A128(aes::Aes128::new_from_slice(enc_key).map_err(e)?),
-                MacKey::S256(<Hmac<Sha256> as Mac>::new_from_slice(mac_key).map_err(e)?),
+                MacKey::S256(HmacSha256Key::new(mac_key)),
             ),
             Algorithm::A192CbcHs384 => (
                 Cipher::A192(aes::Aes192::new_from_slice(enc_key).map_err(e)?),

@@ -10,8 +10,10 @@ use aes::{Aes128, Aes192, Aes256};
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::consts::U16;
 use cbc::cipher::inout::InOutBuf;
-use hmac::{Hmac, Mac};
-use sha2::{Sha256, Sha384, Sha512};
+use hmac::Hmac;
+
+use crate::hmac256::{HmacSha256, HmacSha256Key};
+use sha2::{Sha384, Sha512};
 
 /// An expanded AES key (schedules are wiped on drop by the `aes` crate's `zeroize` feature).
 #[derive(Clone)]
@@ -21,16 +23,77 @@ pub(crate) enum Cipher {
     A256(Aes256),
 }
 
-/// A pre-keyed HMAC: the inner and outer pads are hashed once, cloned per message.
+/// A pre-keyed HMAC: the inner and outer pads are hashed once, copied per message.
 #[derive(Clone)]
 pub(crate) enum MacKey {
-    S256(Hmac<Sha256>),
+    S256(HmacSha256Key),
     S384(Hmac<Sha384>),
     S512(Hmac<Sha512>),
 }
 
 /// Largest MAC output (SHA-512).
 pub(crate) const MAX_MAC_LEN: usize = 64;
+
+/// A MAC key that starts one message's computation.
+trait MacBegin {
+    type State: MacState;
+    fn begin(&self) -> Self::State;
+}
+
+/// One message's MAC computation: the common face of `HmacSha256` and the `hmac` crate's types.
+trait MacState {
+    fn update(&mut self, data: &[u8]);
+    /// Writes the MAC to the front of `out` and returns its length.
+    fn finalize_into(self, out: &mut [u8; MAX_MAC_LEN]) -> usize;
+}
+
+impl MacBegin for HmacSha256Key {
+    type State = HmacSha256;
+    #[inline(always)]
+    fn begin(&self) -> HmacSha256 {
+        self.start()
+    }
+}
+
+impl MacState for HmacSha256 {
+    #[inline(always)]
+    fn update(&mut self, data: &[u8]) {
+        HmacSha256::update(self, data);
+    }
+    #[inline(always)]
+    fn finalize_into(self, out: &mut [u8; MAX_MAC_LEN]) -> usize {
+        let tag = self.finalize();
+        out[..tag.len()].copy_from_slice(&tag);
+        tag.len()
+    }
+}
+
+macro_rules! hmac_crate_state {
+    ($($h:ty),*) => {$(
+        impl MacBegin for Hmac<$h> {
+            type State = Self;
+            #[inline(always)]
+            fn begin(&self) -> Self {
+                self.clone()
+            }
+        }
+
+        impl MacState for Hmac<$h> {
+            #[inline(always)]
+            fn update(&mut self, data: &[u8]) {
+                hmac::Mac::update(self, data);
+            }
+            #[inline(always)]
+            fn finalize_into(self, out: &mut [u8; MAX_MAC_LEN]) -> usize {
+                let tag = hmac::Mac::finalize(self).into_bytes();
+                out[..tag.len()].copy_from_slice(&tag);
+                tag.len()
+            }
+        }
+    )*};
+}
+
+hmac_crate_state!(Sha384, Sha512);
 
 impl Cipher {
     /// AES with a 16, 24 or 32-byte key.
@@ -48,10 +111,7 @@ impl Cipher {
 impl MacKey {
     /// A placeholder MAC key for raw-cipher hazmat helpers that never MAC.
     pub(crate) fn unused() -> Self {
-        MacKey::S256(match <Hmac<Sha256> as Mac>::new_from_slice(&[]) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC accepts keys of any length"),
-        })
+        MacKey::S256(HmacSha256Key::new(&[]))
     }
 }
 
@@ -102,7 +162,7 @@ impl<M> BlockSizeUser for EncMac<'_, M> {
     type BlockSize = U16;
 }
 
-impl<M: Mac> BlockClosure for EncMac<'_, M> {
+impl<M: MacState> BlockClosure for EncMac<'_, M> {
     // Inlined into the dispatch function, so that the AES-NI round function inlines here too
     // (otherwise every block is a call).
     #[inline(always)]
@@ -124,10 +184,11 @@ impl<M: Mac> BlockClosure for EncMac<'_, M> {
 }
 
 /// AES-CBC encryption of `data` (whole blocks) in place, MACing the ciphertext as it is made.
+#[inline(always)]
 fn enc_mac<C, M>(cipher: &C, mac: &mut M, iv: &[u8; 16], data: &mut [u8])
 where
     C: BlockEncrypt + BlockSizeUser<BlockSize = U16>,
-    M: Mac,
+    M: MacState,
 {
     cipher.encrypt_with_backend(EncMac { iv, data, mac });
 }
@@ -136,10 +197,11 @@ where
 /// ciphertext chunk is decrypted right after the MAC has taken it. The first MAC update takes
 /// `data[..start]` with the first chunk, so a short message is one update (and one batched
 /// compression call) rather than two.
+#[inline(always)]
 fn mac_dec<C, M>(cipher: &C, mac: &mut M, iv: &[u8; 16], data: &mut [u8], start: usize)
 where
     C: BlockDecrypt + BlockCipher + BlockSizeUser<BlockSize = U16>,
-    M: Mac,
+    M: MacState,
 {
     let mut dec = cbc::Decryptor::<&C>::inner_iv_init(cipher, iv.into());
     let mut maced = 0;
@@ -158,56 +220,57 @@ macro_rules! with_keys {
     ($self:expr, |$c:ident, $m:ident| $body:expr) => {
         match (&$self.cipher, &$self.mac) {
             (Cipher::A128($c), MacKey::S256(m)) => {
-                let mut $m = m.clone();
+                let mut $m = m.begin();
                 $body
             }
             (Cipher::A128($c), MacKey::S384(m)) => {
-                let mut $m = m.clone();
+                let mut $m = m.begin();
                 $body
             }
             (Cipher::A128($c), MacKey::S512(m)) => {
-                let mut $m = m.clone();
+                let mut $m = m.begin();
                 $body
             }
             (Cipher::A192($c), MacKey::S256(m)) => {
-                let mut $m = m.clone();
+                let mut $m = m.begin();
                 $body
             }
             (Cipher::A192($c), MacKey::S384(m)) => {
-                let mut $m = m.clone();
+                let mut $m = m.begin();
                 $body
             }
             (Cipher::A192($c), MacKey::S512(m)) => {
-                let mut $m = m.clone();
+                let mut $m = m.begin();
                 $body
             }
             (Cipher::A256($c), MacKey::S256(m)) => {
-                let mut $m = m.clone();
+                let mut $m = m.begin();
                 $body
             }
             (Cipher::A256($c), MacKey::S384(m)) => {
-                let mut $m = m.clone();
+                let mut $m = m.begin();
                 $body
             }
             (Cipher::A256($c), MacKey::S512(m)) => {
-                let mut $m = m.clone();
+                let mut $m = m.begin();
                 $body
             }
         }
     };
 }
 
-fn finish<M: Mac>(m: M, out: &mut [u8; MAX_MAC_LEN]) -> usize {
-    let tag = m.finalize().into_bytes();
-    out[..tag.len()].copy_from_slice(&tag);
-    tag.len()
+#[inline(always)]
+fn finish<M: MacState>(m: M, out: &mut [u8; MAX_MAC_LEN]) -> usize {
+    m.finalize_into(out)
 }
 
 /// Constant-time check that `tag` is the leftmost `tag.len()` bytes of the MAC (RFC 7518
 /// truncation). An empty tag or one longer than the MAC never verifies.
-fn check<M: Mac>(m: M, tag: &[u8]) -> bool {
-    let full = m.finalize().into_bytes();
-    match full.get(..tag.len()) {
+#[inline(always)]
+fn check<M: MacState>(m: M, tag: &[u8]) -> bool {
+    let mut full = [0u8; MAX_MAC_LEN];
+    let n = m.finalize_into(&mut full);
+    match full[..n].get(..tag.len()) {
         Some(expected) if !tag.is_empty() => ct_eq(expected, tag),
         _ => false,
     }

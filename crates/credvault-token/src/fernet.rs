@@ -14,13 +14,12 @@ use core::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aes::cipher::KeyInit;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::b64;
 use crate::error::{InvalidToken, KeyError};
 use crate::etm::{Cipher, EtmKey, MacKey, MAX_MAC_LEN};
+use crate::hmac256::HmacSha256Key;
 use crate::iv;
 use crate::secret::Plaintext;
 
@@ -80,11 +79,8 @@ impl Fernet {
 
     fn from_raw(raw: Zeroizing<[u8; 32]>) -> Self {
         let (sign, enc) = raw.split_at(16);
-        // Both constructors accept any length for HMAC and exactly 16 bytes for AES-128.
-        let mac = match <Hmac<Sha256> as Mac>::new_from_slice(sign) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC accepts keys of any length"),
-        };
+        // AES-128 takes exactly 16 bytes.
+        let mac = HmacSha256Key::new(sign);
         let cipher = match aes::Aes128::new_from_slice(enc) {
             Ok(c) => c,
             Err(_) => unreachable!("split_at(16) of 32 bytes leaves 16"),

@@ -55,13 +55,12 @@ pub fn aes_cbc_pkcs7_decrypt(key: &[u8], iv: &[u8; 16], ciphertext: &[u8]) -> Op
 /// Constant-time check of a (possibly truncated, leftmost bytes) HMAC-SHA256 tag (for Wycheproof
 /// `hmac_sha256`). An empty tag never verifies.
 pub fn hmac_sha256_verify(key: &[u8], message: &[u8], tag: &[u8]) -> bool {
-    use hmac::Mac;
-    match <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key) {
-        Ok(m) => crate::etm::EtmKey::new(
-            crate::etm::Cipher::from_key(&[0; 16]).unwrap_or_else(|| unreachable!()),
-            crate::etm::MacKey::S256(m),
+    match crate::etm::Cipher::from_key(&[0; 16]) {
+        Some(cipher) => crate::etm::EtmKey::new(
+            cipher,
+            crate::etm::MacKey::S256(crate::hmac256::HmacSha256Key::new(key)),
         )
         .verify(&[message], tag),
-        Err(_) => false,
+        None => false,
     }
 }

@@ -9,6 +9,7 @@ mod fernet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hazmat;
+mod hmac256;
 mod iv;
 mod secret;
 
