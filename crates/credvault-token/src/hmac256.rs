@@ -102,6 +102,10 @@ impl HmacSha256 {
     /// Absorbs `data`; whole blocks are compressed straight from it, in one call.
     #[inline(always)]
     pub(crate) fn update(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            // Fernet has no associated data: skip the buffer bookkeeping (a `memcpy` call).
+            return;
+        }
         let Self {
             state,
             buffer,
