@@ -11,9 +11,9 @@ use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::consts::U16;
 use cbc::cipher::inout::InOutBuf;
 use hmac::Hmac;
+use sha2::{Sha384, Sha512};
 
 use crate::hmac256::{HmacSha256, HmacSha256Key};
-use sha2::{Sha384, Sha512};
 
 /// An expanded AES key (schedules are wiped on drop by the `aes` crate's `zeroize` feature).
 #[derive(Clone)]
@@ -62,10 +62,15 @@ impl MacState for HmacSha256 {
     }
     #[inline(always)]
     fn finalize_into(self, out: &mut [u8; MAX_MAC_LEN]) -> usize {
-        let tag = self.finalize();
-        out[..tag.len()].copy_from_slice(&tag);
-        tag.len()
+        put_tag(&self.finalize(), out)
     }
+}
+
+/// Copies a MAC to the front of `out` and returns its length.
+#[inline(always)]
+fn put_tag(tag: &[u8], out: &mut [u8; MAX_MAC_LEN]) -> usize {
+    out[..tag.len()].copy_from_slice(tag);
+    tag.len()
 }
 
 macro_rules! hmac_crate_state {
@@ -85,9 +90,7 @@ macro_rules! hmac_crate_state {
             }
             #[inline(always)]
             fn finalize_into(self, out: &mut [u8; MAX_MAC_LEN]) -> usize {
-                let tag = hmac::Mac::finalize(self).into_bytes();
-                out[..tag.len()].copy_from_slice(&tag);
-                tag.len()
+                put_tag(&hmac::Mac::finalize(self).into_bytes(), out)
             }
         }
     )*};
@@ -259,11 +262,6 @@ macro_rules! with_keys {
     };
 }
 
-#[inline(always)]
-fn finish<M: MacState>(m: M, out: &mut [u8; MAX_MAC_LEN]) -> usize {
-    m.finalize_into(out)
-}
-
 /// Constant-time check that `tag` is the leftmost `tag.len()` bytes of the MAC (RFC 7518
 /// truncation). An empty tag or one longer than the MAC never verifies.
 #[inline(always)]
@@ -280,7 +278,7 @@ fn check<M: MacState>(m: M, tag: &[u8]) -> bool {
 /// time with no data-dependent branch, and only the final word passes `subtle`'s optimisation
 /// barrier. (`subtle`'s slice comparison puts every byte through the barrier, which cost 20 ns
 /// of a 370 ns Fernet decrypt.)
-pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     if a.len() != b.len() {
         return false;
@@ -321,7 +319,7 @@ impl EtmKey {
             m.update(head);
             enc_mac(c, &mut m, iv, body);
             m.update(post);
-            finish(m, out)
+            m.finalize_into(out)
         })
     }
 
