@@ -45,3 +45,25 @@ pub fn parse(data: &[u8]) {
         let _ = crate::parse_reference(text);
     }
 }
+
+/// Parses secret URIs and `{{ URI }}` templates in arbitrary text; every URI found must print
+/// in a canonical form that parses back to itself. Must never panic otherwise.
+pub fn parse_uri(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut found: Vec<crate::SecretUri> = crate::SecretUri::parse(text).into_iter().collect();
+    if let Ok(refs) = crate::template_uris(text) {
+        found.extend(refs.into_iter().map(|(_, u)| u));
+    }
+    for uri in found {
+        let again = crate::SecretUri::parse(&uri.to_string());
+        assert_eq!(
+            again.as_ref(),
+            Ok(&uri),
+            "canonical form does not parse back"
+        );
+        let label = uri.label();
+        assert!(label.len() <= 200 && !label.contains(['[', ']']));
+    }
+}

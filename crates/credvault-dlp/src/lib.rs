@@ -40,7 +40,30 @@
 //! - [`Scanner`]: built-in and custom detectors, each with an [`Action`]; [`Finding`]s name
 //!   detector and range, never the value (fit for an audit record).
 //! - [`references`], [`parse_reference`], [`render`]: `{{cv:<credential>/<field>}}` and
-//!   `{{cv:<env>/<credential>/<field>}}`.
+//!   `{{cv:<env>/<credential>/<field>}}`, the short form for prompts within one tenant.
+//! - [`SecretUri`], [`template_uris`], [`render_uris`]: the reference syntax for processes and
+//!   files, `cv://[TENANT/]NAME/FIELD[?env=ENV]` and `keychain://SERVICE/ACCOUNT`, alone (an
+//!   environment variable's value) or as `{{ URI }}` in a template:
+//!
+//! ```
+//! use credvault_dlp::{render_uris, SecretUri, UriResolver, VaultRef};
+//! use zeroize::Zeroizing;
+//!
+//! let uri: SecretUri = "cv://acme/GitHub bot/token?env=prod".parse()?;
+//! let SecretUri::Vault(VaultRef { tenant, name, .. }) = &uri else { unreachable!() };
+//! assert_eq!((tenant.as_deref(), name.as_str()), (Some("acme"), "GitHub bot"));
+//!
+//! struct Fixed;
+//! impl UriResolver for Fixed {
+//!     fn resolve(&self, _: &SecretUri) -> Result<Zeroizing<String>, String> {
+//!         Ok(Zeroizing::new("hunter2-but-longer".into()))
+//!     }
+//! }
+//! let out = render_uris("password: {{ cv://db/password }}\n", &Fixed)?;
+//! assert_eq!(out.text.expose(), "password: hunter2-but-longer\n");
+//! assert_eq!(out.masker.mask("echo hunter2-but-longer"), "echo [cv:db/password]");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 
 mod detect;
@@ -48,6 +71,7 @@ mod detect;
 pub mod fuzzing;
 mod masker;
 mod reference;
+mod uri;
 mod variants;
 
 pub use detect::{builtin_detectors, Action, Blocked, Cleaned, DetectorError, Finding, Scanner};
@@ -58,5 +82,9 @@ pub use masker::{
 pub use reference::{
     parse_reference, references, render, Reference, ReferenceError, RenderError, Rendered,
     Resolver, SecretText, MAX_REFERENCES, MAX_TEMPLATE_LEN,
+};
+pub use uri::{
+    render_uris, template_uris, KeychainRef, RenderedUris, SecretUri, UriError, UriErrorKind,
+    UriResolver, VaultRef, MAX_SEGMENT_LEN, MAX_URI_LEN,
 };
 pub use variants::Form;

@@ -5,7 +5,9 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::automaton::Automaton;
+use aho_corasick::nfa::contiguous;
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Anchored, MatchKind};
 use zeroize::Zeroizing;
 
 use crate::variants::{self, Form};
@@ -221,13 +223,14 @@ impl MaskerBuilder {
         // of a reference name): masking must never let a secret through. Such a secret makes a
         // second masking pass rewrite the marker; reference names should not hold secrets.
         let max_len = patterns.iter().map(|p| p.len()).max().unwrap_or(0);
-        let ac = if patterns.is_empty() {
-            None
+        let (ac, prefixes) = if patterns.is_empty() {
+            (None, None)
         } else {
-            Some(build_ac(&patterns)?)
+            (Some(build_ac(&patterns)?), Some(build_prefixes(&patterns)?))
         };
         Ok(Masker {
             ac,
+            prefixes,
             owner,
             markers,
             max_len,
@@ -239,6 +242,16 @@ impl MaskerBuilder {
 fn build_ac(patterns: &[Zeroizing<Vec<u8>>]) -> Result<AhoCorasick, BuildError> {
     AhoCorasickBuilder::new()
         .match_kind(MatchKind::LeftmostLongest)
+        .build(patterns.iter().map(|p| p.as_slice()))
+        .map_err(|e| BuildError(e.to_string()))
+}
+
+/// The trie of all patterns, walked anchored: a walk that does not die means the bytes walked
+/// are the start of some pattern, so a stream must hold them back until more arrives.
+fn build_prefixes(patterns: &[Zeroizing<Vec<u8>>]) -> Result<contiguous::NFA, BuildError> {
+    contiguous::NFA::builder()
+        .match_kind(MatchKind::Standard)
+        .prefilter(false)
         .build(patterns.iter().map(|p| p.as_slice()))
         .map_err(|e| BuildError(e.to_string()))
 }
@@ -263,6 +276,7 @@ pub struct MaskMatch {
 /// search automaton only; `Debug` shows counts.
 pub struct Masker {
     ac: Option<AhoCorasick>,
+    prefixes: Option<contiguous::NFA>,
     owner: Vec<(u32, Form)>,
     markers: Vec<String>,
     max_len: usize,
@@ -283,6 +297,7 @@ impl Masker {
     pub fn empty() -> Self {
         Self {
             ac: None,
+            prefixes: None,
             owner: Vec::new(),
             markers: Vec::new(),
             max_len: 0,
@@ -360,8 +375,9 @@ impl Masker {
 }
 
 /// Masks a stream chunk by chunk. Keeps back at most the longest form's length minus one byte
-/// between chunks, so a secret split across chunks is still caught; the output equals masking
-/// the whole stream at once.
+/// between chunks, and only while those bytes could be the start of a secret, so a secret
+/// split across chunks is still caught and other output is not delayed; the output equals
+/// masking the whole stream at once.
 pub struct StreamMasker<'m> {
     masker: &'m Masker,
     carry: Vec<u8>,
@@ -376,10 +392,13 @@ impl fmt::Debug for StreamMasker<'_> {
 }
 
 impl StreamMasker<'_> {
-    /// Masks `chunk`, appending what is decided to `out`.
+    /// Masks `chunk`, appending what is decided to `out`. Holds back only a tail that could
+    /// still become (part of) a match: the bytes from the first position where the text seen
+    /// so far is the start of some searched form. Output that cannot be the start of a
+    /// secret, such as a prompt or a log line, goes out at once.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         let m = self.masker;
-        let Some(ac) = &m.ac else {
+        let (Some(ac), Some(prefixes)) = (&m.ac, &m.prefixes) else {
             out.extend_from_slice(&self.carry);
             self.carry.clear();
             out.extend_from_slice(chunk);
@@ -388,20 +407,28 @@ impl StreamMasker<'_> {
         self.carry.extend_from_slice(chunk);
         let buf = std::mem::take(&mut self.carry);
         let len = buf.len();
-        // Positions before `decided` have every possible match fully in view.
-        let decided = len.saturating_sub(m.max_len - 1);
+        // Every match that starts before `window` is fully in view.
+        let window = len.saturating_sub(m.max_len - 1);
+        // The first position in [from, to) where the rest of the buffer starts a pattern.
+        let live = |from: usize, to: usize| {
+            (from.max(window)..to).find(|&p| starts_pattern(prefixes, &buf[p..]))
+        };
         let mut pos = 0;
-        let mut stop = decided;
+        let mut stop = None;
         for hit in ac.find_iter(&buf) {
-            if hit.start() + m.max_len > len {
-                stop = stop.min(hit.start());
-                break;
+            // A match near the end is final only if no longer match can start at its start
+            // and no earlier match can still complete: both are live prefixes.
+            if hit.start() >= window {
+                if let Some(p) = live(pos, hit.start() + 1) {
+                    stop = Some(p);
+                    break;
+                }
             }
             out.extend_from_slice(&buf[pos..hit.start()]);
             out.extend_from_slice(m.marker(hit.pattern().as_usize()));
             pos = hit.end();
         }
-        let stop = stop.max(pos);
+        let stop = stop.or_else(|| live(pos, len)).unwrap_or(len).max(pos);
         out.extend_from_slice(&buf[pos..stop]);
         self.carry = buf[stop..].to_vec();
         // Held-back bytes may be secret material: wipe the consumed buffer.
@@ -419,6 +446,20 @@ impl StreamMasker<'_> {
     pub fn held_back(&self) -> usize {
         self.carry.len()
     }
+}
+
+/// Whether `text` is the start of (or equal to) some pattern: the anchored walk never dies.
+fn starts_pattern(nfa: &contiguous::NFA, text: &[u8]) -> bool {
+    let Ok(mut sid) = nfa.start_state(Anchored::Yes) else {
+        return true; // cannot tell: hold back
+    };
+    for &b in text {
+        sid = nfa.next_state(Anchored::Yes, sid, b);
+        if nfa.is_dead(sid) {
+            return false;
+        }
+    }
+    true
 }
 
 fn wipe(mut v: Vec<u8>) {

@@ -177,6 +177,9 @@ pub enum RenderError {
     /// A malformed reference.
     #[error(transparent)]
     Reference(#[from] ReferenceError),
+    /// A malformed secret URI (`{{ cv://... }}`).
+    #[error(transparent)]
+    Uri(#[from] crate::uri::UriError),
     /// The resolver had no value.
     #[error("{reference}: {reason}")]
     Resolve {
@@ -208,30 +211,45 @@ pub fn render(template: &str, resolver: &dyn Resolver) -> Result<Rendered, Rende
             })?;
         values.push(value);
     }
-    let size = template.len() + values.iter().map(|v| v.len()).sum::<usize>();
+    let (text, masker) = substitute(
+        template,
+        refs.iter()
+            .zip(&values)
+            .map(|((range, reference), value)| (range.clone(), reference.path(), value)),
+    )?;
+    Ok(Rendered {
+        text,
+        masker,
+        references: refs.into_iter().map(|(_, r)| r).collect(),
+    })
+}
+
+/// Replaces each range of `template` by its value (ranges in order, not overlapping), and
+/// builds a masker for the values used, each named by its label.
+pub(crate) fn substitute<'v>(
+    template: &str,
+    items: impl IntoIterator<Item = (Range<usize>, String, &'v Zeroizing<String>)>,
+) -> Result<(SecretText, Masker), RenderError> {
+    let items: Vec<_> = items.into_iter().collect();
+    // Sized once and never reallocated (a reallocation would leave a copy of the secrets).
+    let size = template.len() + items.iter().map(|(_, _, v)| v.len()).sum::<usize>();
     let mut out = Zeroizing::new(String::with_capacity(size));
     let mut builder = MaskerBuilder::new();
     let mut pos = 0;
-    let mut used = Vec::with_capacity(refs.len());
-    for ((range, reference), value) in refs.into_iter().zip(&values) {
+    for (range, label, value) in items {
         out.push_str(&template[pos..range.start]);
         out.push_str(value);
         pos = range.end;
         // The caller used this value: mask it even if short (forced).
         if !value.is_empty() {
             builder
-                .add_forced(&reference.path(), value)
+                .add_forced(&label, value)
                 .map_err(|e| RenderError::Masker(e.to_string()))?;
         }
-        used.push(reference);
     }
     out.push_str(&template[pos..]);
     let masker = builder
         .build()
         .map_err(|e| RenderError::Masker(e.to_string()))?;
-    Ok(Rendered {
-        text: SecretText(out),
-        masker,
-        references: used,
-    })
+    Ok((SecretText(out), masker))
 }

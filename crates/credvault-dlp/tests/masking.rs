@@ -208,3 +208,25 @@ fn many_secrets_and_the_limit() {
     assert_eq!(MAX_SECRETS, 100_000);
     assert!(format!("{m:?}").contains("secrets: 2000"));
 }
+
+#[test]
+fn streaming_holds_back_only_what_could_start_a_secret() {
+    let m = masker();
+    let mut s = m.stream();
+    let mut out = Vec::new();
+    // A prompt that cannot begin any form of the secret goes out at once.
+    s.push(b"Enter the code: ", &mut out);
+    assert_eq!(out, b"Enter the code: ");
+    assert_eq!(s.held_back(), 0);
+    // The start of the secret is held until the rest arrives.
+    s.push(&SECRET.as_bytes()[..6], &mut out);
+    assert_eq!(out, b"Enter the code: ");
+    assert_eq!(s.held_back(), 6);
+    s.push(&SECRET.as_bytes()[6..], &mut out);
+    s.push(b"\nnext line\n", &mut out);
+    s.finish(&mut out);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "Enter the code: [cv:vault/db_password]\nnext line\n"
+    );
+}
