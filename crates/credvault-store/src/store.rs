@@ -102,6 +102,37 @@ impl AuditTarget {
                 .map_err(|e| HookError(e.to_string())),
         }
     }
+
+    fn record_batch(&self, events: &[AuditEvent]) -> Result<Option<AuditHead>, HookError> {
+        match self {
+            Self::Log(l) => {
+                let mut last = None;
+                for e in events {
+                    last = Some(l.submit(e).map_err(|e| HookError(e.to_string()))?);
+                }
+                match last {
+                    // Durability is in sequence order: the last ticket covers the batch.
+                    Some(t) => t
+                        .wait()
+                        .map(|r| {
+                            Some(AuditHead {
+                                seq: r.seq,
+                                hash: r.hash,
+                            })
+                        })
+                        .map_err(|e| HookError(e.to_string())),
+                    None => Ok(None),
+                }
+            }
+            Self::Sink(_) => {
+                let mut head = None;
+                for e in events {
+                    head = self.record(e)?;
+                }
+                Ok(head)
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for AuditTarget {
@@ -366,6 +397,14 @@ impl Store {
 
     fn record(&self, event: &AuditEvent) -> Result<Option<AuditHead>, StoreError> {
         self.audit.record(event).map_err(|e| StoreError::Audit(e.0))
+    }
+
+    /// Records several events with one wait for durability (group commit): the head of the
+    /// last one, or the first failure (then the caller must refuse the whole operation).
+    fn record_batch(&self, events: &[AuditEvent]) -> Result<Option<AuditHead>, StoreError> {
+        self.audit
+            .record_batch(events)
+            .map_err(|e| StoreError::Audit(e.0))
     }
 
     /// Records an event whose failure must not mask the error being returned.
@@ -1136,6 +1175,53 @@ impl Scope<'_> {
         service: Option<&str>,
     ) -> Result<Revealed, StoreError> {
         let row = self.load_for_access(id)?;
+        let (revealed, event) = self.reveal_row(&row, fields, service)?;
+        let head = self.store.record(&event)?;
+        self.store
+            .note_use(&self.tenant, &row.id, self.store.now(), head);
+        Ok(revealed)
+    }
+
+    /// Reveals several credentials' fields at once (a process started with many secrets):
+    /// every access is checked first, and one `accessed` event per credential is recorded in
+    /// one audit batch (one sync) before anything is returned. All or nothing: if any
+    /// credential is refused or any event is not recorded, no value is returned.
+    ///
+    /// # Errors
+    /// As [`reveal`](Self::reveal), for the first request that fails.
+    pub fn reveal_many(
+        &self,
+        requests: &[(CredentialId, Vec<String>)],
+        service: Option<&str>,
+    ) -> Result<Vec<Revealed>, StoreError> {
+        let mut rows = Vec::with_capacity(requests.len());
+        for (id, _) in requests {
+            rows.push(self.load_for_access(id)?);
+        }
+        let mut out = Vec::with_capacity(requests.len());
+        let mut events = Vec::with_capacity(requests.len());
+        for (row, (_, fields)) in rows.iter().zip(requests) {
+            let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+            let (revealed, event) = self.reveal_row(row, &fields, service)?;
+            out.push(revealed);
+            events.push(event);
+        }
+        let head = self.store.record_batch(&events)?;
+        let now = self.store.now();
+        for row in &rows {
+            self.store.note_use(&self.tenant, &row.id, now, head);
+        }
+        Ok(out)
+    }
+
+    /// Decrypts the fields asked for from an access-checked row, and builds (does not record)
+    /// the `accessed` event.
+    fn reveal_row(
+        &self,
+        row: &CredentialRow,
+        fields: &[&str],
+        service: Option<&str>,
+    ) -> Result<(Revealed, AuditEvent), StoreError> {
         if fields.is_empty() {
             return Err(StoreError::Invalid {
                 what: "fields",
@@ -1163,10 +1249,10 @@ impl Scope<'_> {
                 });
             }
         }
-        let pt = match self.store.open_row(&row) {
+        let pt = match self.store.open_row(row) {
             Ok(p) => p,
             Err(e) => {
-                self.failed(Action::AccessFailed, &row, "sealed data does not open");
+                self.failed(Action::AccessFailed, row, "sealed data does not open");
                 return Err(e);
             }
         };
@@ -1192,15 +1278,12 @@ impl Scope<'_> {
         }
         let event = self
             .event(Action::Accessed)
-            .with_resource(resource(&row))
+            .with_resource(resource(row))
             .with_details(Details::Accessed {
                 service: service.map(str::to_owned),
                 fields: fields.iter().map(|f| (*f).to_owned()).collect(),
             });
-        let head = self.store.record(&event)?;
-        self.store
-            .note_use(&self.tenant, &row.id, self.store.now(), head);
-        Ok(Revealed { fields: out })
+        Ok((Revealed { fields: out }, event))
     }
 
     /// Applies a partial update: re-validates, re-seals with the active key if a field

@@ -1029,3 +1029,78 @@ fn secrets_never_reach_debug_or_errors() {
     assert!(!all_text(&f.audit.events()).contains("CANARY"));
     let _ = actions(&f.audit);
 }
+
+#[test]
+fn reveal_many_checks_everything_first_and_audits_one_event_per_credential() {
+    for (name, storage) in backends() {
+        let f = fixture_with(storage, |c| c);
+        let s = f.store.tenant(&f.a, "runner").unwrap();
+        let one = s.create(login("one", "first secret value")).unwrap();
+        let two = s.create(login("two", "second secret value")).unwrap();
+        let off = s
+            .create(login("off", "third secret value").inactive())
+            .unwrap();
+        let (one, two, off) = (
+            one.credential_id().unwrap(),
+            two.credential_id().unwrap(),
+            off.credential_id().unwrap(),
+        );
+        let before = f.audit.events().len();
+        let got = s
+            .reveal_many(
+                &[
+                    (one.clone(), vec!["password".into(), "username".into()]),
+                    (two.clone(), vec!["password".into()]),
+                ],
+                Some("deploy.sh"),
+            )
+            .unwrap();
+        assert_eq!(got.len(), 2, "{name}");
+        assert_eq!(got[0].expose("password"), Some("first secret value"));
+        assert_eq!(got[0].expose("username"), Some("ops@example.com"));
+        assert_eq!(got[1].expose("password"), Some("second secret value"));
+        let events = f.audit.events();
+        let new = &events[before..];
+        assert_eq!(new.len(), 2, "{name}: one accessed event per credential");
+        for (e, id) in new.iter().zip([&one, &two]) {
+            assert_eq!(e.action, Action::Accessed);
+            assert_eq!(e.resource.id.as_deref(), Some(id.as_str()));
+            match &e.details {
+                Some(Details::Accessed { service, .. }) => {
+                    assert_eq!(service.as_deref(), Some("deploy.sh"));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(!all_text(new).contains("secret value"));
+
+        // One refused credential: nothing is revealed and no access is recorded.
+        let before = f.audit.events().len();
+        let err = s
+            .reveal_many(
+                &[
+                    (one.clone(), vec!["password".into()]),
+                    (off, vec!["password".into()]),
+                ],
+                Some("deploy.sh"),
+            )
+            .unwrap_err();
+        assert!(matches!(err, StoreError::AccessDenied { .. }), "{err:?}");
+        assert!(actions(&f.audit)[before..]
+            .iter()
+            .all(|a| a == "access_denied"));
+        // A field that does not exist: refused before any event.
+        let before = f.audit.events().len();
+        let err = s
+            .reveal_many(&[(two, vec!["nope".into()])], None)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Field { .. }), "{err:?}");
+        assert_eq!(f.audit.events().len(), before);
+        // Fail closed: when the batch cannot be recorded, no value comes out.
+        f.audit.fail_with(Some("disk full"));
+        let err = s
+            .reveal_many(&[(one, vec!["password".into()])], None)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Audit(_)), "{err:?}");
+    }
+}
