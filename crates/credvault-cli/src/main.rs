@@ -8,6 +8,8 @@
 mod audit;
 mod dlp;
 mod fernet;
+mod keychain;
+mod process;
 mod quickstart;
 mod schema;
 mod totp;
@@ -81,6 +83,15 @@ enum Command {
     /// given); generate an audit key.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Run a command with the secrets its environment references (`VAR=cv://NAME/FIELD`,
+    /// `keychain://SERVICE/ACCOUNT`, `{{ ... }}` inside a value; also from `--env-file`s),
+    /// masking them in its output; passes signals on and exits with its status.
+    Run(process::RunArgs),
+    /// Render a template's `{{ cv://... }}` references to stdout or an owner-only file.
+    Inject(process::InjectArgs),
+    /// Copy stdin to stdout with the values of the given references masked (for pipelines
+    /// that cannot use `run`).
+    Mask(process::MaskArgs),
 }
 
 /// What a command produced: text for people and JSON for scripts, or raw bytes (a decrypted
@@ -91,6 +102,8 @@ pub(crate) enum Output {
         json: serde_json::Value,
     },
     Bytes(zeroize::Zeroizing<Vec<u8>>),
+    /// Nothing more to print (the command wrote its own output); exit with this code.
+    Exit(u8),
     /// A report printed on stdout, followed by a non-zero exit code (a scan that found
     /// something to block).
     Report {
@@ -191,8 +204,12 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => audit::run(cmd, v, cli.json),
         Command::Type(cmd) => schema::run(cmd, v, cli.json),
         Command::Dlp(cmd) => dlp::run(cmd),
+        Command::Run(a) => process::run(v, a),
+        Command::Inject(a) => process::inject(v, a),
+        Command::Mask(a) => process::mask(v, a),
     };
     match result {
+        Ok(Output::Exit(code)) => ExitCode::from(code),
         Ok(out) => {
             let (rendered, code): (zeroize::Zeroizing<Vec<u8>>, u8) = match out {
                 Output::Text { json, .. } if cli.json => {
@@ -207,6 +224,7 @@ fn main() -> ExitCode {
                     (zeroize::Zeroizing::new(text.into_bytes()), code)
                 }
                 Output::Bytes(b) => (b, 0),
+                Output::Exit(code) => (zeroize::Zeroizing::new(Vec::new()), code),
             };
             let mut stdout = std::io::stdout().lock();
             if stdout

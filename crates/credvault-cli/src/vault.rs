@@ -45,7 +45,7 @@ impl VaultArgs {
             .unwrap_or_else(|| PathBuf::from(".credvault"))
     }
 
-    fn actor(&self) -> String {
+    pub(crate) fn actor(&self) -> String {
         self.actor
             .clone()
             .or_else(|| std::env::var("USER").ok())
@@ -58,10 +58,10 @@ impl VaultArgs {
 pub(crate) struct Target {
     /// The tenant (workspace).
     #[arg(long, env = "CREDVAULT_TENANT", default_value = DEFAULT_TENANT)]
-    tenant: String,
+    pub(crate) tenant: String,
     /// The environment.
     #[arg(long = "env", default_value = DEFAULT_ENVIRONMENT, value_name = "ENV")]
-    environment: String,
+    pub(crate) environment: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,7 +225,7 @@ pub(crate) struct TotpNameArgs {
     service: Option<String>,
 }
 
-fn fail(e: StoreError) -> Failure {
+pub(crate) fn fail(e: StoreError) -> Failure {
     Failure::new(e)
 }
 
@@ -237,7 +237,7 @@ fn open(args: &VaultArgs) -> Result<Vault, Failure> {
     Vault::open(&args.dir(), opts()).map_err(fail)
 }
 
-fn tenant_id(t: &str) -> Result<TenantId, Failure> {
+pub(crate) fn tenant_id(t: &str) -> Result<TenantId, Failure> {
     TenantId::new(t).map_err(Failure::usage)
 }
 
@@ -253,7 +253,7 @@ fn close(v: Vault) -> Result<(), Failure> {
 }
 
 /// Runs `f` on an open vault, then closes it (flushing, final audit checkpoint).
-fn with_vault<T>(
+pub(crate) fn with_vault<T>(
     args: &VaultArgs,
     f: impl FnOnce(&Vault) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
