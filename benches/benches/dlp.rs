@@ -15,73 +15,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use credvault_benches::{log_text, mix, secret};
 use credvault_dlp::{MaskerBuilder, Scanner};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-
-fn mix(i: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// 1,000 secrets in the shapes real credentials have, with no shared prefix: random
-/// alphanumerics, hex, base64-like, and vendor-prefixed tokens.
-fn secret(i: u64) -> String {
-    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let pick = |set: &[u8], n: usize, salt: u64| -> String {
-        (0..n)
-            .map(|k| {
-                set[(mix(i * 1000 + salt * 100 + k as u64) % set.len() as u64) as usize] as char
-            })
-            .collect()
-    };
-    match i % 10 {
-        0..=3 => pick(ALNUM, 32, 1),
-        4 | 5 => format!(
-            "{:016x}{:016x}{:08x}",
-            mix(i),
-            mix(i + 7),
-            mix(i + 9) as u32
-        ),
-        6 | 7 => pick(B64, 40, 2),
-        8 => format!("ghp_{}", pick(ALNUM, 36, 3)),
-        _ => format!("sk_live_{}", pick(ALNUM, 24, 4)),
-    }
-}
-
-/// About 1 MiB of application log lines: requests, SQL, JSON, stack traces; every 200th line
-/// holds a known secret and every 97th a card number or an email address.
-fn log_text(secret: fn(u64) -> String) -> String {
-    let mut s = String::with_capacity(1 << 20);
-    let mut i = 0u64;
-    while s.len() < (1 << 20) {
-        let r = mix(i);
-        let line = match r % 6 {
-            0 => format!("2026-11-22T10:{:02}:{:02}.{:03}Z INFO  http request method=GET path=/api/v1/orders/{} status=200 duration_ms={} ip=10.0.{}.{}\n", r % 60, (r >> 8) % 60, (r >> 16) % 1000, r % 100_000, r % 900, (r >> 4) % 256, (r >> 12) % 256),
-            1 => format!("2026-11-22T10:00:00Z DEBUG sql: SELECT id, status FROM invoices WHERE tenant_id = {} AND created_at > '2026-11-01' LIMIT 50\n", r % 10_000),
-            2 => format!("{{\"level\":\"info\",\"msg\":\"job finished\",\"job_id\":\"{:016x}\",\"took\":{},\"retries\":{}}}\n", r, r % 5000, r % 3),
-            3 => format!("    at com.acme.billing.InvoiceService.process(InvoiceService.java:{})\n", r % 900),
-            4 => format!("2026-11-22T10:00:00Z WARN  cache miss key=user:{}:profile ttl=300 node=cache-{}.internal\n", r % 100_000, r % 8),
-            _ => format!("2026-11-22T10:00:00Z INFO  worker {} heartbeat load={:.2} mem={}MiB version=v2.14.{}\n", r % 64, (r % 100) as f64 / 100.0, r % 4096, r % 20),
-        };
-        s.push_str(&line);
-        if i.is_multiple_of(200) {
-            s.push_str(&format!(
-                "2026-11-22T10:00:00Z ERROR auth failed token={}\n",
-                secret(i % 1000)
-            ));
-        }
-        if i.is_multiple_of(97) {
-            s.push_str(
-                "2026-11-22T10:00:00Z INFO  payment card=4111111111111111 by billing@example.com\n",
-            );
-        }
-        i += 1;
-    }
-    s
-}
 
 /// The same, but every secret starts with `tok_`: a shared prefix hands the bare search a
 /// one-literal prefilter that the encoded forms cannot have. Shown for honesty, not a target.
