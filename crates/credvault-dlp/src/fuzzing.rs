@@ -67,3 +67,41 @@ pub fn parse_uri(data: &[u8]) {
         assert!(label.len() <= 200 && !label.contains(['[', ']']));
     }
 }
+
+/// Whether the masker's gated, anchored search finds exactly the matches of a plain unanchored
+/// leftmost-longest Aho-Corasick search over the same forms (`forced`: add every secret with
+/// [`MaskerBuilder::add_forced`], so short ones take part).
+pub fn gated_search_agrees(secrets: &[String], text: &[u8], forced: bool) -> bool {
+    let mut b = MaskerBuilder::new();
+    let mut patterns = Vec::new();
+    for (i, s) in secrets.iter().enumerate() {
+        let added = if forced {
+            b.add_forced(&format!("r{i}"), s)
+        } else {
+            b.add(&format!("r{i}"), s)
+        };
+        if added.is_ok() {
+            let min = s.len().min(4);
+            patterns.extend(
+                crate::variants::variants(s, min)
+                    .into_iter()
+                    .map(|v| v.bytes),
+            );
+        }
+    }
+    let Ok(masker) = b.build() else {
+        return false;
+    };
+    let ours: Vec<_> = masker.find(text).into_iter().map(|m| m.range).collect();
+    if patterns.is_empty() {
+        return ours.is_empty();
+    }
+    let Ok(plain) = aho_corasick::AhoCorasick::builder()
+        .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+        .build(&patterns)
+    else {
+        return false;
+    };
+    let theirs: Vec<_> = plain.find_iter(text).map(|m| m.range()).collect();
+    ours == theirs
+}

@@ -169,3 +169,23 @@ proptest! {
         credvault_dlp::fuzzing::parse(&data);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// The gated anchored search equals a plain unanchored leftmost-longest search over the
+    /// same forms, with short (forced) secrets, overlapping secrets and secrets glued together.
+    #[test]
+    fn gated_search_equals_plain_aho_corasick(
+        secrets in proptest::collection::vec("[a-c0-9+/=%_ -]{1,12}", 1..6),
+        glue in proptest::collection::vec((0usize..6, "[a-c0-9+/= ]{0,4}"), 0..12),
+        forced in any::<bool>(),
+    ) {
+        let mut text = Vec::new();
+        for (i, sep) in &glue {
+            text.extend_from_slice(secrets[i % secrets.len()].as_bytes());
+            text.extend_from_slice(sep.as_bytes());
+        }
+        prop_assert!(credvault_dlp::fuzzing::gated_search_agrees(&secrets, &text, forced));
+    }
+}

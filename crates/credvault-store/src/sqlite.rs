@@ -85,6 +85,9 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
      ) STRICT;",
+    // 2: lookups by name see inactive rows too, which the partial unique index leaves out, so
+    // each one scanned the table (1,000 `cv://` references cost 1,000 scans).
+    "CREATE INDEX credentials_name ON credentials(tenant, name, environment);",
 ];
 
 /// The SQLite backend. One connection behind a mutex: SQLite has one writer at a time anyway,
@@ -360,6 +363,22 @@ impl SqliteStorage {
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<usize, StorageError> {
         self.lock()?.execute(sql, args).map_err(be)
+    }
+
+    /// Appends SQLite's query plan for `sql` to `out`, one detail per line (tests check that a
+    /// lookup uses an index).
+    #[doc(hidden)]
+    pub fn query_plan(&self, sql: &str, out: &mut String) -> Result<(), StorageError> {
+        let c = self.lock()?;
+        let mut st = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .map_err(be)?;
+        let mut rows = st.query([]).map_err(be)?;
+        while let Some(r) = rows.next().map_err(be)? {
+            out.push_str(&r.get::<_, String>(3).map_err(be)?);
+            out.push('\n');
+        }
+        Ok(())
     }
 
     fn write<T>(

@@ -47,10 +47,18 @@ fn sqlite_reopens_at_its_schema_version() {
             .unwrap()
             .schema_version()
             .unwrap(),
-        1
+        2
     );
     let s = SqliteStorage::open(&p, SqliteDurability::Full).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 1);
+    assert_eq!(s.schema_version().unwrap(), 2);
+    // A lookup by name uses an index, never a scan of the table.
+    let mut plan = String::new();
+    s.query_plan(
+        "SELECT id FROM credentials WHERE tenant = 'a' AND name = 'b' AND environment = 'c'",
+        &mut plan,
+    )
+    .unwrap();
+    assert!(plan.contains("USING INDEX credentials_name"), "{plan}");
     s.execute_raw("PRAGMA user_version = 99", &[]).unwrap();
     drop(s);
     let err = SqliteStorage::open(&p, SqliteDurability::Full).unwrap_err();
