@@ -1,9 +1,11 @@
-//! `credvault run` masking a child's output, beside a plain pipe, in one run: `cat` of 64 MiB
-//! of log text read through a pipe by this process (`cat_pipe`), against the same `cat` run by
+//! `credvault run` masking a child's output, beside a plain pipe, in one run: `cat` of 256 MiB
+//! (`CV_BENCH_MIB=64` for 64 MiB) of log text read through a pipe by this process
+//! (`cat_pipe`), against the same `cat` run by
 //! `credvault run` with 1,000 vault references in its environment, so every secret is masked
 //! in all its encoded forms (`credvault_run_cat_1000`). `credvault_run_cat_1000_no_masking`
 //! is the same run with `--no-masking`: vault open, 1,000 reveals in one audited batch, and
-//! the process start, without the masking.
+//! the process start, without the masking. Each credvault run gets a fresh copy of the vault
+//! (made outside the timing), so the audit log does not grow from run to run.
 //!
 //! `cargo bench -p credvault-cli --bench run`, then
 //! `cargo run -p credvault-benches --bin bench-report -- --peer cat_pipe run_`
@@ -16,10 +18,9 @@ use std::time::Duration;
 
 use credvault_benches::{log_text, secret};
 use credvault_store::{NewCredential, TenantId, Vault, VaultOptions};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const SECRETS: u64 = 1000;
-const SIZE: usize = 64 << 20;
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -53,9 +54,14 @@ fn setup() -> Setup {
     }
     drop(s);
     v.close().unwrap();
+    let size: usize = std::env::var("CV_BENCH_MIB")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(256)
+        << 20;
     let chunk = log_text(secret);
-    let mut text = String::with_capacity(SIZE + chunk.len());
-    while text.len() < SIZE {
+    let mut text = String::with_capacity(size + chunk.len());
+    while text.len() < size {
         text.push_str(&chunk);
     }
     let data = dir.path().join("log.txt");
@@ -92,7 +98,21 @@ fn drain(mut cmd: Command, keep: bool) -> (u64, Vec<u8>) {
     (n, kept)
 }
 
-fn run_cmd(s: &Setup, data: &Path, masking: bool) -> Command {
+/// A fresh copy of the vault as set up, so every run opens the same vault (each run appends
+/// 1,000 audit records, and a growing log would make later runs open slower).
+fn fresh(s: &Setup) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&s.vault)
+        .arg(copy.path().join("vault"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    copy
+}
+
+fn run_cmd(s: &Setup, vault: &Path, masking: bool) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_credvault"));
     c.arg("run");
     if !masking {
@@ -100,8 +120,8 @@ fn run_cmd(s: &Setup, data: &Path, masking: bool) -> Command {
     }
     c.arg("--")
         .arg("cat")
-        .arg(data)
-        .env("CREDVAULT_DIR", &s.vault)
+        .arg(&s.data)
+        .env("CREDVAULT_DIR", vault)
         .env_remove("CREDVAULT_MASTER_KEY")
         .envs(s.env.iter().map(|(k, v)| (k, v)));
     c
@@ -112,7 +132,7 @@ fn bench(c: &mut Criterion) {
     let size = std::fs::metadata(&s.data).unwrap().len();
 
     // What is measured is right: every secret masked, the rest intact.
-    let (_, masked) = drain(run_cmd(&s, &s.data, true), true);
+    let (_, masked) = drain(run_cmd(&s, &s.vault, true), true);
     let text = String::from_utf8(masked).unwrap();
     for i in 0..SECRETS {
         assert!(!text.contains(&secret(i)), "secret {i} got through");
@@ -120,7 +140,7 @@ fn bench(c: &mut Criterion) {
     let markers = text.matches("[cv:svc-").count();
     assert!(markers > 1000, "{markers} markers");
 
-    let mut g = c.benchmark_group("run_masking_64mib");
+    let mut g = c.benchmark_group(format!("run_masking_{}mib", size >> 20));
     g.throughput(Throughput::Bytes(size));
     g.bench_function("cat_pipe", |b| {
         b.iter(|| {
@@ -130,10 +150,23 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("credvault_run_cat_1000", |b| {
-        b.iter(|| drain(run_cmd(&s, &s.data, true), false).0)
+        b.iter_batched(
+            || fresh(&s),
+            |v| drain(run_cmd(&s, &v.path().join("vault"), true), false).0,
+            BatchSize::PerIteration,
+        )
     });
     g.bench_function("credvault_run_cat_1000_no_masking", |b| {
-        b.iter(|| assert_eq!(drain(run_cmd(&s, &s.data, false), false).0, size))
+        b.iter_batched(
+            || fresh(&s),
+            |v| {
+                assert_eq!(
+                    drain(run_cmd(&s, &v.path().join("vault"), false), false).0,
+                    size
+                )
+            },
+            BatchSize::PerIteration,
+        )
     });
     g.finish();
 }
@@ -142,7 +175,7 @@ criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(10))
+        .measurement_time(Duration::from_secs(15))
         .sample_size(10);
     targets = bench
 }

@@ -272,13 +272,50 @@ fn build_prefixes(patterns: &[Zeroizing<Vec<u8>>]) -> Result<contiguous::NFA, Bu
 /// for nothing. Secrets and their encodings share no useful literal (base64 and hex forms have
 /// none), which defeats the usual prefilters; this one needs none.
 struct Gate {
-    bits: Vec<u64>,
-    shift: u32,
+    starts: Bits,
     width: usize,
     keep: u64,
+    /// For `width` ≥ 5: every 4-byte run at offsets `0..=width-4` of every pattern's first
+    /// `width` bytes. When the 4 bytes ending a position's window are in none of them, no
+    /// pattern starts at that position or the `width - 4` after it, and the search jumps
+    /// `width - 3` bytes at once (the Wu-Manber shift).
+    grams: Option<Bits>,
+}
+
+/// A bit set indexed by a multiplicative hash.
+struct Bits {
+    words: Vec<u64>,
+    shift: u32,
 }
 
 const GATE_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Bits {
+    fn new(entries: usize) -> Self {
+        let nbits = (entries * 64).next_power_of_two().clamp(1 << 12, 1 << 26);
+        Self {
+            words: vec![0; nbits / 64],
+            shift: 64 - nbits.trailing_zeros(),
+        }
+    }
+
+    #[inline(always)]
+    fn index(&self, x: u64) -> usize {
+        (x.wrapping_mul(GATE_MUL) >> self.shift) as usize
+    }
+
+    fn insert(&mut self, x: u64) {
+        let h = self.index(x);
+        self.words[h >> 6] |= 1 << (h & 63);
+    }
+
+    #[inline(always)]
+    fn contains(&self, x: u64) -> bool {
+        let h = self.index(x);
+        let mask = self.words.len() - 1;
+        self.words[(h >> 6) & mask] >> (h & 63) & 1 != 0
+    }
+}
 
 impl Gate {
     fn new(patterns: &[Zeroizing<Vec<u8>>]) -> Self {
@@ -288,44 +325,52 @@ impl Gate {
             .min()
             .unwrap_or(1)
             .clamp(1, 8);
-        let nbits = (patterns.len() * 64)
-            .next_power_of_two()
-            .clamp(1 << 12, 1 << 26);
-        let mut gate = Self {
-            bits: vec![0; nbits / 64],
-            shift: 64 - nbits.trailing_zeros(),
-            width,
-            keep: if width == 8 {
-                u64::MAX
-            } else {
-                (1u64 << (8 * width)) - 1
-            },
+        let keep = if width == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * width)) - 1
         };
+        let mut starts = Bits::new(patterns.len());
         for p in patterns {
-            let h = gate.hash(load(p));
-            gate.bits[h >> 6] |= 1 << (h & 63);
+            starts.insert(load(p) & keep);
         }
-        gate
-    }
-
-    #[inline(always)]
-    fn hash(&self, x: u64) -> usize {
-        ((x & self.keep).wrapping_mul(GATE_MUL) >> self.shift) as usize
+        let grams = (width >= 5).then(|| {
+            let mut g = Bits::new(patterns.len() * (width - 3));
+            for p in patterns {
+                for off in 0..=width - 4 {
+                    g.insert(load(&p[off..off + 4]));
+                }
+            }
+            g
+        });
+        Self {
+            starts,
+            width,
+            keep,
+            grams,
+        }
     }
 
     /// The first position at or after `from` that may start a match.
     #[inline]
     fn next(&self, hay: &[u8], from: usize) -> Option<usize> {
         let last = hay.len().checked_sub(self.width)?;
-        let mask = self.bits.len() - 1;
         let mut p = from;
         while p <= last {
+            if let Some(grams) = &self.grams {
+                let end = p + self.width;
+                if let Some(g) = hay[end - 4..].first_chunk::<4>() {
+                    if !grams.contains(u64::from(u32::from_le_bytes(*g))) {
+                        p += self.width - 3;
+                        continue;
+                    }
+                }
+            }
             let x = match hay[p..].first_chunk::<8>() {
                 Some(w) => u64::from_le_bytes(*w),
                 None => load(&hay[p..]),
             };
-            let h = self.hash(x);
-            if self.bits[(h >> 6) & mask] >> (h & 63) & 1 != 0 {
+            if self.starts.contains(x & self.keep) {
                 return Some(p);
             }
             p += 1;
@@ -528,35 +573,19 @@ impl StreamMasker<'_> {
             out.extend_from_slice(chunk);
             return;
         };
-        self.carry.extend_from_slice(chunk);
-        let buf = std::mem::take(&mut self.carry);
-        let len = buf.len();
-        // Every match that starts before `window` is fully in view.
-        let window = len.saturating_sub(m.max_len - 1);
-        // The first position in [from, to) where the rest of the buffer starts a pattern.
-        let live = |from: usize, to: usize| {
-            (from.max(window)..to).find(|&p| starts_pattern(prefixes, &buf[p..]))
-        };
-        let mut pos = 0;
-        let mut stop = None;
-        for hit in m.matches(&buf) {
-            // A match near the end is final only if no longer match can start at its start
-            // and no earlier match can still complete: both are live prefixes.
-            if hit.start() >= window {
-                if let Some(p) = live(pos, hit.start() + 1) {
-                    stop = Some(p);
-                    break;
-                }
-            }
-            out.extend_from_slice(&buf[pos..hit.start()]);
-            out.extend_from_slice(m.marker(hit.pattern().as_usize()));
-            pos = hit.end();
+        if self.carry.is_empty() {
+            // The usual case: nothing held back, so search the caller's chunk where it is
+            // (no copy, and the caller owns and wipes it); keep only the undecided tail.
+            let stop = decide(m, prefixes, chunk, out);
+            self.carry.extend_from_slice(&chunk[stop..]);
+        } else {
+            self.carry.extend_from_slice(chunk);
+            let buf = std::mem::take(&mut self.carry);
+            let stop = decide(m, prefixes, &buf, out);
+            self.carry = buf[stop..].to_vec();
+            // Held-back bytes may be secret material: wipe the consumed buffer.
+            wipe(buf);
         }
-        let stop = stop.or_else(|| live(pos, len)).unwrap_or(len).max(pos);
-        out.extend_from_slice(&buf[pos..stop]);
-        self.carry = buf[stop..].to_vec();
-        // Held-back bytes may be secret material: wipe the consumed buffer.
-        wipe(buf);
     }
 
     /// Ends the stream: masks and appends what was held back.
@@ -570,6 +599,36 @@ impl StreamMasker<'_> {
     pub fn held_back(&self) -> usize {
         self.carry.len()
     }
+}
+
+/// Masks what is decided in `buf` into `out` and returns where the undecided tail starts: the
+/// first position from which the rest of `buf` could still become (part of) a match.
+fn decide(m: &Masker, prefixes: &contiguous::NFA, buf: &[u8], out: &mut Vec<u8>) -> usize {
+    let len = buf.len();
+    // Every match that starts before `window` is fully in view.
+    let window = len.saturating_sub(m.max_len - 1);
+    // The first position in [from, to) where the rest of the buffer starts a pattern.
+    let live = |from: usize, to: usize| {
+        (from.max(window)..to).find(|&p| starts_pattern(prefixes, &buf[p..]))
+    };
+    let mut pos = 0;
+    let mut stop = None;
+    for hit in m.matches(buf) {
+        // A match near the end is final only if no longer match can start at its start
+        // and no earlier match can still complete: both are live prefixes.
+        if hit.start() >= window {
+            if let Some(p) = live(pos, hit.start() + 1) {
+                stop = Some(p);
+                break;
+            }
+        }
+        out.extend_from_slice(&buf[pos..hit.start()]);
+        out.extend_from_slice(m.marker(hit.pattern().as_usize()));
+        pos = hit.end();
+    }
+    let stop = stop.or_else(|| live(pos, len)).unwrap_or(len).max(pos);
+    out.extend_from_slice(&buf[pos..stop]);
+    stop
 }
 
 /// Whether `text` is the start of (or equal to) some pattern: the anchored walk never dies.

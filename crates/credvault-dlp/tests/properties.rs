@@ -188,4 +188,22 @@ proptest! {
         }
         prop_assert!(credvault_dlp::fuzzing::gated_search_agrees(&secrets, &text, forced));
     }
+
+    /// The same with every form at least 5 bytes long, where the search skips ahead on
+    /// 4-byte runs no pattern begins with (the shift must never jump over a match).
+    #[test]
+    fn skipping_search_equals_plain_aho_corasick(
+        secrets in proptest::collection::vec("[a-d0-9+/=%_ -]{5,14}", 1..8),
+        glue in proptest::collection::vec((0usize..8, 0usize..14, "[a-d0-9+/= ]{0,6}"), 0..14),
+    ) {
+        // Whole secrets, and prefixes and suffixes of them, glued with short runs.
+        let mut text = Vec::new();
+        for (i, cut, sep) in &glue {
+            let s = secrets[i % secrets.len()].as_bytes();
+            let cut = cut % (s.len() + 1);
+            text.extend_from_slice(if i % 3 == 0 { &s[cut..] } else { s });
+            text.extend_from_slice(sep.as_bytes());
+        }
+        prop_assert!(credvault_dlp::fuzzing::gated_search_agrees(&secrets, &text, true));
+    }
 }
