@@ -124,6 +124,10 @@ fn child_prints_its_secret() {
         return;
     }
     let secret = std::env::var("SECRET").unwrap();
+    if std::env::var_os("CV_BINARY").is_some() {
+        std::io::stdout().write_all(&binary(&secret)).unwrap();
+        std::process::exit(0);
+    }
     for mut w in [
         Box::new(std::io::stdout()) as Box<dyn Write>,
         Box::new(std::io::stderr()),
@@ -140,6 +144,26 @@ fn child_prints_its_secret() {
     }
     let code = std::env::var("CV_EXIT").map_or(0, |c| c.parse().unwrap());
     std::process::exit(code);
+}
+
+/// Every byte value, the secret, every byte value backwards (invalid UTF-8 included).
+fn binary(secret: &str) -> Vec<u8> {
+    let mut b: Vec<u8> = (0..=255u8).collect();
+    b.extend_from_slice(secret.as_bytes());
+    b.extend((0..=255u8).rev());
+    b
+}
+
+#[test]
+fn binary_output_passes_unchanged_but_for_the_masked_span() {
+    let v = V::new();
+    let out = child(&v).env("CV_BINARY", "1").output().unwrap();
+    assert!(out.status.success());
+    let want = binary("[cv:GitHub bot/password]");
+    // The test harness prints its `running 1 test` line first; the blob follows it exactly.
+    assert!(out.stdout.ends_with(&want), "{:?}", out.stdout);
+    let head = String::from_utf8(out.stdout[..out.stdout.len() - want.len()].to_vec()).unwrap();
+    assert!(head.trim().starts_with("running 1 test"), "{head:?}");
 }
 
 fn child(v: &V) -> Command {

@@ -34,8 +34,9 @@
 //!
 //! - [`MaskerBuilder`]/[`Masker`]: up to 100,000 known secrets, each in its raw form and its
 //!   base64 (both alphabets, all three alignments, padded or not), hex, percent-encoded, JSON
-//!   escaped and line-split forms; one Aho-Corasick automaton; a guard against short and
-//!   common values; streaming ([`StreamMasker`], [`MaskingWriter`], [`MaskingReader`]) that
+//!   escaped and line-split forms, found in one gated pass (a hashed bit set of the forms'
+//!   first bytes proposes positions, an anchored Aho-Corasick search confirms); a guard against
+//!   short and common values; streaming ([`StreamMasker`], [`MaskingWriter`], [`MaskingReader`]) that
 //!   catches secrets split across chunks.
 //! - [`Scanner`]: built-in and custom detectors, each with an [`Action`]; [`Finding`]s name
 //!   detector and range, never the value (fit for an audit record).
