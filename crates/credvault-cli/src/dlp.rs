@@ -4,11 +4,11 @@
 //! after the first chunk leaves partial output on stdout. Secrets come from files (`@FILE`, or
 //! `--secrets-file` with one per line), never from argv.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use clap::Subcommand;
-use credvault_dlp::{Action, MaskerBuilder, MaskingWriter, Scanner};
+use credvault_dlp::{Action, MaskerBuilder, Scanner};
 use serde_json::json;
 
 use crate::{Failure, Output};
@@ -105,25 +105,8 @@ fn mask(secrets: &[String], secrets_file: Option<&str>, force: bool) -> Result<O
         ));
     }
     let masker = b.build().map_err(|e| Failure::new(e.to_string()))?;
-    let stdout = std::io::stdout();
-    let mut w = MaskingWriter::new(&masker, stdout.lock());
-    let mut stdin = std::io::stdin().lock();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = stdin
-            .read(&mut buf)
-            .map_err(|e| Failure::new(format!("cannot read stdin: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        w.write_all(&buf[..n])
-            .map_err(|e| Failure::new(format!("cannot write stdout: {e}")))?;
-        zeroize::Zeroize::zeroize(&mut buf[..n]);
-    }
-    drop(
-        w.finish()
-            .map_err(|e| Failure::new(format!("cannot write stdout: {e}")))?,
-    );
+    crate::process::pump(std::io::stdin().lock(), std::io::stdout().lock(), &masker)
+        .map_err(|e| e.failure("stdin", "stdout"))?;
     Ok(Output::Bytes(zeroize::Zeroizing::new(Vec::new())))
 }
 

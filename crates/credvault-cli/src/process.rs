@@ -24,7 +24,8 @@ use std::process::{Command, Stdio};
 
 use clap::Args;
 use credvault_dlp::{
-    render_uris, template_uris, Masker, MaskerBuilder, SecretUri, UriResolver, MAX_TEMPLATE_LEN,
+    render_uris, template_uris, Masker, MaskerBuilder, MaskingWriter, SecretUri, UriResolver,
+    MAX_TEMPLATE_LEN,
 };
 use credvault_store::{CredentialId, MASTER_KEY_ENV};
 use zeroize::Zeroizing;
@@ -438,7 +439,12 @@ fn spawn(
             ]
             .into_iter()
             .flatten()
-            .map(|(r, w)| s.spawn(move || w.map(std::fs::File::from).and_then(|w| pump(r, w, m))))
+            .map(|(r, w)| {
+                s.spawn(move || match w {
+                    Ok(w) => pump(r, std::fs::File::from(w), m),
+                    Err(e) => Err(PumpError::Write(e)),
+                })
+            })
             .collect(),
             None => Vec::new(),
         };
@@ -477,30 +483,42 @@ fn exit_code(status: std::process::ExitStatus) -> u8 {
     }
 }
 
-/// Copies `r` to `w` through the masker, writing each decided piece at once.
-fn pump(mut r: impl Read, mut w: impl Write, masker: &Masker) -> io::Result<()> {
+/// Where a [`pump`] failed: reading its input or writing its output.
+#[derive(Debug)]
+pub(crate) enum PumpError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+impl PumpError {
+    /// The failure as `cannot read <from>: ...` or `cannot write <to>: ...`.
+    pub(crate) fn failure(self, from: &str, to: &str) -> Failure {
+        match self {
+            Self::Read(e) => Failure::new(format!("cannot read {from}: {e}")),
+            Self::Write(e) => Failure::new(format!("cannot write {to}: {e}")),
+        }
+    }
+}
+
+/// Copies `r` to `w` through a [`MaskingWriter`], writing each decided piece at once. The read
+/// buffer is cleared after each chunk and wiped when dropped.
+pub(crate) fn pump(mut r: impl Read, w: impl Write, masker: &Masker) -> Result<(), PumpError> {
     let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
-    let mut out = Vec::with_capacity(CHUNK + 1024);
-    let mut stream = masker.stream();
+    let mut w = MaskingWriter::new(masker, w);
     loop {
         let n = match r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(PumpError::Read(e)),
         };
-        stream.push(&buf[..n], &mut out);
+        let written = w.write_all(&buf[..n]);
         // Plain stores are enough while the buffer lives (the next read reuses it); the
         // `Zeroizing` wrapper wipes it with volatile stores when it is dropped.
         buf[..n].fill(0);
-        if !out.is_empty() {
-            w.write_all(&out)?;
-            out.clear();
-        }
+        written.map_err(PumpError::Write)?;
     }
-    stream.finish(&mut out);
-    w.write_all(&out)?;
-    w.flush()
+    w.finish().map(drop).map_err(PumpError::Write)
 }
 
 pub(crate) fn inject(args: &VaultArgs, a: InjectArgs) -> Result<Output, Failure> {
@@ -644,7 +662,8 @@ pub(crate) fn mask(args: &VaultArgs, m: MaskArgs) -> Result<Output, Failure> {
         .map_err(|e| Failure::new(format!("stdout: {e}")))?;
     match pump(io::stdin().lock(), out, &masker) {
         Ok(()) => Ok(Output::Exit(0)),
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Output::Exit(0)),
-        Err(e) => Err(Failure::new(format!("masking: {e}"))),
+        // The reader went away (`mask | head`): not a failure of the filter.
+        Err(PumpError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Output::Exit(0)),
+        Err(e) => Err(e.failure("stdin", "stdout")),
     }
 }
