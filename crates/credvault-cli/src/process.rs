@@ -104,11 +104,12 @@ pub(crate) struct MaskArgs {
     sources: Sources,
 }
 
-/// One environment variable: a plain value, a whole-value reference, or a template.
+/// One environment variable: a plain value, a whole-value reference, or a template with the
+/// references found in it.
 enum EnvValue {
     Plain(OsString),
     Uri(SecretUri),
-    Template(String),
+    Template(String, Vec<SecretUri>),
 }
 
 /// The environment `run` starts from: its own, then each `--env-file` in order.
@@ -181,7 +182,7 @@ fn classify(env: Vec<(OsString, OsString)>) -> Result<Vec<(OsString, EnvValue)>,
                 if found.is_empty() {
                     EnvValue::Plain(v)
                 } else {
-                    EnvValue::Template(text.to_owned())
+                    EnvValue::Template(text.to_owned(), found.into_iter().map(|(_, u)| u).collect())
                 }
             } else {
                 EnvValue::Plain(v)
@@ -191,22 +192,18 @@ fn classify(env: Vec<(OsString, OsString)>) -> Result<Vec<(OsString, EnvValue)>,
         .collect()
 }
 
-fn uris_of(env: &[(OsString, EnvValue)]) -> Result<BTreeSet<SecretUri>, Failure> {
+fn uris_of(env: &[(OsString, EnvValue)]) -> BTreeSet<SecretUri> {
     let mut set = BTreeSet::new();
-    for (k, v) in env {
+    for (_, v) in env {
         match v {
             EnvValue::Plain(_) => {}
             EnvValue::Uri(u) => {
                 set.insert(u.clone());
             }
-            EnvValue::Template(t) => {
-                let found = template_uris(t)
-                    .map_err(|e| Failure::usage(format!("${}: {e}", k.to_string_lossy())))?;
-                set.extend(found.into_iter().map(|(_, u)| u));
-            }
+            EnvValue::Template(_, uris) => set.extend(uris.iter().cloned()),
         }
     }
-    Ok(set)
+    set
 }
 
 /// Resolved values, by reference. Wiped on drop.
@@ -346,7 +343,7 @@ pub(crate) fn run(args: &VaultArgs, r: RunArgs) -> Result<Output, Failure> {
         });
     }
     let service = service_name(&r.command[0]);
-    let values = resolve(args, &r.sources.target, &uris_of(&env)?, &service)?;
+    let values = resolve(args, &r.sources.target, &uris_of(&env), &service)?;
     let mut child_env: Vec<(OsString, Zeroizing<Vec<u8>>)> = Vec::with_capacity(env.len());
     for (k, v) in env {
         // The vault's own master key never reaches the command.
@@ -359,7 +356,7 @@ pub(crate) fn run(args: &VaultArgs, r: RunArgs) -> Result<Output, Failure> {
                 .0
                 .get(&u)
                 .map_or_else(Vec::new, |s| s.as_bytes().to_vec()),
-            EnvValue::Template(t) => {
+            EnvValue::Template(t, _) => {
                 let rendered = render_uris(&t, &values).map_err(Failure::new)?;
                 rendered.text.expose().as_bytes().to_vec()
             }
@@ -651,7 +648,7 @@ pub(crate) fn mask(args: &VaultArgs, m: MaskArgs) -> Result<Output, Failure> {
     } else {
         file_env(&m.sources.env_files)?
     };
-    uris.extend(uris_of(&classify(env)?)?);
+    uris.extend(uris_of(&classify(env)?));
     let values = resolve(args, &m.sources.target, &uris, "mask")?;
     let masker = values.masker()?;
     drop(values);
