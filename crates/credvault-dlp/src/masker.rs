@@ -223,19 +223,17 @@ impl MaskerBuilder {
         // of a reference name): masking must never let a secret through. Such a secret makes a
         // second masking pass rewrite the marker; reference names should not hold secrets.
         let max_len = patterns.iter().map(|p| p.len()).max().unwrap_or(0);
-        let (ac, prefixes, gate) = if patterns.is_empty() {
-            (None, None, None)
+        let search = if patterns.is_empty() {
+            None
         } else {
-            (
-                Some(build_ac(&patterns)?),
-                Some(build_prefixes(&patterns)?),
-                Some(Gate::new(&patterns)),
-            )
+            Some(Search {
+                ac: build_ac(&patterns)?,
+                prefixes: build_prefixes(&patterns)?,
+                gate: Gate::new(&patterns),
+            })
         };
         Ok(Masker {
-            ac,
-            prefixes,
-            gate,
+            search,
             owner,
             markers,
             max_len,
@@ -387,10 +385,19 @@ fn load(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(w)
 }
 
+/// What a non-empty masker searches with.
+struct Search {
+    /// Confirms a match at a proposed position (anchored).
+    ac: AhoCorasick,
+    /// Tells a stream which tail could still become a match.
+    prefixes: contiguous::NFA,
+    /// Proposes start positions.
+    gate: Gate,
+}
+
 /// Leftmost-longest, non-overlapping matches, the same as an unanchored search would give.
 struct Matches<'m, 'h> {
-    ac: &'m AhoCorasick,
-    gate: &'m Gate,
+    search: &'m Search,
     hay: &'h [u8],
     pos: usize,
 }
@@ -400,11 +407,11 @@ impl Iterator for Matches<'_, '_> {
 
     fn next(&mut self) -> Option<Match> {
         loop {
-            let p = self.gate.next(self.hay, self.pos)?;
+            let p = self.search.gate.next(self.hay, self.pos)?;
             let input = Input::new(self.hay)
                 .span(p..self.hay.len())
                 .anchored(Anchored::Yes);
-            if let Some(m) = self.ac.find(input) {
+            if let Some(m) = self.search.ac.find(input) {
                 self.pos = m.end();
                 return Some(m);
             }
@@ -432,9 +439,7 @@ pub struct MaskMatch {
 /// Replaces known secrets, in all their forms, with `[cv:<reference>]`. Holds the secrets'
 /// search automaton only; `Debug` shows counts.
 pub struct Masker {
-    ac: Option<AhoCorasick>,
-    prefixes: Option<contiguous::NFA>,
-    gate: Option<Gate>,
+    search: Option<Search>,
     owner: Vec<(u32, Form)>,
     markers: Vec<String>,
     max_len: usize,
@@ -454,9 +459,7 @@ impl Masker {
     /// A masker that masks nothing.
     pub fn empty() -> Self {
         Self {
-            ac: None,
-            prefixes: None,
-            gate: None,
+            search: None,
             owner: Vec::new(),
             markers: Vec::new(),
             max_len: 0,
@@ -516,17 +519,11 @@ impl Masker {
 
     /// Every match in `text` (none for an empty masker).
     fn matches<'h>(&self, text: &'h [u8]) -> impl Iterator<Item = Match> + use<'_, 'h> {
-        let hay: &[u8] = if self.ac.is_some() { text } else { &[] };
-        self.ac
-            .as_ref()
-            .zip(self.gate.as_ref())
-            .into_iter()
-            .flat_map(move |(ac, gate)| Matches {
-                ac,
-                gate,
-                hay,
-                pos: 0,
-            })
+        self.search.iter().flat_map(move |search| Matches {
+            search,
+            hay: text,
+            pos: 0,
+        })
     }
 
     fn marker(&self, pattern: usize) -> &[u8] {
@@ -567,7 +564,7 @@ impl StreamMasker<'_> {
     /// secret, such as a prompt or a log line, goes out at once.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         let m = self.masker;
-        let Some(prefixes) = &m.prefixes else {
+        let Some(search) = &m.search else {
             out.extend_from_slice(&self.carry);
             self.carry.clear();
             out.extend_from_slice(chunk);
@@ -576,12 +573,12 @@ impl StreamMasker<'_> {
         if self.carry.is_empty() {
             // The usual case: nothing held back, so search the caller's chunk where it is
             // (no copy, and the caller owns and wipes it); keep only the undecided tail.
-            let stop = decide(m, prefixes, chunk, out);
+            let stop = decide(m, &search.prefixes, chunk, out);
             self.carry.extend_from_slice(&chunk[stop..]);
         } else {
             self.carry.extend_from_slice(chunk);
             let buf = std::mem::take(&mut self.carry);
-            let stop = decide(m, prefixes, &buf, out);
+            let stop = decide(m, &search.prefixes, &buf, out);
             self.carry = buf[stop..].to_vec();
             // Held-back bytes may be secret material: wipe the consumed buffer.
             wipe(buf);
