@@ -86,50 +86,32 @@ pub enum AuditTarget {
 
 impl AuditTarget {
     fn record(&self, event: &AuditEvent) -> Result<Option<AuditHead>, HookError> {
-        match self {
-            Self::Log(l) => l
-                .record(event)
-                .map(|r| {
-                    Some(AuditHead {
-                        seq: r.seq,
-                        hash: r.hash,
-                    })
-                })
-                .map_err(|e| HookError(e.to_string())),
-            Self::Sink(s) => s
-                .record(event)
-                .map(|()| None)
-                .map_err(|e| HookError(e.to_string())),
-        }
+        self.record_batch(std::slice::from_ref(event))
     }
 
+    /// Records the events in order and waits once: the head after the last one (a log), or
+    /// `None` (a sink, which has no head).
     fn record_batch(&self, events: &[AuditEvent]) -> Result<Option<AuditHead>, HookError> {
+        let fail = |e: &dyn std::fmt::Display| HookError(e.to_string());
         match self {
             Self::Log(l) => {
                 let mut last = None;
                 for e in events {
-                    last = Some(l.submit(e).map_err(|e| HookError(e.to_string()))?);
+                    last = Some(l.submit(e).map_err(|e| fail(&e))?);
                 }
-                match last {
-                    // Durability is in sequence order: the last ticket covers the batch.
-                    Some(t) => t
-                        .wait()
-                        .map(|r| {
-                            Some(AuditHead {
-                                seq: r.seq,
-                                hash: r.hash,
-                            })
-                        })
-                        .map_err(|e| HookError(e.to_string())),
-                    None => Ok(None),
-                }
+                // Durability is in sequence order: the last ticket covers the batch.
+                let Some(t) = last else { return Ok(None) };
+                let r = t.wait().map_err(|e| fail(&e))?;
+                Ok(Some(AuditHead {
+                    seq: r.seq,
+                    hash: r.hash,
+                }))
             }
-            Self::Sink(_) => {
-                let mut head = None;
+            Self::Sink(s) => {
                 for e in events {
-                    head = self.record(e)?;
+                    s.record(e).map_err(|e| fail(&e))?;
                 }
-                Ok(head)
+                Ok(None)
             }
         }
     }
