@@ -1,14 +1,24 @@
 //! The hash-chained JSON Lines log: a directory of segment files (`audit-000001.jsonl`, ...),
 //! an anchor file (`audit.anchor`) and a lock file.
 //!
+//! Several processes (and several handles in one process) may write one log at once. Each
+//! write takes the lock file's exclusive lock (`flock`) only for the time of that write: the
+//! writer reads what others appended since its last write (checking that it links to the head
+//! it knew), appends its batch after it, syncs, and lets go. Waiting for the lock is bounded
+//! by [`LogConfig::lock_timeout`]; a wait that runs out fails that record with
+//! [`LogError::LockTimeout`] and leaves the log usable. A writer killed while holding the lock
+//! releases it with its death; a line it left half-written is found by the next writer, kept,
+//! and described by a recovery record.
+//!
 //! Durability: with the default [`Durability::GroupCommit`], a record is acknowledged only
 //! after an `fsync` (`fdatasync`) that covers it; concurrent writers share one `fsync`.
 //! [`Durability::PerRecord`] writes and syncs each record alone. [`Durability::NoSync`]
 //! acknowledges after `write(2)`: a process crash loses nothing, a power loss may; it must be
 //! chosen explicitly.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -23,7 +33,7 @@ use crate::verify::{Anchor, Chain, Problem, ProblemKind, Stop};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Durability {
-    /// Write and `fsync` each record on its own, under the log's lock.
+    /// Write and `fsync` each record on its own, under the log's lock (no batching).
     PerRecord,
     /// Group commit (the default): records from concurrent writers are written together and
     /// covered by one `fsync`; each is acknowledged only once synced. The syncing writer
@@ -60,6 +70,9 @@ pub struct LogConfig {
     pub max_segment_bytes: u64,
     /// Event fields stored as keyed hashes ([`IdentifierHasher`]) instead of plain text.
     pub hashed_fields: Vec<HashedField>,
+    /// How long a write waits for another writer (another process, or another handle on the
+    /// same directory) to release the log's lock (default 5 s).
+    pub lock_timeout: Duration,
 }
 
 impl Default for LogConfig {
@@ -70,6 +83,7 @@ impl Default for LogConfig {
             checkpoint_interval: Some(Duration::from_secs(60)),
             max_segment_bytes: 64 << 20,
             hashed_fields: Vec::new(),
+            lock_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -99,6 +113,12 @@ impl LogConfig {
         self
     }
 
+    /// Sets how long a write waits for the log's lock.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
     /// Sets the fields stored as keyed hashes.
     pub fn hashed_fields(mut self, fields: impl IntoIterator<Item = HashedField>) -> Self {
         self.hashed_fields = fields.into_iter().collect();
@@ -119,11 +139,14 @@ pub enum LogError {
         #[source]
         source: io::Error,
     },
-    /// Another process holds the log open for writing.
-    #[error("audit log {path} is in use by another writer")]
-    Locked {
+    /// Another writer held the log's lock for longer than [`LogConfig::lock_timeout`]; this
+    /// record was not written (the log stays usable).
+    #[error("audit log {path}: another writer held the lock for more than {} ms", .waited.as_millis())]
+    LockTimeout {
         /// The lock file.
         path: PathBuf,
+        /// How long this writer waited.
+        waited: Duration,
     },
     /// The existing log failed its checks on open; it is left untouched.
     #[error("audit log {path} refused: {problem}")]
@@ -170,55 +193,91 @@ pub struct Receipt {
     pub hash: [u8; 32],
 }
 
-/// A submitted record that may not be durable yet; [`wait`](Ticket::wait) for it.
+/// A submitted record that is not written yet; [`wait`](Ticket::wait) for it. A ticket
+/// dropped without waiting still has its record written, with the next write of this handle
+/// or when its last clone is dropped, but nobody learns whether that succeeded.
 #[must_use = "a record is acknowledged only by waiting for its ticket"]
 #[derive(Debug)]
 pub struct Ticket {
     log: Arc<Inner>,
-    receipt: Receipt,
+    ticket: u64,
+    waited: bool,
 }
 
 impl Ticket {
-    /// Blocks until the record is durable (by the log's [`Durability`]).
+    /// Blocks until the record is written and durable (by the log's [`Durability`]); its
+    /// sequence number and hash are known only then, since other processes may append first.
     ///
     /// # Errors
-    /// [`LogError::Failed`] if the write or sync covering it failed.
-    pub fn wait(self) -> Result<Receipt, LogError> {
-        self.log.wait_durable(self.receipt.seq)?;
-        Ok(self.receipt)
+    /// [`LogError::Failed`] if the write or sync covering it failed; [`LogError::LockTimeout`]
+    /// if another writer held the lock too long (the record was not written).
+    pub fn wait(mut self) -> Result<Receipt, LogError> {
+        self.waited = true;
+        self.log.wait_for(self.ticket)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.waited {
+            self.log.abandon(self.ticket);
+        }
     }
 }
 
 /// An append-only, hash-chained, checkpointed audit log. Cheap to clone (a shared handle);
-/// safe to use from many threads.
+/// safe to use from many threads, and from several processes at once (see the module docs).
 #[derive(Clone, Debug)]
 pub struct AuditLog {
     inner: Arc<Inner>,
 }
 
-struct Chunk {
+enum Item {
+    /// A serialized event body.
+    Event(Vec<u8>),
+    /// A checkpoint; `forced: false` (the timer) skips it when nothing came since the last.
+    Checkpoint { forced: bool },
+}
+
+struct Queued {
+    ticket: u64,
+    item: Item,
+}
+
+/// Why a batch was not written.
+#[derive(Clone)]
+enum Failure {
+    /// The lock was not free in time; nothing was written, the log stays usable.
+    Timeout(Duration),
+    /// A write, a sync or a check failed; the log refuses everything from now on.
+    Failed(String),
+}
+
+/// The log as this handle last saw it on disk; valid while the file lock is held, brought up
+/// to date ([`Inner::refresh`]) each time it is taken.
+struct Disk {
+    /// The last segment, opened for reading and appending.
+    file: File,
     segment: u32,
-    bytes: Vec<u8>,
+    /// Bytes of `segment` read or written so far (whole lines only).
+    len: u64,
+    next_seq: u64,
+    head: Hash,
+    since_checkpoint: u64,
+    /// Reused line buffer.
+    buf: Vec<u8>,
 }
 
 struct State {
-    /// The open segment file; `None` while a syncing writer holds it.
-    file: Option<File>,
-    file_segment: u32,
-    /// Segment that new lines go to, and its size counting pending lines.
-    segment: u32,
-    segment_bytes: u64,
-    next_seq: u64,
-    head: Hash,
-    pending: Vec<Chunk>,
-    pending_anchor: Option<Anchor>,
-    /// Every record with seq below this is durable.
-    durable_below: u64,
-    syncing: bool,
+    queue: Vec<Queued>,
+    next_ticket: u64,
+    outcomes: HashMap<u64, Result<Receipt, Failure>>,
+    abandoned: HashSet<u64>,
+    /// `None` while the writing thread has it.
+    disk: Option<Disk>,
+    writing: bool,
     failed: Option<String>,
-    since_checkpoint: u64,
     last_checkpoint: Instant,
-    spare: Vec<Vec<u8>>,
 }
 
 struct Inner {
@@ -232,7 +291,8 @@ struct Inner {
     stop: Arc<(Mutex<bool>, Condvar)>,
     /// Test hook: writes fail (after this many more bytes) as a full disk would.
     fault: Mutex<Option<u64>>,
-    _lock: File,
+    lock_path: PathBuf,
+    lock_file: File,
 }
 
 impl std::fmt::Debug for Inner {
@@ -246,6 +306,12 @@ impl std::fmt::Debug for Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Records whose tickets were dropped unwaited are still written.
+        let mut st = self.state();
+        while !st.queue.is_empty() && st.failed.is_none() && st.disk.is_some() {
+            st = self.write_next(st);
+        }
+        drop(st);
         let (flag, cond) = &*self.stop;
         if let Ok(mut stopped) = flag.lock() {
             *stopped = true;
@@ -304,15 +370,55 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Holds the lock file's exclusive lock until dropped.
+struct FileLock<'a>(&'a File);
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        // Closing the file or ending the process releases it too.
+        let _ = self.0.unlock();
+    }
+}
+
+/// Takes the exclusive lock on `file`, polling (with growing pauses, at most 4 ms) until
+/// `timeout` has passed.
+fn acquire(file: &File, timeout: Duration) -> Result<FileLock<'_>, Failure> {
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(50);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(FileLock(file)),
+            Err(fs::TryLockError::WouldBlock) => {
+                let waited = start.elapsed();
+                if waited >= timeout {
+                    return Err(Failure::Timeout(waited));
+                }
+                std::thread::sleep(pause.min(timeout - waited));
+                pause = (pause * 2).min(Duration::from_millis(4));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Failure::Failed(format!("lock: {e}"))),
+        }
+    }
+}
+
+fn open_segment(path: &Path) -> Result<File, LogError> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err(path))
+}
+
 impl AuditLog {
     /// Opens the log in `dir`, creating the directory and a new log if there is none.
     ///
     /// An existing log's last segment is checked (hashes, links, checkpoint MACs under `key`)
     /// and compared with the anchor; any problem other than a torn tail refuses the open and
     /// changes nothing. A torn tail is kept, terminated, and described by a recovery record.
+    /// Other processes may have the same log open; opening waits for the lock like a write.
     ///
     /// # Errors
-    /// [`LogError`]: I/O, another writer holds the lock, or the log failed its checks.
+    /// [`LogError`]: I/O, the lock not free within the timeout, or the log failed its checks.
     pub fn open(
         dir: &Path,
         key: AuditKey,
@@ -320,29 +426,33 @@ impl AuditLog {
     ) -> Result<(Self, OpenReport), LogError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock_path = dir.join("audit.lock");
-        let lock = OpenOptions::new()
+        let lock_file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(LogError::Locked { path: lock_path }),
-            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
-        }
-        let numbers = segment_numbers(dir).map_err(io_err(dir))?;
-        // A segment still under its temporary name never became part of the log (its records
-        // were not acknowledged): remove it.
-        let tmp =
-            segment_path(dir, numbers.last().map_or(1, |n| n + 1)).with_extension("jsonl.tmp");
-        if tmp.exists() {
-            fs::remove_file(&tmp).map_err(io_err(&tmp))?;
-        }
         let sync = config.durability != Durability::NoSync;
-        let (state, log_id, report) = match numbers.last() {
-            None => Self::create(dir, sync)?,
-            Some(&last) => Self::resume(dir, &key, last, numbers.len(), sync)?,
+        let (disk, log_id, report) = {
+            let _held = acquire(&lock_file, config.lock_timeout).map_err(|f| match f {
+                Failure::Timeout(waited) => LogError::LockTimeout {
+                    path: lock_path.clone(),
+                    waited,
+                },
+                Failure::Failed(reason) => LogError::Failed { reason },
+            })?;
+            let numbers = segment_numbers(dir).map_err(io_err(dir))?;
+            // A segment still under its temporary name never became part of the log (its
+            // records were not acknowledged): remove it.
+            let tmp =
+                segment_path(dir, numbers.last().map_or(1, |n| n + 1)).with_extension("jsonl.tmp");
+            if tmp.exists() {
+                fs::remove_file(&tmp).map_err(io_err(&tmp))?;
+            }
+            match numbers.last() {
+                None => Self::create(dir, sync)?,
+                Some(&last) => Self::resume(dir, &key, last, numbers.len(), sync)?,
+            }
         };
         let hasher = IdentifierHasher::new(&key, &log_id);
         let inner = Arc::new(Inner {
@@ -351,11 +461,21 @@ impl AuditLog {
             log_id,
             config,
             hasher,
-            state: Mutex::new(state),
+            state: Mutex::new(State {
+                queue: Vec::new(),
+                next_ticket: 0,
+                outcomes: HashMap::new(),
+                abandoned: HashSet::new(),
+                disk: Some(disk),
+                writing: false,
+                failed: None,
+                last_checkpoint: Instant::now(),
+            }),
             cond: Condvar::new(),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             fault: Mutex::new(None),
-            _lock: lock,
+            lock_path,
+            lock_file,
         });
         let log = Self { inner };
         if report.created {
@@ -373,7 +493,7 @@ impl AuditLog {
         Ok((log, report))
     }
 
-    fn create(dir: &Path, sync: bool) -> Result<(State, String, OpenReport), LogError> {
+    fn create(dir: &Path, sync: bool) -> Result<(Disk, String, OpenReport), LogError> {
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(|e| LogError::Io {
             path: dir.to_owned(),
@@ -395,9 +515,17 @@ impl AuditLog {
         )
         .map_err(|e| LogError::Serialize(e.to_string()))?;
         let file = write_new_segment(dir, 1, &line, sync)?;
-        let state = State::new(file, 1, line.len() as u64, 1, head);
+        let disk = Disk {
+            file,
+            segment: 1,
+            len: line.len() as u64,
+            next_seq: 1,
+            head,
+            since_checkpoint: 0,
+            buf: Vec::new(),
+        };
         Ok((
-            state,
+            disk,
             log_id,
             OpenReport {
                 created: true,
@@ -414,7 +542,7 @@ impl AuditLog {
         last: u32,
         count: usize,
         sync: bool,
-    ) -> Result<(State, String, OpenReport), LogError> {
+    ) -> Result<(Disk, String, OpenReport), LogError> {
         let path = segment_path(dir, last);
         let bytes = fs::read(&path).map_err(io_err(&path))?;
         let anchor_file = anchor_path(dir);
@@ -487,43 +615,31 @@ impl AuditLog {
                 });
             }
         }
-        let mut file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        let mut len = bytes.len() as u64;
-        let mut state_head = head;
-        let mut seq = next_seq;
+        let file = open_segment(&path)?;
+        let mut disk = Disk {
+            file,
+            segment: last,
+            len: bytes.len() as u64,
+            next_seq,
+            head,
+            since_checkpoint: chain.since_checkpoint,
+            buf: Vec::new(),
+        };
         let mut torn_tail = None;
         if let Some((offset, torn_len)) = torn {
-            let fragment = &bytes[offset as usize..];
-            let body = record::RecoveryBody {
-                torn_offset: offset,
-                torn_len,
-                torn_sha256: record::hex_string(&record::sha256(fragment)),
-                time: Timestamp::now(),
-            };
-            let mut line = vec![b'\n'];
-            state_head = record::write_line(&mut line, seq, &head, RecordType::Recovery, &body)
-                .map_err(|e| LogError::Serialize(e.to_string()))?;
-            file.write_all(&line).map_err(io_err(&path))?;
-            if sync {
-                file.sync_data().map_err(io_err(&path))?;
-            }
-            len += line.len() as u64;
-            seq += 1;
+            disk.len = offset;
+            write_recovery(&mut disk, &bytes[offset as usize..], sync).map_err(io_err(&path))?;
             torn_tail = Some((path.clone(), offset, torn_len));
         }
-        let mut state = State::new(file, last, len, seq, state_head);
-        state.since_checkpoint = chain.since_checkpoint;
+        let last_seq = disk.next_seq - 1;
         Ok((
-            state,
+            disk,
             log_id,
             OpenReport {
                 created: false,
                 segments: u32::try_from(count).unwrap_or(u32::MAX),
                 torn_tail,
-                last_seq: seq - 1,
+                last_seq,
             },
         ))
     }
@@ -543,38 +659,27 @@ impl AuditLog {
         IdentifierHasher::new(&self.inner.key, &self.inner.log_id)
     }
 
-    /// Appends an event and returns at once with a [`Ticket`]; the record is acknowledged
-    /// when the ticket's [`wait`](Ticket::wait) returns. Lets one writer keep several records
-    /// in flight, all covered by one sync.
+    /// Queues an event and returns at once with a [`Ticket`]; the record is written and
+    /// acknowledged when the ticket's [`wait`](Ticket::wait) returns. Lets one writer keep
+    /// several records in flight, all covered by one write and one sync.
     ///
     /// # Errors
     /// [`LogError::Failed`] after an earlier failure; [`LogError::Serialize`].
     pub fn submit(&self, event: &AuditEvent) -> Result<Ticket, LogError> {
-        let inner = &self.inner;
-        let mut st = inner.lock();
-        if let Some(reason) = &st.failed {
-            return Err(LogError::Failed {
-                reason: reason.clone(),
-            });
-        }
-        if st.segment_bytes >= inner.config.max_segment_bytes {
-            inner.rotate(&mut st)?;
-        }
-        let receipt = inner.append_event(&mut st, event)?;
-        st.since_checkpoint += 1;
-        let due_time = inner
-            .config
-            .checkpoint_interval
-            .is_some_and(|i| st.last_checkpoint.elapsed() >= i);
-        if st.since_checkpoint >= inner.config.checkpoint_every || due_time {
-            inner.append_checkpoint(&mut st)?;
-        }
-        let st = inner.flush_if_inline(st);
+        let body = self.inner.body(event)?;
+        let mut st = self.inner.state();
+        self.inner.refuse_if_failed(&st)?;
+        let ticket = st.enqueue(Item::Event(body));
         drop(st);
-        Ok(Ticket {
+        Ok(self.ticket(ticket))
+    }
+
+    fn ticket(&self, ticket: u64) -> Ticket {
+        Ticket {
             log: Arc::clone(&self.inner),
-            receipt,
-        })
+            ticket,
+            waited: false,
+        }
     }
 
     /// Appends an event and waits until it is durable. If this returns an error, the caller
@@ -586,22 +691,43 @@ impl AuditLog {
         self.submit(event)?.wait()
     }
 
+    /// Appends events as consecutive records (with [`Durability::GroupCommit`] no other
+    /// writer's record comes between them) and waits once, for the last. Returns the last
+    /// record's receipt, or `None` for no events.
+    ///
+    /// # Errors
+    /// See [`record`](Self::record); on error none of the events may be taken as recorded.
+    pub fn record_batch(&self, events: &[AuditEvent]) -> Result<Option<Receipt>, LogError> {
+        let bodies = events
+            .iter()
+            .map(|e| self.inner.body(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut st = self.inner.state();
+        self.inner.refuse_if_failed(&st)?;
+        let mut last = None;
+        for b in bodies {
+            last = Some(st.enqueue(Item::Event(b)));
+        }
+        drop(st);
+        // Durability is in queue order: the last ticket covers the batch.
+        let Some(last) = last else { return Ok(None) };
+        self.ticket(last).wait().map(Some)
+    }
+
     /// Writes a checkpoint now (and the anchor), and waits until it is durable.
     ///
     /// # Errors
-    /// [`LogError::Failed`] or an I/O error.
+    /// [`LogError::Failed`], [`LogError::LockTimeout`] or an I/O error.
     pub fn checkpoint(&self) -> Result<Receipt, LogError> {
-        let inner = &self.inner;
-        let mut st = inner.lock();
-        if let Some(reason) = &st.failed {
-            return Err(LogError::Failed {
-                reason: reason.clone(),
-            });
-        }
-        let receipt = inner.append_checkpoint(&mut st)?;
-        drop(inner.flush_if_inline(st));
-        inner.wait_durable(receipt.seq)?;
-        Ok(receipt)
+        self.checkpoint_item(true)
+    }
+
+    fn checkpoint_item(&self, forced: bool) -> Result<Receipt, LogError> {
+        let mut st = self.inner.state();
+        self.inner.refuse_if_failed(&st)?;
+        let ticket = st.enqueue(Item::Checkpoint { forced });
+        drop(st);
+        self.ticket(ticket).wait()
     }
 
     /// Test hook: after `bytes` more bytes, every write fails as on a full disk (the allowed
@@ -668,12 +794,9 @@ fn write_new_segment(dir: &Path, n: u32, first: &[u8], sync: bool) -> Result<Fil
     if sync {
         sync_dir(dir).map_err(io_err(dir))?;
     }
-    // The handle stays valid after the rename; reopen in append mode for later writes.
+    // The handle stays valid after the rename; reopen for reading and appending.
     drop(file);
-    OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .map_err(io_err(&path))
+    open_segment(&path)
 }
 
 fn write_anchor(dir: &Path, anchor: &Anchor, sync: bool) -> io::Result<()> {
@@ -695,88 +818,85 @@ fn write_anchor(dir: &Path, anchor: &Anchor, sync: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// What one write takes out of the state: the file, the pending lines, the anchor to write
-/// after them, and the sequence number below which all will then be durable.
-struct Batch {
-    file: Option<File>,
-    file_segment: u32,
-    chunks: Vec<Chunk>,
-    anchor: Option<Anchor>,
-    durable_below: u64,
+/// Keeps the torn bytes `fragment` (at `disk.len`) and appends a recovery record describing
+/// them, after a newline that ends the fragment.
+fn write_recovery(disk: &mut Disk, fragment: &[u8], sync: bool) -> io::Result<()> {
+    let body = record::RecoveryBody {
+        torn_offset: disk.len,
+        torn_len: fragment.len() as u64,
+        torn_sha256: record::hex_string(&record::sha256(fragment)),
+        time: Timestamp::now(),
+    };
+    let mut line = vec![b'\n'];
+    let head = record::write_line(
+        &mut line,
+        disk.next_seq,
+        &disk.head,
+        RecordType::Recovery,
+        &body,
+    )
+    .map_err(|e| io::Error::other(e.to_string()))?;
+    disk.file.write_all(&line)?;
+    if sync {
+        disk.file.sync_data()?;
+    }
+    disk.len += fragment.len() as u64 + line.len() as u64;
+    disk.next_seq += 1;
+    disk.head = head;
+    Ok(())
 }
 
 impl State {
-    fn take_batch(&mut self) -> Batch {
-        Batch {
-            file: self.file.take(),
-            file_segment: self.file_segment,
-            chunks: std::mem::take(&mut self.pending),
-            anchor: self.pending_anchor.take(),
-            durable_below: self.next_seq,
-        }
+    fn enqueue(&mut self, item: Item) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.queue.push(Queued { ticket, item });
+        ticket
     }
 
-    fn new(file: File, segment: u32, segment_bytes: u64, next_seq: u64, head: Hash) -> Self {
-        Self {
-            file: Some(file),
-            file_segment: segment,
-            segment,
-            segment_bytes,
-            next_seq,
-            head,
-            pending: Vec::new(),
-            pending_anchor: None,
-            durable_below: next_seq,
-            syncing: false,
-            failed: None,
-            since_checkpoint: 0,
-            last_checkpoint: Instant::now(),
-            spare: Vec::new(),
+    fn settle(&mut self, ticket: u64, outcome: Result<Receipt, Failure>) {
+        if !self.abandoned.remove(&ticket) {
+            self.outcomes.insert(ticket, outcome);
         }
-    }
-
-    /// The buffer that lines for the current segment go to.
-    fn chunk(&mut self) -> &mut Vec<u8> {
-        let seg = self.segment;
-        if self.pending.last().is_none_or(|c| c.segment != seg) {
-            let bytes = self.spare.pop().unwrap_or_default();
-            self.pending.push(Chunk {
-                segment: seg,
-                bytes,
-            });
-        }
-        let last = self.pending.len() - 1;
-        &mut self.pending[last].bytes
     }
 }
 
+/// The result of writing a batch: a receipt per item, and whether a checkpoint was written.
+type Written = (Vec<Receipt>, bool);
+
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn state(&self) -> MutexGuard<'_, State> {
         // A writer that panicked while holding the lock left the state consistent up to its
         // last complete step; the poisoned flag carries no extra information here.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn append_event(&self, st: &mut State, event: &AuditEvent) -> Result<Receipt, LogError> {
-        let seq = st.next_seq;
-        let head = st.head;
-        let chunk = st.chunk();
-        let start = record::begin_line(chunk, seq, &head, RecordType::Event);
-        let written = if self.config.hashed_fields.is_empty() {
-            serde_json::to_writer(&mut *chunk, event)
-        } else {
-            serde_json::to_writer(&mut *chunk, &self.hash_fields(event))
-        };
-        if let Err(e) = written {
-            chunk.truncate(start);
-            return Err(LogError::Serialize(e.to_string()));
+    fn refuse_if_failed(&self, st: &State) -> Result<(), LogError> {
+        match &st.failed {
+            Some(reason) => Err(LogError::Failed {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
         }
-        let hash = record::finish_line(chunk, start);
-        let len = (chunk.len() - start) as u64;
-        st.segment_bytes += len;
-        st.next_seq += 1;
-        st.head = hash;
-        Ok(Receipt { seq, hash })
+    }
+
+    fn error(&self, f: Failure) -> LogError {
+        match f {
+            Failure::Timeout(waited) => LogError::LockTimeout {
+                path: self.lock_path.clone(),
+                waited,
+            },
+            Failure::Failed(reason) => LogError::Failed { reason },
+        }
+    }
+
+    fn body(&self, event: &AuditEvent) -> Result<Vec<u8>, LogError> {
+        let written = if self.config.hashed_fields.is_empty() {
+            serde_json::to_vec(event)
+        } else {
+            serde_json::to_vec(&self.hash_fields(event))
+        };
+        written.map_err(|e| LogError::Serialize(e.to_string()))
     }
 
     fn hash_fields(&self, event: &AuditEvent) -> AuditEvent {
@@ -798,28 +918,178 @@ impl Inner {
         e
     }
 
-    fn append_line<T: serde::Serialize>(
-        &self,
-        st: &mut State,
-        ty: RecordType,
-        body: &T,
-    ) -> Result<Receipt, LogError> {
-        let seq = st.next_seq;
-        let head = st.head;
-        let chunk = st.chunk();
-        let before = chunk.len();
-        let hash = record::write_line(chunk, seq, &head, ty, body)
-            .map_err(|e| LogError::Serialize(e.to_string()))?;
-        let len = (chunk.len() - before) as u64;
-        st.segment_bytes += len;
-        st.next_seq += 1;
-        st.head = hash;
-        Ok(Receipt { seq, hash })
+    fn abandon(&self, ticket: u64) {
+        let mut st = self.state();
+        if st.outcomes.remove(&ticket).is_none() {
+            st.abandoned.insert(ticket);
+        }
     }
 
-    fn append_checkpoint(&self, st: &mut State) -> Result<Receipt, LogError> {
-        let covers = st.next_seq - 1;
-        let head = record::hex_string(&st.head);
+    /// Waits until `ticket` is written, writing the queue itself when no other thread is.
+    fn wait_for(&self, ticket: u64) -> Result<Receipt, LogError> {
+        let mut st = self.state();
+        loop {
+            if let Some(outcome) = st.outcomes.remove(&ticket) {
+                return outcome.map_err(|f| self.error(f));
+            }
+            self.refuse_if_failed(&st)?;
+            if st.writing || st.disk.is_none() {
+                st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st = self.write_next(st);
+        }
+    }
+
+    /// Becomes the writing thread: takes what is queued (one item for `PerRecord`), writes
+    /// it under the file lock, and settles each item's outcome.
+    fn write_next<'g>(&'g self, mut st: MutexGuard<'g, State>) -> MutexGuard<'g, State> {
+        st.writing = true;
+        if let Durability::GroupCommit { max_delay } = self.config.durability {
+            if !max_delay.is_zero() {
+                drop(st);
+                std::thread::sleep(max_delay);
+                st = self.state();
+            }
+        }
+        let batch: Vec<Queued> = match self.config.durability {
+            Durability::PerRecord => {
+                let n = st.queue.len().min(1);
+                st.queue.drain(..n).collect()
+            }
+            _ => std::mem::take(&mut st.queue),
+        };
+        let timer_due = self
+            .config
+            .checkpoint_interval
+            .is_some_and(|i| st.last_checkpoint.elapsed() >= i);
+        let mut disk = st.disk.take();
+        drop(st);
+        let result = match disk.as_mut() {
+            Some(d) => self.write(&batch, d, timer_due),
+            None => Err(Failure::Failed("the log's state was lost".to_owned())),
+        };
+        let mut st = self.state();
+        st.disk = disk;
+        st.writing = false;
+        match result {
+            Ok((receipts, checkpointed)) => {
+                // Nothing since the last checkpoint (by any writer) counts as checkpointed.
+                let current = st.disk.as_ref().is_some_and(|d| d.since_checkpoint == 0);
+                if checkpointed || current {
+                    st.last_checkpoint = Instant::now();
+                }
+                for (q, r) in batch.iter().zip(receipts) {
+                    st.settle(q.ticket, Ok(r));
+                }
+            }
+            Err(f) => {
+                if let Failure::Failed(reason) = &f {
+                    if st.failed.is_none() {
+                        st.failed = Some(reason.clone());
+                    }
+                }
+                for q in &batch {
+                    st.settle(q.ticket, Err(f.clone()));
+                }
+            }
+        }
+        self.cond.notify_all();
+        st
+    }
+
+    /// Writes `batch` after whatever other writers appended, under the file lock.
+    fn write(
+        &self,
+        batch: &[Queued],
+        disk: &mut Disk,
+        timer_due: bool,
+    ) -> Result<Written, Failure> {
+        let _held = acquire(&self.lock_file, self.config.lock_timeout)?;
+        let sync = self.config.durability != Durability::NoSync;
+        self.refresh(disk, sync).map_err(Failure::Failed)?;
+        let mut buf = std::mem::take(&mut disk.buf);
+        buf.clear();
+        let result = self.write_items(batch, disk, &mut buf, timer_due, sync);
+        buf.clear();
+        disk.buf = buf;
+        result.map_err(Failure::Failed)
+    }
+
+    fn write_items(
+        &self,
+        batch: &[Queued],
+        disk: &mut Disk,
+        buf: &mut Vec<u8>,
+        timer_due: bool,
+        sync: bool,
+    ) -> Result<Written, String> {
+        let mut receipts = Vec::with_capacity(batch.len());
+        let mut anchor = None;
+        for q in batch {
+            match &q.item {
+                Item::Event(body) => {
+                    if disk.len + buf.len() as u64 >= self.config.max_segment_bytes {
+                        anchor = Some(self.rotate(disk, buf, sync)?);
+                    }
+                    let start =
+                        record::begin_line(buf, disk.next_seq, &disk.head, RecordType::Event);
+                    buf.extend_from_slice(body);
+                    let hash = record::finish_line(buf, start);
+                    receipts.push(Receipt {
+                        seq: disk.next_seq,
+                        hash,
+                    });
+                    disk.next_seq += 1;
+                    disk.head = hash;
+                    disk.since_checkpoint += 1;
+                    if disk.since_checkpoint >= self.config.checkpoint_every {
+                        anchor = Some(self.checkpoint_line(disk, buf)?);
+                    }
+                }
+                Item::Checkpoint { forced } => {
+                    if *forced || disk.since_checkpoint > 0 {
+                        anchor = Some(self.checkpoint_line(disk, buf)?);
+                    }
+                    receipts.push(Receipt {
+                        seq: disk.next_seq - 1,
+                        hash: disk.head,
+                    });
+                }
+            }
+        }
+        if timer_due && disk.since_checkpoint > 0 {
+            anchor = Some(self.checkpoint_line(disk, buf)?);
+        }
+        self.write_out(disk, buf, sync)?;
+        if let Some(a) = &anchor {
+            write_anchor(&self.dir, a, sync).map_err(|e| format!("anchor: {e}"))?;
+        }
+        Ok((receipts, anchor.is_some()))
+    }
+
+    /// Appends the lines in `buf` to the current segment (and syncs).
+    fn write_out(&self, disk: &mut Disk, buf: &mut Vec<u8>, sync: bool) -> Result<(), String> {
+        let path = || segment_path(&self.dir, disk.segment).display().to_string();
+        if !buf.is_empty() {
+            self.injected_fault(Some(&mut disk.file), buf)?;
+            disk.file
+                .write_all(buf)
+                .map_err(|e| format!("write {}: {e}", path()))?;
+            disk.len += buf.len() as u64;
+            buf.clear();
+        }
+        if sync {
+            disk.file
+                .sync_data()
+                .map_err(|e| format!("sync {}: {e}", path()))?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint_line(&self, disk: &mut Disk, buf: &mut Vec<u8>) -> Result<Anchor, String> {
+        let covers = disk.next_seq - 1;
+        let head = record::hex_string(&disk.head);
         let time = Timestamp::now();
         let mac = self.key.sign(&record::checkpoint_mac_parts(
             &self.log_id,
@@ -834,125 +1104,167 @@ impl Inner {
             time,
             mac: hex::encode(mac),
         };
-        let receipt = self.append_line(st, RecordType::Checkpoint, &body)?;
-        st.pending_anchor = Some(Anchor::new(
-            &self.key,
-            &self.log_id,
-            receipt.seq,
-            &receipt.hash,
-            time,
-        ));
-        st.since_checkpoint = 0;
-        st.last_checkpoint = Instant::now();
-        Ok(receipt)
+        let seq = disk.next_seq;
+        let hash = record::write_line(buf, seq, &disk.head, RecordType::Checkpoint, &body)
+            .map_err(|e| e.to_string())?;
+        disk.next_seq += 1;
+        disk.head = hash;
+        disk.since_checkpoint = 0;
+        Ok(Anchor::new(&self.key, &self.log_id, seq, &hash, time))
     }
 
-    /// Ends the current segment with a checkpoint and starts the next with a segment record.
-    fn rotate(&self, st: &mut State) -> Result<(), LogError> {
-        self.append_checkpoint(st)?;
-        st.segment += 1;
-        st.segment_bytes = 0;
+    /// Ends the current segment with a checkpoint, writes and syncs it, and starts the next
+    /// segment with a segment record. Returns the checkpoint's anchor.
+    fn rotate(&self, disk: &mut Disk, buf: &mut Vec<u8>, sync: bool) -> Result<Anchor, String> {
+        let anchor = self.checkpoint_line(disk, buf)?;
+        // The previous segment is complete and synced before the next one exists.
+        self.write_out(disk, buf, sync)?;
+        let segment = disk.segment + 1;
         let body = record::SegmentBody {
             log: self.log_id.clone(),
-            segment: st.segment,
+            segment,
             time: Timestamp::now(),
         };
-        self.append_line(st, RecordType::Segment, &body)?;
-        Ok(())
+        let mut first = Vec::new();
+        let hash = record::write_line(
+            &mut first,
+            disk.next_seq,
+            &disk.head,
+            RecordType::Segment,
+            &body,
+        )
+        .map_err(|e| e.to_string())?;
+        self.injected_fault(None, &first)?;
+        disk.file =
+            write_new_segment(&self.dir, segment, &first, sync).map_err(|e| e.to_string())?;
+        disk.segment = segment;
+        disk.len = first.len() as u64;
+        disk.next_seq += 1;
+        disk.head = hash;
+        Ok(anchor)
     }
 
-    /// `PerRecord` and `NoSync` write under the lock, right away.
-    fn flush_if_inline<'g>(&'g self, mut st: MutexGuard<'g, State>) -> MutexGuard<'g, State> {
-        match self.config.durability {
-            Durability::GroupCommit { .. } => st,
-            Durability::PerRecord | Durability::NoSync => {
-                while st.syncing {
-                    st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+    /// Brings `disk` up to date with what other writers appended since this handle last held
+    /// the lock: each new line must link to the head known so far. A half-written line at the
+    /// very end (a writer killed mid-write) is kept and described by a recovery record.
+    fn refresh(&self, disk: &mut Disk, sync: bool) -> Result<(), String> {
+        loop {
+            let name = segment_path(&self.dir, disk.segment);
+            let size = disk
+                .file
+                .metadata()
+                .map_err(|e| format!("stat {}: {e}", name.display()))?
+                .len();
+            if size < disk.len {
+                return Err(format!(
+                    "{} is shorter than when this writer last saw it: it was cut",
+                    name.display()
+                ));
+            }
+            let mut bytes = Vec::new();
+            if size > disk.len {
+                disk.file
+                    .seek(SeekFrom::Start(disk.len))
+                    .and_then(|_| (&disk.file).read_to_end(&mut bytes))
+                    .map_err(|e| format!("read {}: {e}", name.display()))?;
+            }
+            let next = segment_path(&self.dir, disk.segment + 1);
+            let last = !next.exists();
+            let torn = self.follow(disk, &bytes, false)?;
+            if !torn.is_empty() {
+                if !last {
+                    return Err(format!("{} ends inside a record", name.display()));
                 }
-                let sync = self.config.durability == Durability::PerRecord;
-                let mut batch = st.take_batch();
-                let result = self.write_batch(&mut batch, sync);
-                self.settle(&mut st, batch, result);
-                st
+                write_recovery(disk, torn, sync)
+                    .map_err(|e| format!("recover {}: {e}", name.display()))?;
+            }
+            if last {
+                return Ok(());
+            }
+            disk.file = open_segment(&next).map_err(|e| e.to_string())?;
+            disk.segment += 1;
+            disk.len = 0;
+            let mut first = Vec::new();
+            (&disk.file)
+                .read_to_end(&mut first)
+                .map_err(|e| format!("read {}: {e}", next.display()))?;
+            // Re-read through the loop from offset 0, starting with its segment record.
+            let torn = self.follow(disk, &first, true)?;
+            if !torn.is_empty() && segment_path(&self.dir, disk.segment + 1).exists() {
+                return Err(format!("{} ends inside a record", next.display()));
+            }
+            if !torn.is_empty() {
+                write_recovery(disk, torn, sync)
+                    .map_err(|e| format!("recover {}: {e}", next.display()))?;
+                return Ok(());
             }
         }
     }
 
-    /// Puts the file back, records the outcome, and keeps the buffers for reuse.
-    fn settle(&self, st: &mut State, batch: Batch, result: Result<(), String>) {
-        let Batch {
-            file,
-            file_segment,
-            chunks,
-            durable_below,
-            ..
-        } = batch;
-        st.file = file;
-        st.file_segment = file_segment;
-        match result {
-            Ok(()) => st.durable_below = st.durable_below.max(durable_below),
-            Err(reason) => {
-                if st.failed.is_none() {
-                    st.failed = Some(reason);
+    /// Checks and takes in the whole lines of `bytes` (read at `disk.len`); returns the
+    /// unterminated rest. `new_segment`: the bytes start a segment (its first line must be a
+    /// segment record).
+    fn follow<'b>(
+        &self,
+        disk: &mut Disk,
+        bytes: &'b [u8],
+        new_segment: bool,
+    ) -> Result<&'b [u8], String> {
+        let changed = |what: &str| {
+            format!(
+                "{} was changed by someone else: {what}",
+                segment_path(&self.dir, disk.segment).display()
+            )
+        };
+        let mut pos = 0;
+        let mut first = new_segment;
+        // A torn line left by a killed writer, awaiting the recovery record after it.
+        let mut torn: Option<(u64, &[u8])> = None;
+        while let Some(n) = memchr::memchr(b'\n', &bytes[pos..]) {
+            let text = &bytes[pos..pos + n];
+            let at = disk.len + pos as u64;
+            pos += n + 1;
+            let Some(line) = record::Line::parse(text) else {
+                if torn.is_some() {
+                    return Err(changed("two broken lines in a row"));
+                }
+                torn = Some((at, text));
+                continue;
+            };
+            let Some(hash) = line.check_hash() else {
+                return Err(changed("a record's hash does not match"));
+            };
+            if line.seq != disk.next_seq || line.prev_hex != record::hex64(&disk.head).as_slice() {
+                return Err(changed("a record does not link to the chain"));
+            }
+            if let Some((off, t)) = torn.take() {
+                if !crate::verify::recovery_describes(
+                    &line,
+                    usize::try_from(off).unwrap_or(usize::MAX),
+                    t,
+                ) {
+                    return Err(changed("a broken line without its recovery record"));
                 }
             }
-        }
-        for mut c in chunks {
-            if st.spare.len() < 8 {
-                c.bytes.clear();
-                st.spare.push(c.bytes);
-            }
-        }
-    }
-
-    fn write_batch(&self, batch: &mut Batch, sync: bool) -> Result<(), String> {
-        let Batch {
-            file,
-            file_segment,
-            chunks,
-            anchor,
-            ..
-        } = batch;
-        for chunk in chunks.iter() {
-            self.injected_fault(file.as_mut(), &chunk.bytes)?;
-            match file {
-                Some(f) if *file_segment == chunk.segment => {
-                    f.write_all(&chunk.bytes).map_err(|e| {
-                        format!(
-                            "write {}: {e}",
-                            segment_path(&self.dir, chunk.segment).display()
-                        )
-                    })?;
+            match line.ty {
+                RecordType::Segment if first => {}
+                RecordType::Segment | RecordType::Genesis => {
+                    return Err(changed("a segment or genesis record in the middle"))
                 }
-                _ => {
-                    // The previous segment is synced before the next one exists.
-                    if let Some(f) = file.as_mut() {
-                        if sync {
-                            f.sync_data().map_err(|e| format!("sync: {e}"))?;
-                        }
-                    }
-                    *file = None;
-                    let f = write_new_segment(&self.dir, chunk.segment, &chunk.bytes, sync)
-                        .map_err(|e| e.to_string())?;
-                    *file = Some(f);
-                    *file_segment = chunk.segment;
-                }
+                _ if first => return Err(changed("a segment that starts without its record")),
+                RecordType::Event => disk.since_checkpoint += 1,
+                RecordType::Checkpoint => disk.since_checkpoint = 0,
+                RecordType::Recovery => {}
             }
+            first = false;
+            disk.next_seq += 1;
+            disk.head = hash;
         }
-        if sync {
-            if let Some(f) = file.as_mut() {
-                f.sync_data().map_err(|e| {
-                    format!(
-                        "sync {}: {e}",
-                        segment_path(&self.dir, *file_segment).display()
-                    )
-                })?;
-            }
+        if torn.is_some() {
+            return Err(changed("a broken line without its recovery record"));
         }
-        if let Some(a) = anchor.as_ref() {
-            write_anchor(&self.dir, a, sync).map_err(|e| format!("anchor: {e}"))?;
-        }
-        Ok(())
+        disk.len += pos as u64;
+        Ok(&bytes[pos..])
     }
 
     /// The test hook: writes the allowed prefix of `bytes` and fails, like a disk that fills.
@@ -971,41 +1283,6 @@ impl Inner {
         }
         *allowed = 0;
         Err("write: No space left on device (os error 28)".to_owned())
-    }
-
-    /// Waits until record `seq` is durable, syncing a batch itself when no one else is.
-    fn wait_durable(&self, seq: u64) -> Result<(), LogError> {
-        let mut st = self.lock();
-        loop {
-            if st.durable_below > seq {
-                return Ok(());
-            }
-            if let Some(reason) = &st.failed {
-                return Err(LogError::Failed {
-                    reason: reason.clone(),
-                });
-            }
-            if st.syncing {
-                st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            // Become the syncing writer for everything pending.
-            st.syncing = true;
-            if let Durability::GroupCommit { max_delay } = self.config.durability {
-                if !max_delay.is_zero() {
-                    drop(st);
-                    std::thread::sleep(max_delay);
-                    st = self.lock();
-                }
-            }
-            let mut batch = st.take_batch();
-            drop(st);
-            let result = self.write_batch(&mut batch, true);
-            st = self.lock();
-            st.syncing = false;
-            self.settle(&mut st, batch, result);
-            self.cond.notify_all();
-        }
     }
 }
 
@@ -1033,10 +1310,12 @@ fn spawn_ticker(log: Weak<Inner>, stop: Arc<(Mutex<bool>, Condvar)>, interval: D
                     }
                 }
                 let Some(inner) = log.upgrade() else { return };
-                let due = inner.lock().last_checkpoint.elapsed() >= interval;
+                let due = inner.state().last_checkpoint.elapsed() >= interval;
                 if due {
-                    // A failure is recorded in the log's state and refuses later records.
-                    let _ = AuditLog { inner }.checkpoint();
+                    // Skipped when nothing came since the last checkpoint (by any writer). A
+                    // failure is recorded in the log's state and refuses later records; a
+                    // lock timeout is simply retried on the next tick.
+                    let _ = AuditLog { inner }.checkpoint_item(false);
                 }
             }
         });

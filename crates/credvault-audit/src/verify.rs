@@ -754,7 +754,7 @@ impl<'a> Chain<'a> {
     }
 }
 
-fn recovery_describes(l: &Line<'_>, offset: usize, torn: &[u8]) -> bool {
+pub(crate) fn recovery_describes(l: &Line<'_>, offset: usize, torn: &[u8]) -> bool {
     if l.ty != RecordType::Recovery {
         return false;
     }

@@ -18,6 +18,10 @@ use common::{event, key, verify_dir};
 use credvault_audit::{segment_paths, AuditLog, LogConfig, ProblemKind};
 
 const CHILD_DIR: &str = "CREDVAULT_AUDIT_CRASH_CHILD_DIR";
+/// Records per writer thread (unset: until killed).
+const CHILD_COUNT: &str = "CREDVAULT_AUDIT_CRASH_CHILD_COUNT";
+/// Added to the event numbers, so that several children write distinct events.
+const CHILD_BASE: &str = "CREDVAULT_AUDIT_CRASH_CHILD_BASE";
 const RUNS: u64 = 60;
 
 fn child_config() -> LogConfig {
@@ -33,13 +37,15 @@ fn crash_writer_child() {
     let dir = std::env::var(CHILD_DIR).expect(
         "run by killed_writers_leave_verifiable_logs, with CREDVAULT_AUDIT_CRASH_CHILD_DIR set",
     );
+    let count: u64 = std::env::var(CHILD_COUNT).map_or(u64::MAX, |c| c.parse().unwrap());
+    let base: u64 = std::env::var(CHILD_BASE).map_or(0, |c| c.parse().unwrap());
     let (log, _) = AuditLog::open(dir.as_ref(), key(), child_config()).unwrap();
     let writers: Vec<_> = (0..2)
         .map(|t| {
             let log = log.clone();
             std::thread::spawn(move || {
-                for i in 0.. {
-                    let receipt = log.record(&event(t * 1_000_000 + i)).unwrap();
+                for i in 0..count {
+                    let receipt = log.record(&event(base + t * 1_000_000 + i)).unwrap();
                     // Printed only once durable: the parent's proof of acknowledgement.
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ack {}", receipt.seq).unwrap();
@@ -51,6 +57,141 @@ fn crash_writer_child() {
     for w in writers {
         w.join().unwrap();
     }
+    log.close().unwrap();
+}
+
+/// The sequence number of an "ack N" line; the test harness may print its "test ... " label
+/// at the start of the first one.
+fn ack_of(line: &str) -> Option<u64> {
+    line.find("ack ")
+        .and_then(|at| line[at + 4..].trim().parse().ok())
+}
+
+fn spawn_writer(dir: &std::path::Path, count: Option<u64>, base: u64) -> std::process::Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "crash_writer_child",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_DIR, dir)
+    .env(CHILD_BASE, base.to_string())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    if let Some(n) = count {
+        cmd.env(CHILD_COUNT, n.to_string());
+    }
+    cmd.spawn().unwrap()
+}
+
+fn acks(child: &mut std::process::Child) -> std::thread::JoinHandle<Vec<u64>> {
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| ack_of(&l))
+            .collect()
+    })
+}
+
+/// Four writer processes at once on one log, two of them killed (SIGKILL) while writing:
+/// one chain, no fork (every acknowledged sequence number is distinct and in the log), every
+/// record of the finished writers present exactly once, torn lines recovered by the others.
+#[test]
+fn processes_writing_at_once_share_one_chain() {
+    const PER_THREAD: u64 = 150;
+    let dir = tempfile::tempdir().unwrap();
+    // Create the log first, so no child has to.
+    AuditLog::open(
+        dir.path(),
+        key(),
+        LogConfig::default().checkpoint_interval(None),
+    )
+    .unwrap()
+    .0
+    .close()
+    .unwrap();
+    let mut finishers: Vec<_> = (0..2)
+        .map(|n| spawn_writer(dir.path(), Some(PER_THREAD), (n + 1) * 10_000_000))
+        .collect();
+    let mut victims: Vec<_> = (0..2)
+        .map(|n| spawn_writer(dir.path(), None, (n + 3) * 10_000_000))
+        .collect();
+    let finisher_acks: Vec<_> = finishers.iter_mut().map(acks).collect();
+    let victim_acks: Vec<_> = victims.iter_mut().map(acks).collect();
+    for (n, v) in victims.iter_mut().enumerate() {
+        std::thread::sleep(Duration::from_millis(40 + 30 * n as u64));
+        v.kill().unwrap();
+        v.wait().unwrap();
+    }
+    for f in &mut finishers {
+        assert!(f.wait().unwrap().success(), "a writer process failed");
+    }
+    let mut all: Vec<u64> = Vec::new();
+    for a in finisher_acks {
+        let a = a.join().unwrap();
+        assert_eq!(
+            a.len() as u64,
+            2 * PER_THREAD,
+            "a finished writer's acknowledgements"
+        );
+        all.extend(a);
+    }
+    for a in victim_acks {
+        all.extend(a.join().unwrap());
+    }
+    let acked = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        acked,
+        "two processes got the same sequence number"
+    );
+
+    // A torn line left by a victim after the finishers' last write is recovered by the next
+    // writer; be that writer.
+    let (log, _) = AuditLog::open(
+        dir.path(),
+        key(),
+        LogConfig::default().checkpoint_interval(None),
+    )
+    .unwrap();
+    log.close().unwrap();
+    let report = verify_dir(dir.path(), true);
+    assert!(report.is_intact(), "{:?}", report.problem);
+    let events = credvault_audit::read_event_files(
+        &segment_paths(dir.path()).unwrap(),
+        &credvault_audit::Query::default(),
+    )
+    .unwrap();
+    let logged: std::collections::HashMap<u64, Option<String>> = events
+        .events
+        .iter()
+        .map(|e| (e.seq, e.event.request_id.clone()))
+        .collect();
+    for seq in &all {
+        assert!(
+            logged.contains_key(seq),
+            "acknowledged record {seq} is not an event in the log"
+        );
+    }
+    for n in 1..=2u64 {
+        for t in 0..2 {
+            for i in 0..PER_THREAD {
+                let want = event(n * 10_000_000 + t * 1_000_000 + i).request_id;
+                let found = logged.values().filter(|r| **r == want).count();
+                assert_eq!(found, 1, "event {want:?} appears {found} times");
+            }
+        }
+    }
+    eprintln!(
+        "4 processes: {acked} acknowledged, {} events, {} segments, {} torn lines recovered",
+        report.events, report.segments, report.recovered_breaks
+    );
 }
 
 #[test]
@@ -84,7 +225,7 @@ fn killed_writers_leave_verifiable_logs() {
             BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
-                .filter_map(|l| l.strip_prefix("ack ").and_then(|s| s.parse::<u64>().ok()))
+                .filter_map(|l| ack_of(&l))
                 .collect::<Vec<u64>>()
         });
         std::thread::sleep(delay);

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::{event, eventually, fast_config, key, verify_dir};
 use credvault_audit::{
-    anchor_path, read_event_files, segment_path, segment_paths, verify_files, Action, AnchorCheck,
-    AuditEvent, AuditKey, AuditLog, Durability, HashedField, LogConfig, LogError, ProblemKind,
-    Query, VerifyOptions,
+    anchor_path, read_event_files, segment_path, segment_paths, verify_files, Action, Anchor,
+    AnchorCheck, AuditEvent, AuditKey, AuditLog, Durability, HashedField, LogConfig, LogError,
+    ProblemKind, Query, VerifyOptions,
 };
 
 #[test]
@@ -299,11 +299,75 @@ fn open_refuses_a_tampered_or_cut_log_and_changes_nothing() {
 }
 
 #[test]
-fn a_second_writer_is_refused() {
+fn two_handles_on_one_directory_write_one_chain() {
     let dir = tempfile::tempdir().unwrap();
-    let (_log, _) = AuditLog::open(dir.path(), key(), fast_config()).unwrap();
-    let err = AuditLog::open(dir.path(), key(), fast_config()).unwrap_err();
-    assert!(matches!(err, LogError::Locked { .. }), "{err}");
+    let (a, _) = AuditLog::open(dir.path(), key(), fast_config().max_segment_bytes(4096)).unwrap();
+    let (b, _) = AuditLog::open(dir.path(), key(), fast_config().max_segment_bytes(4096)).unwrap();
+    let mut seqs = Vec::new();
+    for i in 0..120 {
+        // Alternating, so each write has to take in the other handle's records and rotations.
+        let log = if i % 3 == 0 { &a } else { &b };
+        seqs.push(log.record(&event(i)).unwrap().seq);
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    a.close().unwrap();
+    b.close().unwrap();
+    let r = verify_dir(dir.path(), true);
+    assert!(r.is_intact(), "{:?}", r.problem);
+    assert_eq!(r.events, 120);
+    assert!(
+        segment_paths(dir.path()).unwrap().len() > 2,
+        "no rotation happened"
+    );
+    let events = read_event_files(&segment_paths(dir.path()).unwrap(), &Query::default()).unwrap();
+    let got: Vec<_> = events
+        .events
+        .iter()
+        .map(|e| e.event.request_id.clone())
+        .collect();
+    let want: Vec<_> = (0..120).map(|i| event(i).request_id).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_held_lock_times_out_the_record_and_leaves_the_log_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast_config().lock_timeout(Duration::from_millis(30));
+    let (log, _) = AuditLog::open(dir.path(), key(), config).unwrap();
+    log.record(&event(0)).unwrap();
+    // Another process's writer, as far as the lock is concerned.
+    let other = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("audit.lock"))
+        .unwrap();
+    other.lock().unwrap();
+    let err = log.record(&event(1)).unwrap_err();
+    assert!(matches!(err, LogError::LockTimeout { .. }), "{err}");
+    assert!(err.to_string().contains("held the lock"), "{err}");
+    other.unlock().unwrap();
+    log.record(&event(2)).unwrap();
+    log.close().unwrap();
+    let r = verify_dir(dir.path(), true);
+    assert!(r.is_intact(), "{:?}", r.problem);
+    // The timed-out record was never written.
+    assert_eq!(r.events, 2);
+}
+
+#[test]
+fn a_record_appended_by_someone_else_that_does_not_link_fails_the_log_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = AuditLog::open(dir.path(), key(), fast_config()).unwrap();
+    log.record(&event(0)).unwrap();
+    // A line that parses but does not link to the head (a forged append).
+    let seg = segment_path(dir.path(), 1);
+    let text = std::fs::read(&seg).unwrap();
+    let first = &text[..=text.iter().position(|b| *b == b'\n').unwrap()];
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, first).unwrap();
+    let err = log.record(&event(1)).unwrap_err();
+    assert!(matches!(err, LogError::Failed { .. }), "{err}");
+    assert!(err.to_string().contains("does not link"), "{err}");
+    assert!(log.record(&event(2)).is_err());
 }
 
 #[test]
@@ -311,14 +375,21 @@ fn an_idle_log_still_writes_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let config = fast_config().checkpoint_interval(Some(Duration::from_millis(20)));
     let (log, _) = AuditLog::open(dir.path(), key(), config).unwrap();
-    log.record(&event(0)).unwrap();
-    // No more events: the timer alone must add checkpoints (and move the anchor).
-    assert!(eventually(|| verify_dir(dir.path(), true)
-        .checkpoints_checked
-        >= 4));
+    let receipt = log.record(&event(0)).unwrap();
+    // No more events: the timer alone must checkpoint the event (and move the anchor past it).
+    let anchored = || {
+        Anchor::load(&anchor_path(dir.path()))
+            .map(|a| a.seq > receipt.seq)
+            .unwrap_or(false)
+    };
+    assert!(eventually(anchored));
     let r = verify_dir(dir.path(), true);
     assert!(r.is_intact(), "{:?}", r.problem);
     assert_eq!(r.events, 1);
+    // ...and once the chain is checkpointed, the timer adds no empty checkpoints.
+    let before = r.records;
+    std::thread::sleep(Duration::from_millis(120));
+    assert_eq!(verify_dir(dir.path(), true).records, before);
     drop(log);
 }
 
@@ -378,4 +449,24 @@ fn the_log_is_an_audit_sink() {
     let (fast, _) = AuditLog::open(nosync.path(), key(), fast_config()).unwrap();
     assert!(!credvault_audit::AuditSink::is_durable(&fast));
     assert!(anchor_path(dir.path()).exists());
+}
+
+#[test]
+fn a_line_torn_by_another_writer_is_recovered_by_the_next_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = AuditLog::open(dir.path(), key(), fast_config()).unwrap();
+    log.record(&event(0)).unwrap();
+    // Another process was killed halfway through its write.
+    let seg = segment_path(dir.path(), 1);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"v\":1,\"seq\":3,\"prev\":\"00").unwrap();
+    drop(f);
+    let torn = verify_dir(dir.path(), true);
+    assert_eq!(torn.problem.unwrap().kind, ProblemKind::TornTail);
+    log.record(&event(1)).unwrap();
+    log.close().unwrap();
+    let r = verify_dir(dir.path(), true);
+    assert!(r.is_intact(), "{:?}", r.problem);
+    assert_eq!(r.recovered_breaks, 1);
+    assert_eq!(r.events, 2);
 }
