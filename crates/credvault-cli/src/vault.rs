@@ -225,16 +225,52 @@ pub(crate) struct TotpNameArgs {
     service: Option<String>,
 }
 
+/// Exit code of a command that found the vault busy (another process held its lock past the
+/// timeout): `EX_TEMPFAIL` from sysexits, "try again later".
+pub(crate) const EXIT_BUSY: u8 = 75;
+
 pub(crate) fn fail(e: StoreError) -> Failure {
-    Failure::new(e)
+    let busy = matches!(e, StoreError::Busy { .. });
+    let mut f = Failure::new(e);
+    if busy {
+        f.code = EXIT_BUSY;
+    }
+    f
 }
 
-fn opts() -> VaultOptions {
-    VaultOptions::default().sqlite(SqliteDurability::Full)
+/// Environment variable: how long a command waits for another process's lock on the vault
+/// (`250ms`, `5s`; default 5 s).
+pub(crate) const LOCK_TIMEOUT_ENV: &str = "CREDVAULT_LOCK_TIMEOUT";
+
+fn lock_timeout() -> Result<std::time::Duration, Failure> {
+    let Some(v) = std::env::var_os(LOCK_TIMEOUT_ENV) else {
+        return Ok(credvault_store::DEFAULT_LOCK_TIMEOUT);
+    };
+    let bad = || {
+        Failure::usage(format!(
+            "{LOCK_TIMEOUT_ENV}: expected a duration such as 250ms or 5s"
+        ))
+    };
+    let v = v.to_str().ok_or_else(bad)?.trim();
+    let (digits, unit) = match v.strip_suffix("ms") {
+        Some(d) => (d, 1),
+        None => (v.strip_suffix('s').ok_or_else(bad)?, 1000),
+    };
+    let n: u64 = digits.trim().parse().map_err(|_| bad())?;
+    Ok(std::time::Duration::from_millis(n.saturating_mul(unit)))
+}
+
+/// The CLI's vault options: full durability, the master key from `CREDVAULT_MASTER_KEY` when
+/// set (the CLI documents it), the lock timeout from [`LOCK_TIMEOUT_ENV`].
+fn opts() -> Result<VaultOptions, Failure> {
+    Ok(VaultOptions::default()
+        .sqlite(SqliteDurability::Full)
+        .master_key_from_env()
+        .lock_timeout(lock_timeout()?))
 }
 
 fn open(args: &VaultArgs) -> Result<Vault, Failure> {
-    Vault::open(&args.dir(), opts()).map_err(fail)
+    Vault::open(&args.dir(), opts()?).map_err(fail)
 }
 
 pub(crate) fn tenant_id(t: &str) -> Result<TenantId, Failure> {
@@ -266,7 +302,7 @@ pub(crate) fn with_vault<T>(
 }
 
 pub(crate) fn init(args: &VaultArgs) -> Result<Output, Failure> {
-    let v = Vault::init(&args.dir(), opts()).map_err(fail)?;
+    let v = Vault::init(&args.dir(), opts()?).map_err(fail)?;
     let t = tenant_id(DEFAULT_TENANT)?;
     v.store()
         .create_tenant(&t, "Default", &args.actor())
@@ -274,7 +310,7 @@ pub(crate) fn init(args: &VaultArgs) -> Result<Output, Failure> {
     let dir = v.dir().display().to_string();
     let master = match v.master_source() {
         credvault_store::MasterSource::Env => format!("from {}", credvault_store::MASTER_KEY_ENV),
-        credvault_store::MasterSource::File(p) => p.display().to_string(),
+        other => other.to_string(),
     };
     close(v)?;
     Ok(Output::Text {

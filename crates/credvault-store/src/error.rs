@@ -89,6 +89,14 @@ pub enum StoreError {
     /// The audit sink refused the event; the operation was not performed and nothing changed.
     #[error("audit refused ({0}); the operation was not performed")]
     Audit(String),
+    /// Another process held the vault's write lock (its database or its audit log) past the
+    /// lock timeout (`VaultOptions::lock_timeout`); the operation was not performed and
+    /// nothing changed. Retrying later is safe.
+    #[error("the vault's {resource} is busy: another process held its lock past the timeout; nothing was changed")]
+    Busy {
+        /// `database` or `audit log`.
+        resource: &'static str,
+    },
     /// The storage backend failed.
     #[error(transparent)]
     Storage(StorageError),
@@ -134,10 +142,22 @@ fn deny_text(r: DenyReason) -> &'static str {
     }
 }
 
+impl From<crate::storage::HookError> for StoreError {
+    fn from(e: crate::storage::HookError) -> Self {
+        match e {
+            crate::storage::HookError::Busy => Self::Busy {
+                resource: "audit log",
+            },
+            other => Self::Audit(other.to_string()),
+        }
+    }
+}
+
 impl From<StorageError> for StoreError {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::Hook(h) => Self::Audit(h.0),
+            StorageError::Hook(h) => h.into(),
+            StorageError::Busy { resource } => Self::Busy { resource },
             StorageError::NameTaken { name, environment } => Self::NameTaken { name, environment },
             StorageError::VersionConflict { expected, found } => {
                 Self::VersionConflict { expected, found }

@@ -75,7 +75,7 @@ pub use model::{
     Progress, Revealed, SealedCredential, TenantInfo, TestOutcome, TotpCode, DEFAULT_ENVIRONMENT,
 };
 #[cfg(feature = "sqlite")]
-pub use sqlite::{SqliteDurability, SqliteStorage};
+pub use sqlite::{SqliteDurability, SqliteStorage, DEFAULT_LOCK_TIMEOUT};
 pub use storage::{ListFilter, Storage, StorageError};
 pub use store::{
     credential_context, AuditTarget, Clock, ManualClock, Scope, StorageReplayGuard, Store,

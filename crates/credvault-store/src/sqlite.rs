@@ -1,6 +1,13 @@
 //! The SQLite backend: bundled SQLite, WAL journal, versioned migrations, every write in one
 //! `BEGIN IMMEDIATE` transaction.
 //!
+//! **Several processes.** Any number of processes may open one database file: each write
+//! transaction takes SQLite's write lock (`BEGIN IMMEDIATE`), waiting up to the lock timeout
+//! ([`SqliteStorage::with_lock_timeout`]) for another process's to end, then fails with
+//! [`StorageError::Busy`]; readers never wait for writers (WAL). Migrations run once, whichever
+//! process comes first. The file must be on a local file system (WAL needs shared memory
+//! between the processes; not NFS or SMB).
+//!
 //! **Durability.** [`SqliteDurability::Full`] (the default) sets `synchronous = FULL`: a
 //! committed write survives a crash of the process and of the machine. `Normal` sets
 //! `synchronous = NORMAL`: it survives a crash of the process, and a power loss may roll back
@@ -29,6 +36,10 @@ pub enum SqliteDurability {
     /// `synchronous = NORMAL`: survives a process crash; power loss may lose recent commits.
     Normal,
 }
+
+/// How long a statement waits for another connection's (another process's) write lock by
+/// default; [`SqliteStorage::with_lock_timeout`] changes it.
+pub const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The schema, one entry per version. Never edit a landed migration: add one.
 const MIGRATIONS: &[&str] = &[
@@ -103,7 +114,14 @@ impl std::fmt::Debug for SqliteStorage {
 }
 
 fn be(e: rusqlite::Error) -> StorageError {
-    StorageError::Backend(e.to_string())
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StorageError::Busy {
+                resource: "database",
+            }
+        }
+        _ => StorageError::Backend(e.to_string()),
+    }
 }
 
 fn corrupt(table: &'static str, reason: impl Into<String>) -> StorageError {
@@ -303,8 +321,7 @@ impl SqliteStorage {
     }
 
     fn setup(mut conn: Connection, durability: SqliteDurability) -> Result<Self, StorageError> {
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(be)?;
+        conn.busy_timeout(DEFAULT_LOCK_TIMEOUT).map_err(be)?;
         let sync = match durability {
             SqliteDurability::Full => "FULL",
             SqliteDurability::Normal => "NORMAL",
@@ -327,6 +344,13 @@ impl SqliteStorage {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(be)?;
+            // Another process opening the same file may have applied it meanwhile.
+            let now: i64 = tx
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(be)?;
+            if to_u64(now) > i as u64 {
+                continue;
+            }
             tx.execute_batch(m).map_err(be)?;
             tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
                 .map_err(be)?;
@@ -335,6 +359,16 @@ impl SqliteStorage {
         Ok(Self {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Sets how long a write waits for another process's write lock before failing with
+    /// [`StorageError::Busy`] (default [`DEFAULT_LOCK_TIMEOUT`]).
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`].
+    pub fn with_lock_timeout(self, timeout: std::time::Duration) -> Result<Self, StorageError> {
+        self.lock()?.busy_timeout(timeout).map_err(be)?;
+        Ok(self)
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Connection>, StorageError> {

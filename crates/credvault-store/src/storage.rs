@@ -34,9 +34,17 @@ pub struct AuditHead {
     pub hash: [u8; 32],
 }
 
-/// The commit hook refused (the audit sink could not record).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HookError(pub String);
+/// The commit hook refused (the audit sink could not record); nothing was written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HookError {
+    /// The sink refused or failed.
+    #[error("{0}")]
+    Refused(String),
+    /// The sink's lock was held by another writer (another process) past its timeout.
+    #[error("the audit log is busy: another process held its lock past the timeout")]
+    Busy,
+}
 
 /// The commit hook: called inside the transaction just before commit.
 pub type Hook<'a> = &'a mut dyn FnMut() -> Result<Option<AuditHead>, HookError>;
@@ -46,8 +54,15 @@ pub type Hook<'a> = &'a mut dyn FnMut() -> Result<Option<AuditHead>, HookError>;
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The commit hook refused; nothing was written.
-    #[error("commit hook refused: {}", .0 .0)]
+    #[error("commit hook refused: {0}")]
     Hook(HookError),
+    /// Another process held the backend's write lock past the lock timeout; nothing was
+    /// written.
+    #[error("the {resource} is busy: another process held its write lock past the timeout")]
+    Busy {
+        /// What was busy (`database`).
+        resource: &'static str,
+    },
     /// The row does not exist (in this tenant).
     #[error("{what} not found")]
     NotFound {

@@ -92,24 +92,18 @@ impl AuditTarget {
     /// Records the events in order and waits once: the head after the last one (a log), or
     /// `None` (a sink, which has no head).
     fn record_batch(&self, events: &[AuditEvent]) -> Result<Option<AuditHead>, HookError> {
-        let fail = |e: &dyn std::fmt::Display| HookError(e.to_string());
         match self {
-            Self::Log(l) => {
-                let mut last = None;
-                for e in events {
-                    last = Some(l.submit(e).map_err(|e| fail(&e))?);
-                }
-                // Durability is in sequence order: the last ticket covers the batch.
-                let Some(t) = last else { return Ok(None) };
-                let r = t.wait().map_err(|e| fail(&e))?;
-                Ok(Some(AuditHead {
+            Self::Log(l) => match l.record_batch(events) {
+                Ok(r) => Ok(r.map(|r| AuditHead {
                     seq: r.seq,
                     hash: r.hash,
-                }))
-            }
+                })),
+                Err(credvault_audit::LogError::LockTimeout { .. }) => Err(HookError::Busy),
+                Err(e) => Err(HookError::Refused(e.to_string())),
+            },
             Self::Sink(s) => {
                 for e in events {
-                    s.record(e).map_err(|e| fail(&e))?;
+                    s.record(e).map_err(|e| HookError::Refused(e.to_string()))?;
                 }
                 Ok(None)
             }
@@ -285,17 +279,31 @@ fn resource(row: &CredentialRow) -> Resource {
         .with_environment(row.environment.as_str())
 }
 
-/// The credential store. Cheap to share behind an `Arc`; every method takes `&self` and is
-/// safe to call from many threads.
+/// The credential store: a cheap handle (`Clone` copies a few reference counts; every clone
+/// shares the same storage, key cache and audit target). `Send + Sync + 'static`: put it in an
+/// `Arc`, an axum state or a worker pool as it is. Every method takes `&self` and is safe to
+/// call from many threads; with [`SqliteStorage`](crate::SqliteStorage) and a file audit log,
+/// also from several processes at once.
+///
+/// **Dropping.** When the last clone is dropped, pending last-use times are written (best
+/// effort: an error is ignored; call [`flush`](Self::flush) to see it). Nothing else is
+/// pending: every change and every audit record is durable when its call returns.
+///
+/// **Fork.** A child process after `fork` (without `exec`) must not use a store it inherited:
+/// it would share the parent's database connection, audit log handle and key cache, and its
+/// threads' nonce generators would hand out the parent's next AES-GCM nonces. In the child,
+/// call `credvault_envelope::reseed_nonce_generator()` first and open a new store (a new
+/// [`Vault`](crate::Vault)); after `exec` nothing is inherited.
+#[derive(Clone)]
 pub struct Store {
     storage: Arc<dyn Storage>,
     master: Arc<dyn MasterKey>,
     registry: Arc<Registry>,
     audit: AuditTarget,
-    cache: KeyCache,
-    testers: TesterRegistry,
+    cache: Arc<KeyCache>,
+    testers: Arc<TesterRegistry>,
     cfg: StoreConfig,
-    pending: Mutex<PendingUses>,
+    pending: Arc<Mutex<PendingUses>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -322,10 +330,10 @@ impl Store {
             master,
             registry: Arc::new(Registry::with_builtins()),
             audit: audit.into(),
-            cache: KeyCache::new(cfg.cache.clone()),
-            testers: TesterRegistry::with_defaults(),
+            cache: Arc::new(KeyCache::new(cfg.cache.clone())),
+            testers: Arc::new(TesterRegistry::with_defaults()),
             cfg,
-            pending: Mutex::new(PendingUses::default()),
+            pending: Arc::new(Mutex::new(PendingUses::default())),
         }
     }
 
@@ -337,15 +345,32 @@ impl Store {
 
     /// Uses these testers.
     pub fn with_testers(mut self, testers: TesterRegistry) -> Self {
-        self.testers = testers;
+        self.testers = Arc::new(testers);
         self
     }
 
     /// Uses these settings.
     pub fn with_config(mut self, cfg: StoreConfig) -> Self {
-        self.cache = KeyCache::new(cfg.cache.clone());
+        self.cache = Arc::new(KeyCache::new(cfg.cache.clone()));
         self.cfg = cfg;
         self
+    }
+
+    /// Checks that the master key opens this store's data keys: unwraps the active data key
+    /// of the first tenant (nothing to check in a store without tenants).
+    ///
+    /// # Errors
+    /// [`StoreError::MasterKey`] if it does not unwrap (a different master key);
+    /// [`StoreError::Storage`].
+    pub fn check_master_key(&self) -> Result<(), StoreError> {
+        let Some(t) = self.storage.tenants()?.into_iter().next() else {
+            return Ok(());
+        };
+        let rows = self.storage.data_keys(&t.id)?;
+        let Some(row) = rows.iter().find(|k| k.state == KeyState::Active) else {
+            return Ok(());
+        };
+        self.unwrap_row(&t.id, row).map(|_| ())
     }
 
     /// The credential types.
@@ -378,15 +403,13 @@ impl Store {
     }
 
     fn record(&self, event: &AuditEvent) -> Result<Option<AuditHead>, StoreError> {
-        self.audit.record(event).map_err(|e| StoreError::Audit(e.0))
+        self.audit.record(event).map_err(StoreError::from)
     }
 
     /// Records several events with one wait for durability (group commit): the head of the
     /// last one, or the first failure (then the caller must refuse the whole operation).
     fn record_batch(&self, events: &[AuditEvent]) -> Result<Option<AuditHead>, StoreError> {
-        self.audit
-            .record_batch(events)
-            .map_err(|e| StoreError::Audit(e.0))
+        self.audit.record_batch(events).map_err(StoreError::from)
     }
 
     /// Records an event whose failure must not mask the error being returned.
@@ -1755,6 +1778,10 @@ impl Scope<'_> {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        let _ = self.flush();
+        // Only the last handle writes what is pending: a clone per request must not turn
+        // batched last-use writes into one write per request.
+        if Arc::strong_count(&self.pending) == 1 {
+            let _ = self.flush();
+        }
     }
 }

@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use credvault_audit::{
     anchor_path, segment_paths, verify_files, Anchor, AuditKey, AuditLog, Durability, LogConfig,
@@ -24,7 +25,7 @@ use zeroize::Zeroizing;
 
 use crate::error::StoreError;
 use crate::model::{MasterRotation, Progress};
-use crate::sqlite::{SqliteDurability, SqliteStorage};
+use crate::sqlite::{SqliteDurability, SqliteStorage, DEFAULT_LOCK_TIMEOUT};
 use crate::storage::{AuditHead, Storage};
 use crate::store::{Store, StoreConfig};
 
@@ -34,15 +35,33 @@ pub const MASTER_KEY_ENV: &str = "CREDVAULT_MASTER_KEY";
 
 /// Where the master key came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MasterSource {
     /// The environment variable [`MASTER_KEY_ENV`].
     Env,
     /// A key file.
     File(PathBuf),
+    /// A provider given to [`VaultOptions::master_key`] (its provider id).
+    Provider(String),
+}
+
+impl std::fmt::Display for MasterSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Env => write!(f, "${MASTER_KEY_ENV}"),
+            Self::File(p) => write!(f, "{}", p.display()),
+            Self::Provider(id) => write!(f, "provider {id:?}"),
+        }
+    }
 }
 
 /// How a vault is opened.
-#[derive(Clone, Debug)]
+///
+/// The master key is the vault's own `master.key` file unless told otherwise:
+/// [`master_key_from_env`](Self::master_key_from_env) reads [`MASTER_KEY_ENV`] (only when asked:
+/// a vault never picks up a key from the environment by surprise), and
+/// [`master_key`](Self::master_key) takes any [`MasterKey`] provider (a KMS, an HSM).
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct VaultOptions {
     /// SQLite durability (default: `Full`).
@@ -51,9 +70,30 @@ pub struct VaultOptions {
     pub audit: Durability,
     /// Store settings.
     pub store: StoreConfig,
-    /// Whether [`MASTER_KEY_ENV`] is consulted (default `true`); `false` always uses the
-    /// vault's `master.key` (a throwaway vault must not pick up a real key).
+    /// Whether [`MASTER_KEY_ENV`] is consulted (default `false`); when set and present, it
+    /// takes precedence over `master.key`.
     pub master_from_env: bool,
+    /// A master key provider; takes precedence over the environment and `master.key`.
+    pub master_key: Option<Arc<dyn MasterKey>>,
+    /// How long a write waits for another process's write lock on the database or the audit
+    /// log before failing with [`StoreError::Busy`] (default 5 s).
+    pub lock_timeout: Duration,
+}
+
+impl std::fmt::Debug for VaultOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultOptions")
+            .field("sqlite", &self.sqlite)
+            .field("audit", &self.audit)
+            .field("store", &self.store)
+            .field("master_from_env", &self.master_from_env)
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|m| m.provider_id().to_owned()),
+            )
+            .field("lock_timeout", &self.lock_timeout)
+            .finish()
+    }
 }
 
 impl Default for VaultOptions {
@@ -62,7 +102,9 @@ impl Default for VaultOptions {
             sqlite: SqliteDurability::Full,
             audit: Durability::default(),
             store: StoreConfig::default(),
-            master_from_env: true,
+            master_from_env: false,
+            master_key: None,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }
 }
@@ -86,10 +128,34 @@ impl VaultOptions {
         self
     }
 
-    /// Ignores [`MASTER_KEY_ENV`]: the vault's own `master.key` is used.
+    /// Reads the master key from [`MASTER_KEY_ENV`] when it is set (else `master.key`).
+    pub fn master_key_from_env(mut self) -> Self {
+        self.master_from_env = true;
+        self
+    }
+
+    /// Ignores [`MASTER_KEY_ENV`] (the default): the vault's own `master.key` is used.
     pub fn ignore_master_env(mut self) -> Self {
         self.master_from_env = false;
         self
+    }
+
+    /// Uses `provider` as the master key (no `master.key` file is written or read).
+    pub fn master_key(mut self, provider: Arc<dyn MasterKey>) -> Self {
+        self.master_key = Some(provider);
+        self
+    }
+
+    /// Sets how long a write waits for another process's lock.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    fn env_key(&self) -> bool {
+        self.master_key.is_none()
+            && self.master_from_env
+            && std::env::var_os(MASTER_KEY_ENV).is_some()
     }
 }
 
@@ -114,6 +180,24 @@ impl AuditCheck {
 }
 
 /// An open vault.
+///
+/// **Several processes.** Any number of processes (CLI invocations, programs embedding this
+/// crate, a running server) may open one vault directory at once. Each write transaction
+/// takes SQLite's write lock and, inside it, the audit log's lock for the append, so the
+/// audit chain stays one chain in commit order; audited reads take only the audit log's lock.
+/// Both waits are bounded by [`VaultOptions::lock_timeout`]; a wait that runs out fails that
+/// one operation with [`StoreError::Busy`] and changes nothing. A process killed while
+/// holding a lock releases it as it dies (the operating system drops its locks); a record it
+/// left half-written is recovered by the next writer. The directory must be on a local file
+/// system.
+///
+/// **Sharing.** [`store`](Self::store) lends the [`Store`]; clone it for a handle that lives
+/// on its own (`Store` is a cheap, `Send + Sync + 'static` handle).
+///
+/// **Closing.** [`close`](Self::close) writes pending last-use times and a final audit
+/// checkpoint, reporting errors. Dropping a vault without closing does the first on a best
+/// effort basis and skips the checkpoint; nothing acknowledged is lost either way (the next
+/// writer's checkpoint covers the records since the last one).
 pub struct Vault {
     dir: PathBuf,
     store: Store,
@@ -210,7 +294,7 @@ impl Vault {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| verr("vault directory", dir, e))?;
         }
-        if !(options.master_from_env && std::env::var_os(MASTER_KEY_ENV).is_some()) {
+        if options.master_key.is_none() && !options.env_key() {
             let mk = Self::master_key_path(dir);
             if mk.exists() {
                 return Err(verr("master key", &mk, "exists already"));
@@ -230,29 +314,56 @@ impl Vault {
         Self::open(dir, options)
     }
 
-    fn load_master(dir: &Path, from_env: bool) -> Result<(LocalKeyring, MasterSource), StoreError> {
-        if from_env && std::env::var_os(MASTER_KEY_ENV).is_some() {
+    fn load_master(
+        dir: &Path,
+        options: &VaultOptions,
+    ) -> Result<(Arc<dyn MasterKey>, MasterSource), StoreError> {
+        if let Some(m) = &options.master_key {
+            let id = m.provider_id().to_owned();
+            return Ok((Arc::clone(m), MasterSource::Provider(id)));
+        }
+        if options.env_key() {
             let k = LocalKeyring::from_env(MASTER_KEY_ENV)
                 .map_err(|e| verr("master key", Path::new(MASTER_KEY_ENV), e))?;
-            return Ok((k, MasterSource::Env));
+            return Ok((Arc::new(k), MasterSource::Env));
         }
         let p = Self::master_key_path(dir);
         let k = LocalKeyring::from_file(&p).map_err(|e| verr("master key", &p, e))?;
-        Ok((k, MasterSource::File(p)))
+        Ok((Arc::new(k), MasterSource::File(p)))
     }
 
-    /// Opens the vault in `dir`.
+    /// Opens the vault in `dir`, or creates it there if `dir` holds none.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open) and [`init`](Self::init).
+    pub fn open_or_init(dir: &Path, options: VaultOptions) -> Result<Self, StoreError> {
+        if Self::db_path(dir).exists() {
+            return Self::open(dir, options);
+        }
+        match Self::init(dir, options.clone()) {
+            // Another process created it meanwhile.
+            Err(StoreError::Vault { .. }) if Self::db_path(dir).exists() => {
+                Self::open(dir, options)
+            }
+            other => other,
+        }
+    }
+
+    /// Opens the vault in `dir`. Other processes may have it open at the same time (see
+    /// [`Vault`]). The master key is checked against the vault before this returns.
     ///
     /// # Errors
     /// [`StoreError::Vault`] if there is no vault, a key file is missing or readable by
-    /// others, the audit log has segments but no anchor, or the log is behind the head the
-    /// database recorded (cut short or replaced); [`StoreError::Storage`].
+    /// others, the master key does not open the vault's data keys (naming where the key came
+    /// from), the audit log has segments but no anchor, or the log is behind the head the
+    /// database recorded (cut short or replaced); [`StoreError::Busy`] if another process held
+    /// a lock past the timeout; [`StoreError::Storage`].
     pub fn open(dir: &Path, options: VaultOptions) -> Result<Self, StoreError> {
         let db = Self::db_path(dir);
         if !db.exists() {
             return Err(verr("vault", dir, "holds no vault; run `credvault init`"));
         }
-        let (keyring, master) = Self::load_master(dir, options.master_from_env)?;
+        let (keyring, master) = Self::load_master(dir, &options)?;
         let akp = Self::audit_key_path(dir);
         check_private(&akp)?;
         let text =
@@ -267,12 +378,15 @@ impl Vault {
                 "has records but no anchor file: it may have been replaced; refusing to open",
             ));
         }
-        let storage = SqliteStorage::open(&db, options.sqlite)?;
+        let storage =
+            SqliteStorage::open(&db, options.sqlite)?.with_lock_timeout(options.lock_timeout)?;
         let head = storage.audit_head()?;
         let (audit, report) = AuditLog::open(
             &audit_dir,
             AuditKey::from_text(&text).map_err(|e| verr("audit key", &akp, e))?,
-            LogConfig::default().durability(options.audit),
+            LogConfig::default()
+                .durability(options.audit)
+                .lock_timeout(options.lock_timeout),
         )
         .map_err(|e| verr("audit log", &audit_dir, e))?;
         if let Some(h) = head {
@@ -288,9 +402,18 @@ impl Vault {
             }
         }
         let registry = Self::load_registry(dir)?;
-        let store = Store::new(Arc::new(storage), Arc::new(keyring), audit.clone())
+        let store = Store::new(Arc::new(storage), keyring, audit.clone())
             .with_config(options.store.clone())
             .with_registry(Arc::new(registry));
+        // A wrong key fails here, naming where it came from, not at the first operation.
+        store.check_master_key().map_err(|e| match e {
+            StoreError::MasterKey(_) => StoreError::Vault {
+                what: "master key",
+                path: master.to_string(),
+                reason: "does not open this vault's data keys (a different key?)".to_owned(),
+            },
+            other => other,
+        })?;
         Ok(Self {
             dir: dir.to_owned(),
             store,

@@ -111,7 +111,7 @@ impl Hooks {
     fn fail(&self) -> impl FnMut() -> Result<Option<AuditHead>, HookError> + '_ {
         || {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            Err(HookError("sink down".into()))
+            Err(HookError::Refused("sink down".into()))
         }
     }
 
