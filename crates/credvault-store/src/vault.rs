@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use credvault_audit::{
     anchor_path, segment_paths, verify_files, Anchor, AuditKey, AuditLog, Durability, LogConfig,
-    VerifyOptions, VerifyReport,
+    LogError, VerifyOptions, VerifyReport,
 };
 use credvault_envelope::{LocalKeyring, MasterKey};
 use credvault_schema::Registry;
@@ -388,7 +388,12 @@ impl Vault {
                 .durability(options.audit)
                 .lock_timeout(options.lock_timeout),
         )
-        .map_err(|e| verr("audit log", &audit_dir, e))?;
+        .map_err(|e| match e {
+            LogError::LockTimeout { .. } => StoreError::Busy {
+                resource: "audit log",
+            },
+            e => verr("audit log", &audit_dir, e),
+        })?;
         if let Some(h) = head {
             if report.last_seq < h.seq {
                 return Err(verr(
@@ -567,15 +572,24 @@ impl Vault {
 
     /// Flushes pending writes and closes the audit log (with a final checkpoint).
     ///
+    /// Both are skipped, not failed, when another process holds the lock past the timeout:
+    /// every operation was durable and audited when it returned; what is skipped is the
+    /// last-use times of this handle's reads and a checkpoint that the busy writer's next one
+    /// covers.
+    ///
     /// # Errors
-    /// [`StoreError::Vault`] if the log cannot be closed cleanly.
+    /// [`StoreError::Vault`] if the log cannot be closed cleanly; [`StoreError::Storage`].
     pub fn close(self) -> Result<(), StoreError> {
         let dir = self.dir.clone();
-        self.store.flush()?;
+        match self.store.flush() {
+            Ok(()) | Err(StoreError::Busy { .. }) => {}
+            Err(e) => return Err(e),
+        }
         drop(self.store);
-        self.audit
-            .close()
-            .map_err(|e| verr("audit log", &Self::audit_dir(&dir), e))
+        match self.audit.close() {
+            Ok(()) | Err(LogError::LockTimeout { .. }) => Ok(()),
+            Err(e) => Err(verr("audit log", &Self::audit_dir(&dir), e)),
+        }
     }
 }
 
