@@ -37,6 +37,10 @@ pub enum Rule {
     Integer,
     /// A size limit on the input (bytes, nesting depth, number of keys, number of errors).
     Limit(Limit),
+    /// The value is [`SECRET_MARKER`](crate::SECRET_MARKER): only a secret field in a patch
+    /// accepts it (meaning "keep the stored secret"); anywhere else it would be stored as if it
+    /// were a value, and shown masked ever after.
+    SecretMarker,
 }
 
 /// Which input limit was exceeded.
@@ -70,6 +74,7 @@ impl Rule {
             Self::Minimum => "min".into(),
             Self::Maximum => "max".into(),
             Self::Integer => "integer".into(),
+            Self::SecretMarker => "secret_marker".into(),
             Self::Limit(Limit::Size) => "limit:size".into(),
             Self::Limit(Limit::Depth) => "limit:depth".into(),
             Self::Limit(Limit::Keys) => "limit:keys".into(),

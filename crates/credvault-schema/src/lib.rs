@@ -13,7 +13,7 @@
 //!     .validate(&json!({"host": "db.internal", "database": "app", "user": "svc", "password": "hunter2"}))
 //!     .expect("valid");
 //! assert!(matches!(cred.get("port"), Some(FieldValue::Integer(5432))));
-//! assert_eq!(cred.expose("password"), Some("hunter2")); // the only way to the secret
+//! assert_eq!(cred.expose_secret("password"), Some("hunter2")); // the only way to the secret
 //! assert!(!format!("{cred:?}").contains("hunter2"));
 //!
 //! // The masked view is what may be logged or returned.
@@ -54,6 +54,12 @@
 //! - [`CredentialType::authenticate`], [`CredentialType::test_request`]: `{{field}}` templates
 //!   rendered into request parts (held as secrets).
 #![forbid(unsafe_code)]
+
+/// The built-in credential types ([`Registry::with_builtins`]) and their fields, generated
+/// from the catalog (`catalog/*.json`) by a test that fails when this list drifts from it.
+///
+#[doc = include_str!("../BUILTIN_TYPES.md")]
+pub mod builtin_types {}
 
 mod compile;
 mod def;

@@ -97,6 +97,14 @@ impl Field {
                         return Err((Rule::Type, format!("expected {what}")));
                     }
                 };
+                if text == SECRET_MARKER {
+                    let why = if self.secret {
+                        "the secret marker keeps a stored secret, and there is none to keep"
+                    } else {
+                        "the secret marker is only accepted by secret fields"
+                    };
+                    return Err((Rule::SecretMarker, why.into()));
+                }
                 self.check_text(&text)?;
                 Ok(Checked::Text(text))
             }

@@ -15,7 +15,7 @@ use crate::def::FieldKind;
 pub const SECRET_MARKER: &str = "__credvault_secret__";
 
 /// A secret text value: not `Clone`, not `Serialize`, `Debug` redacted, wiped on drop. The
-/// only way to the text is [`expose`](Self::expose).
+/// only way to the text is [`expose_secret`](Self::expose_secret).
 pub struct SecretValue(Zeroizing<String>);
 
 impl SecretValue {
@@ -25,7 +25,7 @@ impl SecretValue {
     }
 
     /// The secret text. Every call is a deliberate act: keep the result short-lived.
-    pub fn expose(&self) -> &str {
+    pub fn expose_secret(&self) -> &str {
         &self.0
     }
 
@@ -47,7 +47,7 @@ impl fmt::Debug for SecretValue {
 }
 
 /// A secret inside a [`Credential`]: `Debug` redacted, not `Serialize`; the text is reachable
-/// only through [`expose`](Self::expose). It borrows the credential, whose secret storage is
+/// only through [`expose_secret`](Self::expose_secret). It borrows the credential, whose secret storage is
 /// wiped when the credential is dropped.
 #[derive(Clone, Copy)]
 pub struct SecretStr<'a>(&'a str);
@@ -58,7 +58,7 @@ impl<'a> SecretStr<'a> {
     }
 
     /// The secret text. Every call is a deliberate act: keep the result short-lived.
-    pub fn expose(&self) -> &'a str {
+    pub fn expose_secret(&self) -> &'a str {
         self.0
     }
 
@@ -115,7 +115,7 @@ impl FieldValue<'_> {
             Self::Integer(i) => out.push_str(&i.to_string()),
             Self::Number(n) => out.push_str(&n.to_string()),
             Self::Bool(b) => out.push_str(if b { "true" } else { "false" }),
-            Self::Secret(s) => out.push_str(s.expose()),
+            Self::Secret(s) => out.push_str(s.expose_secret()),
         }
     }
 
@@ -125,9 +125,11 @@ impl FieldValue<'_> {
             (Self::Integer(a), FieldValue::Integer(b)) => a == b,
             (Self::Number(a), FieldValue::Number(b)) => a == b,
             (Self::Bool(a), FieldValue::Bool(b)) => a == b,
-            (Self::Secret(a), FieldValue::Secret(b)) => {
-                subtle::ConstantTimeEq::ct_eq(a.expose().as_bytes(), b.expose().as_bytes()).into()
-            }
+            (Self::Secret(a), FieldValue::Secret(b)) => subtle::ConstantTimeEq::ct_eq(
+                a.expose_secret().as_bytes(),
+                b.expose_secret().as_bytes(),
+            )
+            .into(),
             _ => false,
         }
     }
@@ -189,7 +191,7 @@ impl Builder {
     pub(crate) fn value(&mut self, v: FieldValue<'_>) {
         match v {
             FieldValue::Text(s) => self.text(s, false),
-            FieldValue::Secret(s) => self.text(s.expose(), true),
+            FieldValue::Secret(s) => self.text(s.expose_secret(), true),
             FieldValue::Integer(i) => self.slots.push(Slot::Integer(i)),
             FieldValue::Number(n) => self.slots.push(Slot::Number(n)),
             FieldValue::Bool(b) => self.slots.push(Slot::Bool(b)),
@@ -257,9 +259,9 @@ impl Credential {
     }
 
     /// The text of a secret field, if set: the explicit way to a secret.
-    pub fn expose(&self, key: &str) -> Option<&str> {
+    pub fn expose_secret(&self, key: &str) -> Option<&str> {
         match self.get(key)? {
-            FieldValue::Secret(s) => Some(s.expose()),
+            FieldValue::Secret(s) => Some(s.expose_secret()),
             _ => None,
         }
     }

@@ -277,7 +277,7 @@ proptest! {
             (Ok(d), Ok(p)) => {
                 prop_assert_eq!(d.masked(), p.credential.masked());
                 for (k, _) in d.secrets() {
-                    prop_assert_eq!(d.expose(k), p.credential.expose(k));
+                    prop_assert_eq!(d.expose_secret(k), p.credential.expose_secret(k));
                 }
             }
             (Err(d), Err(p)) => prop_assert_eq!(d.rules(), p.rules()),

@@ -73,7 +73,7 @@ fn extends_inherits_and_overrides_in_place() {
     assert!(matches!(c.get("base_url"), Some(FieldValue::Text(u)) if u == "https://eu.internal"));
     // Test and authentication are inherited.
     let req = child.test_request(&c).unwrap();
-    assert_eq!(req.url.expose(), "https://eu.internal/whoami");
+    assert_eq!(req.url.expose_secret(), "https://eu.internal/whoami");
     // The built-in anthropic type extends llm_api_key the same way.
     let b = Registry::with_builtins();
     let anthropic = b.get("anthropic_api_key").unwrap();
@@ -84,7 +84,7 @@ fn extends_inherits_and_overrides_in_place() {
     let headers: Vec<(&str, &str)> = auth
         .headers
         .iter()
-        .map(|(k, v)| (k.expose(), v.expose()))
+        .map(|(k, v)| (k.expose_secret(), v.expose_secret()))
         .collect();
     assert_eq!(
         headers,
@@ -309,7 +309,7 @@ fn patches_change_only_what_is_given() {
 
     // Metadata change: old and new values recorded; the secret untouched.
     let p = t.validate_patch(&c, &json!({"team": "payments"})).unwrap();
-    assert_eq!(p.credential.expose("token"), Some("old-secret"));
+    assert_eq!(p.credential.expose_secret("token"), Some("old-secret"));
     assert_eq!(p.changes.len(), 1);
     assert_eq!(
         (p.changes[0].key.as_str(), p.changes[0].secret),
@@ -324,15 +324,32 @@ fn patches_change_only_what_is_given() {
     let p = t
         .validate_patch(&c, &json!({"token": SECRET_MARKER}))
         .unwrap();
-    assert_eq!(p.credential.expose("token"), Some("old-secret"));
+    assert_eq!(p.credential.expose_secret("token"), Some("old-secret"));
     assert!(p.changes.is_empty());
     let p = t
         .validate_patch(&c, &json!({"token": "new-secret"}))
         .unwrap();
-    assert_eq!(p.credential.expose("token"), Some("new-secret"));
+    assert_eq!(p.credential.expose_secret("token"), Some("new-secret"));
     assert_eq!(p.changes.len(), 1);
     assert!(p.changes[0].secret && p.changes[0].old.is_none() && p.changes[0].new.is_none());
     assert!(!format!("{:?}", p.changes).contains("secret\""));
+
+    // The marker is no value: a non-secret field refuses it, in a patch and on creation, and a
+    // secret field refuses it where there is nothing to keep.
+    let e = t
+        .validate_patch(&c, &json!({"team": SECRET_MARKER}))
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(e.rules(), [("team", Rule::SecretMarker)]);
+    let e = t
+        .validate(&json!({"base_url": "https://a.internal", "token": SECRET_MARKER, "team": SECRET_MARKER}))
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(
+        e.rules(),
+        [("token", Rule::SecretMarker), ("team", Rule::SecretMarker)]
+    );
+    assert!(!e.to_string().contains(SECRET_MARKER), "{e}");
 
     // Null unsets an optional field; a required one cannot be unset; bad values and unknown keys
     // are all reported.
@@ -391,7 +408,7 @@ fn templates_render_authentication_and_tests() {
         .unwrap();
     let a = basic.authenticate(&c).unwrap();
     let (u, p) = a.basic.as_ref().unwrap();
-    assert_eq!((u.expose(), p.expose()), ("alice", "s3cret"));
+    assert_eq!((u.expose_secret(), p.expose_secret()), ("alice", "s3cret"));
     assert!(!format!("{a:?}").contains("s3cret"));
 
     let header = r.get("http_header_auth").unwrap();
@@ -400,7 +417,10 @@ fn templates_render_authentication_and_tests() {
         .unwrap();
     let a = header.authenticate(&c).unwrap();
     assert_eq!(
-        (a.headers[0].0.expose(), a.headers[0].1.expose()),
+        (
+            a.headers[0].0.expose_secret(),
+            a.headers[0].1.expose_secret()
+        ),
         ("api-key", "k-1")
     );
 
@@ -410,13 +430,13 @@ fn templates_render_authentication_and_tests() {
         .unwrap();
     let req = oauth.test_request(&c).unwrap();
     assert_eq!(req.method, "POST");
-    assert_eq!(req.url.expose(), "https://auth.example/token");
+    assert_eq!(req.url.expose_secret(), "https://auth.example/token");
     assert_eq!(req.body_format, credvault_schema::BodyFormat::Form);
     let body: Vec<(&str, &str)> = req
         .parts
         .body
         .iter()
-        .map(|(k, v)| (k.expose(), v.expose()))
+        .map(|(k, v)| (k.expose_secret(), v.expose_secret()))
         .collect();
     assert_eq!(
         body,
@@ -440,17 +460,17 @@ fn templates_render_authentication_and_tests() {
         .unwrap();
     let req = t.test_request(&c).unwrap();
     assert_eq!(
-        (req.method.as_str(), req.url.expose()),
+        (req.method.as_str(), req.url.expose_secret()),
         ("GET", "https://a.internal/whoami")
     );
     let headers: Vec<(&str, &str)> = req
         .parts
         .headers
         .iter()
-        .map(|(k, v)| (k.expose(), v.expose()))
+        .map(|(k, v)| (k.expose_secret(), v.expose_secret()))
         .collect();
     assert_eq!(headers, [("Authorization", "Token tk"), ("X-Team", "core")]);
-    assert_eq!(req.parts.query[0].1.expose(), "2");
+    assert_eq!(req.parts.query[0].1.expose_secret(), "2");
     assert_eq!(req.success_status, [200, 204]);
     assert_eq!(
         req.success_json_path,
