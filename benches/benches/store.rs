@@ -144,11 +144,7 @@ fn reveal(c: &mut Criterion) {
         for i in 0..1000 {
             scope.create(login(i)).unwrap();
         }
-        let id: CredentialId = scope
-            .find("login-500", "production")
-            .unwrap()
-            .credential_id()
-            .unwrap();
+        let id: CredentialId = scope.find("login-500", "production").unwrap().id.clone();
         let fields = ["login_url", "username", "password"];
         assert_eq!(scope.reveal(&id, &fields, Some("bench")).unwrap().len(), 3);
         g.bench_function(label, |b| {

@@ -277,7 +277,7 @@ fn resolve(
                             let info = scope
                                 .find(&r.name, env)
                                 .map_err(|e| Failure::new(format!("{}: {e}", uri.label())))?;
-                            let id = info.credential_id().map_err(vault::fail)?;
+                            let id = info.id.clone();
                             requests.push((id, Vec::new()));
                             index.insert((r.name.as_str(), env), requests.len() - 1);
                             requests.len() - 1
@@ -292,7 +292,7 @@ fn resolve(
                     .reveal_many(&requests, Some(service))
                     .map_err(|e| Failure::new(format!("resolving references: {e}")))?;
                 for (uri, i, field) in slots {
-                    let value = revealed[i].expose(field).unwrap_or_default();
+                    let value = revealed[i].expose_secret(field).unwrap_or_default();
                     out.insert(uri.clone(), Zeroizing::new(value.to_owned()));
                 }
             }
@@ -358,7 +358,7 @@ pub(crate) fn run(args: &VaultArgs, r: RunArgs) -> Result<Output, Failure> {
                 .map_or_else(Vec::new, |s| s.as_bytes().to_vec()),
             EnvValue::Template(t, _) => {
                 let rendered = render_uris(&t, &values).map_err(Failure::new)?;
-                rendered.text.expose().as_bytes().to_vec()
+                rendered.text.expose_secret().as_bytes().to_vec()
             }
         };
         child_env.push((k, Zeroizing::new(value)));
@@ -532,7 +532,7 @@ pub(crate) fn inject(args: &VaultArgs, a: InjectArgs) -> Result<Output, Failure>
         .collect();
     let values = resolve(args, &a.target, &uris, "inject")?;
     let rendered = render_uris(&template, &values).map_err(Failure::new)?;
-    let bytes = rendered.text.expose().as_bytes();
+    let bytes = rendered.text.expose_secret().as_bytes();
     match &a.output {
         None => Ok(Output::Bytes(Zeroizing::new(bytes.to_vec()))),
         Some(path) => {

@@ -70,7 +70,7 @@ pub(crate) fn run(dir: Option<&Path>) -> Result<Output, Failure> {
             .tags(["demo"]),
         )
         .map_err(f)?;
-    let id = info.credential_id().map_err(f)?;
+    let id = info.id.clone();
     step(
         "added a website login with a TOTP authenticator key (validated, secrets sealed)",
         format!("{} ({}), version {}", info.name, info.id, info.version),
@@ -87,7 +87,7 @@ pub(crate) fn run(dir: Option<&Path>) -> Result<Output, Failure> {
     let revealed = scope
         .reveal(&id, &["password"], Some("quickstart"))
         .map_err(f)?;
-    let ok = revealed.expose("password") == Some(DEMO_PASSWORD);
+    let ok = revealed.expose_secret("password") == Some(DEMO_PASSWORD);
     if !ok {
         return Err(Failure::new(
             "the revealed password differs from the one stored",
@@ -105,7 +105,11 @@ pub(crate) fn run(dir: Option<&Path>) -> Result<Output, Failure> {
     let code = scope.totp_code(&id, Some("quickstart")).map_err(f)?;
     step(
         "generated a TOTP code at request time (the key itself is never returned)",
-        format!("{} (valid until unix {})", code.expose(), code.valid_until),
+        format!(
+            "{} (valid until unix {})",
+            code.expose_secret(),
+            code.expires_at / 1000
+        ),
     );
 
     // 6. Tenant key rotation.
@@ -136,7 +140,7 @@ pub(crate) fn run(dir: Option<&Path>) -> Result<Output, Failure> {
         .tenant(&tenant, "quickstart")
         .and_then(|s| s.reveal(&id, &["username"], Some("quickstart")))
         .map_err(f)?;
-    if still.expose("username") != Some("robot@example.com") {
+    if still.expose_secret("username") != Some("robot@example.com") {
         return Err(Failure::new(
             "the credential no longer opens after rotation",
         ));

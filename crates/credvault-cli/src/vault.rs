@@ -682,7 +682,7 @@ fn find<'v>(
 }
 
 fn cid(i: &CredentialInfo) -> Result<credvault_store::CredentialId, Failure> {
-    i.credential_id().map_err(fail)
+    Ok(i.id.clone())
 }
 
 pub(crate) fn show(args: &VaultArgs, n: NameArgs) -> Result<Output, Failure> {
@@ -701,7 +701,7 @@ pub(crate) fn reveal(args: &VaultArgs, r: RevealArgs, json_out: bool) -> Result<
         let revealed = scope
             .reveal(&cid(&info)?, &[r.field.as_str()], r.service.as_deref())
             .map_err(fail)?;
-        let value = revealed.expose(&r.field).unwrap_or_default();
+        let value = revealed.expose_secret(&r.field).unwrap_or_default();
         let out = if json_out {
             Zeroizing::new(
                 format!(
@@ -788,10 +788,10 @@ pub(crate) fn totp(
         let out = if json_out {
             format!(
                 "{}\n",
-                json!({"name": info.name, "code": code.expose(), "step": code.step, "valid_until": code.valid_until})
+                json!({"name": info.name, "code": code.expose_secret(), "step": code.step, "valid_until": code.expires_at / 1000})
             )
         } else {
-            format!("{}\n", code.expose())
+            format!("{}\n", code.expose_secret())
         };
         Ok(Output::Bytes(Zeroizing::new(out.into_bytes())))
     })
@@ -865,7 +865,7 @@ pub(crate) fn rotate(args: &VaultArgs, cmd: RotateCommand) -> Result<Output, Fai
             let (bar, mut tick) = progress_bar("re-encrypting credentials");
             let rep = scope.rotate_key(&mut tick).map_err(fail)?;
             bar.finish_and_clear();
-            let text = format!(
+            let mut text = format!(
                 "tenant {} data key {}: {} credential(s) re-encrypted to key {}, {} failed, retired {}\n",
                 rep.tenant,
                 if rep.started { "rotated" } else { "rotation resumed" },
@@ -874,8 +874,14 @@ pub(crate) fn rotate(args: &VaultArgs, cmd: RotateCommand) -> Result<Output, Fai
                 rep.failed.len(),
                 if rep.retired.is_empty() { "none".into() } else { rep.retired.join(", ") }
             );
-            let json = json!({"tenant": rep.tenant.to_string(), "started": rep.started, "new_key": rep.new_key, "resealed": rep.resealed, "failed": rep.failed, "retired": rep.retired});
-            if rep.failed.is_empty() {
+            if !rep.is_finished() {
+                text.push_str(&format!(
+                    "not finished: {} credential(s) still under the old key; run it again\n",
+                    rep.remaining
+                ));
+            }
+            let json = json!({"tenant": rep.tenant.to_string(), "started": rep.started, "new_key": rep.new_key, "resealed": rep.resealed, "failed": rep.failed, "retired": rep.retired, "finished": rep.is_finished(), "remaining": rep.remaining});
+            if rep.failed.is_empty() && rep.is_finished() {
                 Ok(Output::Text { text, json })
             } else {
                 Ok(Output::Report {

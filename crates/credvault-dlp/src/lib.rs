@@ -26,7 +26,7 @@
 //!     }
 //! }
 //! let rendered = render("curl -H 'Authorization: {{cv:stripe/api_key}}'", &Vault)?;
-//! assert_eq!(rendered.text.expose(), "curl -H 'Authorization: s3cr3t-value-for-api_key'");
+//! assert_eq!(rendered.text.expose_secret(), "curl -H 'Authorization: s3cr3t-value-for-api_key'");
 //! let tool_output = "echo: s3cr3t-value-for-api_key";
 //! assert_eq!(rendered.masker.mask(tool_output), "echo: [cv:stripe/api_key]");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -61,7 +61,7 @@
 //!     }
 //! }
 //! let out = render_uris("password: {{ cv://db/password }}\n", &Fixed)?;
-//! assert_eq!(out.text.expose(), "password: hunter2-but-longer\n");
+//! assert_eq!(out.text.expose_secret(), "password: hunter2-but-longer\n");
 //! assert_eq!(out.masker.mask("echo hunter2-but-longer"), "echo [cv:db/password]");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

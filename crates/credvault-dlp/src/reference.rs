@@ -147,7 +147,7 @@ pub struct SecretText(Zeroizing<String>);
 
 impl SecretText {
     /// The text. Hand it to the consumer (a child process, an HTTP client) and nowhere else.
-    pub fn expose(&self) -> &str {
+    pub fn expose_secret(&self) -> &str {
         &self.0
     }
 }

@@ -68,7 +68,7 @@ fn parsing() {
 fn render_substitutes_and_masks_what_it_used() {
     let out = render("git clone https://x:{{cv:github/token}}@github.com/a/b && psql -W {{cv:staging/db/password}} # {{cv:router/pin}}", &vault()).unwrap();
     assert_eq!(
-        out.text.expose(),
+        out.text.expose_secret(),
         "git clone https://x:ghp_8f3KqZ2vX9LmP4tR7wY1nB6cD0eF5gH2jK3l@github.com/a/b && psql -W s3cr3t-Pa55-word # 1234"
     );
     assert!(!format!("{:?}", out.text).contains("ghp_"));
@@ -96,6 +96,9 @@ fn render_errors_name_the_reference_never_a_value() {
     let e = render("x {{cv:broken}}", &vault()).unwrap_err();
     assert!(matches!(e, RenderError::Reference(_)));
     let plain = render("no references here {{ not_cv }}", &vault()).unwrap();
-    assert_eq!(plain.text.expose(), "no references here {{ not_cv }}");
+    assert_eq!(
+        plain.text.expose_secret(),
+        "no references here {{ not_cv }}"
+    );
     assert_eq!(plain.masker.secrets(), 0);
 }

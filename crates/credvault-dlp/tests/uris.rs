@@ -168,7 +168,10 @@ fn render_substitutes_and_masks_exactly_the_values_used() {
         &Map(m),
     )
     .unwrap();
-    assert_eq!(r.text.expose(), "user=app_user\npass=Tr0ub4dor&3-horse\n");
+    assert_eq!(
+        r.text.expose_secret(),
+        "user=app_user\npass=Tr0ub4dor&3-horse\n"
+    );
     assert_eq!(r.uris.len(), 2);
     assert_eq!(
         r.masker

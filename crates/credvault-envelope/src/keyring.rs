@@ -100,7 +100,17 @@ struct Version {
     aead: AeadKey,
 }
 
-/// A versioned local master key.
+/// A versioned local master key: 256-bit keys held by this process. One version is active
+/// and wraps; older versions only unwrap, until retired. Wrapping is AES-256-GCM with the
+/// context bound as associated data (not RFC 3394 key wrap, which cannot bind it; decision
+/// 0004).
+///
+/// **Key text** (what a key file and the `CREDVAULT_MASTER_KEY` variable hold), whitespace
+/// separated; a single bare base64 key is also accepted and becomes version 1:
+///
+/// ```text
+/// credvault-keyring-v1 active=2 1:<base64 32 bytes> 2:<base64 32 bytes>
+/// ```
 ///
 /// ```
 /// use credvault_envelope::{generate_data_key, EncryptionContext, LocalKeyring, MasterKey};

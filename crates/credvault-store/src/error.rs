@@ -82,10 +82,15 @@ pub enum StoreError {
         /// The credential.
         credential: String,
     },
-    /// A client-sealed envelope did not open under this tenant's key and the credential's
-    /// context. Opaque by design.
-    #[error("the sealed credential does not open under this tenant's key and context")]
-    SealedRejected,
+    /// A client-sealed envelope was refused. The reason says only what its clear header shows
+    /// (not an envelope; a data key that is not this tenant's active key) or that it does not
+    /// open (another context, or altered bytes: these two are not told apart, so the store is
+    /// no decryption oracle).
+    #[error("the sealed credential was refused: {}", .reason.text())]
+    SealedRejected {
+        /// Why.
+        reason: SealRejection,
+    },
     /// The audit sink refused the event; the operation was not performed and nothing changed.
     #[error("audit refused ({0}); the operation was not performed")]
     Audit(String),
@@ -118,6 +123,9 @@ pub enum StoreError {
     /// The system random source failed.
     #[error("the system random source failed")]
     Random,
+    /// The vault's audit log refused to open or to write (its message names the file).
+    #[error(transparent)]
+    AuditLog(credvault_audit::LogError),
     /// Vault files (key file, directory) could not be used.
     #[error("{what} {path}: {reason}")]
     Vault {
@@ -128,6 +136,33 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+}
+
+/// Why a client-sealed credential was refused ([`StoreError::SealedRejected`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SealRejection {
+    /// The bytes are not a credvault envelope.
+    NotAnEnvelope,
+    /// Sealed under a data key that is not this tenant's active key: another tenant's key, a
+    /// retired one, or a key from another vault (fetch it again with `client_data_key`).
+    WrongKey,
+    /// Does not open under the key and the credential's context (tenant, credential id,
+    /// environment, type): sealed for another credential or environment, or altered. Build
+    /// the envelope with `SealedCredential::seal`, which uses the exact context.
+    DoesNotOpen,
+}
+
+impl SealRejection {
+    fn text(self) -> &'static str {
+        match self {
+            Self::NotAnEnvelope => "it is not a credvault envelope",
+            Self::WrongKey => "it is sealed under a data key that is not this tenant's active key",
+            Self::DoesNotOpen => {
+                "it does not open under the tenant's key with this credential's context (tenant, id, environment, type), or it was altered"
+            }
+        }
+    }
 }
 
 fn deny_text(r: DenyReason) -> &'static str {

@@ -28,9 +28,9 @@
 //! ))?;
 //! assert_eq!(info.fields["token"], credvault_schema::SECRET_MARKER); // masked
 //!
-//! let id = info.credential_id()?;
+//! let id = info.id.clone();
 //! let revealed = scope.reveal(&id, &["token"], Some("billing-bot"))?;
-//! assert_eq!(revealed.expose("token"), Some("sk_live_51Hx9aQ2eZvKYlo2C0sT"));
+//! assert_eq!(revealed.expose_secret("token"), Some("sk_live_51Hx9aQ2eZvKYlo2C0sT"));
 //!
 //! // Another tenant cannot reach it, even with its id.
 //! let other = TenantId::new("globex")?;
@@ -42,8 +42,19 @@
 //! ```
 //!
 //! The joints where backends plug in are [`Storage`] (with [`MemoryStorage`] and
-//! [`SqliteStorage`]), `credvault_envelope::MasterKey`, `credvault_audit::AuditSink` and
-//! [`CredentialTester`]; each has a conformance suite in `credvault-test`.
+//! [`SqliteStorage`]), [`MasterKey`], [`AuditSink`] and [`CredentialTester`]; each has a
+//! conformance suite in `credvault-test`.
+//!
+//! - [`Vault`]: the embedded default, one directory (SQLite, a master key file, an audit log),
+//!   usable from several processes at once; [`Vault::open_or_init`] for zero set-up.
+//! - [`Store`]: a cheap `Clone + Send + Sync + 'static` handle; [`Store::tenant`] gives a
+//!   [`Scope`] bound to one tenant, through which every credential operation goes.
+//! - The built-in credential types and their field keys are listed in
+//!   [`schema::builtin_types`]; [`SECRET_MARKER`] is what a set secret field shows.
+//! - Errors are [`StoreError`]: validation ([`ValidationErrors`]), access refused
+//!   ([`DenyReason`]), busy ([`StoreError::Busy`], another process held a lock past
+//!   [`VaultOptions::lock_timeout`]), and opaque crypto failures.
+//! - Times are Unix milliseconds (`i64`) everywhere in this crate.
 #![forbid(unsafe_code)]
 
 mod error;
@@ -62,7 +73,26 @@ mod tester;
 #[cfg(feature = "sqlite")]
 mod vault;
 
-pub use error::StoreError;
+/// The crates this one is built on, whole: every type a function of this crate takes or
+/// returns is reachable through them (or through the re-exports below), so an embedder needs
+/// `credvault-store` as its only credvault dependency.
+pub use credvault_audit as audit;
+pub use credvault_envelope as envelope;
+pub use credvault_schema as schema;
+pub use credvault_totp as totp;
+
+pub use credvault_audit::{
+    AuditEvent, AuditKey, AuditLog, AuditSink, DenyReason, Durability, LogConfig, MemorySink,
+    TestStatus, VerifyReport,
+};
+pub use credvault_envelope::{
+    reseed_nonce_generator, DataKey, EncryptionContext, KeyId, LocalKeyring, MasterKey,
+    ProviderError,
+};
+pub use credvault_schema::{
+    CredentialType, Registry, Rule, SecretValue, ValidationError, ValidationErrors, SECRET_MARKER,
+};
+pub use error::{SealRejection, StoreError};
 pub use fields::{
     decode_secret_fields, encode_secret_fields, MAX_FIELD_NAME_LEN, MAX_FIELD_VALUE_LEN,
     MAX_SECRET_FIELDS, SECRET_FIELDS_VERSION,

@@ -130,6 +130,84 @@ pub struct SealedCredential {
     pub expires_at: Option<i64>,
 }
 
+impl SealedCredential {
+    /// Seals `credential` on the client side with the tenant's data key (from
+    /// `Scope::client_data_key`), exactly as `Scope::create_sealed` expects: a new id, the
+    /// fields split by `ty` into public ones (sent in clear) and secret ones (encoded with
+    /// [`encode_secret_fields`](crate::encode_secret_fields) and sealed under
+    /// [`credential_context`](crate::credential_context) for this tenant, id, environment and
+    /// type). Only the types' split is checked here; the store validates the whole credential.
+    ///
+    /// # Errors
+    /// [`StoreError::Field`](crate::StoreError::Field) for a field `ty` does not have or a
+    /// secret that is not text; [`StoreError::Invalid`](crate::StoreError::Invalid) for fields
+    /// that are not an object or do not seal; [`StoreError::Random`](crate::StoreError::Random).
+    pub fn seal(
+        key: &credvault_envelope::DataKey,
+        tenant: &TenantId,
+        ty: &credvault_schema::CredentialType,
+        credential: NewCredential,
+    ) -> Result<Self, crate::StoreError> {
+        use crate::StoreError;
+        if credential.type_name != ty.name() {
+            return Err(StoreError::Invalid {
+                what: "type",
+                reason: "the credential names another type than the one given".into(),
+            });
+        }
+        let serde_json::Value::Object(all) = &credential.fields else {
+            return Err(StoreError::Invalid {
+                what: "fields",
+                reason: "must be a JSON object".into(),
+            });
+        };
+        let mut public = serde_json::Map::new();
+        let mut secrets: Vec<(&str, &str)> = Vec::new();
+        for (k, v) in all {
+            match ty.is_secret(k) {
+                None => {
+                    return Err(StoreError::Field {
+                        field: k.clone(),
+                        reason: "is not a field of this credential's type",
+                    })
+                }
+                Some(true) => match v {
+                    serde_json::Value::String(s) => secrets.push((k.as_str(), s.as_str())),
+                    _ => {
+                        return Err(StoreError::Field {
+                            field: k.clone(),
+                            reason: "is secret and must be text",
+                        })
+                    }
+                },
+                Some(false) => {
+                    public.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let id = CredentialId::generate()?;
+        let blob = crate::encode_secret_fields(secrets)?;
+        let ctx = crate::credential_context(tenant, &id, &credential.environment, ty.name())?;
+        let envelope = credvault_envelope::SealingKey::new(key)
+            .seal(&blob, &ctx)
+            .map_err(|e| StoreError::Invalid {
+                what: "sealed fields",
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            id,
+            type_name: credential.type_name.clone(),
+            name: credential.name.clone(),
+            environment: credential.environment.clone(),
+            public_fields: serde_json::Value::Object(public),
+            envelope,
+            description: credential.description.clone(),
+            tags: credential.tags.clone(),
+            expires_at: credential.expires_at,
+        })
+    }
+}
+
 impl fmt::Debug for SealedCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SealedCredential")
@@ -229,9 +307,9 @@ impl fmt::Debug for CredentialUpdate {
 #[non_exhaustive]
 pub struct CredentialInfo {
     /// Id.
-    pub id: String,
+    pub id: CredentialId,
     /// Tenant.
-    pub tenant: String,
+    pub tenant: TenantId,
     /// Name.
     pub name: String,
     /// Type.
@@ -280,8 +358,8 @@ impl CredentialInfo {
             );
         }
         Self {
-            id: row.id.to_string(),
-            tenant: row.tenant.to_string(),
+            id: row.id.clone(),
+            tenant: row.tenant.clone(),
             name: row.name.clone(),
             type_name: row.type_name.clone(),
             environment: row.environment.clone(),
@@ -302,12 +380,13 @@ impl CredentialInfo {
         }
     }
 
-    /// The id, parsed.
+    /// The id (the same as the `id` field; kept for code written against earlier versions).
     ///
     /// # Errors
-    /// Never for an info the store returned.
+    /// Never.
+    #[deprecated(note = "`CredentialInfo::id` is a `CredentialId` now; use it")]
     pub fn credential_id(&self) -> Result<CredentialId, crate::StoreError> {
-        CredentialId::parse(&self.id)
+        Ok(self.id.clone())
     }
 }
 
@@ -318,11 +397,19 @@ pub struct Revealed {
 
 impl Revealed {
     /// A field's value, if it was asked for and is set.
-    pub fn expose(&self, field: &str) -> Option<&str> {
+    pub fn expose_secret(&self, field: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(k, _)| k == field)
-            .map(|(_, v)| v.expose())
+            .map(|(_, v)| v.expose_secret())
+    }
+
+    /// Takes a field's value out as an owned [`SecretValue`] (redacted `Debug`, no `Clone`,
+    /// wiped on drop), to hand it on without copying the text; `None` if it was not revealed
+    /// (or was taken already).
+    pub fn take(&mut self, field: &str) -> Option<SecretValue> {
+        let i = self.fields.iter().position(|(k, _)| k == field)?;
+        Some(self.fields.remove(i).1)
     }
 
     /// The names revealed, in the order asked.
@@ -357,13 +444,14 @@ pub struct TotpCode {
     pub(crate) code: Zeroizing<String>,
     /// The time step.
     pub step: u64,
-    /// First second (Unix) the code is no longer valid.
-    pub valid_until: u64,
+    /// First moment the code is no longer valid (Unix milliseconds, like every time in this
+    /// crate).
+    pub expires_at: i64,
 }
 
 impl TotpCode {
     /// The code.
-    pub fn expose(&self) -> &str {
+    pub fn expose_secret(&self) -> &str {
         &self.code
     }
 }
@@ -373,7 +461,7 @@ impl fmt::Debug for TotpCode {
         f.debug_struct("TotpCode")
             .field("code", &"[REDACTED]")
             .field("step", &self.step)
-            .field("valid_until", &self.valid_until)
+            .field("expires_at", &self.expires_at)
             .finish()
     }
 }
@@ -383,7 +471,7 @@ impl fmt::Debug for TotpCode {
 #[non_exhaustive]
 pub struct TenantInfo {
     /// Id.
-    pub id: String,
+    pub id: TenantId,
     /// Name.
     pub name: String,
     /// Created (Unix milliseconds).
@@ -443,6 +531,17 @@ pub struct KeyRotation {
     pub failed: Vec<String>,
     /// Old keys retired (none while a credential still names one).
     pub retired: Vec<String>,
+    /// Credentials still under an old key when this call returned (corrupt ones included):
+    /// zero when the rotation finished.
+    pub remaining: u64,
+}
+
+impl KeyRotation {
+    /// Whether the rotation finished: every credential is under the new key. If not, the
+    /// old key is kept and calling `rotate_key` again resumes the job.
+    pub fn is_finished(&self) -> bool {
+        self.remaining == 0
+    }
 }
 
 /// What a master-key rotation did.

@@ -101,8 +101,23 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX credentials_name ON credentials(tenant, name, environment);",
 ];
 
-/// The SQLite backend. One connection behind a mutex: SQLite has one writer at a time anyway,
-/// and statements are cached on it.
+/// The SQLite backend: bundled SQLite, WAL journal, versioned migrations, every write in one
+/// `BEGIN IMMEDIATE` transaction. One connection per handle, behind a mutex: SQLite has one
+/// writer at a time anyway, and statements are cached on it.
+///
+/// **Several processes.** Any number of processes may open one database file: each write
+/// transaction takes SQLite's write lock (`BEGIN IMMEDIATE`), waiting up to the lock timeout
+/// ([`SqliteStorage::with_lock_timeout`]) for another process's to end, then fails with
+/// [`StorageError::Busy`]; readers never wait for writers (WAL). Migrations run once, whichever
+/// process comes first. The file must be on a local file system (WAL needs shared memory
+/// between the processes; not NFS or SMB).
+///
+/// **Durability.** [`SqliteDurability::Full`] (the default) sets `synchronous = FULL`: a
+/// committed write survives a crash of the process and of the machine. `Normal` sets
+/// `synchronous = NORMAL`: it survives a crash of the process, and a power loss may roll back
+/// the last transactions (never corrupt the database). `secure_delete` is on, so deleted rows
+/// are overwritten in the database file; the WAL keeps old page images until its next
+/// checkpoint (see the threat model).
 pub struct SqliteStorage {
     conn: Mutex<Connection>,
 }

@@ -229,6 +229,43 @@ pub struct ListFilter {
     pub expiring_before: Option<i64>,
 }
 
+impl ListFilter {
+    /// No conditions: every credential.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only this type.
+    pub fn type_name(mut self, t: impl Into<String>) -> Self {
+        self.type_name = Some(t.into());
+        self
+    }
+
+    /// Only this environment.
+    pub fn environment(mut self, e: impl Into<String>) -> Self {
+        self.environment = Some(e.into());
+        self
+    }
+
+    /// Only credentials carrying this tag too.
+    pub fn tag(mut self, t: impl Into<String>) -> Self {
+        self.tags.push(t.into());
+        self
+    }
+
+    /// Only active (`true`) or inactive (`false`) credentials.
+    pub fn active(mut self, active: bool) -> Self {
+        self.active = Some(active);
+        self
+    }
+
+    /// Only credentials expiring before `at` (Unix milliseconds).
+    pub fn expiring_before(mut self, at: i64) -> Self {
+        self.expiring_before = Some(at);
+        self
+    }
+}
+
 /// One re-encryption in a tenant-key rotation batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reseal {

@@ -15,7 +15,7 @@ use credvault_envelope::{
 use credvault_schema::{Credential, CredentialType, Format, Registry, SecretValue};
 use credvault_totp::{Algorithm, Otp, ReplayGuard, TotpSecret, DEFAULT_SKEW};
 
-use crate::error::StoreError;
+use crate::error::{SealRejection, StoreError};
 use crate::fields::{decode_secret_fields, encode_secret_fields};
 use crate::ids::{CredentialId, TenantId};
 use crate::keys::{CacheConfig, CachedKey, KeyCache};
@@ -461,7 +461,7 @@ impl Store {
             .and_then(|k| WrappedKey::parse(&k.wrapped).ok())
             .map(|w| w.master_key().version);
         Ok(TenantInfo {
-            id: t.id.to_string(),
+            id: t.id.clone(),
             name: t.name.clone(),
             created_at: t.created_at,
             active_key: active.map(|k| k.key_id.to_string()),
@@ -629,7 +629,7 @@ impl Store {
         cred: &Credential,
     ) -> Result<(KeyId, Vec<u8>, Vec<String>), StoreError> {
         let names: Vec<String> = cred.secrets().map(|(k, _)| k.to_owned()).collect();
-        let blob = encode_secret_fields(cred.secrets().map(|(k, v)| (k, v.expose())))?;
+        let blob = encode_secret_fields(cred.secrets().map(|(k, v)| (k, v.expose_secret())))?;
         let ctx = credential_context(tenant, id, environment, cred.type_name())?;
         let (key_id, key) = self.active_key(tenant)?;
         let env = self.seal(tenant, key_id, &key, &blob, &ctx)?;
@@ -642,13 +642,32 @@ impl Store {
             credential: row.id.to_string(),
         };
         let ctx = credential_context(&row.tenant, &row.id, &row.environment, &row.type_name)?;
-        let key = match self.key(&row.tenant, row.key_id) {
-            Ok(k) => k,
-            Err(StoreError::Storage(StorageError::UnknownKey { .. })) => return Err(corrupt()),
-            Err(e) => return Err(e),
-        };
-        // Whatever failed (format, key, tag), only the credential is named.
-        key.key.open(&row.secret, &ctx).map_err(|_| corrupt())
+        let mut current: Option<CredentialRow> = None;
+        // A key that no longer exists means the row was read just before a rotation resealed
+        // it and retired its key (the schema never lets a row name a missing key): read the
+        // row's sealed data again. Resealing changes the key, never the content.
+        for _ in 0..4 {
+            let (key_id, secret) = match &current {
+                Some(r) => (r.key_id, &r.secret),
+                None => (row.key_id, &row.secret),
+            };
+            let key = match self.key(&row.tenant, key_id) {
+                Ok(k) => k,
+                Err(StoreError::Storage(StorageError::UnknownKey { .. })) => {
+                    match self.storage.credential(&row.tenant, &row.id)? {
+                        Some(fresh) if fresh.key_id != key_id => {
+                            current = Some(fresh);
+                            continue;
+                        }
+                        _ => return Err(corrupt()),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            // Whatever failed (format, key, tag), only the credential is named.
+            return key.key.open(secret, &ctx).map_err(|_| corrupt());
+        }
+        Err(corrupt())
     }
 
     /// Rebuilds the typed credential from a row.
@@ -1038,15 +1057,16 @@ impl Scope<'_> {
             &sealed.tags,
         )?;
         let ty = self.store.credential_type(&sealed.type_name)?;
-        let header =
-            EnvelopeHeader::parse(&sealed.envelope).map_err(|_| StoreError::SealedRejected)?;
+        let reject = |reason| StoreError::SealedRejected { reason };
+        let header = EnvelopeHeader::parse(&sealed.envelope)
+            .map_err(|_| reject(SealRejection::NotAnEnvelope))?;
         let key_id = header.key_id();
         let keys = self.store.storage.data_keys(&self.tenant)?;
         if !keys
             .iter()
             .any(|k| k.key_id == key_id && k.state == KeyState::Active)
         {
-            return Err(StoreError::SealedRejected);
+            return Err(reject(SealRejection::WrongKey));
         }
         let ctx = credential_context(
             &self.tenant,
@@ -1058,7 +1078,7 @@ impl Scope<'_> {
         let pt = key
             .key
             .open(&sealed.envelope, &ctx)
-            .map_err(|_| StoreError::SealedRejected)?;
+            .map_err(|_| reject(SealRejection::DoesNotOpen))?;
         let fields = decode_secret_fields(pt.expose_secret())?;
         let serde_json::Value::Object(mut obj) = sealed.public_fields.clone() else {
             return Err(StoreError::Invalid {
@@ -1166,9 +1186,9 @@ impl Scope<'_> {
             .collect())
     }
 
-    /// Decrypts and returns the fields asked for. Refuses inactive and expired credentials
-    /// (recorded as `access_denied`); records `accessed` with the service and the field names
-    /// before returning anything.
+    /// Decrypts and returns the fields asked for (none named: every secret field that is set).
+    /// Refuses inactive and expired credentials (recorded as `access_denied`); records
+    /// `accessed` with the service and the field names before returning anything.
     ///
     /// # Errors
     /// [`StoreError::AccessDenied`], [`StoreError::NotFound`], [`StoreError::Field`] (a field
@@ -1227,12 +1247,14 @@ impl Scope<'_> {
         fields: &[&str],
         service: Option<&str>,
     ) -> Result<(Revealed, AuditEvent), StoreError> {
-        if fields.is_empty() {
-            return Err(StoreError::Invalid {
-                what: "fields",
-                reason: "name at least one field to reveal".into(),
-            });
-        }
+        // None named: every secret field that is set.
+        let every: Vec<&str>;
+        let fields = if fields.is_empty() {
+            every = row.secret_fields.iter().map(String::as_str).collect();
+            &every[..]
+        } else {
+            fields
+        };
         let public: Option<serde_json::Map<String, serde_json::Value>> = if fields
             .iter()
             .all(|f| row.secret_fields.iter().any(|s| s == f))
@@ -1540,7 +1562,9 @@ impl Scope<'_> {
         Ok(TotpCode {
             code: zeroize::Zeroizing::new(code.to_string()),
             step: code.step,
-            valid_until: code.valid_until,
+            expires_at: i64::try_from(code.valid_until)
+                .unwrap_or(i64::MAX / 1000)
+                .saturating_mul(1000),
         })
     }
 
@@ -1668,6 +1692,11 @@ impl Scope<'_> {
     /// no row names it. Interrupted at any point, every credential still opens; calling it
     /// again resumes the job instead of starting another.
     ///
+    /// `Ok` does not by itself mean finished: check [`KeyRotation::is_finished`]. Rows that
+    /// concurrent updates kept under the old key are swept again a few times; whatever is
+    /// still left (or corrupt) is reported in [`KeyRotation::remaining`], and the old key stays
+    /// until a later call finishes the job.
+    ///
     /// # Errors
     /// [`StoreError::Storage`], [`StoreError::MasterKey`], [`StoreError::Audit`].
     pub fn rotate_key(
@@ -1710,53 +1739,30 @@ impl Scope<'_> {
             resealed: 0,
             failed: Vec::new(),
             retired: Vec::new(),
+            remaining: 0,
         };
-        let mut cursor: Option<CredentialId> = None;
         let mut done = 0u64;
         progress(Progress {
             done,
             total: remaining,
         });
-        loop {
-            let rows = store.storage.credentials_not_under(
-                &self.tenant,
+        // A row updated while its batch was resealed is skipped (its version changed); a writer
+        // that loaded the old active key just before the rotation started writes under it. So
+        // sweep again from the start while rows remain that are not known to be corrupt, a few
+        // times, and report what is left rather than claim success.
+        for _ in 0..4 {
+            self.reseal_pass(
                 &new_id,
-                cursor.as_ref(),
-                store.cfg.rotation_batch,
+                &new_key,
+                &mut report,
+                &mut done,
+                remaining,
+                progress,
             )?;
-            let Some(last) = rows.last() else { break };
-            cursor = Some(last.id.clone());
-            let mut batch = Vec::with_capacity(rows.len());
-            new_key.take_permits(rows.len() as u64, &store.cache.cfg, |n| {
-                Ok(store.storage.reserve_usage(&self.tenant, &new_id, n)?)
-            })?;
-            for row in &rows {
-                let ctx =
-                    credential_context(&self.tenant, &row.id, &row.environment, &row.type_name)?;
-                let old = match store.key(&self.tenant, row.key_id) {
-                    Ok(k) => k,
-                    Err(_) => {
-                        report.failed.push(row.id.to_string());
-                        continue;
-                    }
-                };
-                match new_key.key.reseal_from(old.key.opener(), &row.secret, &ctx) {
-                    Ok(secret) => batch.push(Reseal {
-                        id: row.id.clone(),
-                        version: row.version,
-                        old_key: row.key_id,
-                        new_key: new_id,
-                        secret,
-                    }),
-                    Err(_) => report.failed.push(row.id.to_string()),
-                }
+            let left = store.storage.count_under(&self.tenant, &new_id, false)?;
+            if left <= report.failed.len() as u64 {
+                break;
             }
-            report.resealed += store.storage.reseal(&self.tenant, &batch)? as u64;
-            done += rows.len() as u64;
-            progress(Progress {
-                done,
-                total: remaining.max(done),
-            });
         }
         // Rows skipped because they changed meanwhile were re-sealed by their writer (with the
         // active key) or will be picked up by the next run; retire only what nothing names.
@@ -1771,8 +1777,68 @@ impl Scope<'_> {
             .storage
             .retire_unreferenced_keys(&self.tenant, &mut || store.audit.record(&event))?;
         report.retired = retired.iter().map(ToString::to_string).collect();
+        report.remaining = store.storage.count_under(&self.tenant, &new_id, false)?;
         store.cache.invalidate(&self.tenant);
         Ok(report)
+    }
+
+    /// One sweep over the credentials not under `new_id`, resealing them in batches.
+    fn reseal_pass(
+        &self,
+        new_id: &KeyId,
+        new_key: &CachedKey,
+        report: &mut KeyRotation,
+        done: &mut u64,
+        remaining: u64,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), StoreError> {
+        let store = self.store;
+        let mut cursor: Option<CredentialId> = None;
+        loop {
+            let rows = store.storage.credentials_not_under(
+                &self.tenant,
+                new_id,
+                cursor.as_ref(),
+                store.cfg.rotation_batch,
+            )?;
+            let Some(last) = rows.last() else { break };
+            cursor = Some(last.id.clone());
+            let mut batch = Vec::with_capacity(rows.len());
+            new_key.take_permits(rows.len() as u64, &store.cache.cfg, |n| {
+                Ok(store.storage.reserve_usage(&self.tenant, new_id, n)?)
+            })?;
+            for row in &rows {
+                if report.failed.iter().any(|f| f == row.id.as_str()) {
+                    continue;
+                }
+                let ctx =
+                    credential_context(&self.tenant, &row.id, &row.environment, &row.type_name)?;
+                let old = match store.key(&self.tenant, row.key_id) {
+                    Ok(k) => k,
+                    Err(_) => {
+                        report.failed.push(row.id.to_string());
+                        continue;
+                    }
+                };
+                match new_key.key.reseal_from(old.key.opener(), &row.secret, &ctx) {
+                    Ok(secret) => batch.push(Reseal {
+                        id: row.id.clone(),
+                        version: row.version,
+                        old_key: row.key_id,
+                        new_key: *new_id,
+                        secret,
+                    }),
+                    Err(_) => report.failed.push(row.id.to_string()),
+                }
+            }
+            report.resealed += store.storage.reseal(&self.tenant, &batch)? as u64;
+            *done += rows.len() as u64;
+            progress(Progress {
+                done: *done,
+                total: remaining.max(*done),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -151,7 +151,7 @@ mod http {
             let Some(req) = ty.test_request(credential) else {
                 return outcome(TestStatus::Error, "the type has no HTTP test request");
             };
-            let url = req.url.expose();
+            let url = req.url.expose_secret();
             match url_host(url) {
                 Some(("https", _)) => {}
                 Some(("http", host)) if self.allow_plain_loopback && is_loopback(host) => {}
@@ -165,13 +165,13 @@ mod http {
             }
             let mut r = self.agent.request(&req.method, url);
             for (k, v) in &req.parts.headers {
-                r = r.set(k.expose(), v.expose());
+                r = r.set(k.expose_secret(), v.expose_secret());
             }
             for (k, v) in &req.parts.query {
-                r = r.query(k.expose(), v.expose());
+                r = r.query(k.expose_secret(), v.expose_secret());
             }
             if let Some((u, p)) = &req.parts.basic {
-                let raw = Zeroizing::new(format!("{}:{}", u.expose(), p.expose()));
+                let raw = Zeroizing::new(format!("{}:{}", u.expose_secret(), p.expose_secret()));
                 let b64 = Zeroizing::new(
                     base64::engine::general_purpose::STANDARD.encode(raw.as_bytes()),
                 );
@@ -187,7 +187,7 @@ mod http {
                             .parts
                             .body
                             .iter()
-                            .map(|(k, v)| (k.expose(), v.expose()))
+                            .map(|(k, v)| (k.expose_secret(), v.expose_secret()))
                             .collect();
                         r.send_form(&pairs)
                     }
@@ -198,8 +198,8 @@ mod http {
                             .iter()
                             .map(|(k, v)| {
                                 (
-                                    k.expose().to_owned(),
-                                    serde_json::Value::String(v.expose().to_owned()),
+                                    k.expose_secret().to_owned(),
+                                    serde_json::Value::String(v.expose_secret().to_owned()),
                                 )
                             })
                             .collect();

@@ -179,7 +179,41 @@ impl AuditCheck {
     }
 }
 
-/// An open vault.
+/// An open vault: one directory holding a SQLite database, an audit log, a master key file
+/// and an audit key file, all readable only by their owner. Zero set-up: [`Vault::init`]
+/// creates it, [`Vault::open`] opens it, [`Vault::open_or_init`] does whichever is needed.
+///
+/// ```text
+/// DIR/            mode 700
+///   vault.db      SQLite database (WAL): tenants, wrapped data keys, credentials, replay
+///                 guard, the audit log's head (plus vault.db-wal and vault.db-shm)
+///   master.key    the local master keyring, mode 600 (absent when the key comes from
+///                 CREDVAULT_MASTER_KEY or a provider)
+///   audit.key     the audit log's HMAC key, mode 600
+///   audit/        the hash-chained audit log: audit-NNNNNN.jsonl segments, audit.anchor,
+///                 audit.lock
+///   types/        the vault's own credential types (NAME.json)
+/// ```
+///
+/// ```
+/// use credvault_store::{NewCredential, TenantId, Vault, VaultOptions};
+/// let dir = tempfile::tempdir()?;
+/// let vault = Vault::open_or_init(&dir.path().join("vault"), VaultOptions::default())?;
+/// let acme = TenantId::new("acme")?;
+/// vault.store().create_tenant(&acme, "Acme", "admin")?;
+/// // A handle of its own, for a server's state or a worker thread.
+/// let store = vault.store().clone();
+/// let scope = store.tenant(&acme, "alice")?;
+/// let info = scope.create(NewCredential::new(
+///     "http_bearer_token",
+///     "stripe",
+///     serde_json::json!({"token": "sk_live_51Hx9aQ2eZvKYlo2C0sT"}),
+/// ))?;
+/// let token = scope.reveal(&info.id, &[], Some("billing"))?; // every secret field
+/// assert_eq!(token.expose_secret("token"), Some("sk_live_51Hx9aQ2eZvKYlo2C0sT"));
+/// vault.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// **Several processes.** Any number of processes (CLI invocations, programs embedding this
 /// crate, a running server) may open one vault directory at once. Each write transaction
@@ -392,7 +426,7 @@ impl Vault {
             LogError::LockTimeout { .. } => StoreError::Busy {
                 resource: "audit log",
             },
-            e => verr("audit log", &audit_dir, e),
+            e => StoreError::AuditLog(e),
         })?;
         if let Some(h) = head {
             if report.last_seq < h.seq {
@@ -509,9 +543,7 @@ impl Vault {
     /// [`StoreError::Vault`] if the log cannot be read; [`StoreError::Storage`].
     pub fn verify_audit(&self) -> Result<AuditCheck, StoreError> {
         self.store.flush()?;
-        self.audit
-            .checkpoint()
-            .map_err(|e| verr("audit log", &Self::audit_dir(&self.dir), e))?;
+        self.audit.checkpoint().map_err(StoreError::AuditLog)?;
         verify_vault_audit(
             &self.dir,
             &self.audit_key,
@@ -578,9 +610,8 @@ impl Vault {
     /// covers.
     ///
     /// # Errors
-    /// [`StoreError::Vault`] if the log cannot be closed cleanly; [`StoreError::Storage`].
+    /// [`StoreError::AuditLog`] if the log cannot be closed cleanly; [`StoreError::Storage`].
     pub fn close(self) -> Result<(), StoreError> {
-        let dir = self.dir.clone();
         match self.store.flush() {
             Ok(()) | Err(StoreError::Busy { .. }) => {}
             Err(e) => return Err(e),
@@ -588,7 +619,7 @@ impl Vault {
         drop(self.store);
         match self.audit.close() {
             Ok(()) | Err(LogError::LockTimeout { .. }) => Ok(()),
-            Err(e) => Err(verr("audit log", &Self::audit_dir(&dir), e)),
+            Err(e) => Err(StoreError::AuditLog(e)),
         }
     }
 }

@@ -105,11 +105,7 @@ fn crash_child() {
             let name = names[rng.below(names.len() as u64) as usize].clone();
             let value = format!("u{seed}x{k}");
             line(format!("I update {name} {value}"));
-            let id = scope
-                .find(&name, "production")
-                .unwrap()
-                .credential_id()
-                .unwrap();
+            let id = scope.find(&name, "production").unwrap().id.clone();
             scope
                 .update(
                     &id,
@@ -119,11 +115,7 @@ fn crash_child() {
         } else if roll < 97 && !names.is_empty() {
             let name = names.swap_remove(rng.below(names.len() as u64) as usize);
             line(format!("I delete {name} -"));
-            let id = scope
-                .find(&name, "production")
-                .unwrap()
-                .credential_id()
-                .unwrap();
+            let id = scope.find(&name, "production").unwrap().id.clone();
             scope.delete(&id, None).unwrap();
         } else {
             line("I rotate - -".into());
@@ -199,13 +191,9 @@ fn check(
     let value = |name: &str| -> Option<String> {
         let info = present.get(name)?;
         let r = scope
-            .reveal(
-                &info.credential_id().unwrap(),
-                &["token"],
-                Some("crash-check"),
-            )
+            .reveal(&info.id.clone(), &["token"], Some("crash-check"))
             .unwrap_or_else(|e| panic!("credential {name} does not open: {e}"));
-        Some(r.expose("token").unwrap().to_owned())
+        Some(r.expose_secret("token").unwrap().to_owned())
     };
     let in_flight = |name: &str| pending.is_some_and(|(_, n, _)| n == name);
     let mut out = model.clone();

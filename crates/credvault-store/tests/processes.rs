@@ -104,10 +104,8 @@ fn a_writer_killed_holding_the_locks_blocks_no_one() {
             json!({"token": "tok-b"}),
         ))
         .unwrap();
-    let revealed = scope
-        .reveal(&a.credential_id().unwrap(), &["token"], None)
-        .unwrap();
-    assert_eq!(revealed.expose("token"), Some("tok-a"));
+    let revealed = scope.reveal(&a.id.clone(), &["token"], None).unwrap();
+    assert_eq!(revealed.expose_secret("token"), Some("tok-a"));
     let mut names: Vec<String> = scope
         .list(&ListFilter::default())
         .unwrap()

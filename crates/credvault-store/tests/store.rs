@@ -12,8 +12,9 @@ use credvault_schema::{Registry, SECRET_MARKER};
 use credvault_store::storage::KeyState;
 use credvault_store::{
     credential_context, encode_secret_fields, AuditTarget, CacheConfig, CredentialId,
-    CredentialUpdate, ListFilter, ManualClock, MemoryStorage, NewCredential, SealedCredential,
-    SqliteStorage, Storage, Store, StoreConfig, StoreError, TenantId, TesterRegistry,
+    CredentialUpdate, ListFilter, ManualClock, MemoryStorage, NewCredential, SealRejection,
+    SealedCredential, SqliteStorage, Storage, Store, StoreConfig, StoreError, TenantId,
+    TesterRegistry,
 };
 use serde_json::json;
 
@@ -105,14 +106,14 @@ fn create_get_reveal_update_delete() {
         assert_eq!(info.created_by, "alice");
         assert_eq!(info.fields["password"], SECRET_MARKER);
         assert_eq!(info.fields["username"], "ops@example.com");
-        let id = info.credential_id().unwrap();
+        let id = info.id.clone();
         assert_eq!(s.get(&id).unwrap(), info);
         assert_eq!(s.find("bank", "production").unwrap().id, info.id);
 
         // Reveal returns only what was asked for.
         let r = s.reveal(&id, &["password"], Some("robot")).unwrap();
-        assert_eq!(r.expose("password"), Some("correct horse battery"));
-        assert_eq!(r.expose("totp_secret"), None);
+        assert_eq!(r.expose_secret("password"), Some("correct horse battery"));
+        assert_eq!(r.expose_secret("totp_secret"), None);
         assert_eq!(r.len(), 1);
         assert!(!format!("{r:?}").contains("horse"));
         let last = f.audit.events().pop().unwrap();
@@ -126,7 +127,7 @@ fn create_get_reveal_update_delete() {
         );
         // A non-secret field may be asked for too; an unknown one is an error.
         let r = s.reveal(&id, &["username", "password"], None).unwrap();
-        assert_eq!(r.expose("username"), Some("ops@example.com"));
+        assert_eq!(r.expose_secret("username"), Some("ops@example.com"));
         assert!(matches!(
             s.reveal(&id, &["nope"], None),
             Err(StoreError::Field { .. })
@@ -149,13 +150,13 @@ fn create_get_reveal_update_delete() {
         assert_eq!(
             s.reveal(&id, &["password"], None)
                 .unwrap()
-                .expose("password"),
+                .expose_secret("password"),
             Some("new pass 2")
         );
         assert_eq!(
             s.reveal(&id, &["totp_secret"], None)
                 .unwrap()
-                .expose("totp_secret"),
+                .expose_secret("totp_secret"),
             Some("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
             "fields not in the patch are kept"
         );
@@ -241,11 +242,7 @@ fn inactive_and_expired_are_refused_and_audited() {
     for (_, storage) in backends() {
         let f = fixture_with(storage, |c| c);
         let s = f.store.tenant(&f.a, "alice").unwrap();
-        let id = s
-            .create(login("a", "pw1").inactive())
-            .unwrap()
-            .credential_id()
-            .unwrap();
+        let id = s.create(login("a", "pw1").inactive()).unwrap().id.clone();
         let e = s.reveal(&id, &["password"], None).unwrap_err();
         assert!(matches!(
             e,
@@ -261,8 +258,8 @@ fn inactive_and_expired_are_refused_and_audited() {
         let id2 = s
             .create(login("b", "pw2").expires_at(T0 + 1000))
             .unwrap()
-            .credential_id()
-            .unwrap();
+            .id
+            .clone();
         assert!(s.reveal(&id2, &["password"], None).is_ok());
         f.clock.advance(1000);
         let e = s.reveal(&id2, &["password"], None).unwrap_err();
@@ -285,7 +282,7 @@ fn tenants_are_isolated_on_every_path() {
         let sa = f.store.tenant(&f.a, "alice").unwrap();
         let sb = f.store.tenant(&f.b, "mallory").unwrap();
         let info = sa.create(login("bank", "alice-secret")).unwrap();
-        let id = info.credential_id().unwrap();
+        let id = info.id.clone();
         let nf = |r: Result<(), StoreError>| {
             assert!(
                 matches!(r, Err(StoreError::NotFound { .. })),
@@ -308,7 +305,7 @@ fn tenants_are_isolated_on_every_path() {
         assert_eq!(
             sa.reveal(&id, &["password"], None)
                 .unwrap()
-                .expose("password"),
+                .expose_secret("password"),
             Some("alice-secret")
         );
         // Unknown tenants fail closed.
@@ -320,7 +317,7 @@ fn tenants_are_isolated_on_every_path() {
 
         // A's ciphertext copied into a row of b's does not open (other key, other context).
         let sbi = sb.create(login("bank", "bob-secret")).unwrap();
-        let bid = sbi.credential_id().unwrap();
+        let bid = sbi.id.clone();
         let a_row = f.storage.credential(&f.a, &id).unwrap().unwrap();
         let mut b_row = f.storage.credential(&f.b, &bid).unwrap().unwrap();
         b_row.secret = a_row.secret.clone();
@@ -349,8 +346,8 @@ fn swapped_and_flipped_rows_fail_alone() {
             .map(|i| {
                 s.create(login(&format!("c{i}"), &format!("pw-{i}")))
                     .unwrap()
-                    .credential_id()
-                    .unwrap()
+                    .id
+                    .clone()
             })
             .collect();
         // Swap the ciphertexts of rows 0 and 1 (same tenant, same key).
@@ -397,7 +394,7 @@ fn swapped_and_flipped_rows_fail_alone() {
         assert_eq!(
             s.reveal(&ids[3], &["password"], None)
                 .unwrap()
-                .expose("password"),
+                .expose_secret("password"),
             Some("pw-3")
         );
         // Rotation cannot re-encrypt the corrupt rows: it reports them and keeps the old key.
@@ -407,7 +404,7 @@ fn swapped_and_flipped_rows_fail_alone() {
         assert_eq!(
             s.reveal(&ids[3], &["password"], None)
                 .unwrap()
-                .expose("password"),
+                .expose_secret("password"),
             Some("pw-3")
         );
     }
@@ -418,11 +415,7 @@ fn a_failing_audit_sink_refuses_everything_and_changes_nothing() {
     for (name, storage) in backends() {
         let f = fixture_with(storage, |c| c.cache(CacheConfig::default().lease(1)));
         let s = f.store.tenant(&f.a, "alice").unwrap();
-        let id = s
-            .create(login("keep", "pw-keep"))
-            .unwrap()
-            .credential_id()
-            .unwrap();
+        let id = s.create(login("keep", "pw-keep")).unwrap().id.clone();
         let before = f.storage.credentials(&f.a, &ListFilter::default()).unwrap();
         let keys_before: Vec<_> = f
             .storage
@@ -471,9 +464,93 @@ fn a_failing_audit_sink_refuses_everything_and_changes_nothing() {
         assert_eq!(
             s.reveal(&id, &["password"], None)
                 .unwrap()
-                .expose("password"),
+                .expose_secret("password"),
             Some("pw-keep")
         );
+    }
+}
+
+#[test]
+fn the_sealing_helper_builds_exactly_what_create_sealed_accepts() {
+    for (name, storage) in backends() {
+        let f = fixture_with(storage, |c| c);
+        let s = f.store.tenant(&f.a, "alice").unwrap();
+        let key = s.client_data_key().unwrap();
+        let ty = f.store.credential_type("website_login").unwrap();
+        let new = || {
+            NewCredential::new(
+                "website_login",
+                "portal",
+                json!({"login_url": "https://portal.example/login", "username": "bot",
+                       "password": "client-side-pw", "totp_secret": "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"}),
+            )
+            .environment("staging")
+        };
+        let sealed = SealedCredential::seal(&key, &f.a, &ty, new()).unwrap();
+        // Only the public fields travel in clear.
+        assert_eq!(
+            sealed.public_fields,
+            json!({"login_url": "https://portal.example/login", "username": "bot"})
+        );
+        assert!(!String::from_utf8_lossy(&sealed.envelope).contains("client-side-pw"));
+        let info = s.create_sealed(sealed).unwrap();
+        assert_eq!(info.environment, "staging");
+        let r = s.reveal(&info.id, &["password"], None).unwrap();
+        assert_eq!(
+            r.expose_secret("password"),
+            Some("client-side-pw"),
+            "{name}"
+        );
+        // Sealed for tenant a, sent to tenant b: the key is not b's.
+        let sb = f.store.tenant(&f.b, "bob").unwrap();
+        let e = sb
+            .create_sealed(SealedCredential::seal(&key, &f.a, &ty, new()).unwrap())
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::SealedRejected {
+                    reason: SealRejection::WrongKey
+                }
+            ),
+            "{e}"
+        );
+        // With b's key but a's context (the wrong tenant in the context): does not open.
+        let kb = sb.client_data_key().unwrap();
+        let e = sb
+            .create_sealed(SealedCredential::seal(&kb, &f.a, &ty, new()).unwrap())
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::SealedRejected {
+                    reason: SealRejection::DoesNotOpen
+                }
+            ),
+            "{e}"
+        );
+        // Not an envelope at all.
+        let mut junk = SealedCredential::seal(&kb, &f.b, &ty, new()).unwrap();
+        junk.envelope = b"not an envelope".to_vec();
+        let e = sb.create_sealed(junk).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::SealedRejected {
+                    reason: SealRejection::NotAnEnvelope
+                }
+            ),
+            "{e}"
+        );
+        // A field the type does not have is refused before anything is sealed.
+        let e = SealedCredential::seal(
+            &kb,
+            &f.b,
+            &ty,
+            NewCredential::new("website_login", "x", json!({"pasword": "typo"})),
+        )
+        .unwrap_err();
+        assert!(matches!(e, StoreError::Field { .. }), "{e}");
     }
 }
 
@@ -519,14 +596,18 @@ fn client_sealed_credentials_are_verified_and_stored_verbatim() {
         );
         assert_eq!(info.fields["token"], SECRET_MARKER);
         assert_eq!(
-            s.reveal(&id, &["token"], None).unwrap().expose("token"),
+            s.reveal(&id, &["token"], None)
+                .unwrap()
+                .expose_secret("token"),
             Some("client-sealed-token")
         );
         // Wrong context (another id), another tenant's key, altered bytes, bad fields: refused.
         let id2 = CredentialId::generate().unwrap();
         assert!(matches!(
             s.create_sealed(sealed(&id2, env.clone(), "http_bearer_token")),
-            Err(StoreError::SealedRejected)
+            Err(StoreError::SealedRejected {
+                reason: SealRejection::DoesNotOpen
+            })
         ));
         let sb = f.store.tenant(&f.b, "bob").unwrap();
         let other = SealingKey::new(&sb.client_data_key().unwrap());
@@ -534,14 +615,18 @@ fn client_sealed_credentials_are_verified_and_stored_verbatim() {
         let foreign = other.seal(&blob, &ctx2).unwrap();
         assert!(matches!(
             s.create_sealed(sealed(&id2, foreign, "http_bearer_token")),
-            Err(StoreError::SealedRejected)
+            Err(StoreError::SealedRejected {
+                reason: SealRejection::WrongKey
+            })
         ));
         let mut altered = client.seal(&blob, &ctx2).unwrap();
         let n = altered.len();
         altered[n - 1] ^= 1;
         assert!(matches!(
             s.create_sealed(sealed(&id2, altered, "http_bearer_token")),
-            Err(StoreError::SealedRejected)
+            Err(StoreError::SealedRejected {
+                reason: SealRejection::DoesNotOpen
+            })
         ));
         let wrong_field = encode_secret_fields([("password", "x")]).unwrap();
         let e = s.create_sealed(sealed(
@@ -597,28 +682,20 @@ fn key_cache_is_bounded_and_use_limited() {
     });
     let sa = f.store.tenant(&f.a, "a").unwrap();
     let sb = f.store.tenant(&f.b, "b").unwrap();
-    let ia = sa
-        .create(login("x", "pa"))
-        .unwrap()
-        .credential_id()
-        .unwrap();
-    let ib = sb
-        .create(login("x", "pb"))
-        .unwrap()
-        .credential_id()
-        .unwrap();
+    let ia = sa.create(login("x", "pa")).unwrap().id.clone();
+    let ib = sb.create(login("x", "pb")).unwrap().id.clone();
     assert_eq!(f.store.cached_keys(), 1, "capacity 1 holds one key");
     for _ in 0..5 {
         assert_eq!(
             sa.reveal(&ia, &["password"], None)
                 .unwrap()
-                .expose("password"),
+                .expose_secret("password"),
             Some("pa")
         );
         assert_eq!(
             sb.reveal(&ib, &["password"], None)
                 .unwrap()
-                .expose("password"),
+                .expose_secret("password"),
             Some("pb")
         );
     }
@@ -670,7 +747,7 @@ fn key_cache_ttl_and_use_limit_bound_how_long_a_key_is_held() {
         let a = TenantId::new("acme").unwrap();
         store.create_tenant(&a, "A", "admin").unwrap();
         let s = store.tenant(&a, "x").unwrap();
-        let id = s.create(login("c", "pw")).unwrap().credential_id().unwrap();
+        let id = s.create(login("c", "pw")).unwrap().id.clone();
         let before = master.1.load(std::sync::atomic::Ordering::SeqCst);
         for _ in 0..10 {
             s.reveal(&id, &["password"], None).unwrap();
@@ -704,8 +781,8 @@ fn tenant_key_rotation_reencrypts_and_retires() {
             .map(|i| {
                 s.create(login(&format!("c{i}"), &format!("pw{i}")))
                     .unwrap()
-                    .credential_id()
-                    .unwrap()
+                    .id
+                    .clone()
             })
             .collect();
         let old = f.storage.data_keys(&f.a).unwrap()[0].key_id;
@@ -728,7 +805,7 @@ fn tenant_key_rotation_reencrypts_and_retires() {
             assert_eq!(
                 s.reveal(id, &["password"], None)
                     .unwrap()
-                    .expose("password"),
+                    .expose_secret("password"),
                 Some(format!("pw{i}").as_str())
             );
         }
@@ -755,8 +832,8 @@ fn interrupted_rotation_resumes() {
         .map(|i| {
             s.create(login(&format!("c{i}"), &format!("pw{i}")))
                 .unwrap()
-                .credential_id()
-                .unwrap()
+                .id
+                .clone()
         })
         .collect();
     let r = s.rotate_key(&mut |p| {
@@ -777,7 +854,7 @@ fn interrupted_rotation_resumes() {
         assert_eq!(
             s.reveal(id, &["password"], None)
                 .unwrap()
-                .expose("password"),
+                .expose_secret("password"),
             Some(format!("pw{i}").as_str())
         );
     }
@@ -808,8 +885,8 @@ fn master_rotation_rewraps_without_reencrypting() {
         .unwrap()
         .create(login("c", "pw-m"))
         .unwrap()
-        .credential_id()
-        .unwrap();
+        .id
+        .clone();
     let row_before = storage.credential(&a, &id).unwrap().unwrap();
     let wrapped_before = storage.data_keys(&a).unwrap()[0].wrapped.clone();
     drop(store);
@@ -833,7 +910,7 @@ fn master_rotation_rewraps_without_reencrypting() {
             .unwrap()
             .reveal(&id, &["password"], None)
             .unwrap()
-            .expose("password"),
+            .expose_secret("password"),
         Some("pw-m")
     );
     let refs = store.master_key_references().unwrap();
@@ -864,17 +941,17 @@ fn totp_codes_match_rfc6238_and_verification_refuses_replays() {
         // RFC 6238 appendix B: SHA-1 secret "12345678901234567890", T = 59 s → 94287082
         // (8 digits); the 6-digit code is its last six digits.
         f.clock.set(59_000);
-        let id = s.create(login("t", "pw")).unwrap().credential_id().unwrap();
+        let id = s.create(login("t", "pw")).unwrap().id.clone();
         let code = s.totp_code(&id, Some("browser-bot")).unwrap();
-        assert_eq!(code.expose(), "287082", "{name}");
-        assert_eq!(code.valid_until, 60);
+        assert_eq!(code.expose_secret(), "287082", "{name}");
+        assert_eq!(code.expires_at, 60_000);
         assert!(!format!("{code:?}").contains("287082"));
         let ev = f.audit.events().pop().unwrap();
         assert_eq!(ev.action, Action::TotpGenerated);
         assert!(!all_text(&[ev]).contains("GEZDGNBV"));
         // T = 1111111109 → 07081804 (8 digits) → 081804.
         f.clock.set(1_111_111_109_000);
-        assert_eq!(s.totp_code(&id, None).unwrap().expose(), "081804");
+        assert_eq!(s.totp_code(&id, None).unwrap().expose_secret(), "081804");
         assert!(s.verify_totp(&id, "081804").is_ok());
         assert!(
             matches!(s.verify_totp(&id, "081804"), Err(StoreError::Totp { .. })),
@@ -892,8 +969,8 @@ fn totp_codes_match_rfc6238_and_verification_refuses_replays() {
                 json!({"token": "abcdefgh12345678"}),
             ))
             .unwrap()
-            .credential_id()
-            .unwrap();
+            .id
+            .clone();
         assert!(matches!(
             s.totp_code(&plain, None),
             Err(StoreError::Totp { .. })
@@ -966,11 +1043,12 @@ fn local_service(
             json!({ "token": token }),
         ))
         .unwrap()
-        .credential_id()
-        .unwrap();
+        .id
+        .clone();
     (store, audit, a, id)
 }
 
+#[cfg(feature = "http-tester")]
 #[test]
 fn http_tester_runs_the_declared_test_and_records_the_result() {
     for (status, body, want) in [
@@ -1040,11 +1118,7 @@ fn reveal_many_checks_everything_first_and_audits_one_event_per_credential() {
         let off = s
             .create(login("off", "third secret value").inactive())
             .unwrap();
-        let (one, two, off) = (
-            one.credential_id().unwrap(),
-            two.credential_id().unwrap(),
-            off.credential_id().unwrap(),
-        );
+        let (one, two, off) = (one.id.clone(), two.id.clone(), off.id.clone());
         let before = f.audit.events().len();
         let got = s
             .reveal_many(
@@ -1056,9 +1130,12 @@ fn reveal_many_checks_everything_first_and_audits_one_event_per_credential() {
             )
             .unwrap();
         assert_eq!(got.len(), 2, "{name}");
-        assert_eq!(got[0].expose("password"), Some("first secret value"));
-        assert_eq!(got[0].expose("username"), Some("ops@example.com"));
-        assert_eq!(got[1].expose("password"), Some("second secret value"));
+        assert_eq!(got[0].expose_secret("password"), Some("first secret value"));
+        assert_eq!(got[0].expose_secret("username"), Some("ops@example.com"));
+        assert_eq!(
+            got[1].expose_secret("password"),
+            Some("second secret value")
+        );
         let events = f.audit.events();
         let new = &events[before..];
         assert_eq!(new.len(), 2, "{name}: one accessed event per credential");

@@ -32,9 +32,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         serde_json::Value::Object(info.fields.clone())
     );
 
-    let id = info.credential_id()?;
+    let id = info.id.clone();
     let secret = scope.reveal(&id, &["password"], Some("invoice-sync"))?;
-    assert_eq!(secret.expose("password"), Some("s3cret-pw"));
+    assert_eq!(secret.expose_secret("password"), Some("s3cret-pw"));
     println!(
         "revealed the password for invoice-sync ({} characters)",
         "s3cret-pw".len()
@@ -50,7 +50,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         rotation.resealed
     );
     assert_eq!(
-        scope.reveal(&id, &["password"], None)?.expose("password"),
+        scope
+            .reveal(&id, &["password"], None)?
+            .expose_secret("password"),
         Some("n3w-pw")
     );
 
