@@ -46,7 +46,9 @@ fn ok(vault: &Path, args: &[&str], stdin: &str) -> String {
     let out = run(vault, None, args, stdin);
     assert!(
         out.status.success(),
-        "{args:?}: {}",
+        "{args:?} exited {:?}: {}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
@@ -274,4 +276,72 @@ fn with_a_tiny_lock_wait_a_command_succeeds_or_is_refused_as_busy() {
         outcome.busy
     );
     check(&vault, &outcome);
+}
+
+/// A long-running process (what `credvault serve` will be) keeps the vault open and keeps
+/// writing and revealing, while admin commands run beside it from the CLI: every command
+/// succeeds, the long-running handle sees their results, and the audit log stays one chain.
+#[test]
+fn admin_commands_work_while_another_process_keeps_the_vault_open() {
+    use credvault_store::{NewCredential, TenantId, Vault, VaultOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path());
+    let server = Vault::open(&vault, VaultOptions::default()).unwrap();
+    let tenant = TenantId::new("default").unwrap();
+    let scope = server.store().tenant(&tenant, "server").unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let served = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let info = scope
+                    .create(NewCredential::new(
+                        "http_bearer_token",
+                        format!("served-{n}"),
+                        serde_json::json!({"token": format!("tok-{n}")}),
+                    ))
+                    .unwrap();
+                scope.reveal(&info.id, &[], Some("server")).unwrap();
+                n += 1;
+            }
+            n
+        });
+        ok(&vault, &["tenant", "add", "globex"], "");
+        ok(&vault, &["rotate", "tenant"], "");
+        ok(&vault, &["rotate", "master"], "");
+        let a = add_args("from-cli");
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        ok(&vault, &a, "cli-pw\n");
+        assert_eq!(
+            ok(&vault, &["reveal", "from-cli", "--field", "password"], ""),
+            "cli-pw\n"
+        );
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        worker.join().unwrap()
+    });
+    // The long-running handle sees what the commands did, and still works after the master key
+    // it opened with was rotated (its keyring keeps the old version until retired... which
+    // happens only for versions that wrap nothing; its data keys were re-wrapped).
+    let found = scope.find("from-cli", "production").unwrap();
+    assert_eq!(
+        scope
+            .reveal(&found.id, &["password"], None)
+            .unwrap()
+            .expose_secret("password"),
+        Some("cli-pw")
+    );
+    assert!(server
+        .store()
+        .tenants()
+        .unwrap()
+        .iter()
+        .any(|t| t.id.as_str() == "globex"));
+    server.close().unwrap();
+    let verify = run(&vault, None, &["audit", "verify"], "");
+    assert!(
+        verify.status.success(),
+        "audit verify: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    eprintln!("the long-running process made {served} credentials meanwhile");
 }

@@ -33,11 +33,17 @@ impl State {
             })
     }
 
+    /// A row may name the tenant's active key, or keep the key its stored version names
+    /// (a metadata change during a rotation); never start naming a retiring or missing key.
     fn check_key(&self, row: &CredentialRow) -> Result<(), StorageError> {
-        if self.keys.contains_key(&(row.tenant.clone(), row.key_id)) {
-            Ok(())
-        } else {
-            Err(StorageError::UnknownKey { key_id: row.key_id })
+        let unknown = Err(StorageError::UnknownKey { key_id: row.key_id });
+        match self.keys.get(&(row.tenant.clone(), row.key_id)) {
+            None => unknown,
+            Some(k) if k.state == KeyState::Active => Ok(()),
+            Some(_) => match self.creds.get(&(row.tenant.clone(), row.id.clone())) {
+                Some(c) if c.key_id == row.key_id => Ok(()),
+                _ => unknown,
+            },
         }
     }
 

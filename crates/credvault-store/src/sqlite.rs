@@ -240,6 +240,41 @@ fn map_unique(e: rusqlite::Error, row: &CredentialRow) -> StorageError {
     }
 }
 
+/// A row may name the tenant's active key, or keep the key its stored version names (a
+/// metadata change during a rotation); it may never start naming a retiring key. A writer
+/// that sealed under the active key just before a rotation started gets `UnknownKey` and
+/// seals again, instead of adding a row the rotation has already swept past.
+fn check_key_use(tx: &rusqlite::Transaction<'_>, row: &CredentialRow) -> Result<(), StorageError> {
+    let state: Option<String> = tx
+        .prepare_cached("SELECT state FROM data_keys WHERE tenant = ?1 AND key_id = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![row.tenant.as_str(), key_bytes(&row.key_id)], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
+        .map_err(be)?;
+    let unknown = Err(StorageError::UnknownKey { key_id: row.key_id });
+    match state.as_deref() {
+        None => unknown,
+        Some("active") => Ok(()),
+        Some(_) => {
+            let stored: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT key_id FROM credentials WHERE tenant = ?1 AND id = ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![row.tenant.as_str(), row.id.as_str()], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(be)?;
+            if stored.as_deref() == Some(key_bytes(&row.key_id)) {
+                Ok(())
+            } else {
+                unknown
+            }
+        }
+    }
+}
+
 /// Runs `sql` (an insert or an update naming every column as `:column`) for `row`.
 fn write_row(
     tx: &rusqlite::Transaction<'_>,
@@ -675,6 +710,7 @@ impl Storage for SqliteStorage {
 
     fn insert_credential(&self, row: &CredentialRow, hook: Hook<'_>) -> Result<(), StorageError> {
         self.write(|tx| {
+            check_key_use(tx, row)?;
             write_row(
                 tx,
                 &format!(
@@ -777,6 +813,7 @@ impl Storage for SqliteStorage {
                 Self::version_of(tx, &row.tenant, &row.id)?,
                 expected_version,
             )?;
+            check_key_use(tx, row)?;
             write_row(
                 tx,
                 "UPDATE credentials SET name = :name, type = :type, environment = :environment,

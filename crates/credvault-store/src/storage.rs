@@ -345,7 +345,8 @@ pub trait Storage: Send + Sync {
 
     /// Inserts a credential. Fails with [`StorageError::NameTaken`] if an active credential
     /// has its (name, environment) and [`StorageError::UnknownKey`] if its key is not the
-    /// tenant's.
+    /// tenant's active key (checked in the write transaction: a writer that sealed just before
+    /// a rotation started seals again).
     fn insert_credential(&self, row: &CredentialRow, hook: Hook<'_>) -> Result<(), StorageError>;
 
     /// A credential of this tenant.
@@ -372,6 +373,9 @@ pub trait Storage: Send + Sync {
     ) -> Result<Vec<CredentialRow>, StorageError>;
 
     /// Replaces a credential (same tenant and id) if its stored version is `expected_version`.
+    /// The new row may name the tenant's active key or the key the stored row names; any other
+    /// key is [`StorageError::UnknownKey`] (a reseal by a rotation changed the key but not the
+    /// version, and must not be reverted).
     fn update_credential(
         &self,
         row: &CredentialRow,

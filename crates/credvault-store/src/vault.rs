@@ -362,7 +362,7 @@ impl Vault {
             return Ok((Arc::new(k), MasterSource::Env));
         }
         let p = Self::master_key_path(dir);
-        let k = LocalKeyring::from_file(&p).map_err(|e| verr("master key", &p, e))?;
+        let k = KeyFile::open(&p)?;
         Ok((Arc::new(k), MasterSource::File(p)))
     }
 
@@ -621,6 +621,91 @@ impl Vault {
             Ok(()) | Err(LogError::LockTimeout { .. }) => Ok(()),
             Err(e) => Err(StoreError::AuditLog(e)),
         }
+    }
+}
+
+/// The vault's `master.key` as a [`MasterKey`], read again whenever the file changed since it
+/// was last read (size or modification time): another process may rotate the master key
+/// while this one runs, and this one must then unwrap with the new version and never wrap
+/// with one that the rotation retires.
+struct KeyFile {
+    path: PathBuf,
+    provider: String,
+    state: std::sync::RwLock<(LocalKeyring, Option<(std::time::SystemTime, u64)>)>,
+}
+
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl KeyFile {
+    fn open(path: &Path) -> Result<Self, StoreError> {
+        let seen = stamp(path);
+        let k = LocalKeyring::from_file(path).map_err(|e| verr("master key", path, e))?;
+        Ok(Self {
+            path: path.to_owned(),
+            provider: k.provider_id().to_owned(),
+            state: std::sync::RwLock::new((k, seen)),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&LocalKeyring) -> Result<T, credvault_envelope::ProviderError>,
+    ) -> Result<T, credvault_envelope::ProviderError> {
+        let now = stamp(&self.path);
+        {
+            let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+            if st.1 == now {
+                return f(&st.0);
+            }
+        }
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if st.1 != now {
+            let k = LocalKeyring::from_file(&self.path).map_err(|e| {
+                credvault_envelope::ProviderError::Unavailable {
+                    provider: self.provider.clone(),
+                    reason: format!("{}: {e}", self.path.display()),
+                }
+            })?;
+            *st = (k, now);
+        }
+        f(&st.0)
+    }
+}
+
+impl MasterKey for KeyFile {
+    fn provider_id(&self) -> &str {
+        &self.provider
+    }
+
+    fn active_version(&self) -> Result<u32, credvault_envelope::ProviderError> {
+        self.with(MasterKey::active_version)
+    }
+
+    fn wrap(
+        &self,
+        key: &credvault_envelope::DataKey,
+        ctx: &credvault_envelope::EncryptionContext,
+    ) -> Result<credvault_envelope::WrappedKey, credvault_envelope::ProviderError> {
+        self.with(|k| k.wrap(key, ctx))
+    }
+
+    fn unwrap(
+        &self,
+        wrapped: &credvault_envelope::WrappedKey,
+        ctx: &credvault_envelope::EncryptionContext,
+    ) -> Result<credvault_envelope::DataKey, credvault_envelope::ProviderError> {
+        self.with(|k| k.unwrap(wrapped, ctx))
+    }
+
+    fn rewrap(
+        &self,
+        wrapped: &credvault_envelope::WrappedKey,
+        ctx: &credvault_envelope::EncryptionContext,
+    ) -> Result<credvault_envelope::WrappedKey, credvault_envelope::ProviderError> {
+        self.with(|k| k.rewrap(wrapped, ctx))
     }
 }
 
