@@ -92,9 +92,52 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EventId([u8; 16]);
 
+/// Identifiers drawn from one operating-system base before the next (see [`EventId::random`]).
+const ID_RESEED_EVERY: u32 = 1 << 20;
+
+thread_local! {
+    static ID_STATE: std::cell::Cell<([u8; 16], u32)> =
+        const { std::cell::Cell::new(([0; 16], ID_RESEED_EVERY)) };
+}
+
 impl EventId {
-    /// A fresh random identifier (from the operating system's generator).
+    /// A fresh identifier in the UUID v4 layout. Each thread draws a random 128-bit base from
+    /// the operating system once per 2^20 identifiers and adds a counter to it, so identifiers
+    /// are distinct by construction within a thread and independent across threads and
+    /// processes (a system call per event cost about a microsecond on every audited read).
+    /// They identify; they are not secrets and need not be unpredictable. A process that
+    /// forks without `exec` and records events in the child should call
+    /// [`EventId::reseed`] there first.
     pub fn random() -> Self {
+        let mut b = ID_STATE.with(|st| {
+            let (mut base, mut used) = st.get();
+            if used >= ID_RESEED_EVERY {
+                base = Self::os_bytes();
+                used = 0;
+            }
+            st.set((base, used + 1));
+            // The counter goes into the low end of the big-endian bytes 8..16: it changes
+            // bytes 15, 14, ... first and can never reach the variant bits of byte 8 within
+            // one base (a carry there would need 2^56 identifiers).
+            let mut low = [0u8; 8];
+            low.copy_from_slice(&base[8..]);
+            let low = u64::from_be_bytes(low).wrapping_add(u64::from(used));
+            let mut b = base;
+            b[8..].copy_from_slice(&low.to_be_bytes());
+            b
+        });
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        Self(b)
+    }
+
+    /// Makes this thread's next [`random`](Self::random) draw a new base (call it in a child
+    /// process after `fork`, before recording events there).
+    pub fn reseed() {
+        ID_STATE.with(|st| st.set(([0; 16], ID_RESEED_EVERY)));
+    }
+
+    fn os_bytes() -> [u8; 16] {
         let mut b = [0u8; 16];
         // An identifier, not a key: if the OS generator fails, fall back to time-derived bytes
         // rather than refusing to record the event.
@@ -105,9 +148,7 @@ impl EventId {
                 .unwrap_or(0);
             b = nanos.to_le_bytes();
         }
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        Self(b)
+        b
     }
 
     /// The identifier's 16 bytes.

@@ -97,9 +97,34 @@ fn timestamps() {
     ] {
         assert!(bad.parse::<Timestamp>().is_err(), "{bad}");
     }
-    let ids: std::collections::HashSet<String> =
-        (0..100).map(|_| EventId::random().to_string()).collect();
-    assert_eq!(ids.len(), 100);
+    // Distinct within a thread (past 256 and 65,536, where a counter reaching the variant
+    // bits would collide), across threads, and across a reseed; always the v4 layout.
+    let per_thread = 70_000;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..per_thread)
+                    .map(|i| {
+                        if t == 3 && i == per_thread / 2 {
+                            EventId::reseed();
+                        }
+                        *EventId::random().as_bytes()
+                    })
+                    .collect::<Vec<[u8; 16]>>()
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for t in threads {
+        for b in t.join().unwrap() {
+            assert_eq!(b[6] >> 4, 4, "version nibble");
+            assert_eq!(b[8] >> 6, 0b10, "variant bits");
+            ids.insert(b);
+        }
+    }
+    assert_eq!(ids.len(), 4 * per_thread);
+    let text = EventId::random().to_string();
+    assert_eq!((text.len(), &text[14..15]), (36, "4"), "{text}");
 }
 
 #[test]

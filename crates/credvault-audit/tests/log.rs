@@ -309,15 +309,21 @@ fn two_handles_on_one_directory_write_one_chain() {
         let log = if i % 3 == 0 { &a } else { &b };
         seqs.push(log.record(&event(i)).unwrap().seq);
     }
+    // The other handle rotates several segments while this one is idle: its next write has to
+    // follow through all of them.
+    for i in 120..160 {
+        seqs.push(b.record(&event(i)).unwrap().seq);
+    }
+    seqs.push(a.record(&event(160)).unwrap().seq);
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     a.close().unwrap();
     b.close().unwrap();
     let r = verify_dir(dir.path(), true);
     assert!(r.is_intact(), "{:?}", r.problem);
-    assert_eq!(r.events, 120);
+    assert_eq!(r.events, 161);
     assert!(
-        segment_paths(dir.path()).unwrap().len() > 2,
-        "no rotation happened"
+        segment_paths(dir.path()).unwrap().len() > 4,
+        "too few rotations happened"
     );
     let events = read_event_files(&segment_paths(dir.path()).unwrap(), &Query::default()).unwrap();
     let got: Vec<_> = events
@@ -325,7 +331,7 @@ fn two_handles_on_one_directory_write_one_chain() {
         .iter()
         .map(|e| e.event.request_id.clone())
         .collect();
-    let want: Vec<_> = (0..120).map(|i| event(i).request_id).collect();
+    let want: Vec<_> = (0..161).map(|i| event(i).request_id).collect();
     assert_eq!(got, want);
 }
 
