@@ -197,7 +197,6 @@ fn processes_writing_at_once_share_one_chain() {
 #[test]
 fn killed_writers_leave_verifiable_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut torn_tails = 0u64;
     let mut total_acked = 0usize;
@@ -207,27 +206,8 @@ fn killed_writers_leave_verifiable_logs() {
             .wrapping_add(1_442_695_040_888_963_407);
         // From "before the log is even open" to "deep into writing".
         let delay = Duration::from_micros((rng >> 33) % 80_000);
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_writer_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DIR, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| ack_of(&l))
-                .collect::<Vec<u64>>()
-        });
+        let mut child = spawn_writer(dir.path(), None, 0);
+        let reader = acks(&mut child);
         std::thread::sleep(delay);
         child.kill().unwrap();
         child.wait().unwrap();
