@@ -109,3 +109,54 @@ fn any_master_key_provider_plugs_in() {
     // Without the provider there is no key to open it with: a clear error, no panic.
     assert!(Vault::open(&path, VaultOptions::default()).is_err());
 }
+
+const CHILD_DIR: &str = "CREDVAULT_EMBEDDING_CHILD_DIR";
+
+#[test]
+#[ignore = "run by `the_environment_is_read_only_when_asked` as a child, with CREDVAULT_MASTER_KEY set"]
+fn env_child() {
+    let path = std::path::PathBuf::from(std::env::var(CHILD_DIR).expect("run by its parent"));
+    // The default ignores CREDVAULT_MASTER_KEY (set to another key): the key file opens it.
+    Vault::open(&path, VaultOptions::default())
+        .unwrap()
+        .close()
+        .unwrap();
+    // Asked for, the variable wins, and the wrong key is refused naming where it came from.
+    let err = Vault::open(&path, VaultOptions::default().master_key_from_env()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Vault { what: "master key", path, .. } if path == "$CREDVAULT_MASTER_KEY"),
+        "{err}"
+    );
+    println!("env-child-ok");
+}
+
+#[test]
+fn the_environment_is_read_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v");
+    let vault = Vault::init(&path, VaultOptions::default()).unwrap();
+    vault
+        .store()
+        .create_tenant(&TenantId::new("acme").unwrap(), "Acme", "admin")
+        .unwrap();
+    vault.close().unwrap();
+    let other = LocalKeyring::generate().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "env_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, &path)
+        .env("CREDVAULT_MASTER_KEY", other.export_secret_text().as_str())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("env-child-ok"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
