@@ -48,7 +48,7 @@
 //!   [`validate_patch`](CredentialType::validate_patch): a [`Credential`] or every
 //!   [`ValidationError`]; size and depth limits on hostile input.
 //! - [`Credential::masked`], [`Credential::metadata`]: views safe to serialize;
-//!   [`SecretValue::expose`] is the only way to a secret.
+//!   [`SecretValue::expose_secret`] is the only way to a secret.
 //! - [`CredentialType::json_schema`]: JSON Schema 2020-12 that accepts exactly what the
 //!   validator accepts.
 //! - [`CredentialType::authenticate`], [`CredentialType::test_request`]: `{{field}}` templates

@@ -253,7 +253,7 @@ impl Credential {
     }
 
     /// The value of a field, if set. A secret field gives a [`FieldValue::Secret`], whose text
-    /// only [`SecretStr::expose`] reveals.
+    /// only [`SecretStr::expose_secret`] reveals.
     pub fn get(&self, key: &str) -> Option<FieldValue<'_>> {
         self.value(self.ty.field_index(key)?)
     }
