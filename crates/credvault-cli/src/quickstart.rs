@@ -36,7 +36,7 @@ pub(crate) fn run(dir: Option<&Path>) -> Result<Output, Failure> {
 
     // 1. The vault.
     let vault = Vault::init(&path, options()).map_err(f)?;
-    let tenant = TenantId::new("default").map_err(f)?;
+    let tenant = TenantId::new("default").map_err(Failure::new)?;
     let t = vault
         .store()
         .create_tenant(&tenant, "Default", "quickstart")

@@ -202,3 +202,15 @@ impl From<StorageError> for StoreError {
         }
     }
 }
+
+impl From<crate::ids::IdError> for StoreError {
+    fn from(e: crate::ids::IdError) -> Self {
+        match e {
+            crate::ids::IdError::Invalid { what, reason } => Self::Invalid {
+                what,
+                reason: reason.into(),
+            },
+            crate::ids::IdError::Random => Self::Random,
+        }
+    }
+}

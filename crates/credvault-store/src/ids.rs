@@ -3,7 +3,23 @@
 
 use std::fmt;
 
-use crate::error::StoreError;
+/// An id that does not parse, or a random id that could not be generated. Converts into
+/// [`StoreError`](crate::StoreError) (`Invalid` or `Random`) with `?`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdError {
+    /// The id breaks a rule.
+    #[error("{what} {reason}")]
+    Invalid {
+        /// `tenant id` or `credential id`.
+        what: &'static str,
+        /// The rule broken.
+        reason: &'static str,
+    },
+    /// The system random source failed.
+    #[error("the system random source failed")]
+    Random,
+}
 
 /// Longest tenant id.
 pub const MAX_TENANT_ID_LEN: usize = 64;
@@ -17,8 +33,8 @@ impl TenantId {
     /// Parses a tenant id.
     ///
     /// # Errors
-    /// [`StoreError::Invalid`] naming the rule broken.
-    pub fn new(id: impl Into<String>) -> Result<Self, StoreError> {
+    /// [`IdError::Invalid`] naming the rule broken.
+    pub fn new(id: impl Into<String>) -> Result<Self, IdError> {
         let id = id.into();
         let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
         let reason = if id.is_empty() {
@@ -33,9 +49,9 @@ impl TenantId {
             None
         };
         match reason {
-            Some(reason) => Err(StoreError::Invalid {
+            Some(reason) => Err(IdError::Invalid {
                 what: "tenant id",
-                reason: reason.into(),
+                reason,
             }),
             None => Ok(Self(id)),
         }
@@ -76,18 +92,18 @@ impl CredentialId {
     /// the id is bound into the ciphertext.
     ///
     /// # Errors
-    /// [`StoreError::Random`] if the system random source failed.
-    pub fn generate() -> Result<Self, StoreError> {
+    /// [`IdError::Random`] if the system random source failed.
+    pub fn generate() -> Result<Self, IdError> {
         let mut b = [0u8; 16];
-        getrandom::fill(&mut b).map_err(|_| StoreError::Random)?;
+        getrandom::fill(&mut b).map_err(|_| IdError::Random)?;
         Ok(Self(format!("{CRED_PREFIX}{}", hex::encode(b))))
     }
 
     /// Parses an id.
     ///
     /// # Errors
-    /// [`StoreError::Invalid`] if it is not `cred_` and 32 lowercase hex digits.
-    pub fn parse(id: &str) -> Result<Self, StoreError> {
+    /// [`IdError::Invalid`] if it is not `cred_` and 32 lowercase hex digits.
+    pub fn parse(id: &str) -> Result<Self, IdError> {
         let ok = id.strip_prefix(CRED_PREFIX).is_some_and(|h| {
             h.len() == 32
                 && h.bytes()
@@ -96,9 +112,9 @@ impl CredentialId {
         if ok {
             Ok(Self(id.to_owned()))
         } else {
-            Err(StoreError::Invalid {
+            Err(IdError::Invalid {
                 what: "credential id",
-                reason: "expected `cred_` and 32 lowercase hex digits".into(),
+                reason: "expected `cred_` and 32 lowercase hex digits",
             })
         }
     }

@@ -97,7 +97,7 @@ pub use fields::{
     decode_secret_fields, encode_secret_fields, MAX_FIELD_NAME_LEN, MAX_FIELD_VALUE_LEN,
     MAX_SECRET_FIELDS, SECRET_FIELDS_VERSION,
 };
-pub use ids::{CredentialId, TenantId, MAX_TENANT_ID_LEN};
+pub use ids::{CredentialId, IdError, TenantId, MAX_TENANT_ID_LEN};
 pub use keys::CacheConfig;
 pub use memory::MemoryStorage;
 pub use model::{
