@@ -24,11 +24,20 @@ pub(crate) enum Cipher {
 }
 
 /// A pre-keyed HMAC: the inner and outer pads are hashed once, copied per message.
-#[derive(Clone)]
 pub(crate) enum MacKey {
     S256(HmacSha256Key),
     S384(Hmac<Sha384>),
     S512(Hmac<Sha512>),
+}
+
+impl Clone for MacKey {
+    fn clone(&self) -> Self {
+        match self {
+            Self::S256(k) => Self::S256(k.duplicate()),
+            Self::S384(k) => Self::S384(k.clone()),
+            Self::S512(k) => Self::S512(k.clone()),
+        }
+    }
 }
 
 /// Largest MAC output (SHA-512).

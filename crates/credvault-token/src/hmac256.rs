@@ -19,7 +19,7 @@ use zeroize::{Zeroize, Zeroizing};
 /// SHA-256 block length in bytes.
 const BLOCK: usize = 64;
 /// HMAC-SHA256 output length in bytes.
-pub(crate) const OUT: usize = 32;
+pub const OUT: usize = 32;
 /// SHA-256 initial hash value (FIPS 180-4 §5.3.3).
 const H0: [u32; 8] = [
     0x6a09_e667,
@@ -36,16 +36,27 @@ type Block = GenericArray<u8, U64>;
 
 /// An HMAC-SHA256 key, kept as the SHA-256 states after the inner (`key ⊕ ipad`) and outer
 /// (`key ⊕ opad`) blocks, so that a message costs no key setup. Both states are key-equivalent
-/// and are wiped on drop.
-#[derive(Clone)]
-pub(crate) struct HmacSha256Key {
+/// and are wiped on drop; `Debug` shows neither; not `Clone`.
+///
+/// ```
+/// use credvault_token::HmacSha256Key;
+/// // RFC 4231 test case 2.
+/// let key = HmacSha256Key::new(b"Jefe");
+/// let mut m = key.start();
+/// m.update(b"what do ya want ");
+/// m.update(b"for nothing?");
+/// let tag = m.finalize();
+/// assert_eq!(tag[..4], [0x5b, 0xdc, 0xc1, 0x46]);
+/// assert!(key.verify(&[b"what do ya want for nothing?"], &tag));
+/// ```
+pub struct HmacSha256Key {
     inner: [u32; 8],
     outer: [u32; 8],
 }
 
 impl HmacSha256Key {
     /// A key of any length (longer than a block: hashed first, as RFC 2104 says).
-    pub(crate) fn new(key: &[u8]) -> Self {
+    pub fn new(key: &[u8]) -> Self {
         let mut padded = Zeroizing::new([0u8; BLOCK]);
         if key.len() > BLOCK {
             padded[..OUT].copy_from_slice(&Sha256::digest(key));
@@ -58,15 +69,47 @@ impl HmacSha256Key {
         }
     }
 
+    /// A copy, for the token keys that are `Clone` (the public type is not).
+    pub(crate) fn duplicate(&self) -> Self {
+        Self {
+            inner: self.inner,
+            outer: self.outer,
+        }
+    }
+
     /// A fresh computation under this key.
     #[inline(always)]
-    pub(crate) fn start(&self) -> HmacSha256 {
+    pub fn start(&self) -> HmacSha256 {
         HmacSha256 {
             state: self.inner,
             outer: self.outer,
             buffer: BlockBuffer::default(),
             blocks: 1,
         }
+    }
+
+    /// The tag of the concatenation of `parts`.
+    pub fn mac(&self, parts: &[&[u8]]) -> [u8; OUT] {
+        let mut m = self.start();
+        for p in parts {
+            m.update(p);
+        }
+        m.finalize()
+    }
+
+    /// Whether `tag` is the tag of the concatenation of `parts`, compared in constant time.
+    pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        let mut ours = self.mac(parts);
+        let ok = tag.len() == OUT && bool::from(ours.ct_eq(tag));
+        ours.zeroize();
+        ok
+    }
+}
+
+impl core::fmt::Debug for HmacSha256Key {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("HmacSha256Key([REDACTED])")
     }
 }
 
@@ -89,8 +132,9 @@ impl Drop for HmacSha256Key {
     }
 }
 
-/// One message's HMAC-SHA256 computation.
-pub(crate) struct HmacSha256 {
+/// One message's HMAC-SHA256 computation. Its state is key- and message-dependent: wiped on
+/// drop (and after [`finalize`](Self::finalize)).
+pub struct HmacSha256 {
     state: [u32; 8],
     outer: [u32; 8],
     buffer: BlockBuffer<U64, Eager>,
@@ -101,7 +145,7 @@ pub(crate) struct HmacSha256 {
 impl HmacSha256 {
     /// Absorbs `data`; whole blocks are compressed straight from it, in one call.
     #[inline(always)]
-    pub(crate) fn update(&mut self, data: &[u8]) {
+    pub fn update(&mut self, data: &[u8]) {
         if data.is_empty() {
             // Fernet has no associated data: skip the buffer bookkeeping (a `memcpy` call).
             return;
@@ -120,7 +164,7 @@ impl HmacSha256 {
 
     /// The tag.
     #[inline(always)]
-    pub(crate) fn finalize(mut self) -> [u8; OUT] {
+    pub fn finalize(mut self) -> [u8; OUT] {
         let bits = (self.blocks * BLOCK as u64 + self.buffer.get_pos() as u64) * 8;
         let state = &mut self.state;
         self.buffer
@@ -134,11 +178,33 @@ impl HmacSha256 {
         block[BLOCK - 8..].copy_from_slice(&(((BLOCK + OUT) * 8) as u64).to_be_bytes());
         let mut outer = self.outer;
         sha2::compress256(&mut outer, core::slice::from_ref(&block));
+        block.as_mut_slice().zeroize();
         let mut tag = [0u8; OUT];
         for (c, w) in tag.chunks_exact_mut(4).zip(outer) {
             c.copy_from_slice(&w.to_be_bytes());
         }
+        outer.zeroize();
         tag
+    }
+}
+
+impl Drop for HmacSha256 {
+    fn drop(&mut self) {
+        self.state.zeroize();
+        self.outer.zeroize();
+        // The buffer holds at most one block of message bytes; overwrite it through its own
+        // API (it has no `zeroize`): a full block of zeros replaces whatever it held.
+        let mut sink = [0u32; 8];
+        self.buffer.digest_blocks(&[0u8; BLOCK], |b| {
+            let _ = (&mut sink, b);
+        });
+        self.buffer.reset();
+    }
+}
+
+impl core::fmt::Debug for HmacSha256 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("HmacSha256([REDACTED])")
     }
 }
 

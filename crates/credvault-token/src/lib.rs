@@ -20,5 +20,6 @@ pub use error::{DecryptError, InvalidToken, KeyError};
 pub use fernet::{
     unix_now, Fernet, MultiFernet, RotationReport, MAX_CLOCK_SKEW, MAX_PLAINTEXT_LEN, MAX_TOKEN_LEN,
 };
+pub use hmac256::{HmacSha256, HmacSha256Key, OUT as HMAC_SHA256_LEN};
 pub use iv::reseed_iv_generator;
 pub use secret::Plaintext;
