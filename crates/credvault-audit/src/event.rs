@@ -229,6 +229,9 @@ pub enum Action {
     TotpGenerated,
     /// A DLP detector found a secret in text.
     DlpDetected,
+    /// A stored record failed its integrity check (changed outside the vault); nothing was
+    /// used or revealed.
+    IntegrityFailure,
     /// An action this version does not know (written by a newer version, or by an application).
     Other(String),
 }
@@ -248,12 +251,13 @@ impl Action {
             Self::KeyRotated => "key_rotated",
             Self::TotpGenerated => "totp_generated",
             Self::DlpDetected => "dlp_detected",
+            Self::IntegrityFailure => "integrity_failure",
             Self::Other(s) => s,
         }
     }
 
     /// Every action this version knows, in a stable order.
-    pub const KNOWN: [Action; 11] = [
+    pub const KNOWN: [Action; 12] = [
         Self::Created,
         Self::Updated,
         Self::Deleted,
@@ -265,6 +269,7 @@ impl Action {
         Self::KeyRotated,
         Self::TotpGenerated,
         Self::DlpDetected,
+        Self::IntegrityFailure,
     ];
 }
 
@@ -567,12 +572,12 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     /// A new event, now, with a fresh id. The outcome follows the action (`access_denied` is
-    /// denied, `access_failed` a failure, anything else a success) until
+    /// denied, `access_failed` and `integrity_failure` a failure, anything else a success) until
     /// [`with_outcome`](Self::with_outcome) says otherwise.
     pub fn new(tenant: impl Into<String>, actor: impl Into<String>, action: Action) -> Self {
         let outcome = match action {
             Action::AccessDenied => Outcome::Denied,
-            Action::AccessFailed => Outcome::Failure,
+            Action::AccessFailed | Action::IntegrityFailure => Outcome::Failure,
             _ => Outcome::Success,
         };
         Self {

@@ -18,6 +18,16 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A stored record does not match its record MAC: it was changed outside the vault (or
+    /// written before record MACs and not upgraded yet). Nothing of it was used or shown;
+    /// the failure is recorded as `integrity_failure`.
+    #[error("integrity check failed: the stored {record} {id:?} was changed outside the vault")]
+    Integrity {
+        /// `credential` or `data key`.
+        record: &'static str,
+        /// The record's id (as stored).
+        id: String,
+    },
     /// No such tenant. Operations never fall back to another tenant.
     #[error("unknown tenant {tenant:?}")]
     UnknownTenant {

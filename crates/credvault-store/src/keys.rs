@@ -80,6 +80,8 @@ impl CacheConfig {
 /// One unwrapped data key.
 pub(crate) struct CachedKey {
     pub(crate) key: SealingKey,
+    /// The record-MAC key derived from it (wiped on drop).
+    pub(crate) mac: credvault_token::HmacSha256Key,
     loaded: Instant,
     uses: AtomicU64,
     permits: Mutex<u64>,
@@ -89,6 +91,7 @@ impl CachedKey {
     pub(crate) fn new(key: &DataKey) -> Self {
         Self {
             key: SealingKey::with_backend(key, Backend::RustCrypto),
+            mac: crate::store::mac_key(key),
             loaded: Instant::now(),
             uses: AtomicU64::new(0),
             permits: Mutex::new(0),

@@ -8,8 +8,8 @@ use credvault_envelope::KeyId;
 
 use crate::ids::{CredentialId, TenantId};
 use crate::storage::{
-    later, AuditHead, CredentialRow, DataKeyRow, Hook, KeyState, ListFilter, Reseal, Storage,
-    StorageError, TenantRow, TestRecord,
+    later, AuditHead, CredentialRow, DataKeyRow, Hook, KeyState, ListFilter, RecordMacs, Reseal,
+    Storage, StorageError, TenantRow, TestRecord,
 };
 
 #[derive(Default)]
@@ -374,6 +374,7 @@ impl Storage for MemoryStorage {
                 if c.version == r.version && c.key_id == r.old_key {
                     c.key_id = r.new_key;
                     c.secret = r.secret.clone();
+                    c.mac = r.mac.clone();
                     n += 1;
                 }
             }
@@ -436,5 +437,37 @@ impl Storage for MemoryStorage {
 
     fn audit_head(&self) -> Result<Option<AuditHead>, StorageError> {
         Ok(self.lock()?.head)
+    }
+
+    fn records_authenticated(&self) -> Result<bool, StorageError> {
+        // A memory store never held rows from before record MACs.
+        Ok(true)
+    }
+
+    fn authenticate_records(
+        &self,
+        macs: &RecordMacs,
+        hook: Hook<'_>,
+    ) -> Result<usize, StorageError> {
+        let mut s = self.lock()?;
+        s.run_hook(hook)?;
+        let mut n = 0;
+        for (t, id, version, mac) in &macs.credentials {
+            if let Some(c) = s.creds.get_mut(&(t.clone(), id.clone())) {
+                if c.mac.is_empty() && c.version == *version {
+                    c.mac.clone_from(mac);
+                    n += 1;
+                }
+            }
+        }
+        for (t, k, mac) in &macs.keys {
+            if let Some(row) = s.keys.get_mut(&(t.clone(), *k)) {
+                if row.mac.is_empty() {
+                    row.mac.clone_from(mac);
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
     }
 }

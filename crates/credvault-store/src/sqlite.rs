@@ -23,7 +23,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::ids::{CredentialId, TenantId};
 use crate::storage::{
-    AuditHead, CredentialRow, DataKeyRow, Hook, KeyState, ListFilter, Reseal, Storage,
+    AuditHead, CredentialRow, DataKeyRow, Hook, KeyState, ListFilter, RecordMacs, Reseal, Storage,
     StorageError, TenantRow, TestRecord,
 };
 
@@ -99,6 +99,12 @@ const MIGRATIONS: &[&str] = &[
     // 2: lookups by name see inactive rows too, which the partial unique index leaves out, so
     // each one scanned the table (1,000 `cv://` references cost 1,000 scans).
     "CREATE INDEX credentials_name ON credentials(tenant, name, environment);",
+    // 3: record MACs. A database with no data key yet (a new vault) starts authenticated;
+    // an existing one is authenticated by the store when it next opens it.
+    "ALTER TABLE credentials ADD COLUMN mac BLOB NOT NULL DEFAULT X'';
+     ALTER TABLE data_keys ADD COLUMN mac BLOB NOT NULL DEFAULT X'';
+     INSERT INTO vault_meta (key, value)
+        SELECT 'records_authenticated', '1' WHERE NOT EXISTS (SELECT 1 FROM data_keys);",
 ];
 
 /// The SQLite backend: bundled SQLite, WAL journal, versioned migrations, every write in one
@@ -167,7 +173,7 @@ fn key_bytes(k: &KeyId) -> &[u8] {
 
 const CRED_COLS: &str = "tenant, id, name, type, environment, description, tags, is_active, \
     expires_at, created_by, created_at, updated_at, version, last_used_at, last_tested, \
-    test_status, test_message, public, secret_fields, key_id, secret";
+    test_status, test_message, public, secret_fields, key_id, secret, mac";
 
 fn cred_from_row(r: &Row<'_>) -> Result<CredentialRow, StorageError> {
     let get_s = |i: usize| r.get::<_, String>(i).map_err(be);
@@ -198,6 +204,7 @@ fn cred_from_row(r: &Row<'_>) -> Result<CredentialRow, StorageError> {
         secret_fields,
         key_id: key_id(&kb, "credentials")?,
         secret: r.get(20).map_err(be)?,
+        mac: r.get(21).map_err(be)?,
     })
 }
 
@@ -212,6 +219,7 @@ fn key_from_row(r: &Row<'_>) -> Result<DataKeyRow, StorageError> {
         state: KeyState::parse(&st).ok_or_else(|| corrupt("data_keys", "state"))?,
         usage: to_u64(r.get(4).map_err(be)?),
         created_at: r.get(5).map_err(be)?,
+        mac: r.get(6).map_err(be)?,
     })
 }
 
@@ -305,6 +313,7 @@ fn write_row(
                 ":secret_fields": json(&row.secret_fields),
                 ":key_id": key_bytes(&row.key_id),
                 ":secret": row.secret,
+                ":mac": row.mac,
             })
         })
         .map(|_| ())
@@ -525,15 +534,16 @@ impl Storage for SqliteStorage {
                 });
             }
             tx.execute(
-                "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at, mac)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     key.tenant.as_str(),
                     key_bytes(&key.key_id),
                     key.wrapped,
                     key.state.as_str(),
                     to_i64(key.usage),
-                    key.created_at
+                    key.created_at,
+                    key.mac
                 ],
             )
             .map_err(be)?;
@@ -589,7 +599,7 @@ impl Storage for SqliteStorage {
         let c = self.lock()?;
         let mut s = c
             .prepare_cached(
-                "SELECT tenant, key_id, wrapped, state, usage, created_at FROM data_keys
+                "SELECT tenant, key_id, wrapped, state, usage, created_at, mac FROM data_keys
                  WHERE tenant = ?1 ORDER BY state = 'retiring', created_at",
             )
             .map_err(be)?;
@@ -657,14 +667,15 @@ impl Storage for SqliteStorage {
                 return Err(StorageError::NotFound { what: "tenant" });
             }
             tx.execute(
-                "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at)
-                 VALUES (?1, ?2, ?3, 'active', ?4, ?5)",
+                "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at, mac)
+                 VALUES (?1, ?2, ?3, 'active', ?4, ?5, ?6)",
                 params![
                     t,
                     key_bytes(&new_key.key_id),
                     new_key.wrapped,
                     to_i64(new_key.usage),
-                    new_key.created_at
+                    new_key.created_at,
+                    new_key.mac
                 ],
             )
             .map_err(be)?;
@@ -717,7 +728,7 @@ impl Storage for SqliteStorage {
                     "INSERT INTO credentials ({CRED_COLS}) VALUES (:tenant, :id, :name, :type,
                      :environment, :description, :tags, :is_active, :expires_at, :created_by,
                      :created_at, :updated_at, :version, :last_used_at, :last_tested,
-                     :test_status, :test_message, :public, :secret_fields, :key_id, :secret)"
+                     :test_status, :test_message, :public, :secret_fields, :key_id, :secret, :mac)"
                 ),
                 row,
             )?;
@@ -822,7 +833,7 @@ impl Storage for SqliteStorage {
                    updated_at = :updated_at, version = :version, last_used_at = :last_used_at,
                    last_tested = :last_tested, test_status = :test_status,
                    test_message = :test_message, public = :public,
-                   secret_fields = :secret_fields, key_id = :key_id, secret = :secret
+                   secret_fields = :secret_fields, key_id = :key_id, secret = :secret, mac = :mac
                  WHERE tenant = :tenant AND id = :id",
                 row,
             )?;
@@ -909,7 +920,7 @@ impl Storage for SqliteStorage {
         self.write(|tx| {
             let mut s = tx
                 .prepare_cached(
-                    "UPDATE credentials SET key_id = ?5, secret = ?6
+                    "UPDATE credentials SET key_id = ?5, secret = ?6, mac = ?7
                      WHERE tenant = ?1 AND id = ?2 AND version = ?3 AND key_id = ?4",
                 )
                 .map_err(be)?;
@@ -922,7 +933,8 @@ impl Storage for SqliteStorage {
                         to_i64(r.version),
                         key_bytes(&r.old_key),
                         key_bytes(&r.new_key),
-                        r.secret
+                        r.secret,
+                        r.mac
                     ])
                     .map_err(|e| match &e {
                         rusqlite::Error::SqliteFailure(f, _)
@@ -1018,5 +1030,60 @@ impl Storage for SqliteStorage {
     fn audit_head(&self) -> Result<Option<AuditHead>, StorageError> {
         let c = self.lock()?;
         read_head(&c)
+    }
+
+    fn records_authenticated(&self) -> Result<bool, StorageError> {
+        let c = self.lock()?;
+        let v: Option<String> = c
+            .query_row(
+                "SELECT value FROM vault_meta WHERE key = 'records_authenticated'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(be)?;
+        Ok(v.as_deref() == Some("1"))
+    }
+
+    fn authenticate_records(
+        &self,
+        macs: &RecordMacs,
+        hook: Hook<'_>,
+    ) -> Result<usize, StorageError> {
+        self.write(|tx| {
+            let mut n = 0;
+            {
+                let mut s = tx
+                    .prepare_cached(
+                        "UPDATE credentials SET mac = ?4
+                         WHERE tenant = ?1 AND id = ?2 AND version = ?3 AND mac = X''",
+                    )
+                    .map_err(be)?;
+                for (t, id, version, mac) in &macs.credentials {
+                    n += s
+                        .execute(params![t.as_str(), id.as_str(), to_i64(*version), mac])
+                        .map_err(be)?;
+                }
+                let mut s = tx
+                    .prepare_cached(
+                        "UPDATE data_keys SET mac = ?3
+                         WHERE tenant = ?1 AND key_id = ?2 AND mac = X''",
+                    )
+                    .map_err(be)?;
+                for (t, k, mac) in &macs.keys {
+                    n += s
+                        .execute(params![t.as_str(), key_bytes(k), mac])
+                        .map_err(be)?;
+                }
+            }
+            tx.execute(
+                "INSERT INTO vault_meta (key, value) VALUES ('records_authenticated', '1')
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [],
+            )
+            .map_err(be)?;
+            hook_in(tx, hook)?;
+            Ok(n)
+        })
     }
 }

@@ -164,6 +164,10 @@ pub struct DataKeyRow {
     pub usage: u64,
     /// Creation time, Unix milliseconds.
     pub created_at: i64,
+    /// The record MAC over the key's tenant, id and creation time (and the tenant's name and
+    /// creation time), under a key derived from this data key; empty for a row written before
+    /// record MACs. The backend stores it verbatim; the store computes and checks it.
+    pub mac: Vec<u8>,
 }
 
 /// A stored credential: metadata in clear, secret fields sealed in one envelope.
@@ -211,6 +215,19 @@ pub struct CredentialRow {
     pub key_id: KeyId,
     /// The envelope of the secret fields.
     pub secret: Vec<u8>,
+    /// The record MAC over every field above except the last-use and test columns, under a
+    /// key derived from the data key `key_id` names; empty for a row written before record
+    /// MACs. The backend stores it verbatim; the store computes and checks it.
+    pub mac: Vec<u8>,
+}
+
+/// Record MACs for rows written before there were any ([`Storage::authenticate_records`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordMacs {
+    /// `(tenant, credential, version it was computed for, MAC)`.
+    pub credentials: Vec<(TenantId, CredentialId, u64, Vec<u8>)>,
+    /// `(tenant, key, MAC)`.
+    pub keys: Vec<(TenantId, KeyId, Vec<u8>)>,
 }
 
 /// Filters for [`Storage::credentials`]; all given conditions must hold.
@@ -279,6 +296,8 @@ pub struct Reseal {
     pub new_key: KeyId,
     /// The new envelope.
     pub secret: Vec<u8>,
+    /// The row's record MAC under the new key.
+    pub mac: Vec<u8>,
 }
 
 /// A credential test result to store on the record.
@@ -441,6 +460,19 @@ pub trait Storage: Send + Sync {
 
     /// The audit head stored by the last hook (or [`record_use`](Self::record_use)).
     fn audit_head(&self) -> Result<Option<AuditHead>, StorageError>;
+
+    /// Whether every row carries a record MAC: true for a database created with record MACs
+    /// and after [`authenticate_records`](Self::authenticate_records).
+    fn records_authenticated(&self) -> Result<bool, StorageError>;
+
+    /// Stores MACs for rows that have none (each only if its MAC is still empty and, for a
+    /// credential, its version is the one given) and marks the database authenticated, in one
+    /// transaction with the hook. Returns how many rows were given a MAC.
+    fn authenticate_records(
+        &self,
+        macs: &RecordMacs,
+        hook: Hook<'_>,
+    ) -> Result<usize, StorageError>;
 }
 
 /// Keeps the later of two heads.

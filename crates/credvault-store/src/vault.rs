@@ -453,6 +453,8 @@ impl Vault {
             },
             other => other,
         })?;
+        // A vault from before record MACs gets them now, once (audited).
+        store.authenticate_records("credvault")?;
         Ok(Self {
             dir: dir.to_owned(),
             store,

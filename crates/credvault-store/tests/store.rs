@@ -315,7 +315,8 @@ fn tenants_are_isolated_on_every_path() {
             Err(StoreError::UnknownTenant { .. })
         ));
 
-        // A's ciphertext copied into a row of b's does not open (other key, other context).
+        // A's ciphertext copied into a row of b's is refused: the row no longer matches its
+        // record MAC (and would not open either: other key, other context).
         let sbi = sb.create(login("bank", "bob-secret")).unwrap();
         let bid = sbi.id.clone();
         let a_row = f.storage.credential(&f.a, &id).unwrap().unwrap();
@@ -328,12 +329,13 @@ fn tenants_are_isolated_on_every_path() {
         assert!(
             matches!(
                 sb.reveal(&bid, &["password"], None),
-                Err(StoreError::Corrupt { .. })
+                Err(StoreError::Integrity { record: "credential", .. })
             ),
             "{name}"
         );
         let last = f.audit.events().pop().unwrap();
-        assert_eq!(last.action, Action::AccessFailed);
+        assert_eq!(last.action, Action::IntegrityFailure);
+        assert_eq!(last.resource.id.as_deref(), Some(bid.as_str()));
     }
 }
 
@@ -366,7 +368,7 @@ fn swapped_and_flipped_rows_fail_alone() {
         for id in &ids[..2] {
             let e = s.reveal(id, &["password"], None).unwrap_err();
             assert!(
-                matches!(&e, StoreError::Corrupt { credential } if credential == id.as_str()),
+                matches!(&e, StoreError::Integrity { id: got, .. } if got == id.as_str()),
                 "{name}: {e}"
             );
         }
@@ -385,7 +387,7 @@ fn swapped_and_flipped_rows_fail_alone() {
             assert!(
                 matches!(
                     s.reveal(&ids[2], &["password"], None),
-                    Err(StoreError::Corrupt { .. })
+                    Err(StoreError::Integrity { .. })
                 ),
                 "{name} {pos}"
             );
@@ -397,7 +399,8 @@ fn swapped_and_flipped_rows_fail_alone() {
                 .expose_secret("password"),
             Some("pw-3")
         );
-        // Rotation cannot re-encrypt the corrupt rows: it reports them and keeps the old key.
+        // Rotation does not re-encrypt (and so re-authenticate) the altered rows: it reports
+        // them and keeps the old key.
         let rot = s.rotate_key(&mut |_| {}).unwrap();
         assert_eq!(rot.failed.len(), 3, "{name}");
         assert!(rot.retired.is_empty());
@@ -764,7 +767,9 @@ fn key_cache_ttl_and_use_limit_bound_how_long_a_key_is_held() {
         10,
         "an expired key is unwrapped again"
     );
-    // The create used the key once; then 10 reveals with 3 uses per load.
+    // The create took the key twice (seal, record MAC), leaving one use of the first load;
+    // each reveal takes it once (its record MAC is checked and its envelope opened under the
+    // same key): 10 takes, 1 then 3 per load.
     assert_eq!(
         unwraps_for(CacheConfig::default().max_uses(3)),
         3,

@@ -58,6 +58,7 @@ fn key_row(t: &TenantId, k: KeyId, state: KeyState) -> DataKeyRow {
         state,
         usage: 0,
         created_at: 1_000,
+        mac: vec![0xD0, k.as_bytes()[0]],
     }
 }
 
@@ -84,6 +85,7 @@ fn row(t: &TenantId, id: CredentialId, name: &str, k: KeyId) -> CredentialRow {
         secret_fields: vec!["api_key".into()],
         key_id: k,
         secret: vec![1, 2, 3, 4, 5],
+        mac: vec![0xC0; 33],
     }
 }
 
@@ -160,7 +162,77 @@ pub fn storage_conformance(fresh: &dyn Fn() -> Arc<dyn Storage>) -> Result<(), V
     filters(&*fresh())?;
     replay(&*fresh())?;
     race(fresh())?;
+    record_macs(&*fresh())?;
     Ok(())
+}
+
+/// Record MACs are stored verbatim, a reseal replaces one, and `authenticate_records` fills
+/// only empty MACs of the version given, marking the storage authenticated.
+fn record_macs(s: &dyn Storage) -> Result<(), Violation> {
+    let h = Hooks::new();
+    let t = tid("conf-mac");
+    let tr = TenantRow {
+        id: t.clone(),
+        name: "M".into(),
+        created_at: 5,
+    };
+    let mut k = key_row(&t, key(1), KeyState::Active);
+    k.mac = Vec::new();
+    ok(s.create_tenant(&tr, &k, &mut h.pass(1)), "tenant created")?;
+    let mut r1 = row(&t, cid(1), "one", key(1));
+    r1.mac = Vec::new();
+    let r2 = row(&t, cid(2), "two", key(1));
+    ok(s.insert_credential(&r1, &mut h.pass(2)), "insert")?;
+    ok(s.insert_credential(&r2, &mut h.pass(3)), "insert")?;
+    let got = ok(s.credential(&t, &r2.id), "read")?;
+    ensure(
+        got.as_ref().map(|g| &g.mac) == Some(&r2.mac),
+        "a row's MAC is stored verbatim",
+        || format!("{got:?}"),
+    )?;
+    let macs = credvault_store::storage::RecordMacs {
+        credentials: vec![
+            (t.clone(), r1.id.clone(), 1, vec![1; 33]),
+            // Not empty: must stay.
+            (t.clone(), r2.id.clone(), 1, vec![2; 33]),
+            // Wrong version: must not apply.
+            (t.clone(), cid(3), 7, vec![3; 33]),
+        ],
+        keys: vec![(t.clone(), key(1), vec![4; 33])],
+    };
+    let n = ok(s.authenticate_records(&macs, &mut h.pass(4)), "authenticate")?;
+    let r1m = ok(s.credential(&t, &r1.id), "read")?.map(|r| r.mac);
+    let r2m = ok(s.credential(&t, &r2.id), "read")?.map(|r| r.mac);
+    let km = ok(s.data_keys(&t), "keys")?.first().map(|k| k.mac.clone());
+    ensure(
+        n == 2
+            && r1m == Some(vec![1; 33])
+            && r2m == Some(r2.mac.clone())
+            && km == Some(vec![4; 33])
+            && ok(s.records_authenticated(), "flag")?,
+        "authenticate_records fills only empty MACs and marks the storage",
+        || format!("n={n} r1={r1m:?} r2={r2m:?} key={km:?}"),
+    )?;
+    let applied = ok(
+        s.reseal(
+            &t,
+            &[Reseal {
+                id: r2.id.clone(),
+                version: 1,
+                old_key: key(1),
+                new_key: key(1),
+                secret: vec![7],
+                mac: vec![9; 33],
+            }],
+        ),
+        "reseal",
+    )?;
+    let r2m = ok(s.credential(&t, &r2.id), "read")?.map(|r| r.mac);
+    ensure(
+        applied == 1 && r2m == Some(vec![9; 33]),
+        "a reseal replaces the row's MAC",
+        || format!("applied={applied} mac={r2m:?}"),
+    )
 }
 
 fn tenants(s: &dyn Storage) -> Result<(), Violation> {
@@ -278,6 +350,7 @@ fn rows_and_isolation(s: &dyn Storage) -> Result<(), Violation> {
                 old_key: key(1),
                 new_key: key(2),
                 secret: vec![9],
+                mac: vec![0xAB; 33],
             }],
         ),
         "reseal",
@@ -573,6 +646,7 @@ fn rotation(s: &dyn Storage) -> Result<(), Violation> {
             old_key: key(1),
             new_key: key(3),
             secret: vec![n; 8],
+                mac: vec![0xAB; 33],
         })
         .collect();
     let n = ok(s.reseal(&a, &batch), "reseal")?;
@@ -602,6 +676,7 @@ fn rotation(s: &dyn Storage) -> Result<(), Violation> {
             old_key: key(1),
             new_key: key(2),
             secret: vec![0],
+                mac: vec![0xAB; 33],
         }],
     );
     ensure(
@@ -618,6 +693,7 @@ fn rotation(s: &dyn Storage) -> Result<(), Violation> {
                 old_key: key(1),
                 new_key: key(3),
                 secret: vec![5; 8],
+                mac: vec![0xAB; 33],
             }],
         ),
         "reseal",

@@ -4,7 +4,7 @@ use credvault_audit::{Action, AuditEvent, Details, FieldChange};
 use credvault_envelope::{DataKey, EnvelopeHeader, KeyId};
 use credvault_schema::{Credential, SecretValue};
 
-use super::sealing::credential_context;
+use super::sealing::{credential_context, Authentic};
 use super::{check_meta, resource, Scope};
 use crate::error::{SealRejection, StoreError};
 use crate::fields::decode_secret_fields;
@@ -57,10 +57,10 @@ impl Scope<'_> {
         m: RowMeta<'_>,
         cred: &Credential,
         sealed: (KeyId, Vec<u8>, Vec<String>),
-    ) -> CredentialRow {
+    ) -> Result<CredentialRow, StoreError> {
         let now = self.store.now();
         let (key_id, secret, secret_fields) = sealed;
-        CredentialRow {
+        let mut row = CredentialRow {
             id: id.clone(),
             tenant: self.tenant.clone(),
             name: m.name.to_owned(),
@@ -82,7 +82,10 @@ impl Scope<'_> {
             secret_fields,
             key_id,
             secret,
-        }
+            mac: Vec::new(),
+        };
+        row.mac = self.store.row_mac(&row)?;
+        Ok(row)
     }
 
     /// Creates a credential: validates it against its type, seals its secret fields with the
@@ -113,7 +116,7 @@ impl Scope<'_> {
                 },
                 &cred,
                 (key_id, secret, secret_fields),
-            );
+            )?;
             let event = self.event(Action::Created).with_resource(resource(&row));
             match self
                 .store
@@ -212,7 +215,7 @@ impl Scope<'_> {
             },
             &cred,
             (key_id, sealed.envelope, secret_fields),
-        );
+        )?;
         let event = self.event(Action::Created).with_resource(resource(&row));
         self.store
             .storage
@@ -244,7 +247,7 @@ impl Scope<'_> {
     /// # Errors
     /// [`StoreError::NotFound`].
     pub fn get(&self, id: &CredentialId) -> Result<CredentialInfo, StoreError> {
-        Ok(CredentialInfo::from_row(&self.load(id)?))
+        Ok(CredentialInfo::from_row(&self.load(id)?.row))
     }
 
     /// Finds a credential by name in an environment (the active one if any).
@@ -252,13 +255,15 @@ impl Scope<'_> {
     /// # Errors
     /// [`StoreError::NotFound`].
     pub fn find(&self, name: &str, environment: &str) -> Result<CredentialInfo, StoreError> {
-        self.store
+        let row = self
+            .store
             .storage
             .credential_by_name(&self.tenant, name, environment)?
-            .map(|r| CredentialInfo::from_row(&r))
             .ok_or_else(|| StoreError::NotFound {
                 credential: name.to_owned(),
-            })
+            })?;
+        let row = self.store.authenticated(row, &self.actor)?;
+        Ok(CredentialInfo::from_row(&row))
     }
 
     /// Lists credentials.
@@ -266,13 +271,16 @@ impl Scope<'_> {
     /// # Errors
     /// [`StoreError::Storage`].
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<CredentialInfo>, StoreError> {
-        Ok(self
-            .store
+        self.store
             .storage
             .credentials(&self.tenant, filter)?
-            .iter()
-            .map(CredentialInfo::from_row)
-            .collect())
+            .into_iter()
+            .map(|r| {
+                self.store
+                    .authenticated(r, &self.actor)
+                    .map(|r| CredentialInfo::from_row(&r))
+            })
+            .collect()
     }
 
     /// Decrypts and returns the fields asked for (none named: every secret field that is set).
@@ -332,7 +340,7 @@ impl Scope<'_> {
     /// the `accessed` event.
     pub(crate) fn reveal_row(
         &self,
-        row: &CredentialRow,
+        row: &Authentic,
         fields: &[&str],
         service: Option<&str>,
     ) -> Result<(Revealed, AuditEvent), StoreError> {
@@ -511,6 +519,12 @@ impl Scope<'_> {
             }
             new.version = row.version + 1;
             new.updated_at = self.store.now();
+            new.mac = match self.store.row_mac(&new) {
+                Ok(m) => m,
+                // Its key was retired by a rotation meanwhile: start over from the new row.
+                Err(StoreError::Storage(StorageError::UnknownKey { .. })) => continue,
+                Err(e) => return Err(e),
+            };
             let event = self
                 .event(Action::Updated)
                 .with_resource(resource(&new))

@@ -1,14 +1,18 @@
 //! The store: its handle, settings, audit target and the tenant scope every credential operation goes through. The operations live in the submodules, one concern each.
 
 mod credentials;
+mod integrity;
 mod otp;
 mod rotation;
 mod sealing;
 mod tenants;
 mod testing;
+mod verify;
 
+pub(crate) use integrity::mac_key;
 pub use otp::StorageReplayGuard;
 pub use sealing::credential_context;
+use sealing::Authentic;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -335,7 +339,8 @@ impl Store {
         let Some(row) = rows.iter().find(|k| k.state == KeyState::Active) else {
             return Ok(());
         };
-        self.unwrap_row(&t.id, row).map(|_| ())
+        // Only the master key is checked here; record MACs are checked on use.
+        self.unwrap_unchecked(&t.id, row).map(|_| ())
     }
 
     /// The credential types.
@@ -470,17 +475,20 @@ impl Scope<'_> {
         e
     }
 
-    fn load(&self, id: &CredentialId) -> Result<CredentialRow, StoreError> {
-        self.store
+    /// Loads a credential row and checks its record MAC.
+    fn load(&self, id: &CredentialId) -> Result<Authentic, StoreError> {
+        let row = self
+            .store
             .storage
             .credential(&self.tenant, id)?
             .ok_or_else(|| StoreError::NotFound {
                 credential: id.to_string(),
-            })
+            })?;
+        self.store.authenticated(row, &self.actor)
     }
 
     /// Loads for a secret access, recording and refusing unknown, inactive or expired.
-    fn load_for_access(&self, id: &CredentialId) -> Result<CredentialRow, StoreError> {
+    fn load_for_access(&self, id: &CredentialId) -> Result<Authentic, StoreError> {
         let deny = |reason: DenyReason, res: Resource| {
             self.store.record_quietly(
                 &self
@@ -499,6 +507,8 @@ impl Scope<'_> {
                 credential: id.to_string(),
             });
         };
+        // Nothing of the row (its flags, expiry, fields) is trusted before its MAC is checked.
+        let row = self.store.authenticated(row, &self.actor)?;
         if !row.is_active {
             return Err(deny(DenyReason::Inactive, resource(&row)));
         }

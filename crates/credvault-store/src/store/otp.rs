@@ -11,6 +11,7 @@ use crate::error::StoreError;
 use crate::fields::decode_secret_fields;
 use crate::ids::CredentialId;
 use crate::model::TotpCode;
+use super::sealing::Authentic;
 use crate::storage::{CredentialRow, Storage};
 
 /// A replay guard stored in the store's database (durable with a durable backend).
@@ -61,7 +62,7 @@ impl Scope<'_> {
         })
     }
 
-    pub(crate) fn otp(&self, row: &CredentialRow) -> Result<(Otp, String), StoreError> {
+    pub(crate) fn otp(&self, row: &Authentic) -> Result<(Otp, String), StoreError> {
         let ty = self.store.credential_type(&row.type_name)?;
         let field = Self::totp_field(row, &ty).ok_or_else(|| StoreError::Totp {
             reason: "the credential has no authenticator key set".into(),

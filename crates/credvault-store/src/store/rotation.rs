@@ -5,13 +5,16 @@ use std::collections::BTreeMap;
 use credvault_audit::{Action, AuditEvent, Details};
 use credvault_envelope::{generate_data_key, needs_rewrap, KeyId, WrappedKey};
 
+use super::integrity::{credential_mac, data_key_mac, mac_key, mac_matches};
 use super::sealing::{credential_context, data_key_context};
 use super::{Scope, Store};
 use crate::error::StoreError;
 use crate::ids::{CredentialId, TenantId};
 use crate::keys::CachedKey;
 use crate::model::{KeyRotation, MasterRotation, Progress};
+use crate::storage::StorageError;
 use crate::storage::{DataKeyRow, KeyState, Reseal};
+use credvault_audit::Resource;
 
 impl Store {
     // ---- master key rotation ----
@@ -130,14 +133,22 @@ impl Scope<'_> {
         if started {
             let (dek, wrapped) =
                 generate_data_key(&*store.master, &data_key_context(&self.tenant)?)?;
-            let row = DataKeyRow {
+            let tenant = store
+                .storage
+                .tenant(&self.tenant)?
+                .ok_or(StoreError::Storage(StorageError::NotFound {
+                    what: "tenant",
+                }))?;
+            let mut row = DataKeyRow {
                 tenant: self.tenant.clone(),
                 key_id: dek.id(),
                 wrapped: wrapped.as_bytes().to_vec(),
                 state: KeyState::Active,
                 usage: 0,
                 created_at: store.now(),
+                mac: Vec::new(),
             };
+            row.mac = data_key_mac(&mac_key(&dek), &tenant, &row);
             let event = self
                 .event(Action::KeyRotated)
                 .with_details(Details::KeyRotated {
@@ -240,14 +251,33 @@ impl Scope<'_> {
                         continue;
                     }
                 };
+                // A row changed outside the vault is not resealed: that would give the change
+                // a valid MAC under the new key.
+                if !mac_matches(&row.mac, &credential_mac(&old.mac, row)) {
+                    store.integrity_failed(
+                        &self.tenant,
+                        &self.actor,
+                        Resource::credential(row.id.as_str()),
+                        "credential row does not match its record MAC",
+                    );
+                    report.failed.push(row.id.to_string());
+                    continue;
+                }
                 match new_key.key.reseal_from(old.key.opener(), &row.secret, &ctx) {
-                    Ok(secret) => batch.push(Reseal {
-                        id: row.id.clone(),
-                        version: row.version,
-                        old_key: row.key_id,
-                        new_key: *new_id,
-                        secret,
-                    }),
+                    Ok(secret) => {
+                        let mut resealed = row.clone();
+                        resealed.key_id = *new_id;
+                        resealed.secret = secret;
+                        let mac = credential_mac(&new_key.mac, &resealed);
+                        batch.push(Reseal {
+                            id: row.id.clone(),
+                            version: row.version,
+                            old_key: row.key_id,
+                            new_key: *new_id,
+                            secret: resealed.secret,
+                            mac,
+                        });
+                    }
                     Err(_) => report.failed.push(row.id.to_string()),
                 }
             }

@@ -5,6 +5,9 @@ use std::sync::Arc;
 use credvault_envelope::{DataKey, EncryptionContext, KeyId, SealError, WrappedKey};
 use credvault_schema::{Credential, CredentialType};
 
+use credvault_audit::{Action, AuditEvent, Details, Resource};
+
+use super::integrity::{credential_mac, data_key_mac, mac_key, mac_matches};
 use super::Store;
 use crate::error::StoreError;
 use crate::fields::{decode_secret_fields, encode_secret_fields};
@@ -12,6 +15,20 @@ use crate::ids::{CredentialId, TenantId};
 use crate::keys::CachedKey;
 use crate::model::wipe_json;
 use crate::storage::{CredentialRow, DataKeyRow, KeyState, StorageError};
+
+/// A credential row whose record MAC was checked, with the data key it was checked under.
+pub(crate) struct Authentic {
+    pub(crate) row: CredentialRow,
+    pub(crate) key: Arc<CachedKey>,
+}
+
+impl std::ops::Deref for Authentic {
+    type Target = CredentialRow;
+
+    fn deref(&self) -> &CredentialRow {
+        &self.row
+    }
+}
 
 /// The encryption context of a credential's sealed fields: tenant, credential id,
 /// environment and type. A client sealing a credential itself uses the same.
@@ -64,25 +81,157 @@ impl Store {
         Ok(CachedKey::new(&dek))
     }
 
+    /// Unwraps a data key row and checks its record MAC (the row, and the tenant row it
+    /// belongs to, as the vault wrote them).
     pub(crate) fn unwrap_row(
         &self,
         tenant: &TenantId,
         row: &DataKeyRow,
     ) -> Result<DataKey, StoreError> {
-        let wrapped = WrappedKey::parse(&row.wrapped).map_err(|e| {
-            StoreError::Storage(StorageError::Corrupt {
-                table: "data_keys",
-                reason: e.to_string(),
-            })
-        })?;
-        let dek = self.master.unwrap(&wrapped, &data_key_context(tenant)?)?;
-        if dek.id() != row.key_id {
-            return Err(StoreError::Storage(StorageError::Corrupt {
-                table: "data_keys",
-                reason: "wrapped key names another key id".into(),
-            }));
+        let dek = self.unwrap_unchecked(tenant, row)?;
+        let t =
+            self.storage
+                .tenant(tenant)?
+                .ok_or(StoreError::Storage(StorageError::NotFound {
+                    what: "tenant",
+                }))?;
+        if !mac_matches(&row.mac, &data_key_mac(&mac_key(&dek), &t, row)) {
+            return Err(self.key_integrity_failed(
+                tenant,
+                row,
+                "data key row does not match its record MAC",
+            ));
         }
         Ok(dek)
+    }
+
+    /// Unwraps a data key row without checking its record MAC (to compute missing MACs).
+    pub(crate) fn unwrap_unchecked(
+        &self,
+        tenant: &TenantId,
+        row: &DataKeyRow,
+    ) -> Result<DataKey, StoreError> {
+        let wrapped = WrappedKey::parse(&row.wrapped).map_err(|_| {
+            self.key_integrity_failed(tenant, row, "wrapped data key does not parse")
+        })?;
+        // Another tenant's key re-pointed here does not unwrap: the tenant is in the context.
+        let dek = match self.master.unwrap(&wrapped, &data_key_context(tenant)?) {
+            Ok(k) => k,
+            // The master key opens other keys of this vault, so it is not the wrong master
+            // key: this row is not one it wrapped for this tenant.
+            Err(_) if self.unwraps_another_key(tenant, row) => {
+                return Err(self.key_integrity_failed(
+                    tenant,
+                    row,
+                    "data key does not unwrap for this tenant",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if dek.id() != row.key_id {
+            return Err(self.key_integrity_failed(
+                tenant,
+                row,
+                "wrapped data key names another key id",
+            ));
+        }
+        Ok(dek)
+    }
+
+    fn key_integrity_failed(
+        &self,
+        tenant: &TenantId,
+        row: &DataKeyRow,
+        reason: &str,
+    ) -> StoreError {
+        self.integrity_failed(tenant, "credvault", Resource::default(), reason);
+        StoreError::Integrity {
+            record: "data key",
+            id: row.key_id.to_string(),
+        }
+    }
+
+    /// Whether the master key unwraps some other data key of the vault.
+    fn unwraps_another_key(&self, tenant: &TenantId, bad: &DataKeyRow) -> bool {
+        let Ok(tenants) = self.storage.tenants() else {
+            return false;
+        };
+        tenants.iter().any(|t| {
+            self.storage.data_keys(&t.id).is_ok_and(|keys| {
+                keys.iter()
+                    .filter(|k| !(t.id == *tenant && k.key_id == bad.key_id))
+                    .any(
+                        |k| match (WrappedKey::parse(&k.wrapped), data_key_context(&t.id)) {
+                            (Ok(w), Ok(ctx)) => self.master.unwrap(&w, &ctx).is_ok(),
+                            _ => false,
+                        },
+                    )
+            })
+        })
+    }
+
+    /// The record MAC a credential row must carry, under the key it names.
+    pub(crate) fn row_mac(&self, row: &CredentialRow) -> Result<Vec<u8>, StoreError> {
+        let key = self.key(&row.tenant, row.key_id)?;
+        Ok(credential_mac(&key.mac, row))
+    }
+
+    /// Checks a credential row's record MAC before anything of it is used, and keeps the key
+    /// it was checked under for opening it. A row read just before a rotation retired its key
+    /// is read again (resealing changes the key and the MAC, never the content). A mismatch is
+    /// recorded as `integrity_failure` (by `actor`).
+    pub(crate) fn authenticated(
+        &self,
+        row: CredentialRow,
+        actor: &str,
+    ) -> Result<Authentic, StoreError> {
+        let mut row = row;
+        for _ in 0..4 {
+            let key = match self.key(&row.tenant, row.key_id) {
+                Ok(k) => k,
+                Err(StoreError::Storage(StorageError::UnknownKey { .. })) => {
+                    match self.storage.credential(&row.tenant, &row.id)? {
+                        Some(fresh) if fresh.key_id != row.key_id => {
+                            row = fresh;
+                            continue;
+                        }
+                        _ => break,
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            if mac_matches(&row.mac, &credential_mac(&key.mac, &row)) {
+                return Ok(Authentic { row, key });
+            }
+            break;
+        }
+        self.integrity_failed(
+            &row.tenant,
+            actor,
+            Resource::credential(row.id.as_str()),
+            "credential row does not match its record MAC",
+        );
+        Err(StoreError::Integrity {
+            record: "credential",
+            id: row.id.to_string(),
+        })
+    }
+
+    /// Records an `integrity_failure` (best effort: the error being returned matters more).
+    pub(crate) fn integrity_failed(
+        &self,
+        tenant: &TenantId,
+        actor: &str,
+        resource: Resource,
+        reason: &str,
+    ) {
+        self.record_quietly(
+            &AuditEvent::new(tenant.as_str(), actor, Action::IntegrityFailure)
+                .with_resource(resource)
+                .with_details(Details::AccessFailed {
+                    reason: reason.into(),
+                }),
+        );
     }
 
     pub(crate) fn key(
@@ -148,47 +297,26 @@ impl Store {
         Ok((key_id, env, names))
     }
 
-    /// Opens a row's sealed fields: the plaintext, in a wiping buffer.
+    /// Opens an authenticated row's sealed fields with the key its MAC was checked under:
+    /// the plaintext, in a wiping buffer.
     pub(crate) fn open_row(
         &self,
-        row: &CredentialRow,
+        row: &Authentic,
     ) -> Result<credvault_envelope::Plaintext, StoreError> {
-        let corrupt = || StoreError::Corrupt {
-            credential: row.id.to_string(),
-        };
         let ctx = credential_context(&row.tenant, &row.id, &row.environment, &row.type_name)?;
-        let mut current: Option<CredentialRow> = None;
-        // A key that no longer exists means the row was read just before a rotation resealed
-        // it and retired its key (the schema never lets a row name a missing key): read the
-        // row's sealed data again. Resealing changes the key, never the content.
-        for _ in 0..4 {
-            let (key_id, secret) = match &current {
-                Some(r) => (r.key_id, &r.secret),
-                None => (row.key_id, &row.secret),
-            };
-            let key = match self.key(&row.tenant, key_id) {
-                Ok(k) => k,
-                Err(StoreError::Storage(StorageError::UnknownKey { .. })) => {
-                    match self.storage.credential(&row.tenant, &row.id)? {
-                        Some(fresh) if fresh.key_id != key_id => {
-                            current = Some(fresh);
-                            continue;
-                        }
-                        _ => return Err(corrupt()),
-                    }
-                }
-                Err(e) => return Err(e),
-            };
-            // Whatever failed (format, key, tag), only the credential is named.
-            return key.key.open(secret, &ctx).map_err(|_| corrupt());
-        }
-        Err(corrupt())
+        // Whatever failed (format, key, tag), only the credential is named.
+        row.key
+            .key
+            .open(&row.secret, &ctx)
+            .map_err(|_| StoreError::Corrupt {
+                credential: row.id.to_string(),
+            })
     }
 
     /// Rebuilds the typed credential from a row.
     pub(crate) fn credential_of(
         &self,
-        row: &CredentialRow,
+        row: &Authentic,
         ty: &Arc<CredentialType>,
     ) -> Result<Credential, StoreError> {
         let pt = self.open_row(row)?;

@@ -3,6 +3,7 @@
 use credvault_audit::{Action, AuditEvent, DenyReason, Details};
 use credvault_envelope::{generate_data_key, WrappedKey};
 
+use super::integrity::{data_key_mac, mac_key};
 use super::sealing::data_key_context;
 use super::{Scope, Store, MAX_NAME_LEN};
 use crate::error::StoreError;
@@ -34,14 +35,16 @@ impl Store {
             name: name.to_owned(),
             created_at: now,
         };
-        let key = DataKeyRow {
+        let mut key = DataKeyRow {
             tenant: id.clone(),
             key_id: dek.id(),
             wrapped: wrapped.as_bytes().to_vec(),
             state: KeyState::Active,
             usage: 0,
             created_at: now,
+            mac: Vec::new(),
         };
+        key.mac = data_key_mac(&mac_key(&dek), &tenant, &key);
         let event = AuditEvent::new(id.as_str(), actor, Action::Other("tenant_created".into()));
         self.storage
             .create_tenant(&tenant, &key, &mut || self.audit.record(&event))?;

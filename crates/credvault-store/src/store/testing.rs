@@ -69,14 +69,22 @@ impl Scope<'_> {
             .credentials(&self.tenant, &ListFilter::default())?;
         let total = rows.len() as u64;
         let mut corrupt = Vec::new();
-        for (i, row) in rows.iter().enumerate() {
-            let ok = store
-                .open_row(row)
-                .ok()
-                .is_some_and(|pt| decode_secret_fields(pt.expose_secret()).is_ok());
-            if !ok {
-                self.failed(Action::AccessFailed, row, "sealed data does not open");
-                corrupt.push(row.id.to_string());
+        for (i, row) in rows.into_iter().enumerate() {
+            let id = row.id.to_string();
+            // A row failing its MAC is recorded as `integrity_failure` by the check.
+            match store.authenticated(row, &self.actor) {
+                Ok(row) => {
+                    let ok = store
+                        .open_row(&row)
+                        .ok()
+                        .is_some_and(|pt| decode_secret_fields(pt.expose_secret()).is_ok());
+                    if !ok {
+                        self.failed(Action::AccessFailed, &row, "sealed data does not open");
+                        corrupt.push(id);
+                    }
+                }
+                Err(StoreError::Integrity { .. }) => corrupt.push(id),
+                Err(e) => return Err(e),
             }
             if i % 256 == 255 {
                 progress(Progress {
