@@ -329,7 +329,10 @@ fn tenants_are_isolated_on_every_path() {
         assert!(
             matches!(
                 sb.reveal(&bid, &["password"], None),
-                Err(StoreError::Integrity { record: "credential", .. })
+                Err(StoreError::Integrity {
+                    record: "credential",
+                    ..
+                })
             ),
             "{name}"
         );

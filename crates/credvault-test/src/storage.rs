@@ -200,7 +200,10 @@ fn record_macs(s: &dyn Storage) -> Result<(), Violation> {
         ],
         keys: vec![(t.clone(), key(1), vec![4; 33])],
     };
-    let n = ok(s.authenticate_records(&macs, &mut h.pass(4)), "authenticate")?;
+    let n = ok(
+        s.authenticate_records(&macs, &mut h.pass(4)),
+        "authenticate",
+    )?;
     let r1m = ok(s.credential(&t, &r1.id), "read")?.map(|r| r.mac);
     let r2m = ok(s.credential(&t, &r2.id), "read")?.map(|r| r.mac);
     let km = ok(s.data_keys(&t), "keys")?.first().map(|k| k.mac.clone());
@@ -646,7 +649,7 @@ fn rotation(s: &dyn Storage) -> Result<(), Violation> {
             old_key: key(1),
             new_key: key(3),
             secret: vec![n; 8],
-                mac: vec![0xAB; 33],
+            mac: vec![0xAB; 33],
         })
         .collect();
     let n = ok(s.reseal(&a, &batch), "reseal")?;
@@ -676,7 +679,7 @@ fn rotation(s: &dyn Storage) -> Result<(), Violation> {
             old_key: key(1),
             new_key: key(2),
             secret: vec![0],
-                mac: vec![0xAB; 33],
+            mac: vec![0xAB; 33],
         }],
     );
     ensure(

@@ -22,13 +22,14 @@ use std::time::{Duration, Instant};
 use credvault_audit::{
     Action, AuditEvent, AuditLog, AuditSink, DenyReason, Details, Outcome, Resource,
 };
-use credvault_envelope::MasterKey;
+use credvault_envelope::{MasterKey, WrappedKey};
 use credvault_schema::Registry;
+use sealing::data_key_context;
 
 use crate::error::StoreError;
 use crate::ids::{CredentialId, TenantId};
 use crate::keys::{CacheConfig, KeyCache};
-use crate::storage::{AuditHead, CredentialRow, HookError, KeyState, Storage};
+use crate::storage::{AuditHead, CredentialRow, HookError, Storage};
 
 use crate::tester::TesterRegistry;
 
@@ -325,22 +326,30 @@ impl Store {
         self
     }
 
-    /// Checks that the master key opens this store's data keys: unwraps the active data key
-    /// of the first tenant (nothing to check in a store without tenants).
+    /// Checks that the master key opens this store's data keys: tenants' data keys are tried
+    /// in order until one unwraps (nothing to check in a store without tenants). One
+    /// tampered key row does not stop the vault from opening: it fails on use, as an integrity
+    /// error, and `credvault verify` names it.
     ///
     /// # Errors
-    /// [`StoreError::MasterKey`] if it does not unwrap (a different master key);
+    /// [`StoreError::MasterKey`] if none unwraps (a different master key);
     /// [`StoreError::Storage`].
     pub fn check_master_key(&self) -> Result<(), StoreError> {
-        let Some(t) = self.storage.tenants()?.into_iter().next() else {
-            return Ok(());
-        };
-        let rows = self.storage.data_keys(&t.id)?;
-        let Some(row) = rows.iter().find(|k| k.state == KeyState::Active) else {
-            return Ok(());
-        };
-        // Only the master key is checked here; record MACs are checked on use.
-        self.unwrap_unchecked(&t.id, row).map(|_| ())
+        let mut first_error = None;
+        for t in self.storage.tenants()? {
+            for row in self.storage.data_keys(&t.id)? {
+                let Ok(wrapped) = WrappedKey::parse(&row.wrapped) else {
+                    continue;
+                };
+                match self.master.unwrap(&wrapped, &data_key_context(&t.id)?) {
+                    Ok(_) => return Ok(()),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        first_error.map_or(Ok(()), |e| Err(e.into()))
     }
 
     /// The credential types.

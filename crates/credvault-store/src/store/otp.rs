@@ -6,12 +6,12 @@ use credvault_audit::{Action, Details, Outcome};
 use credvault_schema::{CredentialType, Format};
 use credvault_totp::{Algorithm, Otp, ReplayGuard, TotpSecret, DEFAULT_SKEW};
 
+use super::sealing::Authentic;
 use super::{resource, Scope};
 use crate::error::StoreError;
 use crate::fields::decode_secret_fields;
 use crate::ids::CredentialId;
 use crate::model::TotpCode;
-use super::sealing::Authentic;
 use crate::storage::{CredentialRow, Storage};
 
 /// A replay guard stored in the store's database (durable with a durable backend).
