@@ -345,6 +345,11 @@ pub struct Resource {
     /// Environment (`production`, `staging`...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
+    /// The credential's version the event saw or wrote (`created`: 1; `updated`: the new
+    /// version; `deleted`: the version deleted). Lets a verifier check the store against the
+    /// log. Absent in records written before version 0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 impl Resource {
@@ -354,6 +359,12 @@ impl Resource {
             id: Some(id.into()),
             ..Self::default()
         }
+    }
+
+    /// Sets the credential version.
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.version = Some(version);
+        self
     }
 
     /// Sets the credential name.

@@ -12,6 +12,7 @@ mod keychain;
 mod process;
 mod quickstart;
 mod schema;
+mod term;
 mod totp;
 mod vault;
 
@@ -63,6 +64,10 @@ enum Command {
     Rm(vault::RmArgs),
     /// Test a credential against its service (the type's declared test).
     Test(vault::NameArgs),
+    /// Verify the whole vault: the audit log, every record's MAC, and the records against the
+    /// log (rolled back, deleted or added outside the vault). Exit 0 only when all agree;
+    /// `--json` for the report.
+    Verify,
     /// Rotate the master key or a tenant's data key.
     #[command(subcommand)]
     Rotate(vault::RotateCommand),
@@ -198,6 +203,7 @@ fn main() -> ExitCode {
         Command::Update(a) => vault::update(v, a),
         Command::Rm(a) => vault::rm(v, a),
         Command::Test(a) => vault::test(v, a),
+        Command::Verify => vault::verify(v),
         Command::Rotate(cmd) => vault::rotate(v, cmd),
         Command::Fernet(cmd) => fernet::run(cmd, cli.json),
         Command::Totp(args) => totp::run_args(args, v, cli.json),

@@ -909,6 +909,83 @@ pub(crate) fn type_add(args: &VaultArgs, file: &Path) -> Result<Output, Failure>
     })
 }
 
+/// `credvault verify`: the audit log, every record's MAC, the records against the log.
+pub(crate) fn verify(args: &VaultArgs) -> Result<Output, Failure> {
+    with_vault(args, |v| {
+        let r = v.verify().map_err(fail)?;
+        let s = &r.store;
+        let audit_text = match (&r.audit.report.problem, &r.audit.head_problem) {
+            (Some(p), _) => format!(
+                "audit log NOT intact: record {}: {}: {}",
+                p.seq, p.kind, p.detail
+            ),
+            (None, Some(h)) => format!("audit log NOT intact: {h}"),
+            (None, None) => format!(
+                "audit log intact: {} records, {} checkpoints authenticated",
+                r.audit.report.records, r.audit.report.checkpoints_checked
+            ),
+        };
+        let mut text = format!(
+            "{audit_text}\nrecords: {} tenants, {} data keys, {} credentials checked against {} audit events\n",
+            s.tenants, s.data_keys, s.credentials, s.events
+        );
+        for f in &s.findings {
+            let problem = match &f.problem {
+                credvault_store::Problem::Integrity => {
+                    "does not match its record MAC (changed outside the vault)".to_owned()
+                }
+                credvault_store::Problem::NotInLog => {
+                    "exists but the audit log never recorded its creation".to_owned()
+                }
+                credvault_store::Problem::DeletedButPresent => {
+                    "was deleted according to the audit log, yet is present".to_owned()
+                }
+                credvault_store::Problem::Missing => {
+                    "is live according to the audit log, but its row is gone".to_owned()
+                }
+                credvault_store::Problem::VersionMismatch { stored, logged } => format!(
+                    "is at version {stored}, the audit log's last write is version {logged}"
+                ),
+                credvault_store::Problem::RepeatedAuthentication { count } => {
+                    format!("rows were authenticated {count} times (the upgrade flag was reset)")
+                }
+                _ => "has a problem this version cannot describe".to_owned(),
+            };
+            text.push_str(&format!(
+                "  {} {} in tenant {}: {problem}\n",
+                f.record,
+                crate::term::escape(&f.id),
+                crate::term::escape(&f.tenant)
+            ));
+        }
+        let ok = r.is_ok();
+        text.push_str(if ok {
+            "vault verified: nothing found\n"
+        } else {
+            "vault NOT verified\n"
+        });
+        let json = json!({
+            "ok": ok,
+            "audit": {
+                "intact": r.audit.is_intact(),
+                "records": r.audit.report.records,
+                "problem": r.audit.report.problem.as_ref().map(|p| p.detail),
+                "head_problem": r.audit.head_problem,
+            },
+            "store": s,
+        });
+        Ok(if ok {
+            Output::Text { text, json }
+        } else {
+            Output::Report {
+                text,
+                json,
+                code: 1,
+            }
+        })
+    })
+}
+
 /// `credvault audit verify` with no files: the vault's own log, its anchor, and the head the
 /// database recorded.
 pub(crate) fn audit_verify(args: &VaultArgs) -> Result<Output, Failure> {

@@ -634,3 +634,34 @@ fn add_prompts_for_missing_secrets_on_a_terminal() {
         "typed-at-the-prompt\n"
     );
 }
+
+#[test]
+fn verify_agrees_on_an_untouched_vault_and_fails_on_an_older_database_copy() {
+    let v = V::new();
+    add_login(&v, "bank", "pw-1\n");
+    let out = v.ok(&["verify", "--json"], "");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["ok"], true, "{j}");
+    assert_eq!(j["store"]["credentials"], 1, "{j}");
+    assert!(v.ok(&["verify"], "").contains("vault verified: nothing found"));
+
+    // Save the database, change the credential through the CLI, put the old copy back.
+    let db = v.path.join("vault.db");
+    let saved = v.path.join("old.db");
+    std::fs::copy(&db, &saved).unwrap();
+    v.ok(&["update", "bank", "--description", "second"], "");
+    std::fs::copy(&saved, &db).unwrap();
+    let out = v.cmd().args(["verify", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["ok"], false, "{j}");
+    let f = &j["store"]["findings"][0];
+    assert_eq!(f["problem"]["kind"], "version_mismatch", "{j}");
+    assert_eq!(f["problem"]["stored"], 1, "{j}");
+    assert_eq!(f["problem"]["logged"], 2, "{j}");
+    let text = v.cmd().arg("verify").output().unwrap();
+    assert_eq!(text.status.code(), Some(1));
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("the audit log's last write is version 2"), "{text}");
+    assert!(text.contains("vault NOT verified"), "{text}");
+}

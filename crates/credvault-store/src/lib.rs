@@ -108,8 +108,8 @@ pub use model::{
 pub use sqlite::{SqliteDurability, SqliteStorage, DEFAULT_LOCK_TIMEOUT};
 pub use storage::{ListFilter, Storage, StorageError};
 pub use store::{
-    credential_context, AuditTarget, Clock, ManualClock, Scope, StorageReplayGuard, Store,
-    StoreConfig, SystemClock,
+    credential_context, AuditTarget, Clock, Finding, ManualClock, Problem, Scope,
+    StorageReplayGuard, Store, StoreConfig, StoreVerification, SystemClock,
 };
 #[cfg(feature = "http-tester")]
 pub use tester::HttpTester;
@@ -117,5 +117,5 @@ pub use tester::{CredentialTester, FixedTester, TesterRegistry};
 #[cfg(feature = "sqlite")]
 pub use vault::{
     read_audit_key, verify_vault_audit, AuditCheck, MasterSource, Vault, VaultOptions,
-    MASTER_KEY_ENV,
+    VaultVerification, MASTER_KEY_ENV,
 };

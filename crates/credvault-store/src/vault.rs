@@ -179,6 +179,23 @@ impl AuditCheck {
     }
 }
 
+/// The result of [`Vault::verify`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct VaultVerification {
+    /// The audit log against the head in the database.
+    pub audit: AuditCheck,
+    /// The rows' record MACs and the rows against the log.
+    pub store: crate::StoreVerification,
+}
+
+impl VaultVerification {
+    /// Whether the log is intact and nothing was found in the store.
+    pub fn is_ok(&self) -> bool {
+        self.audit.is_intact() && self.store.is_ok()
+    }
+}
+
 /// An open vault: one directory holding a SQLite database, an audit log, a master key file
 /// and an audit key file, all readable only by their owner. Zero set-up: [`Vault::init`]
 /// creates it, [`Vault::open`] opens it, [`Vault::open_or_init`] does whichever is needed.
@@ -551,6 +568,24 @@ impl Vault {
             &self.audit_key,
             self.store.storage().audit_head()?,
         )
+    }
+
+    /// Verifies the whole vault: the audit log ([`verify_audit`](Self::verify_audit)), every
+    /// row's record MAC, and the rows against the log ([`Store::verify`]). Nothing is wrong
+    /// only when [`VaultVerification::is_ok`].
+    ///
+    /// # Errors
+    /// [`StoreError::Vault`] if the log cannot be read; [`StoreError::Storage`].
+    pub fn verify(&self) -> Result<VaultVerification, StoreError> {
+        let audit = self.verify_audit()?;
+        let audit_dir = Self::audit_dir(&self.dir);
+        let segments = segment_paths(&audit_dir).map_err(|e| verr("audit log", &audit_dir, e))?;
+        let events = credvault_audit::read_event_files(&segments, &credvault_audit::Query::new())
+            .map_err(|e| verr("audit log", &audit_dir, e))?;
+        let events: Vec<credvault_audit::AuditEvent> =
+            events.events.into_iter().map(|e| e.event).collect();
+        let store = self.store.verify(&events)?;
+        Ok(VaultVerification { audit, store })
     }
 
     /// Rotates the master key: a new keyring version becomes active (saved first, the old

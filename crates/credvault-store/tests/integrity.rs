@@ -367,3 +367,93 @@ fn tenant_and_data_key_rows_are_authenticated() {
     }
     assert_eq!(good.hits(), 0);
 }
+
+fn copy_db(from: &Path, to: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let src = PathBuf::from(format!("{}{suffix}", Vault::db_path(from).display()));
+        let dst = PathBuf::from(format!("{}{suffix}", to.display()));
+        if src.exists() {
+            std::fs::copy(&src, &dst).unwrap();
+        } else {
+            let _ = std::fs::remove_file(&dst);
+        }
+    }
+}
+
+fn restore_db(saved: &Path, vault: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let src = PathBuf::from(format!("{}{suffix}", saved.display()));
+        let dst = PathBuf::from(format!("{}{suffix}", Vault::db_path(vault).display()));
+        if src.exists() {
+            std::fs::copy(&src, &dst).unwrap();
+        } else {
+            let _ = std::fs::remove_file(&dst);
+        }
+    }
+}
+
+fn problems(path: &Path) -> Vec<(String, credvault_store::Problem)> {
+    let vault = Vault::open(path, VaultOptions::default()).unwrap();
+    let r = vault.verify().unwrap();
+    assert!(r.audit.is_intact(), "{:?}", r.audit.head_problem);
+    vault.close().unwrap();
+    r.store
+        .findings
+        .into_iter()
+        .map(|f| (f.id, f.problem))
+        .collect()
+}
+
+#[test]
+fn verify_passes_an_untouched_vault_and_names_rows_rolled_back_restored_or_removed() {
+    use credvault_store::Problem;
+    let good = Listener::start();
+    let f = fixture(good.port);
+    assert!(problems(&f.path).is_empty(), "an untouched vault verifies");
+
+    // An older copy of the database, put back after an update and a delete.
+    let saved = f._dir.path().join("old.sqlite");
+    copy_db(&f.path, &saved);
+    let vault = Vault::open(&f.path, VaultOptions::default()).unwrap();
+    let s = vault.store().tenant(&f.acme, "alice").unwrap();
+    s.update(&f.bot, CredentialUpdate::new().description("v2"))
+        .unwrap();
+    s.delete(&f.spare, None).unwrap();
+    vault.close().unwrap();
+    assert!(problems(&f.path).is_empty(), "API changes verify");
+    restore_db(&saved, &f.path);
+    let found = problems(&f.path);
+    assert!(
+        found.contains(&(
+            f.bot.to_string(),
+            Problem::VersionMismatch {
+                stored: 1,
+                logged: 2
+            }
+        )),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(f.spare.to_string(), Problem::DeletedButPresent)),
+        "{found:?}"
+    );
+
+    // A row deleted with sqlite3, and one edited.
+    let f = fixture(good.port);
+    tamper(&f.path, "DELETE FROM credentials WHERE name = 'spare'");
+    tamper(
+        &f.path,
+        "UPDATE credentials SET description = 'x' WHERE name = 'bot'",
+    );
+    let found = problems(&f.path);
+    assert!(
+        found.contains(&(f.spare.to_string(), Problem::Missing)),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(f.bot.to_string(), Problem::Integrity)),
+        "{found:?}"
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(good.hits(), 0);
+}

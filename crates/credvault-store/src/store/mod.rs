@@ -13,6 +13,7 @@ pub(crate) use integrity::mac_key;
 pub use otp::StorageReplayGuard;
 pub use sealing::credential_context;
 use sealing::Authentic;
+pub use verify::{Finding, Problem, StoreVerification};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -247,6 +248,7 @@ fn resource(row: &CredentialRow) -> Resource {
         .with_name(row.name.as_str())
         .with_type(row.type_name.as_str())
         .with_environment(row.environment.as_str())
+        .with_version(row.version)
 }
 
 /// The credential store: a cheap handle (`Clone` copies a few reference counts; every clone
