@@ -278,15 +278,20 @@ fn show(files: &[PathBuf], query: &Query, json_out: bool, csv: bool) -> Result<O
             .and_then(|d| serde_json::to_string(d).ok())
             .map(|d| format!(" {d}"))
             .unwrap_or_default();
+        // Every stored string is escaped: a name, an actor or a detail holding terminal
+        // escapes must not rewrite what the reader sees (JSON output keeps JSON escaping).
+        use crate::term::escape as esc;
         text.push_str(&format!(
-            "{:>6} {} {} {} {} {}{env} {}{details}\n",
+            "{:>6} {} {} {} {} {}{} {}{}\n",
             e.seq,
             ev.time,
-            ev.tenant,
-            ev.actor,
-            ev.action,
-            resource,
-            ev.outcome.as_str()
+            esc(&ev.tenant),
+            esc(&ev.actor),
+            esc(ev.action.as_str()),
+            esc(resource),
+            esc(&env),
+            ev.outcome.as_str(),
+            esc(&details)
         ));
     }
     if events.unreadable > 0 {

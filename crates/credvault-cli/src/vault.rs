@@ -467,6 +467,14 @@ fn collect_fields(
             .iter()
             .find(|i| i.key == k)
             .map_or(k, |i| i.label.as_str());
+        if ty.is_secret(k) == Some(true) && raw != "-" && !raw.starts_with('@') {
+            // Refused before anything is read or stored; the value itself is never echoed.
+            return Err(Failure::usage(format!(
+                "--field {k}: a secret field's value is never taken on the command line \
+                 (other users see it in `ps`, and it stays in shell history): use {k}=- for \
+                 a prompt or stdin, {k}=@FILE, or leave the field out to be prompted"
+            )));
+        }
         let value = read_value(k, raw, label, stdin_used)?;
         obj.insert(k.to_owned(), typed(ty, k, &value)?);
     }
@@ -537,12 +545,13 @@ fn fill_secrets(
 }
 
 fn info_text(i: &CredentialInfo) -> String {
+    use crate::term::escape as e;
     let mut s = format!(
         "{} [{}] {} (type {}, version {}{})\n",
-        i.name,
-        i.environment,
+        e(&i.name),
+        e(&i.environment),
         i.id,
-        i.type_name,
+        e(&i.type_name),
         i.version,
         if i.is_active { "" } else { ", inactive" }
     );
@@ -552,21 +561,22 @@ fn info_text(i: &CredentialInfo) -> String {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        s.push_str(&format!("  {k}: {shown}\n"));
+        s.push_str(&format!("  {}: {}\n", e(k), e(&shown)));
     }
     if !i.description.is_empty() {
-        s.push_str(&format!("  (description) {}\n", i.description));
+        s.push_str(&format!("  (description) {}\n", e(&i.description)));
     }
     if !i.tags.is_empty() {
-        s.push_str(&format!("  (tags) {}\n", i.tags.join(", ")));
+        s.push_str(&format!("  (tags) {}\n", e(&i.tags.join(", "))));
     }
-    if let Some(e) = i.expires_at {
-        s.push_str(&format!("  (expires) {}\n", time_text(e)));
+    if let Some(t) = i.expires_at {
+        s.push_str(&format!("  (expires) {}\n", time_text(t)));
     }
     if let Some(t) = &i.test_status {
         s.push_str(&format!(
-            "  (last test) {t}: {}\n",
-            i.test_message.as_deref().unwrap_or("")
+            "  (last test) {}: {}\n",
+            e(t),
+            e(i.test_message.as_deref().unwrap_or(""))
         ));
     }
     s
@@ -652,9 +662,9 @@ pub(crate) fn list(args: &VaultArgs, l: ListArgs) -> Result<Output, Failure> {
         for i in &items {
             text.push_str(&format!(
                 "{}\t{}\t{}\tv{}\t{}\t{}\n",
-                i.name,
-                i.environment,
-                i.type_name,
+                crate::term::escape(&i.name),
+                crate::term::escape(&i.environment),
+                crate::term::escape(&i.type_name),
                 i.version,
                 if i.is_active { "active" } else { "inactive" },
                 i.id
@@ -681,10 +691,6 @@ fn find<'v>(
     Ok((scope, info))
 }
 
-fn cid(i: &CredentialInfo) -> Result<credvault_store::CredentialId, Failure> {
-    Ok(i.id.clone())
-}
-
 pub(crate) fn show(args: &VaultArgs, n: NameArgs) -> Result<Output, Failure> {
     with_vault(args, |v| {
         let (_, info) = find(v, &n.target, &n.name, args.actor())?;
@@ -699,17 +705,20 @@ pub(crate) fn reveal(args: &VaultArgs, r: RevealArgs, json_out: bool) -> Result<
     with_vault(args, |v| {
         let (scope, info) = find(v, &r.target, &r.name, args.actor())?;
         let revealed = scope
-            .reveal(&cid(&info)?, &[r.field.as_str()], r.service.as_deref())
+            .reveal(&info.id, &[r.field.as_str()], r.service.as_deref())
             .map_err(fail)?;
         let value = revealed.expose_secret(&r.field).unwrap_or_default();
         let out = if json_out {
-            Zeroizing::new(
-                format!(
-                    "{}\n",
-                    json!({"name": info.name, "field": r.field, "value": value})
-                )
-                .into_bytes(),
-            )
+            // Serialized straight into a wiping buffer; the JSON value's copy is wiped too.
+            let mut doc = json!({"name": info.name, "field": r.field, "value": value});
+            let mut b = Zeroizing::new(Vec::with_capacity(value.len() + 64));
+            let written = serde_json::to_writer(&mut *b, &doc);
+            if let Some(Value::String(v)) = doc.get_mut("value") {
+                zeroize::Zeroize::zeroize(v);
+            }
+            written.map_err(Failure::new)?;
+            b.push(b'\n');
+            b
         } else {
             let mut b = Zeroizing::new(Vec::with_capacity(value.len() + 1));
             b.extend_from_slice(value.as_bytes());
@@ -755,7 +764,7 @@ pub(crate) fn update(args: &VaultArgs, u: UpdateArgs) -> Result<Output, Failure>
         if let Some(n) = u.expect_version {
             upd = upd.expect_version(n);
         }
-        let out = scope.update(&cid(&info)?, upd).map_err(validation_lines)?;
+        let out = scope.update(&info.id, upd).map_err(validation_lines)?;
         Ok(Output::Text {
             text: format!("updated {}", info_text(&out)),
             json: info_json(&out),
@@ -766,7 +775,7 @@ pub(crate) fn update(args: &VaultArgs, u: UpdateArgs) -> Result<Output, Failure>
 pub(crate) fn rm(args: &VaultArgs, r: RmArgs) -> Result<Output, Failure> {
     with_vault(args, |v| {
         let (scope, info) = find(v, &r.target, &r.name, args.actor())?;
-        scope.delete(&cid(&info)?, r.expect_version).map_err(fail)?;
+        scope.delete(&info.id, r.expect_version).map_err(fail)?;
         Ok(Output::Text {
             text: format!("deleted {} [{}] {}\n", info.name, info.environment, info.id),
             json: json!({"deleted": info.id, "name": info.name, "environment": info.environment}),
@@ -783,7 +792,7 @@ pub(crate) fn totp(
     with_vault(args, |v| {
         let (scope, info) = find(v, &t.target, name, args.actor())?;
         let code = scope
-            .totp_code(&cid(&info)?, t.service.as_deref())
+            .totp_code(&info.id, t.service.as_deref())
             .map_err(fail)?;
         let out = if json_out {
             format!(
@@ -800,8 +809,13 @@ pub(crate) fn totp(
 pub(crate) fn test(args: &VaultArgs, n: NameArgs) -> Result<Output, Failure> {
     with_vault(args, |v| {
         let (scope, info) = find(v, &n.target, &n.name, args.actor())?;
-        let out = scope.test(&cid(&info)?).map_err(fail)?;
-        let text = format!("{}: {} ({})\n", info.name, out.status_str(), out.message);
+        let out = scope.test(&info.id).map_err(fail)?;
+        let text = format!(
+            "{}: {} ({})\n",
+            crate::term::escape(&info.name),
+            out.status_str(),
+            crate::term::escape(&out.message)
+        );
         let json = json!({"name": info.name, "status": out.status_str(), "message": out.message});
         if out.status_str() == "ok" {
             Ok(Output::Text { text, json })

@@ -130,6 +130,33 @@ fn add_reads_secrets_from_stdin_and_files_never_argv() {
         "{out}"
     );
     assert!(!out.contains("s3cr3t"));
+    // A secret field's value on argv is refused, naming the ways that keep it off argv, and
+    // never echoed; nothing is stored.
+    let err = v.fails(
+        &[
+            "add",
+            "website_login",
+            "leaky",
+            "--field",
+            "login_url=https://l.example/",
+            "--field",
+            "username=u",
+            "--field",
+            "password=hunter2-on-argv",
+        ],
+        "",
+    );
+    assert!(
+        err.contains("password=-") && err.contains("password=@FILE") && err.contains("prompted"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    v.fails(&["show", "leaky"], "");
+    let err = v.fails(&["update", "github", "--field", "password=new-on-argv"], "");
+    assert!(
+        err.contains("password=-") && !err.contains("new-on-argv"),
+        "{err}"
+    );
     assert_eq!(
         v.ok(&["reveal", "github", "--field", "password"], ""),
         "s3cr3t-from-stdin\n"
@@ -378,6 +405,8 @@ fn update_rm_and_versions() {
 #[test]
 fn totp_name_prints_a_code_and_subcommands_still_work() {
     let v = V::new();
+    let seed = v.path.parent().unwrap().join("seed");
+    std::fs::write(&seed, TOTP).unwrap();
     v.ok(
         &[
             "add",
@@ -388,7 +417,7 @@ fn totp_name_prints_a_code_and_subcommands_still_work() {
             "--field",
             "username=u",
             "--field",
-            &format!("totp_secret={TOTP}"),
+            &format!("totp_secret=@{}", seed.display()),
         ],
         "pw",
     );
@@ -643,7 +672,9 @@ fn verify_agrees_on_an_untouched_vault_and_fails_on_an_older_database_copy() {
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(j["ok"], true, "{j}");
     assert_eq!(j["store"]["credentials"], 1, "{j}");
-    assert!(v.ok(&["verify"], "").contains("vault verified: nothing found"));
+    assert!(v
+        .ok(&["verify"], "")
+        .contains("vault verified: nothing found"));
 
     // Save the database, change the credential through the CLI, put the old copy back.
     let db = v.path.join("vault.db");
@@ -662,6 +693,57 @@ fn verify_agrees_on_an_untouched_vault_and_fails_on_an_older_database_copy() {
     let text = v.cmd().arg("verify").output().unwrap();
     assert_eq!(text.status.code(), Some(1));
     let text = String::from_utf8(text.stdout).unwrap();
-    assert!(text.contains("the audit log's last write is version 2"), "{text}");
+    assert!(
+        text.contains("the audit log's last write is version 2"),
+        "{text}"
+    );
     assert!(text.contains("vault NOT verified"), "{text}");
+}
+
+#[test]
+fn stored_control_characters_and_escapes_are_escaped_in_text_output() {
+    let v = V::new();
+    // A description, a name with a bidi override and an actor, all holding terminal tricks.
+    let mut c = v.cmd();
+    c.env("CREDVAULT_ACTOR", "eve\u{1b}]0;pwned\u{7}");
+    let out = c
+        .args([
+            "add",
+            "website_login",
+            "na\u{202e}me",
+            "--field",
+            "login_url=https://x.example/",
+            "--field",
+            "username=u\u{9b}31m",
+            "--description",
+            "line\u{1b}[2J\u{1b}[Hgone",
+        ])
+        .write_stdin("pw\n")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = |s: &str| {
+        s.chars()
+            .any(|c| c == '\u{1b}' || c == '\u{9b}' || c == '\u{202e}' || c == '\u{7}')
+    };
+    for args in [
+        vec!["show", "na\u{202e}me"],
+        vec!["list"],
+        vec!["audit", "show"],
+    ] {
+        let text = v.ok(&args, "");
+        assert!(!bad(&text), "{args:?} printed a raw control: {text:?}");
+        assert!(
+            text.contains("\\u{"),
+            "{args:?}: nothing escaped in {text:?}"
+        );
+    }
+    // JSON output keeps the values, JSON-escaped.
+    let j: serde_json::Value =
+        serde_json::from_str(&v.ok(&["--json", "show", "na\u{202e}me"], "")).unwrap();
+    assert_eq!(j["description"], "line\u{1b}[2J\u{1b}[Hgone", "{j}");
 }
