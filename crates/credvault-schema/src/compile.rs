@@ -294,6 +294,15 @@ fn compile_field(type_name: &str, i: usize, f: &FieldDef) -> Result<Field, Defin
         FieldKind::String | FieldKind::Password | FieldKind::Hidden
     );
     let secret = f.kind == FieldKind::Password || f.secret;
+    if !secret
+        && f.reveal
+            .is_some_and(|p| p != crate::def::RevealPolicy::Revealable)
+    {
+        return Err(err(
+            "reveal",
+            "only secret fields can be use-only or write-only",
+        ));
+    }
     if f.secret
         && !matches!(
             f.kind,

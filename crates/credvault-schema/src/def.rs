@@ -202,6 +202,50 @@ pub struct FieldDef {
     /// A named format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<Format>,
+    /// Where a secret field's value may go ([`RevealPolicy`]); default: `write-only` for a
+    /// `base32` secret (an authenticator key: only codes come out), else `revealable`.
+    /// Meaningless for a field that is not secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reveal: Option<RevealPolicy>,
+}
+
+impl FieldDef {
+    /// The field's reveal policy, its default filled in.
+    pub fn reveal_policy(&self) -> RevealPolicy {
+        match self.reveal {
+            Some(p) => p,
+            None if (self.secret || self.kind == FieldKind::Password)
+                && self.format == Some(Format::Base32) =>
+            {
+                RevealPolicy::WriteOnly
+            }
+            None => RevealPolicy::Revealable,
+        }
+    }
+}
+
+/// Where a secret field's value may go once stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevealPolicy {
+    /// Returned by `reveal`, and usable by processes.
+    Revealable,
+    /// Reaches a process only (`credvault run`/`inject`, the proxy, a login callback: the
+    /// store's `reveal_many`), never returned by `reveal`.
+    UseOnly,
+    /// Never leaves the vault; only values derived from it do (TOTP codes).
+    WriteOnly,
+}
+
+impl RevealPolicy {
+    /// The policy's name as written in definitions.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Revealable => "revealable",
+            Self::UseOnly => "use-only",
+            Self::WriteOnly => "write-only",
+        }
+    }
 }
 
 fn is_false(b: &bool) -> bool {

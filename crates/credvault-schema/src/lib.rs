@@ -79,7 +79,7 @@ pub use compile::{
 };
 pub use def::{
     AuthDef, BasicAuthDef, BodyFormat, Category, FieldDef, FieldKind, Format, HttpRequestDef,
-    SuccessDef, TestDef, TestKind, TypeDef,
+    RevealPolicy, SuccessDef, TestDef, TestKind, TypeDef,
 };
 pub use error::{DefinitionError, Limit, Rule, ValidationError, ValidationErrors};
 pub use registry::{

@@ -1,8 +1,8 @@
 //! Credentials: create (plain or client-sealed), read, list, reveal, update, delete.
 
-use credvault_audit::{Action, AuditEvent, Details, FieldChange};
+use credvault_audit::{Action, AuditEvent, DenyReason, Details, FieldChange};
 use credvault_envelope::{DataKey, EnvelopeHeader, KeyId};
-use credvault_schema::{Credential, SecretValue};
+use credvault_schema::{Credential, FieldDef, RevealPolicy, SecretValue};
 
 use super::sealing::{credential_context, Authentic};
 use super::{check_meta, resource, Scope};
@@ -35,6 +35,23 @@ fn changed<T: PartialEq + ToString>(
 
 fn opt_text(v: Option<i64>) -> String {
     v.map_or_else(|| "none".into(), |t| t.to_string())
+}
+
+/// Where revealed values go: back to the caller (`reveal`), or into a process (`reveal_many`:
+/// `run`, `inject`, the proxy, a login callback).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    Show,
+    Use,
+}
+
+impl Purpose {
+    fn allows(self, p: RevealPolicy) -> bool {
+        matches!(
+            (p, self),
+            (RevealPolicy::Revealable, _) | (RevealPolicy::UseOnly, Purpose::Use)
+        )
+    }
 }
 
 /// A new credential's metadata.
@@ -283,13 +300,16 @@ impl Scope<'_> {
             .collect()
     }
 
-    /// Decrypts and returns the fields asked for (none named: every secret field that is set).
-    /// Refuses inactive and expired credentials (recorded as `access_denied`); records
+    /// Decrypts and returns the fields asked for (none named: every `revealable` secret field
+    /// that is set). Refuses inactive and expired credentials (recorded as `access_denied`),
+    /// and fields whose [`RevealPolicy`] is `use-only` or `write-only` (an authenticator key
+    /// by default: only its codes come out, [`totp_code`](Self::totp_code)); records
     /// `accessed` with the service and the field names before returning anything.
     ///
     /// # Errors
     /// [`StoreError::AccessDenied`], [`StoreError::NotFound`], [`StoreError::Field`] (a field
-    /// the type does not have, or not set), [`StoreError::Corrupt`], [`StoreError::Audit`].
+    /// the type does not have, not set, or not revealable), [`StoreError::Corrupt`],
+    /// [`StoreError::Audit`].
     pub fn reveal(
         &self,
         id: &CredentialId,
@@ -297,15 +317,17 @@ impl Scope<'_> {
         service: Option<&str>,
     ) -> Result<Revealed, StoreError> {
         let row = self.load_for_access(id)?;
-        let (revealed, event) = self.reveal_row(&row, fields, service)?;
+        let (revealed, event) = self.reveal_row(&row, fields, service, Purpose::Show)?;
         let head = self.store.record(&event)?;
         self.store
             .note_use(&self.tenant, &row.id, self.store.now(), head);
         Ok(revealed)
     }
 
-    /// Reveals several credentials' fields at once (a process started with many secrets):
-    /// every access is checked first, and one `accessed` event per credential is recorded in
+    /// Reveals several credentials' fields at once, to hand them to a process (`credvault
+    /// run`/`inject`, a proxy, a login callback): `use-only` fields are allowed here,
+    /// `write-only` ones never (none named: every field that may be used). Every access is
+    /// checked first, and one `accessed` event per credential is recorded in
     /// one audit batch (one sync) before anything is returned. All or nothing: if any
     /// credential is refused or any event is not recorded, no value is returned.
     ///
@@ -324,7 +346,7 @@ impl Scope<'_> {
         let mut events = Vec::with_capacity(requests.len());
         for (row, (_, fields)) in rows.iter().zip(requests) {
             let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
-            let (revealed, event) = self.reveal_row(row, &fields, service)?;
+            let (revealed, event) = self.reveal_row(row, &fields, service, Purpose::Use)?;
             out.push(revealed);
             events.push(event);
         }
@@ -343,15 +365,48 @@ impl Scope<'_> {
         row: &Authentic,
         fields: &[&str],
         service: Option<&str>,
+        purpose: Purpose,
     ) -> Result<(Revealed, AuditEvent), StoreError> {
-        // None named: every secret field that is set.
+        let ty = self.store.registry.get(&row.type_name);
+        let policy = |f: &str| {
+            ty.and_then(|t| t.definition().fields.iter().find(|d| d.key == f))
+                .map_or(RevealPolicy::Revealable, FieldDef::reveal_policy)
+        };
+        // None named: every secret field that is set and may go where this reveal goes.
         let every: Vec<&str>;
         let fields = if fields.is_empty() {
-            every = row.secret_fields.iter().map(String::as_str).collect();
+            every = row
+                .secret_fields
+                .iter()
+                .map(String::as_str)
+                .filter(|f| purpose.allows(policy(f)))
+                .collect();
             &every[..]
         } else {
             fields
         };
+        for f in fields {
+            let p = policy(f);
+            if !purpose.allows(p) {
+                self.store.record_quietly(
+                    &self
+                        .event(Action::AccessDenied)
+                        .with_resource(resource(row))
+                        .with_details(Details::AccessDenied {
+                            reason: DenyReason::Forbidden,
+                        }),
+                );
+                return Err(StoreError::Field {
+                    field: (*f).to_owned(),
+                    reason: match p {
+                        RevealPolicy::WriteOnly => {
+                            "is write-only: it never leaves the vault, only values derived from it do (a TOTP code: `totp NAME`)"
+                        }
+                        _ => "is use-only: it reaches a process (`run`, `inject`), never `reveal`",
+                    },
+                });
+            }
+        }
         let public: Option<serde_json::Map<String, serde_json::Value>> = if fields
             .iter()
             .all(|f| row.secret_fields.iter().any(|s| s == f))
