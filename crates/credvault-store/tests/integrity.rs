@@ -457,3 +457,102 @@ fn verify_passes_an_untouched_vault_and_names_rows_rolled_back_restored_or_remov
     assert_eq!(found.len(), 2, "{found:?}");
     assert_eq!(good.hits(), 0);
 }
+
+fn events_of(path: &Path, action: &str) -> usize {
+    let segs = segment_paths(&Vault::audit_dir(path)).unwrap();
+    read_event_files(&segs, &Query::new().action(Action::Other(action.into())))
+        .unwrap()
+        .events
+        .len()
+}
+
+#[test]
+fn a_vault_from_before_record_macs_is_authenticated_once_on_open() {
+    let good = Listener::start();
+    let f = fixture(good.port);
+    // What migration 3 leaves in a vault that already had rows: empty MACs, no flag.
+    tamper(&f.path, "UPDATE credentials SET mac = X''");
+    tamper(&f.path, "UPDATE data_keys SET mac = X''");
+    tamper(
+        &f.path,
+        "DELETE FROM vault_meta WHERE key = 'records_authenticated'",
+    );
+    let vault = Vault::open(&f.path, VaultOptions::default()).unwrap();
+    let s = vault.store().tenant(&f.acme, "alice").unwrap();
+    assert_eq!(
+        s.reveal(&f.bot, &["api_key"], None)
+            .unwrap()
+            .expose_secret("api_key"),
+        Some("sk-bot-0001")
+    );
+    assert_eq!(s.list(&ListFilter::new()).unwrap().len(), 3);
+    vault.close().unwrap();
+    assert_eq!(events_of(&f.path, "records_authenticated"), 1);
+    // Opening again does nothing more, and the vault verifies.
+    assert!(problems(&f.path).is_empty());
+    assert_eq!(events_of(&f.path, "records_authenticated"), 1);
+
+    // After the upgrade an emptied MAC is a failure, not a row to authenticate...
+    tamper(
+        &f.path,
+        "UPDATE credentials SET mac = X'' WHERE name = 'bot'",
+    );
+    let vault = Vault::open(&f.path, VaultOptions::default()).unwrap();
+    let s = vault.store().tenant(&f.acme, "alice").unwrap();
+    assert!(is_integrity(s.reveal(&f.bot, &["api_key"], None)));
+    vault.close().unwrap();
+    // ...and resetting the flag too gets the row a MAC, but `verify` reports the second
+    // authentication.
+    tamper(
+        &f.path,
+        "DELETE FROM vault_meta WHERE key = 'records_authenticated'",
+    );
+    let found = problems(&f.path);
+    assert!(
+        found.contains(&(
+            "records_authenticated".into(),
+            credvault_store::Problem::RepeatedAuthentication { count: 2 }
+        )),
+        "{found:?}"
+    );
+    assert_eq!(good.hits(), 0);
+}
+
+#[test]
+fn a_schema_v2_database_migrates_and_is_authenticated() {
+    let good = Listener::start();
+    let f = fixture(good.port);
+    // Turn the database back into schema v2: no MAC columns, no flag.
+    let c = rusqlite::Connection::open(Vault::db_path(&f.path)).unwrap();
+    c.execute_batch(
+        "ALTER TABLE credentials DROP COLUMN mac;
+         ALTER TABLE data_keys DROP COLUMN mac;
+         DELETE FROM vault_meta WHERE key = 'records_authenticated';
+         PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    drop(c);
+    let vault = Vault::open(&f.path, VaultOptions::default()).unwrap();
+    let s = vault.store().tenant(&f.acme, "alice").unwrap();
+    assert_eq!(
+        s.reveal(&f.spare, &["api_key"], None)
+            .unwrap()
+            .expose_secret("api_key"),
+        Some("sk-spare-0002")
+    );
+    vault.close().unwrap();
+    let c = rusqlite::Connection::open(Vault::db_path(&f.path)).unwrap();
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    let empty: i64 = c
+        .query_row(
+            "SELECT count(*) FROM credentials WHERE mac = X''",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!((v, empty), (3, 0));
+    assert_eq!(events_of(&f.path, "records_authenticated"), 1);
+    assert!(problems(&f.path).is_empty());
+}
