@@ -1,6 +1,6 @@
 //! `credvault fernet ...`: Fernet tokens for scripts, byte-compatible with Python.
 //!
-//! Keys come from `--key KEY` (repeatable: the first encrypts, all decrypt), `--key @FILE`, or
+//! Keys come from `--key @FILE` (repeatable: the first encrypts, all decrypt) or
 //! the environment variable `CREDVAULT_FERNET_KEY` (comma-separated for several keys, as
 //! Airflow's `fernet_key` setting), so a key need not appear in argv.
 
@@ -48,10 +48,11 @@ pub(crate) enum FernetCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct KeyArgs {
-    /// A Fernet key, or @FILE to read it from a file. Repeat for rotation: the first is primary.
+    /// @FILE holding a Fernet key (never the key itself: argv is visible to other users).
+    /// Repeat for rotation: the first is primary.
     /// Default: the CREDVAULT_FERNET_KEY environment variable (comma-separated).
     // URL-safe base64 keys start with '-' one time in 64: never read that as a flag.
-    #[arg(long = "key", value_name = "KEY|@FILE", allow_hyphen_values = true)]
+    #[arg(long = "key", value_name = "@FILE", allow_hyphen_values = true)]
     keys: Vec<String>,
 }
 
@@ -59,11 +60,10 @@ impl KeyArgs {
     fn load(&self) -> Result<MultiFernet, Failure> {
         let mut texts: Vec<Zeroizing<String>> = Vec::new();
         if self.keys.is_empty() {
-            let v = Zeroizing::new(std::env::var(KEY_ENV).map_err(|_| {
-                Failure::new(format!(
-                    "no key: pass --key KEY, --key @FILE, or set {KEY_ENV}"
-                ))
-            })?);
+            let v =
+                Zeroizing::new(std::env::var(KEY_ENV).map_err(|_| {
+                    Failure::new(format!("no key: pass --key @FILE or set {KEY_ENV}"))
+                })?);
             texts.extend(
                 v.split(',')
                     .filter(|k| !k.trim().is_empty())
@@ -79,7 +79,12 @@ impl KeyArgs {
                     );
                     texts.push(Zeroizing::new(text.trim().to_owned()));
                 }
-                None => texts.push(Zeroizing::new(k.clone())),
+                None => {
+                    return Err(Failure::usage(format!(
+                        "--key takes @FILE: a key on the command line is seen by other users \
+                         in `ps` and stays in shell history (or set {KEY_ENV})"
+                    )))
+                }
             }
         }
         let keys = texts

@@ -84,16 +84,18 @@ pub(crate) enum TotpCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct OtpArgs {
-    /// Base32 secret, or @FILE. Default: CREDVAULT_TOTP_SECRET.
+    /// @FILE holding the base32 key, or - for stdin (never the key itself: argv is visible
+    /// to other users). Default: CREDVAULT_TOTP_SECRET.
     #[arg(
         long,
-        value_name = "BASE32|@FILE",
+        value_name = "@FILE|-",
         allow_hyphen_values = true,
         conflicts_with = "uri"
     )]
     secret: Option<String>,
-    /// An otpauth://totp, otpauth://hotp or steam:// URI instead of --secret.
-    #[arg(long, value_name = "URI")]
+    /// @FILE (or - for stdin) holding an otpauth://totp, otpauth://hotp or steam:// URI,
+    /// instead of --secret (the URI holds the key).
+    #[arg(long, value_name = "@FILE|-", allow_hyphen_values = true)]
     uri: Option<String>,
     /// Hash algorithm: SHA1, SHA256 or SHA512.
     #[arg(long, default_value = "SHA1")]
@@ -108,15 +110,29 @@ pub(crate) struct OtpArgs {
 
 impl OtpArgs {
     fn load(&self) -> Result<Otp, Failure> {
-        let text: Zeroizing<String> = match (&self.secret, &self.uri) {
-            (_, Some(uri)) => Zeroizing::new(uri.clone()),
-            (Some(s), None) => match s.strip_prefix('@') {
-                Some(path) => Zeroizing::new(
+        // A key or a URI (which holds the key) is read from a file, stdin or the environment,
+        // never taken from argv, where other users see it in `ps`.
+        let from = |flag: &str, v: &str| -> Result<Zeroizing<String>, Failure> {
+            if v == "-" {
+                let mut t = Zeroizing::new(String::new());
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                    .map_err(|e| Failure::new(format!("{flag} -: cannot read stdin: {e}")))?;
+                return Ok(t);
+            }
+            match v.strip_prefix('@') {
+                Some(path) => Ok(Zeroizing::new(
                     std::fs::read_to_string(path)
-                        .map_err(|e| Failure::new(format!("--secret @{path}: {e}")))?,
-                ),
-                None => Zeroizing::new(s.clone()),
-            },
+                        .map_err(|e| Failure::new(format!("{flag} @{path}: {e}")))?,
+                )),
+                None => Err(Failure::usage(format!(
+                    "{flag} takes @FILE or - (stdin): an authenticator key on the command line \
+                     is seen by other users in `ps` and stays in shell history (or set {SECRET_ENV})"
+                ))),
+            }
+        };
+        let text: Zeroizing<String> = match (&self.secret, &self.uri) {
+            (_, Some(uri)) => from("--uri", uri)?,
+            (Some(s), None) => from("--secret", s)?,
             (None, None) => Zeroizing::new(std::env::var(SECRET_ENV).map_err(|_| {
                 Failure::new(format!(
                     "no secret: pass --secret, --uri, or set {SECRET_ENV}"

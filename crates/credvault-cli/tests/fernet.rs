@@ -8,6 +8,28 @@ const SPEC_TOKEN: &str =
     "gAAAAAAdwJ6wAAECAwQFBgcICQoLDA0ODy021cpGVWKZ_eEwCGM4BLLF_5CV9dOPmrhuVUPgJobwOz7JcbmrR64jVmpU4IwqDA==";
 const SPEC_NOW: &str = "499162801"; // 1985-10-26T01:20:01-07:00
 
+const FLAGS: &[&str] = &["--key"];
+
+/// The arguments with every literal key after ``--key`` written to an owner-only file and
+/// passed as `@FILE` (the CLI never takes a key on argv); `@...` and `-` pass as they are.
+fn keys_to_files(args: &[&str]) -> (Vec<String>, Vec<tempfile::NamedTempFile>) {
+    let mut out = Vec::new();
+    let mut files = Vec::new();
+    let mut next_is_key = false;
+    for a in args {
+        if next_is_key && !a.starts_with('@') && *a != "-" {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            std::io::Write::write_all(&mut f, a.as_bytes()).unwrap();
+            out.push(format!("@{}", f.path().display()));
+            files.push(f);
+        } else {
+            out.push((*a).to_owned());
+        }
+        next_is_key = FLAGS.contains(a);
+    }
+    (out, files)
+}
+
 fn cv() -> Command {
     let mut c = Command::cargo_bin("credvault").unwrap();
     c.env_remove("CREDVAULT_FERNET_KEY");
@@ -15,7 +37,8 @@ fn cv() -> Command {
 }
 
 fn run(args: &[&str], stdin: &[u8]) -> std::process::Output {
-    cv().args(args)
+    let (args, _files) = keys_to_files(args);
+    cv().args(&args)
         .write_stdin(stdin.to_vec())
         .output()
         .unwrap()
@@ -225,4 +248,21 @@ fn keys_starting_with_a_dash_are_keys_not_flags() {
     );
     let out = run(&["fernet", "decrypt", "--key", k], &out.stdout);
     assert_eq!(out.stdout, b"dash");
+}
+
+#[test]
+fn a_key_on_the_command_line_is_refused_without_echoing_it() {
+    let k = genkey();
+    let out = cv()
+        .args(["fernet", "encrypt", "--key", &k])
+        .write_stdin("x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("@FILE") && err.contains("CREDVAULT_FERNET_KEY") && !err.contains(&k),
+        "{err}"
+    );
 }

@@ -5,6 +5,28 @@ use assert_cmd::Command;
 
 const RFC_SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"; // "12345678901234567890"
 
+const FLAGS: &[&str] = &["--secret", "--uri"];
+
+/// The arguments with every literal key after ``--secret`, `--uri`` written to an owner-only file and
+/// passed as `@FILE` (the CLI never takes a key on argv); `@...` and `-` pass as they are.
+fn keys_to_files(args: &[&str]) -> (Vec<String>, Vec<tempfile::NamedTempFile>) {
+    let mut out = Vec::new();
+    let mut files = Vec::new();
+    let mut next_is_key = false;
+    for a in args {
+        if next_is_key && !a.starts_with('@') && *a != "-" {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            std::io::Write::write_all(&mut f, a.as_bytes()).unwrap();
+            out.push(format!("@{}", f.path().display()));
+            files.push(f);
+        } else {
+            out.push((*a).to_owned());
+        }
+        next_is_key = FLAGS.contains(a);
+    }
+    (out, files)
+}
+
 fn cv() -> Command {
     let mut c = Command::cargo_bin("credvault").unwrap();
     c.env_remove("CREDVAULT_TOTP_SECRET");
@@ -12,7 +34,8 @@ fn cv() -> Command {
 }
 
 fn run(args: &[&str], stdin: &str) -> std::process::Output {
-    cv().args(args)
+    let (args, _files) = keys_to_files(args);
+    cv().args(&args)
         .write_stdin(stdin.to_owned())
         .output()
         .unwrap()
@@ -233,4 +256,38 @@ fn extract_from_stdin() {
     let out = run(&["--json", "totp", "extract"], "code: 771204");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["code"], "771204");
+}
+
+#[test]
+fn a_key_or_uri_on_the_command_line_is_refused_without_echoing_it() {
+    for args in [
+        vec!["totp", "code", "--secret", RFC_SECRET],
+        vec![
+            "totp",
+            "code",
+            "--uri",
+            "otpauth://totp/x?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+        ],
+        vec!["totp", "verify", "--secret", RFC_SECRET, "--code", "123456"],
+    ] {
+        let out = cv().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains("@FILE")
+                && err.contains("CREDVAULT_TOTP_SECRET")
+                && !err.contains(RFC_SECRET),
+            "{args:?}: {err}"
+        );
+    }
+    // From stdin with `-`.
+    let out = cv()
+        .args([
+            "totp", "code", "--secret", "-", "--digits", "8", "--at", "59",
+        ])
+        .write_stdin(format!("{RFC_SECRET}\n"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "94287082\n");
 }
