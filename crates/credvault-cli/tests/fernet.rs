@@ -3,32 +3,14 @@
 
 use assert_cmd::Command;
 
+mod common;
+
 const SPEC_KEY: &str = "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=";
 const SPEC_TOKEN: &str =
     "gAAAAAAdwJ6wAAECAwQFBgcICQoLDA0ODy021cpGVWKZ_eEwCGM4BLLF_5CV9dOPmrhuVUPgJobwOz7JcbmrR64jVmpU4IwqDA==";
 const SPEC_NOW: &str = "499162801"; // 1985-10-26T01:20:01-07:00
 
 const FLAGS: &[&str] = &["--key"];
-
-/// The arguments with every literal key after ``--key`` written to an owner-only file and
-/// passed as `@FILE` (the CLI never takes a key on argv); `@...` and `-` pass as they are.
-fn keys_to_files(args: &[&str]) -> (Vec<String>, Vec<tempfile::NamedTempFile>) {
-    let mut out = Vec::new();
-    let mut files = Vec::new();
-    let mut next_is_key = false;
-    for a in args {
-        if next_is_key && !a.starts_with('@') && *a != "-" {
-            let mut f = tempfile::NamedTempFile::new().unwrap();
-            std::io::Write::write_all(&mut f, a.as_bytes()).unwrap();
-            out.push(format!("@{}", f.path().display()));
-            files.push(f);
-        } else {
-            out.push((*a).to_owned());
-        }
-        next_is_key = FLAGS.contains(a);
-    }
-    (out, files)
-}
 
 fn cv() -> Command {
     let mut c = Command::cargo_bin("credvault").unwrap();
@@ -37,7 +19,7 @@ fn cv() -> Command {
 }
 
 fn run(args: &[&str], stdin: &[u8]) -> std::process::Output {
-    let (args, _files) = keys_to_files(args);
+    let (args, _files) = common::keys_to_files(FLAGS, args);
     cv().args(&args)
         .write_stdin(stdin.to_vec())
         .output()

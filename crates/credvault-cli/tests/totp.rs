@@ -3,29 +3,11 @@
 
 use assert_cmd::Command;
 
+mod common;
+
 const RFC_SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"; // "12345678901234567890"
 
 const FLAGS: &[&str] = &["--secret", "--uri"];
-
-/// The arguments with every literal key after ``--secret`, `--uri`` written to an owner-only file and
-/// passed as `@FILE` (the CLI never takes a key on argv); `@...` and `-` pass as they are.
-fn keys_to_files(args: &[&str]) -> (Vec<String>, Vec<tempfile::NamedTempFile>) {
-    let mut out = Vec::new();
-    let mut files = Vec::new();
-    let mut next_is_key = false;
-    for a in args {
-        if next_is_key && !a.starts_with('@') && *a != "-" {
-            let mut f = tempfile::NamedTempFile::new().unwrap();
-            std::io::Write::write_all(&mut f, a.as_bytes()).unwrap();
-            out.push(format!("@{}", f.path().display()));
-            files.push(f);
-        } else {
-            out.push((*a).to_owned());
-        }
-        next_is_key = FLAGS.contains(a);
-    }
-    (out, files)
-}
 
 fn cv() -> Command {
     let mut c = Command::cargo_bin("credvault").unwrap();
@@ -34,7 +16,7 @@ fn cv() -> Command {
 }
 
 fn run(args: &[&str], stdin: &str) -> std::process::Output {
-    let (args, _files) = keys_to_files(args);
+    let (args, _files) = common::keys_to_files(FLAGS, args);
     cv().args(&args)
         .write_stdin(stdin.to_owned())
         .output()

@@ -368,22 +368,11 @@ fn tenant_and_data_key_rows_are_authenticated() {
     assert_eq!(good.hits(), 0);
 }
 
-fn copy_db(from: &Path, to: &Path) {
+/// Copies a SQLite database file with its WAL and shared-memory files (or their absence).
+fn copy_db_files(src_db: &Path, dst_db: &Path) {
     for suffix in ["", "-wal", "-shm"] {
-        let src = PathBuf::from(format!("{}{suffix}", Vault::db_path(from).display()));
-        let dst = PathBuf::from(format!("{}{suffix}", to.display()));
-        if src.exists() {
-            std::fs::copy(&src, &dst).unwrap();
-        } else {
-            let _ = std::fs::remove_file(&dst);
-        }
-    }
-}
-
-fn restore_db(saved: &Path, vault: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let src = PathBuf::from(format!("{}{suffix}", saved.display()));
-        let dst = PathBuf::from(format!("{}{suffix}", Vault::db_path(vault).display()));
+        let src = PathBuf::from(format!("{}{suffix}", src_db.display()));
+        let dst = PathBuf::from(format!("{}{suffix}", dst_db.display()));
         if src.exists() {
             std::fs::copy(&src, &dst).unwrap();
         } else {
@@ -413,7 +402,7 @@ fn verify_passes_an_untouched_vault_and_names_rows_rolled_back_restored_or_remov
 
     // An older copy of the database, put back after an update and a delete.
     let saved = f._dir.path().join("old.sqlite");
-    copy_db(&f.path, &saved);
+    copy_db_files(&Vault::db_path(&f.path), &saved);
     let vault = Vault::open(&f.path, VaultOptions::default()).unwrap();
     let s = vault.store().tenant(&f.acme, "alice").unwrap();
     s.update(&f.bot, CredentialUpdate::new().description("v2"))
@@ -421,7 +410,7 @@ fn verify_passes_an_untouched_vault_and_names_rows_rolled_back_restored_or_remov
     s.delete(&f.spare, None).unwrap();
     vault.close().unwrap();
     assert!(problems(&f.path).is_empty(), "API changes verify");
-    restore_db(&saved, &f.path);
+    copy_db_files(&saved, &Vault::db_path(&f.path));
     let found = problems(&f.path);
     assert!(
         found.contains(&(

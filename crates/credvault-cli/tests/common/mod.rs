@@ -1,0 +1,25 @@
+//! Helpers shared by the CLI test files.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+/// The arguments with every literal key after one of `flags` written to an owner-only file
+/// and passed as `@FILE` (the CLI never takes a key on argv); `@...` and `-` pass as they are.
+pub(crate) fn keys_to_files(
+    flags: &[&str],
+    args: &[&str],
+) -> (Vec<String>, Vec<tempfile::NamedTempFile>) {
+    let mut out = Vec::new();
+    let mut files = Vec::new();
+    let mut next_is_key = false;
+    for a in args {
+        if next_is_key && !a.starts_with('@') && *a != "-" {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            std::io::Write::write_all(&mut f, a.as_bytes()).unwrap();
+            out.push(format!("@{}", f.path().display()));
+            files.push(f);
+        } else {
+            out.push((*a).to_owned());
+        }
+        next_is_key = flags.contains(a);
+    }
+    (out, files)
+}
