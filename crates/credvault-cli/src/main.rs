@@ -63,7 +63,7 @@ enum Command {
     /// Delete a credential (audited first, sealed data overwritten).
     Rm(vault::RmArgs),
     /// Test a credential against its service (the type's declared test).
-    Test(vault::NameArgs),
+    Test(vault::TestArgs),
     /// Verify the whole vault: the audit log, every record's MAC, and the records against the
     /// log (rolled back, deleted or added outside the vault). Exit 0 only when all agree;
     /// `--json` for the report.

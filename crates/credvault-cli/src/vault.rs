@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use credvault_schema::{CredentialType, FieldKind};
+use credvault_store::net::AddressClass;
 use credvault_store::{
     read_audit_key, verify_vault_audit, CredentialInfo, CredentialUpdate, ListFilter,
-    NewCredential, Progress, SqliteDurability, SqliteStorage, Storage, StoreError, TenantId, Vault,
-    VaultOptions, DEFAULT_ENVIRONMENT,
+    NewCredential, Progress, SqliteDurability, SqliteStorage, Storage, StoreError, TenantId,
+    TesterRegistry, Vault, VaultOptions, DEFAULT_ENVIRONMENT,
 };
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
@@ -138,6 +139,19 @@ pub(crate) struct NameArgs {
     name: String,
     #[command(flatten)]
     target: Target,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TestArgs {
+    /// The credential's name.
+    name: String,
+    #[command(flatten)]
+    target: Target,
+    /// Also let the test reach this kind of address: loopback, private (10/8, 172.16/12,
+    /// 192.168/16, fc00::/7...) or link-local (169.254/16, where cloud metadata listens).
+    /// Public addresses only by default. Repeatable.
+    #[arg(long, value_name = "CLASS")]
+    allow_network: Vec<AddressClass>,
 }
 
 #[derive(Debug, Args)]
@@ -293,7 +307,16 @@ pub(crate) fn with_vault<T>(
     args: &VaultArgs,
     f: impl FnOnce(&Vault) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
-    let v = open(args)?;
+    with_vault_opts(args, opts()?, f)
+}
+
+/// [`with_vault`] with other options.
+fn with_vault_opts<T>(
+    args: &VaultArgs,
+    options: VaultOptions,
+    f: impl FnOnce(&Vault) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let v = Vault::open(&args.dir(), options).map_err(fail)?;
     let out = f(&v);
     let closed = close(v);
     let out = out?;
@@ -806,8 +829,9 @@ pub(crate) fn totp(
     })
 }
 
-pub(crate) fn test(args: &VaultArgs, n: NameArgs) -> Result<Output, Failure> {
-    with_vault(args, |v| {
+pub(crate) fn test(args: &VaultArgs, n: TestArgs) -> Result<Output, Failure> {
+    let options = opts()?.testers(TesterRegistry::with_defaults_allowing(&n.allow_network));
+    with_vault_opts(args, options, |v| {
         let (scope, info) = find(v, &n.target, &n.name, args.actor())?;
         let out = scope.test(&info.id).map_err(fail)?;
         let text = format!(

@@ -495,7 +495,16 @@ fn type_add_and_test() {
         .fails(&["type", "add", t.to_str().unwrap()], "")
         .contains("exists already"));
     v.ok(&["add", "local_api", "svc"], "tok");
-    let out = v.ok(&["test", "svc"], "");
+    // Public addresses only unless told: the local service is refused, nothing is sent.
+    let out = v.cmd().args(["test", "svc"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .contains("error (refused: the host is a loopback address"));
+    assert!(v
+        .fails(&["test", "svc", "--allow-network", "lan"], "")
+        .contains("unknown address class"));
+    let out = v.ok(&["test", "svc", "--allow-network", "loopback"], "");
     assert!(out.starts_with("svc: ok"), "{out}");
     let show: serde_json::Value =
         serde_json::from_str(&v.ok(&["--json", "show", "svc"], "")).unwrap();
@@ -506,7 +515,11 @@ fn type_add_and_test() {
     let t2 = local_type(dir.path(), serve(401));
     v2.ok(&["type", "add", t2.to_str().unwrap()], "");
     v2.ok(&["add", "local_api", "svc"], "tok");
-    let out = v2.cmd().args(["test", "svc"]).output().unwrap();
+    let out = v2
+        .cmd()
+        .args(["test", "svc", "--allow-network=loopback"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8(out.stdout)
         .unwrap()

@@ -74,3 +74,59 @@ pub fn sealed_create(data: &[u8]) {
         "a credential not sealed under the tenant's key was accepted"
     );
 }
+
+/// Checks arbitrary text as an outbound URL (the first byte picks the allowed classes; names
+/// resolve to an address chosen by the second byte). Must never panic; an accepted URL's every
+/// address is permitted by the policy, and its host survives a re-parse unchanged (what the
+/// HTTP client connects to is what was checked).
+#[cfg(feature = "net")]
+pub fn destination(data: &[u8]) {
+    use crate::net::{classify, AddressClass, Destination, NetworkPolicy, Resolve};
+
+    struct Fixed(std::net::IpAddr);
+    impl Resolve for Fixed {
+        fn resolve(&self, _: &str, port: u16) -> std::io::Result<Vec<std::net::SocketAddr>> {
+            Ok(vec![std::net::SocketAddr::new(self.0, port)])
+        }
+    }
+    let [flags, pick, rest @ ..] = data else {
+        return;
+    };
+    let Ok(raw) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let mut policy = NetworkPolicy::public_only();
+    for (bit, class) in [
+        (1, AddressClass::Loopback),
+        (2, AddressClass::Private),
+        (4, AddressClass::LinkLocal),
+        (8, AddressClass::Reserved),
+    ] {
+        if flags & bit != 0 {
+            policy = policy.allow(class);
+        }
+    }
+    let ips = [
+        "8.8.8.8",
+        "127.0.0.1",
+        "10.0.0.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "::1",
+    ];
+    let Ok(ip) = ips[usize::from(*pick) % ips.len()].parse() else {
+        return;
+    };
+    if let Ok(d) = Destination::check(raw, &policy, &Fixed(ip)) {
+        for a in d.addrs() {
+            assert!(policy.permits(a.ip()).is_ok(), "accepted a refused address");
+            assert_ne!(classify(a.ip()), AddressClass::Reserved);
+        }
+        let again = url::Url::parse(d.url().as_str()).ok();
+        assert_eq!(
+            again.as_ref().and_then(|u| u.host_str()),
+            d.url().host_str(),
+            "the host changes on re-parse"
+        );
+    }
+}

@@ -65,6 +65,7 @@ mod ids;
 mod keys;
 mod memory;
 mod model;
+pub mod net;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 pub mod storage;

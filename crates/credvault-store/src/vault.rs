@@ -28,6 +28,7 @@ use crate::model::{MasterRotation, Progress};
 use crate::sqlite::{SqliteDurability, SqliteStorage, DEFAULT_LOCK_TIMEOUT};
 use crate::storage::{AuditHead, Storage};
 use crate::store::{Store, StoreConfig};
+use crate::tester::TesterRegistry;
 
 /// Environment variable that may hold the master key (base64 of 32 bytes, or a
 /// `credvault-keyring-v1` keyring); it takes precedence over `master.key`.
@@ -78,6 +79,9 @@ pub struct VaultOptions {
     /// How long a write waits for another process's write lock on the database or the audit
     /// log before failing with [`StoreError::Busy`] (default 5 s).
     pub lock_timeout: Duration,
+    /// Credential testers (default: [`TesterRegistry::with_defaults`], whose HTTP tester
+    /// reaches public addresses only).
+    pub testers: Option<TesterRegistry>,
 }
 
 impl std::fmt::Debug for VaultOptions {
@@ -92,6 +96,7 @@ impl std::fmt::Debug for VaultOptions {
                 &self.master_key.as_ref().map(|m| m.provider_id().to_owned()),
             )
             .field("lock_timeout", &self.lock_timeout)
+            .field("testers", &self.testers)
             .finish()
     }
 }
@@ -105,6 +110,7 @@ impl Default for VaultOptions {
             master_from_env: false,
             master_key: None,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            testers: None,
         }
     }
 }
@@ -149,6 +155,13 @@ impl VaultOptions {
     /// Sets how long a write waits for another process's lock.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
+        self
+    }
+
+    /// Uses these credential testers, e.g. an HTTP tester allowed to reach loopback:
+    /// `TesterRegistry::with_defaults_allowing(&[AddressClass::Loopback])`.
+    pub fn testers(mut self, testers: TesterRegistry) -> Self {
+        self.testers = Some(testers);
         self
     }
 
@@ -458,9 +471,12 @@ impl Vault {
             }
         }
         let registry = Self::load_registry(dir)?;
-        let store = Store::new(Arc::new(storage), keyring, audit.clone())
+        let mut store = Store::new(Arc::new(storage), keyring, audit.clone())
             .with_config(options.store.clone())
             .with_registry(Arc::new(registry));
+        if let Some(testers) = &options.testers {
+            store = store.with_testers(testers.clone());
+        }
         // A wrong key fails here, naming where it came from, not at the first operation.
         store.check_master_key().map_err(|e| match e {
             StoreError::MasterKey(_) => StoreError::Vault {

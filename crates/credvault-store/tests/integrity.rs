@@ -5,75 +5,22 @@
 #![cfg(all(feature = "sqlite", feature = "http-tester"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use credvault_store::audit::{read_event_files, segment_paths, Action, Query};
+use credvault_store::net::AddressClass;
 use credvault_store::{
-    CredentialId, CredentialUpdate, ListFilter, NewCredential, StoreError, TenantId, Vault,
-    VaultOptions,
+    CredentialId, CredentialUpdate, ListFilter, NewCredential, StoreError, TenantId,
+    TesterRegistry, Vault, VaultOptions,
 };
+use credvault_test::http::Listener;
 use serde_json::json;
 
-/// A local HTTP server that answers 200 `{}` and counts the connections it saw.
-struct Listener {
-    port: u16,
-    hits: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Listener {
-    fn start() -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (h, s) = (hits.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            for c in l.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(mut c) = c else { continue };
-                h.fetch_add(1, Ordering::SeqCst);
-                let mut buf = [0u8; 4096];
-                let mut got = Vec::new();
-                while let Ok(n) = c.read(&mut buf) {
-                    got.extend_from_slice(&buf[..n]);
-                    if n == 0 || got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                let _ = c.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
-                );
-            }
-        });
-        Self {
-            port,
-            hits,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Vault options whose HTTP tester may reach the local [`Listener`].
+fn opts() -> VaultOptions {
+    VaultOptions::default().testers(TesterRegistry::with_defaults_allowing(&[
+        AddressClass::Loopback,
+    ]))
 }
 
 struct Fixture {
@@ -160,7 +107,7 @@ fn is_integrity<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
 
 /// Every read path of `id` in `tenant` fails with an integrity error.
 fn every_path_refuses(f: &Fixture, tenant: &TenantId, id: &CredentialId, what: &str) {
-    let vault = Vault::open(&f.path, VaultOptions::default()).unwrap();
+    let vault = Vault::open(&f.path, opts()).unwrap();
     let s = vault.store().tenant(tenant, "mallory-victim").unwrap();
     assert!(is_integrity(s.test(id)), "{what}: test");
     assert!(
@@ -190,8 +137,8 @@ fn every_path_refuses(f: &Fixture, tenant: &TenantId, id: &CredentialId, what: &
 #[test]
 fn an_untouched_vault_reaches_its_service_so_the_listener_can_see_a_leak() {
     let good = Listener::start();
-    let f = fixture(good.port);
-    let vault = Vault::open(&f.path, VaultOptions::default()).unwrap();
+    let f = fixture(good.port());
+    let vault = Vault::open(&f.path, opts()).unwrap();
     let s = vault.store().tenant(&f.acme, "alice").unwrap();
     let out = s.test(&f.bot).unwrap();
     assert_eq!(out.status_str(), "ok", "{out:?}");
@@ -221,7 +168,7 @@ fn every_authenticated_credential_column_edited_in_sqlite_is_refused_and_sends_n
             "public (base_url)",
             format!(
                 "UPDATE credentials SET public = replace(public, '127.0.0.1:{}', '127.0.0.1:{}') WHERE name = 'bot'",
-                good.port, evil.port
+                good.port(), evil.port()
             ),
         ),
         ("public (header)", r#"UPDATE credentials SET public = replace(public, '"Authorization"', '"X-Leak"') WHERE name = 'bot'"#.into()),
@@ -232,7 +179,7 @@ fn every_authenticated_credential_column_edited_in_sqlite_is_refused_and_sends_n
         ("key_id", "UPDATE credentials SET key_id = X'00112233445566778899aabbccddeeff' WHERE name = 'bot'".into()),
     ];
     for (what, sql) in &edits {
-        let f = fixture(good.port);
+        let f = fixture(good.port());
         tamper(&f.path, sql);
         let before = integrity_events(&f.path);
         every_path_refuses(&f, &f.acme, &f.bot, what);
@@ -241,7 +188,7 @@ fn every_authenticated_credential_column_edited_in_sqlite_is_refused_and_sends_n
             "{what}: no integrity_failure event recorded"
         );
         // The untouched neighbour still works (and tests against the good server).
-        let vault = Vault::open(&f.path, VaultOptions::default()).unwrap();
+        let vault = Vault::open(&f.path, opts()).unwrap();
         let s = vault.store().tenant(&f.acme, "alice").unwrap();
         assert_eq!(
             s.reveal(&f.spare, &["api_key"], None)
@@ -260,7 +207,7 @@ fn every_authenticated_credential_column_edited_in_sqlite_is_refused_and_sends_n
 fn flipping_is_active_swapping_names_and_moving_rows_between_tenants_are_refused() {
     let good = Listener::start();
     // An inactive credential switched back on.
-    let f = fixture(good.port);
+    let f = fixture(good.port());
     tamper(
         &f.path,
         "UPDATE credentials SET is_active = 1 WHERE name = 'off'",
@@ -268,7 +215,7 @@ fn flipping_is_active_swapping_names_and_moving_rows_between_tenants_are_refused
     every_path_refuses(&f, &f.acme, &f.off, "is_active");
 
     // Two rows' names swapped: `reveal bot` must not hand out `spare`.
-    let f = fixture(good.port);
+    let f = fixture(good.port());
     tamper(
         &f.path,
         "UPDATE credentials SET name = 'tmp' WHERE name = 'bot'",
@@ -281,7 +228,7 @@ fn flipping_is_active_swapping_names_and_moving_rows_between_tenants_are_refused
         &f.path,
         "UPDATE credentials SET name = 'spare' WHERE name = 'tmp'",
     );
-    let vault = Vault::open(&f.path, VaultOptions::default()).unwrap();
+    let vault = Vault::open(&f.path, opts()).unwrap();
     let s = vault.store().tenant(&f.acme, "alice").unwrap();
     assert!(is_integrity(s.find("bot", "production")));
     assert!(is_integrity(s.find("spare", "production")));
@@ -289,7 +236,7 @@ fn flipping_is_active_swapping_names_and_moving_rows_between_tenants_are_refused
     every_path_refuses(&f, &f.acme, &f.bot, "swapped names");
 
     // A row of acme's moved into tenant other, with acme's data key re-pointed there too.
-    let f = fixture(good.port);
+    let f = fixture(good.port());
     tamper(
         &f.path,
         "UPDATE data_keys SET tenant = 'other' WHERE tenant = 'acme'",
@@ -298,7 +245,7 @@ fn flipping_is_active_swapping_names_and_moving_rows_between_tenants_are_refused
         &f.path,
         "UPDATE credentials SET tenant = 'other' WHERE name = 'bot'",
     );
-    let vault = Vault::open(&f.path, VaultOptions::default()).unwrap();
+    let vault = Vault::open(&f.path, opts()).unwrap();
     let s = vault.store().tenant(&f.other, "eve").unwrap();
     assert!(
         matches!(
@@ -343,9 +290,9 @@ fn tenant_and_data_key_rows_are_authenticated() {
              WHERE tenant = 'acme'",
         ),
     ] {
-        let f = fixture(good.port);
+        let f = fixture(good.port());
         tamper(&f.path, sql);
-        let vault = Vault::open(&f.path, VaultOptions::default()).unwrap();
+        let vault = Vault::open(&f.path, opts()).unwrap();
         let s = vault.store().tenant(&f.acme, "alice").unwrap();
         let r = s.reveal(&f.bot, &["api_key"], None);
         assert!(
@@ -397,13 +344,13 @@ fn problems(path: &Path) -> Vec<(String, credvault_store::Problem)> {
 fn verify_passes_an_untouched_vault_and_names_rows_rolled_back_restored_or_removed() {
     use credvault_store::Problem;
     let good = Listener::start();
-    let f = fixture(good.port);
+    let f = fixture(good.port());
     assert!(problems(&f.path).is_empty(), "an untouched vault verifies");
 
     // An older copy of the database, put back after an update and a delete.
     let saved = f._dir.path().join("old.sqlite");
     copy_db_files(&Vault::db_path(&f.path), &saved);
-    let vault = Vault::open(&f.path, VaultOptions::default()).unwrap();
+    let vault = Vault::open(&f.path, opts()).unwrap();
     let s = vault.store().tenant(&f.acme, "alice").unwrap();
     s.update(&f.bot, CredentialUpdate::new().description("v2"))
         .unwrap();
@@ -428,7 +375,7 @@ fn verify_passes_an_untouched_vault_and_names_rows_rolled_back_restored_or_remov
     );
 
     // A row deleted with sqlite3, and one edited.
-    let f = fixture(good.port);
+    let f = fixture(good.port());
     tamper(&f.path, "DELETE FROM credentials WHERE name = 'spare'");
     tamper(
         &f.path,
@@ -458,7 +405,7 @@ fn events_of(path: &Path, action: &str) -> usize {
 #[test]
 fn a_vault_from_before_record_macs_is_authenticated_once_on_open() {
     let good = Listener::start();
-    let f = fixture(good.port);
+    let f = fixture(good.port());
     // What migration 3 leaves in a vault that already had rows: empty MACs, no flag.
     tamper(&f.path, "UPDATE credentials SET mac = X''");
     tamper(&f.path, "UPDATE data_keys SET mac = X''");
@@ -466,7 +413,7 @@ fn a_vault_from_before_record_macs_is_authenticated_once_on_open() {
         &f.path,
         "DELETE FROM vault_meta WHERE key = 'records_authenticated'",
     );
-    let vault = Vault::open(&f.path, VaultOptions::default()).unwrap();
+    let vault = Vault::open(&f.path, opts()).unwrap();
     let s = vault.store().tenant(&f.acme, "alice").unwrap();
     assert_eq!(
         s.reveal(&f.bot, &["api_key"], None)
@@ -486,7 +433,7 @@ fn a_vault_from_before_record_macs_is_authenticated_once_on_open() {
         &f.path,
         "UPDATE credentials SET mac = X'' WHERE name = 'bot'",
     );
-    let vault = Vault::open(&f.path, VaultOptions::default()).unwrap();
+    let vault = Vault::open(&f.path, opts()).unwrap();
     let s = vault.store().tenant(&f.acme, "alice").unwrap();
     assert!(is_integrity(s.reveal(&f.bot, &["api_key"], None)));
     vault.close().unwrap();
@@ -510,7 +457,7 @@ fn a_vault_from_before_record_macs_is_authenticated_once_on_open() {
 #[test]
 fn a_schema_v2_database_migrates_and_is_authenticated() {
     let good = Listener::start();
-    let f = fixture(good.port);
+    let f = fixture(good.port());
     // Turn the database back into schema v2: no MAC columns, no flag.
     let c = rusqlite::Connection::open(Vault::db_path(&f.path)).unwrap();
     c.execute_batch(
@@ -521,7 +468,7 @@ fn a_schema_v2_database_migrates_and_is_authenticated() {
     )
     .unwrap();
     drop(c);
-    let vault = Vault::open(&f.path, VaultOptions::default()).unwrap();
+    let vault = Vault::open(&f.path, opts()).unwrap();
     let s = vault.store().tenant(&f.acme, "alice").unwrap();
     assert_eq!(
         s.reveal(&f.spare, &["api_key"], None)

@@ -2,7 +2,6 @@
 //! audit, client-sealed create, usage counters, rotation, TOTP and testing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -992,32 +991,6 @@ fn totp_codes_match_rfc6238_and_verification_refuses_replays() {
     }
 }
 
-/// A one-shot local HTTP server answering every request with `status`; returns its port and
-/// a handle giving the first request's head.
-fn serve(status: u16, body: &'static str) -> (u16, std::thread::JoinHandle<String>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let h = std::thread::spawn(move || {
-        let (mut c, _) = l.accept().unwrap();
-        let mut buf = vec![0u8; 8192];
-        let mut got = Vec::new();
-        loop {
-            let n = c.read(&mut buf).unwrap();
-            got.extend_from_slice(&buf[..n]);
-            if n == 0 || got.windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-        let resp = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        c.write_all(resp.as_bytes()).unwrap();
-        String::from_utf8_lossy(&got).into_owned()
-    });
-    (port, h)
-}
-
 fn registry_with_local_type(port: u16) -> Arc<Registry> {
     let mut r = Registry::with_builtins();
     r.add_json(&format!(
@@ -1062,6 +1035,12 @@ fn local_service(
     (store, audit, a, id)
 }
 
+/// The built-in testers, allowed to reach the local test servers.
+#[cfg(feature = "http-tester")]
+fn loopback_testers() -> TesterRegistry {
+    TesterRegistry::with_defaults_allowing(&[credvault_store::net::AddressClass::Loopback])
+}
+
 #[cfg(feature = "http-tester")]
 #[test]
 fn http_tester_runs_the_declared_test_and_records_the_result() {
@@ -1070,13 +1049,13 @@ fn http_tester_runs_the_declared_test_and_records_the_result() {
         (200, r#"{"user":{}}"#, TestStatus::Failed),
         (401, "{}", TestStatus::Failed),
     ] {
-        let (port, server) = serve(status, body);
+        let server = credvault_test::http::Listener::answering(status, body);
         let (store, audit, a, id) =
-            local_service(port, TesterRegistry::with_defaults(), "tok-SECRET-123");
+            local_service(server.port(), loopback_testers(), "tok-SECRET-123");
         let s = store.tenant(&a, "alice").unwrap();
         let out = s.test(&id).unwrap();
         assert_eq!(out.status, want, "{status} {body}: {}", out.message);
-        let request = server.join().unwrap();
+        let request = server.requests().pop().unwrap();
         assert!(request.starts_with("GET /me "), "{request}");
         assert!(
             request.contains("Authorization: Bearer tok-SECRET-123")
@@ -1097,7 +1076,7 @@ fn http_tester_runs_the_declared_test_and_records_the_result() {
         .local_addr()
         .unwrap()
         .port();
-    let (store, _, a, id) = local_service(port, TesterRegistry::with_defaults(), "t");
+    let (store, _, a, id) = local_service(port, loopback_testers(), "t");
     let s = store.tenant(&a, "alice").unwrap();
     assert_eq!(s.test(&id).unwrap().status, TestStatus::Error);
     // A type without a tester registered.

@@ -190,6 +190,7 @@ pub fn master_key_conformance(provider: &dyn MasterKey) -> Result<(), Violation>
 }
 
 mod audit;
+pub mod http;
 mod replay;
 mod storage;
 
