@@ -404,8 +404,46 @@ fn acquire(file: &File, timeout: Duration) -> Result<FileLock<'_>, Failure> {
     }
 }
 
+/// Options that never follow a symlink at the final path component, and create files
+/// owner-only (umask can only narrow the mode).
+fn private_options() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    o
+}
+
+/// Creates `dir` (and missing parents) owner-only from the start.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+/// An owner-only temporary file in `dir` with an unpredictable name, created `O_EXCL` (a
+/// planted file or symlink is never opened), holding `bytes`.
+fn private_temp(dir: &Path, bytes: &[u8], sync: bool) -> io::Result<tempfile::NamedTempFile> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".audit-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    if sync {
+        tmp.as_file().sync_data()?;
+    }
+    Ok(tmp)
+}
+
 fn open_segment(path: &Path) -> Result<File, LogError> {
-    OpenOptions::new()
+    private_options()
         .read(true)
         .append(true)
         .open(path)
@@ -427,9 +465,9 @@ impl AuditLog {
         key: AuditKey,
         config: LogConfig,
     ) -> Result<(Self, OpenReport), LogError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        create_private_dir(dir).map_err(io_err(dir))?;
         let lock_path = dir.join("audit.lock");
-        let lock_file = OpenOptions::new()
+        let lock_file = private_options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -777,45 +815,21 @@ fn open_problem(kind: ProblemKind, detail: &'static str) -> Problem {
 /// never leaves a segment without its first record.
 fn write_new_segment(dir: &Path, n: u32, first: &[u8], sync: bool) -> Result<File, LogError> {
     let path = segment_path(dir, n);
-    let tmp = path.with_extension("jsonl.tmp");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    file.write_all(first).map_err(io_err(&tmp))?;
-    if sync {
-        file.sync_data().map_err(io_err(&tmp))?;
-    }
-    if path.exists() {
-        return Err(LogError::Io {
-            path,
-            source: io::Error::new(io::ErrorKind::AlreadyExists, "segment exists"),
-        });
-    }
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    let tmp = private_temp(dir, first, sync).map_err(io_err(dir))?;
+    // Never replaces an existing file (or a symlink planted at the segment's name).
+    tmp.persist_noclobber(&path)
+        .map_err(|e| io_err(&path)(e.error))?;
     if sync {
         sync_dir(dir).map_err(io_err(dir))?;
     }
-    // The handle stays valid after the rename; reopen for reading and appending.
-    drop(file);
     open_segment(&path)
 }
 
 fn write_anchor(dir: &Path, anchor: &Anchor, sync: bool) -> io::Result<()> {
     let path = anchor_path(dir);
-    let tmp = dir.join("audit.anchor.tmp");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&tmp)?;
-    f.write_all(&anchor.to_line())?;
-    if sync {
-        f.sync_data()?;
-    }
-    fs::rename(&tmp, &path)?;
+    let tmp = private_temp(dir, &anchor.to_line(), sync)?;
+    // A rename replaces a symlink at `path` itself; it never writes through it.
+    tmp.persist(&path).map_err(|e| e.error)?;
     if sync {
         sync_dir(dir)?;
     }

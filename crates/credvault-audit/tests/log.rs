@@ -235,8 +235,8 @@ fn a_failing_rotation_refuses_the_record() {
     let dir = tempfile::tempdir().unwrap();
     let config = fast_config().max_segment_bytes(2048);
     let (log, _) = AuditLog::open(dir.path(), key(), config).unwrap();
-    // The next segment's temporary name is taken by a directory: creating it fails.
-    std::fs::create_dir(segment_path(dir.path(), 2).with_extension("jsonl.tmp")).unwrap();
+    // The next segment's name is taken by a directory: renaming it into place fails.
+    std::fs::create_dir(segment_path(dir.path(), 2)).unwrap();
     let mut failed = None;
     for i in 0..100 {
         if let Err(e) = log.record(&event(i)) {

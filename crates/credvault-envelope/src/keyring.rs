@@ -240,34 +240,31 @@ impl LocalKeyring {
         s
     }
 
-    /// Writes the key text to `path` atomically (temporary file, fsync, rename), readable and
-    /// writable by the owner only.
+    /// Writes the key text to `path` atomically, readable and writable by the owner only: an
+    /// owner-only temporary file with an unpredictable name beside it (created `O_EXCL`, so a
+    /// planted file or symlink is never written through, whatever the umask), fsync, rename,
+    /// directory fsync.
     pub fn save_to_file(&self, path: impl AsRef<Path>) -> Result<(), KeyringError> {
         let path = path.as_ref();
         let io = |source| KeyringError::Io {
             path: path.to_owned(),
             source,
         };
-        let mut tmp_name = path.as_os_str().to_owned();
-        tmp_name.push(".tmp");
-        let tmp = PathBuf::from(tmp_name);
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(self.export_secret_text().as_bytes())
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".key-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
             .map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all(); // best effort: not every platform can fsync a directory
-            }
+        let text = self.export_secret_text();
+        tmp.write_all(text.as_bytes()).map_err(io)?;
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(path).map_err(|e| io(e.error))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all(); // best effort: not every platform can fsync a directory
         }
         Ok(())
     }

@@ -181,3 +181,26 @@ fn keyring_debug_is_redacted() {
     let dbg = format!("{k:?}");
     assert!(!dbg.contains(&b64), "{dbg}");
 }
+
+#[cfg(unix)]
+#[test]
+fn save_to_file_never_writes_through_a_planted_temp_name() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    let path = dir.path().join("master.key");
+    // The fixed temporary name older versions wrote to (and followed).
+    symlink(&victim, dir.path().join("master.key.tmp")).unwrap();
+    let k = LocalKeyring::generate().unwrap();
+    k.save_to_file(&path).unwrap();
+    k.save_to_file(&path).unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    let m = std::fs::symlink_metadata(&path).unwrap();
+    assert!(m.is_file());
+    assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    let again = LocalKeyring::from_file(&path).unwrap();
+    assert_eq!(again.active(), k.active());
+    // Nothing left behind but the key, the planted link and the victim.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+}

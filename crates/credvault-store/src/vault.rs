@@ -288,7 +288,10 @@ fn verr(what: &'static str, path: &Path, reason: impl ToString) -> StoreError {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+/// Creates `path` holding `bytes`, owner-only from creation whatever the umask, `O_EXCL` (an
+/// existing file or a planted symlink is refused, never written through), fsynced with its
+/// directory.
+fn write_private(path: &Path, bytes: &[u8], what: &'static str) -> Result<(), StoreError> {
     use std::io::Write;
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);
@@ -297,10 +300,34 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
         o.mode(0o600);
     }
-    let mut f = o.open(path).map_err(|e| verr("key file", path, e))?;
+    let mut f = o.open(path).map_err(|e| verr(what, path, e))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
-        .map_err(|e| verr("key file", path, e))
+        .map_err(|e| verr(what, path, e))?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all(); // best effort: not every platform can fsync a directory
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` and missing parents owner-only (0700) from the start; an existing directory
+/// is narrowed to 0700.
+fn create_private_dir(dir: &Path, what: &'static str) -> Result<(), StoreError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        b.mode(0o700);
+        b.create(dir).map_err(|e| verr(what, dir, e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| verr(what, dir, e))?;
+    }
+    #[cfg(not(unix))]
+    b.create(dir).map_err(|e| verr(what, dir, e))?;
+    Ok(())
 }
 
 fn check_private(path: &Path) -> Result<(), StoreError> {
@@ -351,29 +378,23 @@ impl Vault {
         if Self::db_path(dir).exists() {
             return Err(verr("vault", dir, "already holds a vault"));
         }
-        std::fs::create_dir_all(dir).map_err(|e| verr("vault directory", dir, e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| verr("vault directory", dir, e))?;
-        }
+        create_private_dir(dir, "vault directory")?;
         if options.master_key.is_none() && !options.env_key() {
             let mk = Self::master_key_path(dir);
             if mk.exists() {
                 return Err(verr("master key", &mk, "exists already"));
             }
             let k = LocalKeyring::generate().map_err(|e| verr("master key", &mk, e))?;
-            write_private(&mk, k.export_secret_text().as_bytes())?;
+            write_private(&mk, k.export_secret_text().as_bytes(), "master key")?;
         }
         // The database (and the WAL and shared-memory files SQLite derives from it) owner-only.
-        write_private(&Self::db_path(dir), b"")?;
+        write_private(&Self::db_path(dir), b"", "database")?;
         let ak = Self::audit_key_path(dir);
         if !ak.exists() {
             let key = AuditKey::generate().map_err(|e| verr("audit key", &ak, e))?;
             let mut text = Zeroizing::new(key.to_hex().to_string());
             text.push('\n');
-            write_private(&ak, text.as_bytes())?;
+            write_private(&ak, text.as_bytes(), "audit key")?;
         }
         Self::open(dir, options)
     }
@@ -545,9 +566,9 @@ impl Vault {
             .add(def)
             .map_err(|e| verr("credential type", Path::new(&name), e))?;
         let tdir = Self::types_dir(&self.dir);
-        std::fs::create_dir_all(&tdir).map_err(|e| verr("types directory", &tdir, e))?;
+        create_private_dir(&tdir, "types directory")?;
         let path = tdir.join(format!("{name}.json"));
-        std::fs::write(&path, definition).map_err(|e| verr("credential type", &path, e))?;
+        write_private(&path, definition.as_bytes(), "credential type")?;
         Ok(name)
     }
 
