@@ -33,8 +33,10 @@
 //! ```
 //!
 //! - [`MaskerBuilder`]/[`Masker`]: up to 100,000 known secrets, each in its raw form and its
-//!   base64 (both alphabets, all three alignments, padded or not), hex, percent-encoded, JSON
-//!   escaped and line-split forms, found in one gated pass (a hashed bit set of the forms'
+//!   base64 (both alphabets, all three alignments, padded or not), hex, percent-encoded (RFC
+//!   3986, JavaScript, Python `quote`, form encoding with `+`), JSON escaped (also ASCII-only
+//!   and Go's HTML-safe `\u0026`), HTML references (named, decimal, hex; also around JSON) and
+//!   line-split forms, found in one gated pass (a hashed bit set of the forms'
 //!   first bytes proposes positions, an anchored Aho-Corasick search confirms); a guard against
 //!   short and common values; streaming ([`StreamMasker`], [`MaskingWriter`], [`MaskingReader`]) that
 //!   catches secrets split across chunks.

@@ -1,6 +1,9 @@
 //! The encoded forms a secret can take in text: base64 (standard and URL-safe, at each of the
-//! three byte alignments, with and without padding), hex (both cases), percent-encoding, JSON
-//! string escaping, and, for a multi-line secret, other line endings and its lines one by one.
+//! three byte alignments, with and without padding), hex (both cases), percent-encoding (RFC
+//! 3986, JavaScript, Python `quote` with `/` kept, form encoding with `+` for space), JSON
+//! string escaping (ASCII-only, `\/`, Go's HTML-safe `\u0026 \u003c \u003e \u2028`), HTML
+//! character references (named, decimal, hex; Python and Go styles), HTML around JSON, and,
+//! for a multi-line secret, other line endings and its lines one by one.
 
 use base64::Engine as _;
 
@@ -25,6 +28,8 @@ pub enum Form {
     Percent,
     /// Inside a JSON string (escapes applied).
     Json,
+    /// HTML character references (`&amp;`, `&#38;`, `&#x26;`), also around a JSON string.
+    Html,
     /// A multi-line secret with other line endings, or one of its lines on its own.
     Lines,
 }
@@ -72,19 +77,34 @@ fn percent(secret: &[u8], keep: &[u8], upper: bool, plus_for_space: bool) -> Vec
     out
 }
 
-fn json_escape(secret: &str, ascii_only: bool, escape_slash: bool) -> Vec<u8> {
+/// How a JSON encoder escapes a string.
+#[derive(Clone, Copy, Default)]
+struct JsonStyle {
+    /// Non-ASCII as `\uXXXX` (Python's default `ensure_ascii`).
+    ascii_only: bool,
+    /// `/` as `\/` (PHP).
+    escape_slash: bool,
+    /// `& < >` and U+2028/U+2029 as `\u0026 \u003c \u003e \u2028 \u2029` (Go's
+    /// `encoding/json`, safe inside HTML `<script>`).
+    html_safe: bool,
+}
+
+fn json_escape(secret: &str, style: JsonStyle) -> String {
     let mut out = String::with_capacity(secret.len() + 8);
     for c in secret.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            '/' if escape_slash => out.push_str("\\/"),
+            '/' if style.escape_slash => out.push_str("\\/"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (ascii_only && !c.is_ascii()) => {
+            '&' | '<' | '>' | '\u{2028}' | '\u{2029}' if style.html_safe => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c if (c as u32) < 0x20 || (style.ascii_only && !c.is_ascii()) => {
                 let mut buf = [0u16; 2];
                 for unit in c.encode_utf16(&mut buf) {
                     out.push_str(&format!("\\u{unit:04x}"));
@@ -93,7 +113,49 @@ fn json_escape(secret: &str, ascii_only: bool, escape_slash: bool) -> Vec<u8> {
             c => out.push(c),
         }
     }
-    out.into_bytes()
+    out
+}
+
+/// How an HTML encoder writes the characters it escapes.
+#[derive(Clone, Copy)]
+enum HtmlStyle {
+    /// Python `html.escape`: `&amp; &lt; &gt;`, with `quote`: `&quot; &#x27;` too.
+    Python { quote: bool },
+    /// Go `html.EscapeString`: `&amp; &#39; &lt; &gt; &#34;`.
+    Go,
+    /// `&#38;` for each of `& < > " '`.
+    Decimal,
+    /// `&#x26;` for each of `& < > " '`.
+    Hex,
+}
+
+fn html_escape(secret: &str, style: HtmlStyle) -> String {
+    let mut out = String::with_capacity(secret.len() + 8);
+    for c in secret.chars() {
+        let named = match (c, style) {
+            ('&', HtmlStyle::Python { .. } | HtmlStyle::Go) => "&amp;",
+            ('<', HtmlStyle::Python { .. } | HtmlStyle::Go) => "&lt;",
+            ('>', HtmlStyle::Python { .. } | HtmlStyle::Go) => "&gt;",
+            ('"', HtmlStyle::Python { quote: true }) => "&quot;",
+            ('\'', HtmlStyle::Python { quote: true }) => "&#x27;",
+            ('"', HtmlStyle::Go) => "&#34;",
+            ('\'', HtmlStyle::Go) => "&#39;",
+            ('&' | '<' | '>' | '"' | '\'', HtmlStyle::Decimal) => {
+                out.push_str(&format!("&#{};", c as u32));
+                continue;
+            }
+            ('&' | '<' | '>' | '"' | '\'', HtmlStyle::Hex) => {
+                out.push_str(&format!("&#x{:x};", c as u32));
+                continue;
+            }
+            _ => {
+                out.push(c);
+                continue;
+            }
+        };
+        out.push_str(named);
+    }
+    out
 }
 
 /// Every form of `secret` to search for, deduplicated, shortest forms not below `min_len`.
@@ -135,9 +197,42 @@ pub(crate) fn variants(secret: &str, min_len: usize) -> Vec<Variant> {
     add(percent(raw, b"-._~", false, false), Form::Percent);
     add(percent(raw, b"-._~!'()*", true, false), Form::Percent);
     add(percent(raw, b"-._*", true, true), Form::Percent);
-    add(json_escape(secret, false, false), Form::Json);
-    add(json_escape(secret, true, false), Form::Json);
-    add(json_escape(secret, false, true), Form::Json);
+    // Python `urllib.parse.quote` keeps `/` by default; `quote_plus` and `urlencode` write `+`
+    // for a space.
+    add(percent(raw, b"-._~/", true, false), Form::Percent);
+    add(percent(raw, b"-._~", true, true), Form::Percent);
+    let json = |ascii_only, escape_slash, html_safe| {
+        json_escape(
+            secret,
+            JsonStyle {
+                ascii_only,
+                escape_slash,
+                html_safe,
+            },
+        )
+    };
+    let plain_json = json(false, false, false);
+    let ascii_json = json(true, false, false);
+    add(plain_json.clone().into_bytes(), Form::Json);
+    add(ascii_json.clone().into_bytes(), Form::Json);
+    add(json(false, true, false).into_bytes(), Form::Json);
+    add(json(false, false, true).into_bytes(), Form::Json);
+    add(json(true, false, true).into_bytes(), Form::Json);
+    for style in [
+        HtmlStyle::Python { quote: true },
+        HtmlStyle::Python { quote: false },
+        HtmlStyle::Go,
+        HtmlStyle::Decimal,
+        HtmlStyle::Hex,
+    ] {
+        add(html_escape(secret, style).into_bytes(), Form::Html);
+    }
+    // A JSON string inside an HTML attribute or text.
+    for j in [&plain_json, &ascii_json] {
+        for style in [HtmlStyle::Python { quote: true }, HtmlStyle::Go] {
+            add(html_escape(j, style).into_bytes(), Form::Html);
+        }
+    }
     if secret.contains('\n') {
         if !secret.contains("\r\n") {
             add(secret.replace('\n', "\r\n").into_bytes(), Form::Lines);

@@ -1,4 +1,5 @@
-//! Properties (512 cases each): after masking, no secret appears in any supported encoding;
+//! Properties (512 cases each): after masking, no secret appears in any supported encoding
+//! (base64, hex, percent and form encoding, JSON and Go's HTML-safe JSON, HTML references);
 //! masking is idempotent; text without secrets is unchanged byte for byte; streaming with random
 //! chunk sizes equals one-shot masking. Encodings here are computed independently of the crate.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,13 +23,48 @@ fn build(secrets: &[String]) -> Option<(Masker, Vec<String>)> {
 }
 
 fn percent(s: &str) -> String {
+    percent_keeping(s, b"-._~", false)
+}
+
+/// Percent-encoding keeping `keep`, optionally `+` for a space (Python `quote`, `quote_plus`).
+fn percent_keeping(s: &str, keep: &[u8], plus: bool) -> String {
     s.bytes()
         .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            if b.is_ascii_alphanumeric() || keep.contains(&b) {
                 (b as char).to_string()
+            } else if b == b' ' && plus {
+                "+".to_owned()
             } else {
                 format!("%{b:02X}")
             }
+        })
+        .collect()
+}
+
+/// Inside a JSON string as Go writes it: `& < >` as `\u0026 \u003c \u003e`.
+fn go_json(s: &str) -> String {
+    let j = serde_json::to_string(s).unwrap();
+    j[1..j.len() - 1]
+        .replace('&', "\\u0026")
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+}
+
+/// Python `html.escape(s)`.
+fn html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;")
+}
+
+/// Decimal references for `& < > " '`.
+fn html_decimal(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '&' | '<' | '>' | '"' | '\'' => format!("&#{};", u32::from(c)),
+            c => c.to_string(),
         })
         .collect()
 }
@@ -37,8 +73,18 @@ fn percent(s: &str) -> String {
 fn encode(secret: &str, how: u8, pre: &[u8], post: &[u8]) -> String {
     let b64 = |e: &base64::engine::GeneralPurpose, bytes: &[u8]| e.encode(bytes);
     let wrapped = [pre, secret.as_bytes(), post].concat();
-    match how % 9 {
+    match how % 13 {
         0 => secret.to_owned(),
+        9 => percent_keeping(secret, b"-._~/", false),
+        10 => percent_keeping(secret, b"-._~", true),
+        11 => go_json(secret),
+        12 => {
+            if how % 2 == 0 {
+                html(secret)
+            } else {
+                html_decimal(secret)
+            }
+        }
         1 => b64(&base64::engine::general_purpose::STANDARD, &wrapped),
         2 => b64(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &wrapped),
         3 => secret.bytes().map(|b| format!("{b:02x}")).collect(),
@@ -67,6 +113,11 @@ fn forbidden(secret: &str) -> Vec<String> {
         secret.bytes().map(|b| format!("{b:02x}")).collect(),
         secret.bytes().map(|b| format!("{b:02X}")).collect(),
         percent(secret),
+        percent_keeping(secret, b"-._~/", false),
+        percent_keeping(secret, b"-._~", true),
+        go_json(secret),
+        html(secret),
+        html_decimal(secret),
     ];
     let j = serde_json::to_string(secret).unwrap();
     v.push(j[1..j.len() - 1].to_owned());
