@@ -79,7 +79,7 @@ fn encode(secret: &str, how: u8, pre: &[u8], post: &[u8]) -> String {
         10 => percent_keeping(secret, b"-._~", true),
         11 => go_json(secret),
         12 => {
-            if how % 2 == 0 {
+            if how.is_multiple_of(2) {
                 html(secret)
             } else {
                 html_decimal(secret)
