@@ -469,6 +469,9 @@ pub enum DenyReason {
     UnknownCredential,
     /// The caller is not allowed this operation.
     Forbidden,
+    /// Too many wrong one-time codes for the credential: verification is refused for a while
+    /// (RFC 4226 §7.3).
+    Throttled,
     /// A reason written by a newer version.
     #[serde(other)]
     Unknown,

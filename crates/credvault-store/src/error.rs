@@ -127,6 +127,14 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// Too many wrong one-time codes for this credential: verification is refused, without
+    /// looking at the code, until the lock-out ends (recorded as `access_denied`, reason
+    /// `throttled`).
+    #[error("too many wrong codes for this credential; try again in {retry_after_secs} s")]
+    Throttled {
+        /// Seconds until verification is accepted again.
+        retry_after_secs: u64,
+    },
     /// The operation is not supported here (no tester for a test kind, for instance).
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -183,6 +191,7 @@ fn deny_text(r: DenyReason) -> &'static str {
         DenyReason::UnknownTenant => "unknown tenant",
         DenyReason::UnknownCredential => "no such credential",
         DenyReason::Forbidden => "forbidden",
+        DenyReason::Throttled => "too many wrong codes",
         _ => "refused",
     }
 }

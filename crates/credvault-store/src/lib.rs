@@ -107,7 +107,7 @@ pub use model::{
 };
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteDurability, SqliteStorage, DEFAULT_LOCK_TIMEOUT};
-pub use storage::{ListFilter, Storage, StorageError};
+pub use storage::{ListFilter, OtpThrottle, Storage, StorageError};
 pub use store::{
     credential_context, AuditTarget, Clock, Finding, ManualClock, Problem, Scope,
     StorageReplayGuard, Store, StoreConfig, StoreVerification, SystemClock,

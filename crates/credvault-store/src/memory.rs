@@ -8,8 +8,8 @@ use credvault_envelope::KeyId;
 
 use crate::ids::{CredentialId, TenantId};
 use crate::storage::{
-    later, AuditHead, CredentialRow, DataKeyRow, Hook, KeyState, ListFilter, RecordMacs, Reseal,
-    Storage, StorageError, TenantRow, TestRecord,
+    later, AuditHead, CredentialRow, DataKeyRow, Hook, KeyState, ListFilter, OtpFailures,
+    OtpThrottle, RecordMacs, Reseal, Storage, StorageError, TenantRow, TestRecord,
 };
 
 #[derive(Default)]
@@ -18,6 +18,7 @@ struct State {
     keys: BTreeMap<(TenantId, KeyId), DataKeyRow>,
     creds: BTreeMap<(TenantId, CredentialId), CredentialRow>,
     replay: HashMap<String, (u64, u64)>,
+    otp: HashMap<String, OtpFailures>,
     head: Option<AuditHead>,
 }
 
@@ -433,6 +434,27 @@ impl Storage for MemoryStorage {
                 Ok(true)
             }
         }
+    }
+
+    fn otp_locked_until(&self, key: &str, now: u64) -> Result<Option<u64>, StorageError> {
+        Ok(self.lock()?.otp.get(key).and_then(|f| f.locked_at(now)))
+    }
+
+    fn otp_failed(
+        &self,
+        key: &str,
+        now: u64,
+        throttle: &OtpThrottle,
+    ) -> Result<Option<u64>, StorageError> {
+        let mut s = self.lock()?;
+        let entry = s.otp.entry(key.to_owned()).or_default();
+        *entry = entry.after_failure(now, throttle);
+        Ok(entry.locked_at(now))
+    }
+
+    fn otp_succeeded(&self, key: &str) -> Result<(), StorageError> {
+        self.lock()?.otp.remove(key);
+        Ok(())
     }
 
     fn audit_head(&self) -> Result<Option<AuditHead>, StorageError> {

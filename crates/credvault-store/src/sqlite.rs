@@ -23,8 +23,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::ids::{CredentialId, TenantId};
 use crate::storage::{
-    AuditHead, CredentialRow, DataKeyRow, Hook, KeyState, ListFilter, RecordMacs, Reseal, Storage,
-    StorageError, TenantRow, TestRecord,
+    AuditHead, CredentialRow, DataKeyRow, Hook, KeyState, ListFilter, OtpFailures, OtpThrottle,
+    RecordMacs, Reseal, Storage, StorageError, TenantRow, TestRecord,
 };
 
 /// How hard SQLite syncs each commit.
@@ -105,6 +105,13 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE data_keys ADD COLUMN mac BLOB NOT NULL DEFAULT X'';
      INSERT INTO vault_meta (key, value)
         SELECT 'records_authenticated', '1' WHERE NOT EXISTS (SELECT 1 FROM data_keys);",
+    // 4: one-time-code throttling (RFC 4226 §7.3), shared by every process on the vault.
+    "CREATE TABLE otp_throttle (
+        key TEXT PRIMARY KEY,
+        window_start INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        locked_until INTEGER NOT NULL
+     ) STRICT;",
 ];
 
 /// The SQLite backend: bundled SQLite, WAL journal, versioned migrations, every write in one
@@ -335,6 +342,21 @@ fn set_head(tx: &rusqlite::Transaction<'_>, head: Option<AuditHead>) -> Result<(
     .and_then(|mut s| s.execute(params![format!("{}:{}", h.seq, hex::encode(h.hash))]))
     .map_err(be)?;
     Ok(())
+}
+
+fn read_otp(c: &Connection, key: &str) -> Result<Option<OtpFailures>, StorageError> {
+    c.prepare_cached("SELECT window_start, failures, locked_until FROM otp_throttle WHERE key = ?1")
+        .and_then(|mut s| {
+            s.query_row(params![key], |r| {
+                Ok(OtpFailures {
+                    window_start: to_u64(r.get(0)?),
+                    failures: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(u32::MAX),
+                    locked_until: to_u64(r.get(2)?),
+                })
+            })
+            .optional()
+        })
+        .map_err(be)
 }
 
 fn read_head(conn: &Connection) -> Result<Option<AuditHead>, StorageError> {
@@ -1024,6 +1046,49 @@ impl Storage for SqliteStorage {
             .and_then(|mut s| s.execute(params![key, to_i64(step), to_i64(retain_until)]))
             .map_err(be)?;
             Ok(true)
+        })
+    }
+
+    fn otp_locked_until(&self, key: &str, now: u64) -> Result<Option<u64>, StorageError> {
+        let c = self.lock()?;
+        Ok(read_otp(&c, key)?.and_then(|f| f.locked_at(now)))
+    }
+
+    fn otp_failed(
+        &self,
+        key: &str,
+        now: u64,
+        throttle: &OtpThrottle,
+    ) -> Result<Option<u64>, StorageError> {
+        self.write(|tx| {
+            let next = read_otp(tx, key)?
+                .unwrap_or_default()
+                .after_failure(now, throttle);
+            tx.prepare_cached(
+                "INSERT INTO otp_throttle (key, window_start, failures, locked_until)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE SET window_start = excluded.window_start,
+                   failures = excluded.failures, locked_until = excluded.locked_until",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    key,
+                    to_i64(next.window_start),
+                    i64::from(next.failures),
+                    to_i64(next.locked_until)
+                ])
+            })
+            .map_err(be)?;
+            Ok(next.locked_at(now))
+        })
+    }
+
+    fn otp_succeeded(&self, key: &str) -> Result<(), StorageError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM otp_throttle WHERE key = ?1")
+                .and_then(|mut s| s.execute(params![key]))
+                .map_err(be)?;
+            Ok(())
         })
     }
 

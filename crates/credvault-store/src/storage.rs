@@ -458,6 +458,24 @@ pub trait Storage: Send + Sync {
         now: u64,
     ) -> Result<bool, StorageError>;
 
+    /// Until when (Unix seconds) one-time-code verification for `key` is locked out, if it is
+    /// at `now`.
+    fn otp_locked_until(&self, key: &str, now: u64) -> Result<Option<u64>, StorageError>;
+
+    /// Atomically counts one wrong code for `key` at `now`: failures are counted in a window
+    /// of `throttle.window_secs` starting at the first failure; the `max_failures`-th failure
+    /// in a window locks `key` out until `now + lockout_secs` and starts a new count. Returns
+    /// the lock-out's end when this failure started one (or one is running).
+    fn otp_failed(
+        &self,
+        key: &str,
+        now: u64,
+        throttle: &OtpThrottle,
+    ) -> Result<Option<u64>, StorageError>;
+
+    /// Clears the failure count of `key` (a correct code).
+    fn otp_succeeded(&self, key: &str) -> Result<(), StorageError>;
+
     /// The audit head stored by the last hook (or [`record_use`](Self::record_use)).
     fn audit_head(&self) -> Result<Option<AuditHead>, StorageError>;
 
@@ -481,5 +499,73 @@ pub(crate) fn later(a: Option<AuditHead>, b: Option<AuditHead>) -> Option<AuditH
         (Some(x), Some(y)) => Some(if y.seq >= x.seq { y } else { x }),
         (x, None) => x,
         (None, y) => y,
+    }
+}
+
+/// Throttling of one-time-code verification per credential (RFC 4226 §7.3): after
+/// `max_failures` wrong codes within `window_secs`, verification is refused for
+/// `lockout_secs`. Default: 5 in 5 minutes, then 15 minutes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OtpThrottle {
+    /// Wrong codes allowed in a window (at least 1).
+    pub max_failures: u32,
+    /// The window, in seconds.
+    pub window_secs: u64,
+    /// How long verification is refused after the last allowed failure, in seconds.
+    pub lockout_secs: u64,
+}
+
+impl Default for OtpThrottle {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            window_secs: 300,
+            lockout_secs: 900,
+        }
+    }
+}
+
+/// The state kept per key by [`Storage::otp_failed`], and its transition (shared by the
+/// backends so that they cannot disagree).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OtpFailures {
+    /// When the current window started (Unix seconds).
+    pub window_start: u64,
+    /// Wrong codes in the current window.
+    pub failures: u32,
+    /// Locked out until then (0: not locked).
+    pub locked_until: u64,
+}
+
+impl OtpFailures {
+    /// The state after one more wrong code at `now`.
+    pub fn after_failure(self, now: u64, t: &OtpThrottle) -> Self {
+        if self.locked_until > now {
+            return self;
+        }
+        let mut s = if now >= self.window_start.saturating_add(t.window_secs) || self.failures == 0
+        {
+            Self {
+                window_start: now,
+                failures: 0,
+                locked_until: 0,
+            }
+        } else {
+            self
+        };
+        s.failures += 1;
+        if s.failures >= t.max_failures.max(1) {
+            s = Self {
+                window_start: now,
+                failures: 0,
+                locked_until: now.saturating_add(t.lockout_secs),
+            };
+        }
+        s
+    }
+
+    /// The lock-out's end, if it is running at `now`.
+    pub fn locked_at(&self, now: u64) -> Option<u64> {
+        (self.locked_until > now).then_some(self.locked_until)
     }
 }

@@ -458,10 +458,11 @@ fn a_vault_from_before_record_macs_is_authenticated_once_on_open() {
 fn a_schema_v2_database_migrates_and_is_authenticated() {
     let good = Listener::start();
     let f = fixture(good.port());
-    // Turn the database back into schema v2: no MAC columns, no flag.
+    // Turn the database back into schema v2: no MAC columns, no flag, no throttle table.
     let c = rusqlite::Connection::open(Vault::db_path(&f.path)).unwrap();
     c.execute_batch(
-        "ALTER TABLE credentials DROP COLUMN mac;
+        "DROP TABLE otp_throttle;
+         ALTER TABLE credentials DROP COLUMN mac;
          ALTER TABLE data_keys DROP COLUMN mac;
          DELETE FROM vault_meta WHERE key = 'records_authenticated';
          PRAGMA user_version = 2;",
@@ -488,7 +489,7 @@ fn a_schema_v2_database_migrates_and_is_authenticated() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!((v, empty), (3, 0));
+    assert_eq!((v, empty), (4, 0));
     assert_eq!(events_of(&f.path, "records_authenticated"), 1);
     assert!(problems(&f.path).is_empty());
 }

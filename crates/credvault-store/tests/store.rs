@@ -11,9 +11,9 @@ use credvault_schema::{Registry, SECRET_MARKER};
 use credvault_store::storage::KeyState;
 use credvault_store::{
     credential_context, encode_secret_fields, AuditTarget, CacheConfig, CredentialId,
-    CredentialUpdate, ListFilter, ManualClock, MemoryStorage, NewCredential, SealRejection,
-    SealedCredential, SqliteStorage, Storage, Store, StoreConfig, StoreError, TenantId,
-    TesterRegistry,
+    CredentialUpdate, ListFilter, ManualClock, MemoryStorage, NewCredential, OtpThrottle,
+    SealRejection, SealedCredential, SqliteStorage, Storage, Store, StoreConfig, StoreError,
+    TenantId, TesterRegistry,
 };
 use serde_json::json;
 
@@ -989,6 +989,122 @@ fn totp_codes_match_rfc6238_and_verification_refuses_replays() {
             Err(StoreError::Totp { .. })
         ));
     }
+}
+
+#[test]
+fn totp_verification_is_throttled_per_credential_and_audited() {
+    for (name, storage) in backends() {
+        let f = fixture_with(storage, |c| c);
+        let s = f.store.tenant(&f.a, "alice").unwrap();
+        f.clock.set(1_111_111_109_000); // RFC 6238: 081804
+        let id = s.create(login("t", "pw")).unwrap().id.clone();
+        let other = s.create(login("u", "pw")).unwrap().id.clone();
+        for wrong in ["000000", "111111", "222222", "333333", "444444"] {
+            assert!(
+                matches!(s.verify_totp(&id, wrong), Err(StoreError::Totp { .. })),
+                "{name}"
+            );
+        }
+        // Locked out: even the right code is refused, without being looked at or used up.
+        let err = s.verify_totp(&id, "081804").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Throttled {
+                    retry_after_secs: 900
+                }
+            ),
+            "{name}: {err:?}"
+        );
+        let ev = f.audit.events().pop().unwrap();
+        assert_eq!(ev.action, Action::AccessDenied);
+        assert!(matches!(
+            ev.details,
+            Some(Details::AccessDenied {
+                reason: credvault_audit::DenyReason::Throttled
+            })
+        ));
+        // Another credential is not affected.
+        assert!(s.verify_totp(&other, "081804").is_ok(), "{name}");
+        // Still locked a second before the end; open at the end, and the code (the same
+        // step's, still unused) is accepted.
+        f.clock.set(1_111_111_109_000 + 899_000);
+        assert!(matches!(
+            s.verify_totp(&id, "081804"),
+            Err(StoreError::Throttled {
+                retry_after_secs: 1
+            })
+        ));
+        f.clock.set(1_111_111_109_000 + 900_000);
+        let code = s.totp_code(&id, None).unwrap();
+        assert!(s.verify_totp(&id, code.expose_secret()).is_ok(), "{name}");
+        // A correct code clears the count: four more wrong ones do not lock.
+        for wrong in ["000000", "111111", "222222", "333333"] {
+            assert!(matches!(
+                s.verify_totp(&id, wrong),
+                Err(StoreError::Totp { .. })
+            ));
+        }
+        let code = s.totp_code(&id, None).unwrap();
+        assert!(
+            matches!(
+                s.verify_totp(&id, code.expose_secret()),
+                Err(StoreError::Totp { .. })
+            ),
+            "{name}: a used code is a failure (replay), not a lock-out"
+        );
+        assert!(matches!(
+            s.verify_totp(&id, "555555"),
+            Err(StoreError::Throttled { .. })
+        ));
+    }
+}
+
+#[test]
+fn the_totp_throttle_holds_across_vault_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_111_111_109_000));
+    let opts = || {
+        credvault_store::VaultOptions::default().store(
+            StoreConfig::default()
+                .clock(clock.clone())
+                .otp_throttle(OtpThrottle {
+                    max_failures: 3,
+                    window_secs: 60,
+                    lockout_secs: 120,
+                }),
+        )
+    };
+    let v = credvault_store::Vault::init(dir.path(), opts()).unwrap();
+    let a = TenantId::new("acme").unwrap();
+    v.store().create_tenant(&a, "A", "admin").unwrap();
+    let id = v
+        .store()
+        .tenant(&a, "admin")
+        .unwrap()
+        .create(login("t", "pw"))
+        .unwrap()
+        .id;
+    v.close().unwrap();
+    // Each wrong code from a new handle, as from separate `credvault` processes.
+    for wrong in ["000000", "111111", "222222"] {
+        let v = credvault_store::Vault::open(dir.path(), opts()).unwrap();
+        let s = v.store().tenant(&a, "attacker").unwrap();
+        assert!(matches!(
+            s.verify_totp(&id, wrong),
+            Err(StoreError::Totp { .. })
+        ));
+        v.close().unwrap();
+    }
+    let v = credvault_store::Vault::open(dir.path(), opts()).unwrap();
+    let s = v.store().tenant(&a, "attacker").unwrap();
+    assert!(matches!(
+        s.verify_totp(&id, "081804"),
+        Err(StoreError::Throttled {
+            retry_after_secs: 120
+        })
+    ));
+    v.close().unwrap();
 }
 
 fn registry_with_local_type(port: u16) -> Arc<Registry> {

@@ -8,7 +8,7 @@ use credvault_envelope::KeyId;
 use credvault_store::storage::{
     AuditHead, CredentialRow, DataKeyRow, HookError, KeyState, Reseal, TenantRow, TestRecord,
 };
-use credvault_store::{CredentialId, ListFilter, Storage, StorageError, TenantId};
+use credvault_store::{CredentialId, ListFilter, OtpThrottle, Storage, StorageError, TenantId};
 
 use crate::Violation;
 
@@ -152,7 +152,7 @@ fn setup(s: &dyn Storage) -> Result<(TenantId, TenantId), Violation> {
 /// head in the same transaction; usage reservations add up; wrapped keys are replaced only
 /// from the expected value; rotation marks keys retiring, reseal skips rows that changed, and
 /// a key is retired only when nothing names it; list filters and the rotation cursor; the
-/// replay step rules; 8 threads racing on one version: exactly one wins.
+/// replay step rules; OTP throttle windows and lock-outs; 8 threads racing on one version: exactly one wins.
 pub fn storage_conformance(fresh: &dyn Fn() -> Arc<dyn Storage>) -> Result<(), Violation> {
     tenants(&*fresh())?;
     rows_and_isolation(&*fresh())?;
@@ -161,6 +161,7 @@ pub fn storage_conformance(fresh: &dyn Fn() -> Arc<dyn Storage>) -> Result<(), V
     rotation(&*fresh())?;
     filters(&*fresh())?;
     replay(&*fresh())?;
+    otp_throttle(&*fresh())?;
     race(fresh())?;
     record_macs(&*fresh())?;
     Ok(())
@@ -799,6 +800,71 @@ fn replay(s: &dyn Storage) -> Result<(), Violation> {
         c("k", 5, 300, 100)?,
         "an expired record no longer blocks",
         || "refused".into(),
+    )?;
+    Ok(())
+}
+
+/// Wrong one-time codes: counted per key in a window from the first failure; the last allowed
+/// one locks the key out; a lock-out ends on time; a success clears the count.
+fn otp_throttle(s: &dyn Storage) -> Result<(), Violation> {
+    let t = OtpThrottle {
+        max_failures: 3,
+        window_secs: 60,
+        lockout_secs: 100,
+    };
+    let fail = |k: &str, now| ok(s.otp_failed(k, now, &t), "otp_failed");
+    let locked = |k: &str, now| ok(s.otp_locked_until(k, now), "otp_locked_until");
+    ensure(
+        locked("a", 0)?.is_none(),
+        "a fresh key is not locked",
+        || "locked".into(),
+    )?;
+    ensure(
+        fail("a", 10)?.is_none() && fail("a", 20)?.is_none(),
+        "failures below the limit do not lock",
+        || "locked".into(),
+    )?;
+    ensure(
+        fail("a", 30)? == Some(130),
+        "the last allowed failure locks until now + lockout",
+        || "not locked".into(),
+    )?;
+    ensure(
+        locked("a", 129)? == Some(130),
+        "a lock-out holds until its end",
+        || "open".into(),
+    )?;
+    ensure(locked("b", 31)?.is_none(), "keys are independent", || {
+        "locked".into()
+    })?;
+    ensure(
+        fail("a", 50)? == Some(130),
+        "a failure during a lock-out neither extends nor ends it",
+        || "changed".into(),
+    )?;
+    ensure(
+        locked("a", 130)?.is_none(),
+        "a lock-out ends on time",
+        || "locked".into(),
+    )?;
+    // A new window after the lock-out; failures spread beyond the window start over.
+    ensure(
+        fail("c", 0)?.is_none() && fail("c", 59)?.is_none() && fail("c", 60)?.is_none(),
+        "failures outside the window are not counted",
+        || "locked".into(),
+    )?;
+    ensure(
+        fail("c", 61)?.is_none() && fail("c", 62)? == Some(162),
+        "a window starts at its first failure",
+        || "not locked as expected".into(),
+    )?;
+    ok(s.otp_failed("d", 0, &t), "otp_failed")?;
+    ok(s.otp_failed("d", 1, &t), "otp_failed")?;
+    ok(s.otp_succeeded("d"), "otp_succeeded")?;
+    ensure(
+        fail("d", 2)?.is_none() && fail("d", 3)?.is_none(),
+        "a success clears the count",
+        || "locked".into(),
     )?;
     Ok(())
 }

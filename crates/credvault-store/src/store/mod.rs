@@ -30,7 +30,7 @@ use sealing::data_key_context;
 use crate::error::StoreError;
 use crate::ids::{CredentialId, TenantId};
 use crate::keys::{CacheConfig, KeyCache};
-use crate::storage::{AuditHead, CredentialRow, HookError, Storage};
+use crate::storage::{AuditHead, CredentialRow, HookError, OtpThrottle, Storage};
 
 use crate::tester::TesterRegistry;
 
@@ -146,6 +146,9 @@ pub struct StoreConfig {
     pub use_flush_interval: Duration,
     /// ... or once this many reads are pending. Default 4096.
     pub use_flush_max: usize,
+    /// Throttling of TOTP verification per credential. Default: 5 wrong codes in 5 minutes
+    /// lock verification out for 15 minutes.
+    pub otp_throttle: OtpThrottle,
 }
 
 impl Default for StoreConfig {
@@ -156,6 +159,7 @@ impl Default for StoreConfig {
             rotation_batch: 256,
             use_flush_interval: Duration::from_secs(1),
             use_flush_max: 4096,
+            otp_throttle: OtpThrottle::default(),
         }
     }
 }
@@ -170,6 +174,12 @@ impl StoreConfig {
     /// Sets the clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Sets the TOTP verification throttle.
+    pub fn otp_throttle(mut self, t: OtpThrottle) -> Self {
+        self.otp_throttle = t;
         self
     }
 

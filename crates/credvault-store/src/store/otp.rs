@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use credvault_audit::{Action, Details, Outcome};
+use credvault_audit::{Action, DenyReason, Details, Outcome};
 use credvault_schema::{CredentialType, Format};
 use credvault_totp::{Algorithm, Otp, ReplayGuard, TotpSecret, DEFAULT_SKEW};
 
@@ -137,15 +137,33 @@ impl Scope<'_> {
     /// Verifies a TOTP code against the credential's authenticator key, at most once per
     /// code (the replay guard lives in the database). Returns the matched step.
     ///
+    /// Throttled per credential (RFC 4226 §7.3, [`StoreConfig::otp_throttle`]): after too many
+    /// wrong or replayed codes in a window, every attempt is refused without looking at the
+    /// code until the lock-out ends, and recorded as `access_denied` (`throttled`). The count
+    /// is kept in the database, so it holds across processes.
+    ///
+    /// [`StoreConfig::otp_throttle`]: crate::StoreConfig::otp_throttle
+    ///
     /// # Errors
-    /// [`StoreError::Totp`] for a wrong or replayed code, and as [`totp_code`](Self::totp_code).
+    /// [`StoreError::Totp`] for a wrong or replayed code, [`StoreError::Throttled`] during a
+    /// lock-out, and as [`totp_code`](Self::totp_code).
     pub fn verify_totp(&self, id: &CredentialId, submitted: &str) -> Result<u64, StoreError> {
         let row = self.load_for_access(id)?;
-        let (otp, _) = self.otp(&row)?;
         let now = u64::try_from(self.store.now() / 1000).unwrap_or(0);
-        let guard = self.store.replay_guard();
         let key = format!("{}/{}", self.tenant, row.id);
+        let storage = &self.store.storage;
+        if let Some(until) = storage.otp_locked_until(&key, now)? {
+            return Err(self.throttled(&row, until, now));
+        }
+        let (otp, _) = self.otp(&row)?;
+        let guard = self.store.replay_guard();
         let res = otp.verify_once(&guard, &key, submitted, now, DEFAULT_SKEW);
+        match &res {
+            Ok(_) => storage.otp_succeeded(&key)?,
+            Err(_) => {
+                storage.otp_failed(&key, now, &self.store.cfg.otp_throttle)?;
+            }
+        }
         let outcome = if res.is_ok() {
             Outcome::Success
         } else {
@@ -160,5 +178,19 @@ impl Scope<'_> {
         res.map_err(|e| StoreError::Totp {
             reason: e.to_string(),
         })
+    }
+
+    /// Records a throttled attempt and gives its error.
+    fn throttled(&self, row: &Authentic, until: u64, now: u64) -> StoreError {
+        let reason = DenyReason::Throttled;
+        self.store.record_quietly(
+            &self
+                .event(Action::AccessDenied)
+                .with_resource(resource(row))
+                .with_details(Details::AccessDenied { reason }),
+        );
+        StoreError::Throttled {
+            retry_after_secs: until.saturating_sub(now),
+        }
     }
 }
