@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use credvault_envelope::{Backend, DataKey, KeyId, SealingKey, MAX_SEALS_PER_KEY};
+use credvault_envelope::{Backend, DataKey, KeyId, SealingKey, UsageLimits, MAX_SEALS_PER_KEY};
 
 use crate::error::StoreError;
 use crate::ids::TenantId;
@@ -31,6 +31,10 @@ pub struct CacheConfig {
     pub lease: u64,
     /// The usage count at which a data key refuses to seal (NIST SP 800-38D: 2^32).
     pub seal_limit: u64,
+    /// The usage count at which the store starts a rotation of the tenant's data key by
+    /// itself (default ⌊0.9 × 2^32⌋): the next seals use a new key, and the old one stays
+    /// (retiring) until `rotate_key` has re-sealed what it holds.
+    pub rotate_at: u64,
 }
 
 impl Default for CacheConfig {
@@ -41,6 +45,7 @@ impl Default for CacheConfig {
             max_uses: 100_000,
             lease: 256,
             seal_limit: MAX_SEALS_PER_KEY,
+            rotate_at: UsageLimits::DEFAULT_ROTATE_AFTER,
         }
     }
 }
@@ -75,6 +80,21 @@ impl CacheConfig {
         self.seal_limit = n;
         self
     }
+
+    /// Sets the usage count that starts an automatic rotation (tests use a small one).
+    pub fn rotate_at(mut self, n: u64) -> Self {
+        self.rotate_at = n;
+        self
+    }
+
+    /// Checks a durable usage total after a reservation: an error past the seal limit, else
+    /// whether a rotation is due.
+    pub(crate) fn check_usage(&self, total: u64) -> Result<bool, StoreError> {
+        if total > self.seal_limit {
+            return Err(StoreError::KeyExhausted);
+        }
+        Ok(total >= self.rotate_at)
+    }
 }
 
 /// One unwrapped data key.
@@ -99,27 +119,26 @@ impl CachedKey {
     }
 
     /// Takes `n` seal permits, reserving a new block through `reserve` (which returns the
-    /// durable total after reserving) when there are too few.
+    /// durable total after reserving) when there are too few. Returns whether that
+    /// reservation made a rotation due ([`CacheConfig::rotate_at`]).
     pub(crate) fn take_permits(
         &self,
         n: u64,
         cfg: &CacheConfig,
         reserve: impl FnOnce(u64) -> Result<u64, StoreError>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut p = self
             .permits
             .lock()
             .map_err(|_| StoreError::Unsupported("key cache lock poisoned".into()))?;
+        let mut due = false;
         if *p < n {
             let block = cfg.lease.max(n);
-            let total = reserve(block)?;
-            if total > cfg.seal_limit {
-                return Err(StoreError::KeyExhausted);
-            }
+            due = cfg.check_usage(reserve(block)?)?;
             *p += block;
         }
         *p -= n;
-        Ok(())
+        Ok(due)
     }
 }
 

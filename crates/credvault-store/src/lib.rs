@@ -110,7 +110,7 @@ pub use sqlite::{SqliteDurability, SqliteStorage, DEFAULT_LOCK_TIMEOUT};
 pub use storage::{ListFilter, OtpThrottle, Storage, StorageError};
 pub use store::{
     credential_context, AuditTarget, Clock, Finding, ManualClock, Problem, Scope,
-    StorageReplayGuard, Store, StoreConfig, StoreVerification, SystemClock,
+    StorageReplayGuard, Store, StoreConfig, StoreVerification, SystemClock, AUTO_ROTATION_ACTOR,
 };
 #[cfg(feature = "http-tester")]
 pub use tester::HttpTester;

@@ -687,6 +687,127 @@ fn usage_is_persisted_before_ciphertext_and_limits_hold() {
 }
 
 #[test]
+fn the_store_starts_a_tenant_key_rotation_by_itself_past_rotate_at() {
+    for (name, storage) in backends() {
+        let f = fixture_with(storage, |c| {
+            c.cache(CacheConfig::default().lease(1).rotate_at(5).seal_limit(8))
+        });
+        let s = f.store.tenant(&f.a, "alice").unwrap();
+        let first = f.storage.data_keys(&f.a).unwrap()[0].key_id;
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            ids.push(
+                s.create(login(&format!("c{i}"), &format!("pw{i}")))
+                    .unwrap()
+                    .id,
+            );
+        }
+        // The fifth seal, a client's, reaches rotate_at: it is stored under the old key and
+        // the rotation starts.
+        let client = SealingKey::new(&s.client_data_key().unwrap());
+        let id = CredentialId::generate().unwrap();
+        let blob = encode_secret_fields([("token", "client-token-5")]).unwrap();
+        let ctx = credential_context(&f.a, &id, "production", "http_bearer_token").unwrap();
+        s.create_sealed(SealedCredential {
+            id: id.clone(),
+            type_name: "http_bearer_token".into(),
+            name: "sealed".into(),
+            environment: "production".into(),
+            public_fields: json!({}),
+            envelope: client.seal(&blob, &ctx).unwrap(),
+            description: String::new(),
+            tags: vec![],
+            expires_at: None,
+        })
+        .unwrap();
+        for i in 5..7 {
+            ids.push(
+                s.create(login(&format!("c{i}"), &format!("pw{i}")))
+                    .unwrap()
+                    .id,
+            );
+        }
+        let keys = f.storage.data_keys(&f.a).unwrap();
+        assert_eq!(keys.len(), 2, "{name}");
+        let old = keys.iter().find(|k| k.key_id == first).unwrap();
+        let new = keys.iter().find(|k| k.key_id != first).unwrap();
+        assert_eq!((old.state, old.usage), (KeyState::Retiring, 5), "{name}");
+        assert_eq!((new.state, new.usage), (KeyState::Active, 2), "{name}");
+        let rotations: Vec<AuditEvent> = f
+            .audit
+            .events()
+            .into_iter()
+            .filter(|e| e.action == Action::KeyRotated)
+            .collect();
+        assert_eq!(rotations.len(), 1, "{name}: {rotations:?}");
+        assert_eq!(rotations[0].actor, credvault_store::AUTO_ROTATION_ACTOR);
+        assert_eq!(rotations[0].tenant, "acme");
+        // Nothing is lost: every credential opens, under whichever key holds it.
+        for (i, id) in ids.iter().enumerate() {
+            let pw = if i < 4 {
+                format!("pw{i}")
+            } else {
+                format!("pw{}", i + 1)
+            };
+            let r = s.reveal(id, &["password"], None).unwrap();
+            assert_eq!(r.expose_secret("password"), Some(pw.as_str()), "{name}");
+        }
+        let r = s.reveal(&id, &["token"], None).unwrap();
+        assert_eq!(r.expose_secret("token"), Some("client-token-5"));
+        // The other tenant's key is not touched; finishing the rotation retires the old key.
+        assert_eq!(f.storage.data_keys(&f.b).unwrap().len(), 1);
+        let done = s.rotate_key(&mut |_| {}).unwrap();
+        assert!(!done.started && done.is_finished(), "{name}: {done:?}");
+        assert_eq!(done.retired, [first.to_string()]);
+    }
+    // Reached by the vault's own seal: the create that found the key due is stored (sealed
+    // again under the new key), nothing is lost.
+    for (name, storage) in backends() {
+        let f = fixture_with(storage, |c| {
+            c.cache(CacheConfig::default().lease(1).rotate_at(3))
+        });
+        let s = f.store.tenant(&f.a, "alice").unwrap();
+        let ids: Vec<CredentialId> = (0..5)
+            .map(|i| {
+                s.create(login(&format!("v{i}"), &format!("pw{i}")))
+                    .unwrap()
+                    .id
+            })
+            .collect();
+        let keys = f.storage.data_keys(&f.a).unwrap();
+        assert_eq!(keys.len(), 2, "{name}");
+        for (i, id) in ids.iter().enumerate() {
+            let r = s.reveal(id, &["password"], None).unwrap();
+            assert_eq!(r.expose_secret("password"), Some(format!("pw{i}").as_str()));
+        }
+        assert!(s.rotate_key(&mut |_| {}).unwrap().is_finished());
+    }
+    // A client seal past the hard limit is refused.
+    let f = fixture_with(Arc::new(MemoryStorage::new()), |c| {
+        c.cache(CacheConfig::default().lease(1).seal_limit(1))
+    });
+    let s = f.store.tenant(&f.a, "alice").unwrap();
+    s.create(login("only", "pw")).unwrap();
+    let client = SealingKey::new(&s.client_data_key().unwrap());
+    let id = CredentialId::generate().unwrap();
+    let blob = encode_secret_fields([("token", "one-too-many")]).unwrap();
+    let ctx = credential_context(&f.a, &id, "production", "http_bearer_token").unwrap();
+    let r = s.create_sealed(SealedCredential {
+        id: id.clone(),
+        type_name: "http_bearer_token".into(),
+        name: "late".into(),
+        environment: "production".into(),
+        public_fields: json!({}),
+        envelope: client.seal(&blob, &ctx).unwrap(),
+        description: String::new(),
+        tags: vec![],
+        expires_at: None,
+    });
+    assert!(matches!(r, Err(StoreError::KeyExhausted)), "{r:?}");
+    assert!(f.storage.credential(&f.a, &id).unwrap().is_none());
+}
+
+#[test]
 fn key_cache_is_bounded_and_use_limited() {
     let f = fixture_with(Arc::new(MemoryStorage::new()), |c| {
         c.cache(CacheConfig::default().capacity(1).max_uses(2))

@@ -218,7 +218,9 @@ impl Scope<'_> {
         let cred = validated?;
         // Names in the type's order, as `create` stores them.
         let secret_fields: Vec<String> = cred.secrets().map(|(k, _)| k.to_owned()).collect();
-        self.store.storage.reserve_usage(&self.tenant, &key_id, 1)?;
+        // A client's seal counts toward the key's limit like the vault's own.
+        let total = self.store.storage.reserve_usage(&self.tenant, &key_id, 1)?;
+        let rotation_due = self.store.cache.cfg.check_usage(total)?;
         let row = self.new_row(
             &sealed.id,
             RowMeta {
@@ -237,6 +239,11 @@ impl Scope<'_> {
         self.store
             .storage
             .insert_credential(&row, &mut || self.store.audit.record(&event))?;
+        // After storing: the client's envelope cannot be sealed again under a new key, and a
+        // new row may not name a retiring one.
+        if rotation_due {
+            self.store.rotate_when_due(&self.tenant);
+        }
         Ok(CredentialInfo::from_row(&row))
     }
 

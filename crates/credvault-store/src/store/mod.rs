@@ -11,8 +11,8 @@ mod verify;
 
 pub(crate) use integrity::mac_key;
 pub use otp::StorageReplayGuard;
-pub use sealing::credential_context;
 use sealing::Authentic;
+pub use sealing::{credential_context, AUTO_ROTATION_ACTOR};
 pub use verify::{Finding, Problem, StoreVerification};
 
 use std::collections::HashMap;

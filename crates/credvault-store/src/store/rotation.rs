@@ -127,40 +127,7 @@ impl Scope<'_> {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<KeyRotation, StoreError> {
         let store = self.store;
-        let keys = store.storage.data_keys(&self.tenant)?;
-        let pending = keys.iter().any(|k| k.state == KeyState::Retiring);
-        let started = !pending;
-        if started {
-            let (dek, wrapped) =
-                generate_data_key(&*store.master, &data_key_context(&self.tenant)?)?;
-            let tenant = store
-                .storage
-                .tenant(&self.tenant)?
-                .ok_or(StoreError::Storage(StorageError::NotFound {
-                    what: "tenant",
-                }))?;
-            let mut row = DataKeyRow {
-                tenant: self.tenant.clone(),
-                key_id: dek.id(),
-                wrapped: wrapped.as_bytes().to_vec(),
-                state: KeyState::Active,
-                usage: 0,
-                created_at: store.now(),
-                mac: Vec::new(),
-            };
-            row.mac = data_key_mac(&mac_key(&dek), &tenant, &row);
-            let event = self
-                .event(Action::KeyRotated)
-                .with_details(Details::KeyRotated {
-                    key: "tenant".into(),
-                    from_version: None,
-                    to_version: None,
-                });
-            store
-                .storage
-                .start_key_rotation(&row, &mut || store.audit.record(&event))?;
-            store.cache.invalidate(&self.tenant);
-        }
+        let started = self.start_key_rotation()?;
         let (new_id, new_key) = store.active_key(&self.tenant)?;
         let remaining = store.storage.count_under(&self.tenant, &new_id, false)?;
         let mut report = KeyRotation {
@@ -211,6 +178,47 @@ impl Scope<'_> {
         report.remaining = store.storage.count_under(&self.tenant, &new_id, false)?;
         store.cache.invalidate(&self.tenant);
         Ok(report)
+    }
+
+    /// The first step of a tenant-key rotation, unless one is under way (a retiring key
+    /// exists): a new active data key, the old one retiring, recorded as `key_rotated`.
+    /// Returns whether it started one. [`rotate_key`](Self::rotate_key) calls it; the store
+    /// calls it by itself when a key's usage passes `CacheConfig::rotate_at`.
+    pub(crate) fn start_key_rotation(&self) -> Result<bool, StoreError> {
+        let store = self.store;
+        let keys = store.storage.data_keys(&self.tenant)?;
+        if keys.iter().any(|k| k.state == KeyState::Retiring) {
+            return Ok(false);
+        }
+        let (dek, wrapped) = generate_data_key(&*store.master, &data_key_context(&self.tenant)?)?;
+        let tenant = store
+            .storage
+            .tenant(&self.tenant)?
+            .ok_or(StoreError::Storage(StorageError::NotFound {
+                what: "tenant",
+            }))?;
+        let mut row = DataKeyRow {
+            tenant: self.tenant.clone(),
+            key_id: dek.id(),
+            wrapped: wrapped.as_bytes().to_vec(),
+            state: KeyState::Active,
+            usage: 0,
+            created_at: store.now(),
+            mac: Vec::new(),
+        };
+        row.mac = data_key_mac(&mac_key(&dek), &tenant, &row);
+        let event = self
+            .event(Action::KeyRotated)
+            .with_details(Details::KeyRotated {
+                key: "tenant".into(),
+                from_version: None,
+                to_version: None,
+            });
+        store
+            .storage
+            .start_key_rotation(&row, &mut || store.audit.record(&event))?;
+        store.cache.invalidate(&self.tenant);
+        Ok(true)
     }
 
     /// One sweep over the credentials not under `new_id`, resealing them in batches.

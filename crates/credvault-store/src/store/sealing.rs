@@ -22,6 +22,9 @@ pub(crate) struct Authentic {
     pub(crate) key: Arc<CachedKey>,
 }
 
+/// The actor of rotations the store starts by itself, in the audit log.
+pub const AUTO_ROTATION_ACTOR: &str = "credvault:auto-rotation";
+
 impl std::ops::Deref for Authentic {
     type Target = CredentialRow;
 
@@ -270,16 +273,30 @@ impl Store {
         plaintext: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<Vec<u8>, StoreError> {
-        key.take_permits(1, &self.cache.cfg, |n| {
+        let due = key.take_permits(1, &self.cache.cfg, |n| {
             Ok(self.storage.reserve_usage(tenant, &key_id, n)?)
         })?;
-        key.key.seal(plaintext, ctx).map_err(|e| match e {
+        let sealed = key.key.seal(plaintext, ctx).map_err(|e| match e {
             SealError::UsageLimitReached { .. } => StoreError::KeyExhausted,
             other => StoreError::Invalid {
                 what: "secret fields",
                 reason: other.to_string(),
             },
-        })
+        })?;
+        if due {
+            self.rotate_when_due(tenant);
+        }
+        Ok(sealed)
+    }
+
+    /// Starts a rotation of `tenant`'s data key once its usage passed
+    /// [`CacheConfig::rotate_at`](crate::CacheConfig::rotate_at), as [`AUTO_ROTATION_ACTOR`]
+    /// (unless one is under way). A failure changes nothing and is retried by the next
+    /// reservation: the seal that found the key due has already succeeded.
+    pub(crate) fn rotate_when_due(&self, tenant: &TenantId) {
+        if let Ok(scope) = self.tenant(tenant, AUTO_ROTATION_ACTOR) {
+            let _ = scope.start_key_rotation();
+        }
     }
 
     pub(crate) fn seal_credential(
