@@ -118,8 +118,15 @@ impl Scope<'_> {
         let id = CredentialId::generate()?;
         for _ in 0..4 {
             let (key_id, secret, secret_fields) =
-                self.store
-                    .seal_credential(&self.tenant, &id, &new.environment, &cred)?;
+                match self
+                    .store
+                    .seal_credential(&self.tenant, &id, &new.environment, &cred)
+                {
+                    Ok(sealed) => sealed,
+                    // The key was retired by a rotation after it was looked up: seal again.
+                    Err(StoreError::Storage(StorageError::UnknownKey { .. })) => continue,
+                    Err(e) => return Err(e),
+                };
             let row = self.new_row(
                 &id,
                 RowMeta {
@@ -528,12 +535,18 @@ impl Scope<'_> {
                             )
                         });
                     }
-                    let (key_id, secret, names) = self.store.seal_credential(
+                    let sealed = self.store.seal_credential(
                         &self.tenant,
                         &row.id,
                         &row.environment,
                         &patched.credential,
-                    )?;
+                    );
+                    let (key_id, secret, names) = match sealed {
+                        Ok(s) => s,
+                        // Its key was retired by a rotation after the lookup: start over.
+                        Err(StoreError::Storage(StorageError::UnknownKey { .. })) => continue,
+                        Err(e) => return Err(e),
+                    };
                     new.public =
                         serde_json::Value::Object(patched.credential.public_json()).to_string();
                     new.secret_fields = names;

@@ -274,7 +274,15 @@ impl Store {
         ctx: &EncryptionContext,
     ) -> Result<Vec<u8>, StoreError> {
         let due = key.take_permits(1, &self.cache.cfg, |n| {
-            Ok(self.storage.reserve_usage(tenant, &key_id, n)?)
+            match self.storage.reserve_usage(tenant, &key_id, n) {
+                Ok(total) => Ok(total),
+                // Retired (and deleted) by a rotation since it was looked up as the active
+                // key: the caller seals again under the current one.
+                Err(StorageError::NotFound { .. }) => {
+                    Err(StoreError::Storage(StorageError::UnknownKey { key_id }))
+                }
+                Err(e) => Err(e.into()),
+            }
         })?;
         let sealed = key.key.seal(plaintext, ctx).map_err(|e| match e {
             SealError::UsageLimitReached { .. } => StoreError::KeyExhausted,
