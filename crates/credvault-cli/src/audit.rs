@@ -31,10 +31,17 @@ pub(crate) enum AuditCommand {
         /// the chain is checked but checkpoint MACs are not.
         #[arg(long, value_name = "@FILE")]
         key: Option<String>,
-        /// The anchor file. Default: `audit.anchor` in the log directory, if present.
+        /// The anchor file. Default: `audit.anchor` in the log directory, if present. For the
+        /// vault's own log: an anchor kept outside the vault (`credvault audit anchor`),
+        /// checked in addition; a vault restored from before it fails.
         #[arg(long, value_name = "FILE")]
         anchor: Option<PathBuf>,
     },
+    /// Write a checkpoint and print its anchor (one JSON line: log id, record number, hash,
+    /// time, MAC under the audit key). Keep it outside the vault (another host, a ticket, a
+    /// WORM bucket): `audit verify --anchor FILE` then detects a vault directory restored from
+    /// before it, database and log together.
+    Anchor,
     /// Print events, filtered; text, JSON Lines (--json) or CSV (--csv).
     Show {
         /// A log directory, or its segment files in order. None: the vault's own log.
@@ -69,16 +76,13 @@ pub(crate) fn run(
     json_out: bool,
 ) -> Result<Output, Failure> {
     match cmd {
-        AuditCommand::Verify { files, key, anchor }
-            if files.is_empty() && key.is_none() && anchor.is_none() =>
-        {
-            crate::vault::audit_verify(vault)
+        AuditCommand::Verify { files, key, anchor } if files.is_empty() && key.is_none() => {
+            crate::vault::audit_verify(vault, anchor.as_deref())
         }
+        AuditCommand::Anchor => crate::vault::audit_anchor(vault),
         AuditCommand::Verify { files, key, anchor } => {
             if files.is_empty() {
-                return Err(Failure::usage(
-                    "--key and --anchor apply to a log given as FILE|DIR",
-                ));
+                return Err(Failure::usage("--key applies to a log given as FILE|DIR"));
             }
             verify(&files, key.as_deref(), anchor.as_deref())
         }

@@ -1026,7 +1026,16 @@ pub(crate) fn verify(args: &VaultArgs) -> Result<Output, Failure> {
 
 /// `credvault audit verify` with no files: the vault's own log, its anchor, and the head the
 /// database recorded.
-pub(crate) fn audit_verify(args: &VaultArgs) -> Result<Output, Failure> {
+pub(crate) fn audit_anchor(args: &VaultArgs) -> Result<Output, Failure> {
+    with_vault(args, |v| {
+        let anchor = v.anchor().map_err(fail)?;
+        let line = String::from_utf8_lossy(&anchor.to_line()).into_owned();
+        let json: Value = serde_json::from_str(&line).map_err(Failure::new)?;
+        Ok(Output::Text { text: line, json })
+    })
+}
+
+pub(crate) fn audit_verify(args: &VaultArgs, anchor: Option<&Path>) -> Result<Output, Failure> {
     let dir = &args.dir();
     let db = Vault::db_path(dir);
     if !db.exists() {
@@ -1039,7 +1048,13 @@ pub(crate) fn audit_verify(args: &VaultArgs) -> Result<Output, Failure> {
     let head = SqliteStorage::open(&db, SqliteDurability::Full)
         .and_then(|s| s.audit_head())
         .map_err(Failure::new)?;
-    let check = verify_vault_audit(dir, &key, head).map_err(fail)?;
+    let external = anchor
+        .map(|p| {
+            credvault_store::audit::Anchor::load(p)
+                .map_err(|e| Failure::new(format!("audit anchor: {e}")))
+        })
+        .transpose()?;
+    let check = verify_vault_audit(dir, &key, head, external.as_ref()).map_err(fail)?;
     if let Some(p) = &check.report.problem {
         return Err(Failure::new(format!(
             "audit log NOT intact: record {}: {}: {}; {} records verified before it",
@@ -1049,6 +1064,9 @@ pub(crate) fn audit_verify(args: &VaultArgs) -> Result<Output, Failure> {
     if let Some(h) = &check.head_problem {
         return Err(Failure::new(format!("audit log NOT intact: {h}")));
     }
+    if let Some(a) = &check.anchor_problem {
+        return Err(Failure::new(format!("audit log NOT intact: {a}")));
+    }
     let r = &check.report;
     let head_text = check.stored_head.map_or_else(
         || "no head recorded yet".to_owned(),
@@ -1056,10 +1074,14 @@ pub(crate) fn audit_verify(args: &VaultArgs) -> Result<Output, Failure> {
     );
     Ok(Output::Text {
         text: format!(
-            "audit log intact: {} records ({} events), {} checkpoints authenticated, anchor checked, {head_text}; last record {}\n",
+            "audit log intact: {} records ({} events), {} checkpoints authenticated, anchor checked{}, {head_text}; last record {}\n",
             r.records,
             r.events,
             r.checkpoints_checked,
+            external.as_ref().map_or_else(String::new, |a| format!(
+                ", reaches the external anchor (record {})",
+                a.seq
+            )),
             r.last_seq.map_or_else(|| "-".into(), |s| s.to_string())
         ),
         json: json!({

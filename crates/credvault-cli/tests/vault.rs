@@ -760,3 +760,49 @@ fn stored_control_characters_and_escapes_are_escaped_in_text_output() {
         serde_json::from_str(&v.ok(&["--json", "show", "na\u{202e}me"], "")).unwrap();
     assert_eq!(j["description"], "line\u{1b}[2J\u{1b}[Hgone", "{j}");
 }
+
+fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_outside_anchor_detects_a_restored_vault() {
+    let v = V::new();
+    add_login(&v, "site", "pw-1");
+    let backup = v._dir.path().join("backup");
+    copy_tree(&v.path, &backup);
+    add_login(&v, "later", "pw-2");
+    let line = v.ok(&["audit", "anchor"], "");
+    let anchor: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(anchor["seq"].as_u64().unwrap() > 0 && anchor["mac"].is_string());
+    let file = v._dir.path().join("kept-elsewhere.anchor");
+    std::fs::write(&file, &line).unwrap();
+    let f = file.to_str().unwrap();
+    assert!(v
+        .ok(&["audit", "verify", "--anchor", f], "")
+        .contains("reaches the external anchor"));
+    // The whole directory restored from the backup: consistent with itself...
+    std::fs::remove_dir_all(&v.path).unwrap();
+    copy_tree(&backup, &v.path);
+    assert!(v.ok(&["audit", "verify"], "").contains("audit log intact"));
+    // ...but behind the anchor kept outside it.
+    let err = v.fails(&["audit", "verify", "--anchor", f], "");
+    assert!(
+        err.contains("NOT intact") && err.contains("against the anchor"),
+        "{err}"
+    );
+    // A file that is not an anchor is a clear error.
+    std::fs::write(&file, "not an anchor").unwrap();
+    assert!(v
+        .fails(&["audit", "verify", "--anchor", f], "")
+        .contains("not a credvault audit anchor"));
+}

@@ -183,12 +183,15 @@ pub struct AuditCheck {
     /// Problem with the stored head: the log lacks that record, or has another one there
     /// (cut short, or replaced by an older copy).
     pub head_problem: Option<String>,
+    /// Problem against an anchor kept outside the vault, when one was given: the log is behind
+    /// it (restored from before it), is another log, or the anchor is not this vault's.
+    pub anchor_problem: Option<String>,
 }
 
 impl AuditCheck {
-    /// Whether the log verified and contains the stored head.
+    /// Whether the log verified, contains the stored head, and reaches the external anchor.
     pub fn is_intact(&self) -> bool {
-        self.report.is_intact() && self.head_problem.is_none()
+        self.report.is_intact() && self.head_problem.is_none() && self.anchor_problem.is_none()
     }
 }
 
@@ -490,6 +493,24 @@ impl Vault {
                     ),
                 ));
             }
+            // The same record, not only as many: an older log with more records since is not
+            // the one the database wrote to (usually found in the last segment).
+            let segments =
+                segment_paths(&audit_dir).map_err(|e| verr("audit log", &audit_dir, e))?;
+            match find_record_hash(&segments, h.seq) {
+                Ok(Some(hash)) if hash == h.hash => {}
+                Ok(_) => {
+                    return Err(verr(
+                        "audit log",
+                        &audit_dir,
+                        format!(
+                            "record {} is not the one the database recorded: the log was replaced",
+                            h.seq
+                        ),
+                    ))
+                }
+                Err(e) => return Err(verr("audit log", &audit_dir, e)),
+            }
         }
         let registry = Self::load_registry(dir)?;
         let mut store = Store::new(Arc::new(storage), keyring, audit.clone())
@@ -598,13 +619,38 @@ impl Vault {
     /// # Errors
     /// [`StoreError::Vault`] if the log cannot be read; [`StoreError::Storage`].
     pub fn verify_audit(&self) -> Result<AuditCheck, StoreError> {
+        self.verify_audit_against(None)
+    }
+
+    /// [`verify_audit`](Self::verify_audit), and also against an anchor kept outside the vault
+    /// ([`anchor`](Self::anchor)): a log (with its database) restored from before the anchor
+    /// fails, as does an anchor that does not authenticate under this vault's audit key.
+    ///
+    /// # Errors
+    /// As [`verify_audit`](Self::verify_audit).
+    pub fn verify_audit_against(&self, anchor: Option<&Anchor>) -> Result<AuditCheck, StoreError> {
         self.store.flush()?;
         self.audit.checkpoint().map_err(StoreError::AuditLog)?;
         verify_vault_audit(
             &self.dir,
             &self.audit_key,
             self.store.storage().audit_head()?,
+            anchor,
         )
+    }
+
+    /// Writes a checkpoint and returns the anchor for it (sequence number, hash, time, MAC'd
+    /// with the audit key) for the operator to keep **outside** the vault: restoring an older
+    /// vault directory (database and log together) is detected only against such an anchor
+    /// (`credvault audit anchor`, then `credvault audit verify --anchor FILE`).
+    ///
+    /// # Errors
+    /// [`StoreError::AuditLog`], [`StoreError::Vault`] if the anchor cannot be read back.
+    pub fn anchor(&self) -> Result<Anchor, StoreError> {
+        self.store.flush()?;
+        self.audit.checkpoint().map_err(StoreError::AuditLog)?;
+        let path = anchor_path(&Self::audit_dir(&self.dir));
+        Anchor::load(&path).map_err(|e| verr("audit anchor", &path, e))
     }
 
     /// Verifies the whole vault: the audit log ([`verify_audit`](Self::verify_audit)), every
@@ -783,8 +829,10 @@ impl MasterKey for KeyFile {
     }
 }
 
-/// Verifies a vault's audit log given its directory, its audit key and the head its database
-/// recorded (read it with [`Storage::audit_head`]).
+/// Verifies a vault's audit log given its directory, its audit key, the head its database
+/// recorded (read it with [`Storage::audit_head`]) and, optionally, an anchor kept outside the
+/// vault (checked in a second pass: its MAC under `key`, and that the log reaches it with the
+/// same record).
 ///
 /// # Errors
 /// [`StoreError::Vault`] if the log cannot be read.
@@ -792,6 +840,7 @@ pub fn verify_vault_audit(
     dir: &Path,
     key: &AuditKey,
     stored_head: Option<AuditHead>,
+    external: Option<&Anchor>,
 ) -> Result<AuditCheck, StoreError> {
     let audit_dir = Vault::audit_dir(dir);
     let segments = segment_paths(&audit_dir).map_err(|e| verr("audit log", &audit_dir, e))?;
@@ -831,10 +880,33 @@ pub fn verify_vault_audit(
             Err(e) => return Err(verr("audit log", &audit_dir, e)),
         }
     }
+    let anchor_problem = match external {
+        None => None,
+        Some(a) if !a.authenticate(key) => {
+            Some("the anchor does not authenticate under this vault's audit key".to_owned())
+        }
+        Some(a) => {
+            let r = verify_files(
+                &segments,
+                VerifyOptions {
+                    key: Some(key),
+                    anchor: Some(a),
+                },
+            )
+            .map_err(|e| verr("audit log", &audit_dir, e))?;
+            r.problem.map(|p| {
+                format!(
+                    "against the anchor (record {}): record {}: {}: {}",
+                    a.seq, p.seq, p.kind, p.detail
+                )
+            })
+        }
+    };
     Ok(AuditCheck {
         report,
         stored_head,
         head_problem,
+        anchor_problem,
     })
 }
 
