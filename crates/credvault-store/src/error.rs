@@ -127,6 +127,10 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// The tenant accepts only credentials sealed by the client (`create_sealed`): a plaintext
+    /// create, or an update carrying secret values, is refused (recorded as `access_denied`).
+    #[error("this tenant accepts only client-sealed secrets (create_sealed); nothing was stored")]
+    ClientSealedOnly,
     /// Too many wrong one-time codes for this credential: verification is refused, without
     /// looking at the code, until the lock-out ends (recorded as `access_denied`, reason
     /// `throttled`).

@@ -808,6 +808,66 @@ fn the_store_starts_a_tenant_key_rotation_by_itself_past_rotate_at() {
 }
 
 #[test]
+fn a_client_sealed_only_tenant_refuses_plaintext_secrets() {
+    for (name, storage) in backends() {
+        let a = TenantId::new("acme").unwrap();
+        let f = fixture_with(storage, |c| c.require_client_sealed(a.clone()));
+        let s = f.store.tenant(&f.a, "alice").unwrap();
+        let r = s.create(NewCredential::new(
+            "http_bearer_token",
+            "plain",
+            json!({"token": "plaintext-token-1234"}),
+        ));
+        assert!(
+            matches!(r, Err(StoreError::ClientSealedOnly)),
+            "{name}: {r:?}"
+        );
+        let ev = f.audit.events().pop().unwrap();
+        assert_eq!(ev.action, Action::AccessDenied);
+        assert_eq!(ev.resource.name.as_deref(), Some("plain"));
+        assert!(!all_text(&f.audit.events()).contains("plaintext-token"));
+        assert!(s.list(&ListFilter::new()).unwrap().is_empty(), "{name}");
+        // Sealed by the client: accepted.
+        let client = SealingKey::new(&s.client_data_key().unwrap());
+        let id = CredentialId::generate().unwrap();
+        let blob = encode_secret_fields([("token", "client-token-1234")]).unwrap();
+        let ctx = credential_context(&f.a, &id, "production", "http_bearer_token").unwrap();
+        s.create_sealed(SealedCredential {
+            id: id.clone(),
+            type_name: "http_bearer_token".into(),
+            name: "sealed".into(),
+            environment: "production".into(),
+            public_fields: json!({}),
+            envelope: client.seal(&blob, &ctx).unwrap(),
+            description: String::new(),
+            tags: vec![],
+            expires_at: None,
+        })
+        .unwrap();
+        // Metadata may change; secret values may not arrive in plaintext.
+        s.update(&id, CredentialUpdate::new().description("rotated monthly"))
+            .unwrap();
+        let r = s.update(
+            &id,
+            CredentialUpdate::new().fields(json!({"token": "plaintext-token-5678"})),
+        );
+        assert!(
+            matches!(r, Err(StoreError::ClientSealedOnly)),
+            "{name}: {r:?}"
+        );
+        assert_eq!(
+            s.reveal(&id, &["token"], None)
+                .unwrap()
+                .expose_secret("token"),
+            Some("client-token-1234")
+        );
+        // Another tenant is not bound by it.
+        let sb = f.store.tenant(&f.b, "bob").unwrap();
+        assert!(sb.create(login("x", "pw")).is_ok());
+    }
+}
+
+#[test]
 fn key_cache_is_bounded_and_use_limited() {
     let f = fixture_with(Arc::new(MemoryStorage::new()), |c| {
         c.cache(CacheConfig::default().capacity(1).max_uses(2))

@@ -113,9 +113,15 @@ impl Scope<'_> {
     /// [`StoreError::NameTaken`], [`StoreError::Audit`] (nothing stored), others.
     pub fn create(&self, new: NewCredential) -> Result<CredentialInfo, StoreError> {
         check_meta(&new.name, &new.environment, &new.description, &new.tags)?;
+        let id = CredentialId::generate()?;
+        self.refuse_plaintext(
+            credvault_audit::Resource::credential(id.as_str())
+                .with_name(new.name.as_str())
+                .with_type(new.type_name.as_str())
+                .with_environment(new.environment.as_str()),
+        )?;
         let ty = self.store.credential_type(&new.type_name)?;
         let cred = ty.validate(&new.fields)?;
-        let id = CredentialId::generate()?;
         for _ in 0..4 {
             let (key_id, secret, secret_fields) =
                 match self
@@ -523,6 +529,9 @@ impl Scope<'_> {
                     Err(e) => return Err(e),
                 };
                 let patched = ty.validate_patch(&existing, patch)?;
+                if patched.changes.iter().any(|c| c.secret) {
+                    self.refuse_plaintext(resource(&row))?;
+                }
                 if !patched.changes.is_empty() {
                     for c in &patched.changes {
                         changes.push(if c.secret {

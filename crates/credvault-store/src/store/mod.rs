@@ -15,7 +15,7 @@ use sealing::Authentic;
 pub use sealing::{credential_context, AUTO_ROTATION_ACTOR};
 pub use verify::{Finding, Problem, StoreVerification};
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -149,6 +149,11 @@ pub struct StoreConfig {
     /// Throttling of TOTP verification per credential. Default: 5 wrong codes in 5 minutes
     /// lock verification out for 15 minutes.
     pub otp_throttle: OtpThrottle,
+    /// Tenants whose secrets must arrive sealed by the client
+    /// ([`Scope::create_sealed`]): a plaintext create, or an update carrying secret values,
+    /// is refused and recorded as `access_denied` (`forbidden`). Part of the configuration,
+    /// not of the database, so that someone who can edit the database cannot lift it.
+    pub client_sealed_only: BTreeSet<TenantId>,
 }
 
 impl Default for StoreConfig {
@@ -160,6 +165,7 @@ impl Default for StoreConfig {
             use_flush_interval: Duration::from_secs(1),
             use_flush_max: 4096,
             otp_throttle: OtpThrottle::default(),
+            client_sealed_only: BTreeSet::new(),
         }
     }
 }
@@ -174,6 +180,13 @@ impl StoreConfig {
     /// Sets the clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Requires `tenant`'s secrets to arrive sealed by the client (see
+    /// [`StoreConfig::client_sealed_only`]).
+    pub fn require_client_sealed(mut self, tenant: TenantId) -> Self {
+        self.client_sealed_only.insert(tenant);
         self
     }
 
@@ -537,6 +550,22 @@ impl Scope<'_> {
             return Err(deny(DenyReason::Expired, resource(&row)));
         }
         Ok(row)
+    }
+
+    /// Refuses plaintext secrets for a client-sealed-only tenant, recording the denial.
+    fn refuse_plaintext(&self, res: Resource) -> Result<(), StoreError> {
+        if !self.store.cfg.client_sealed_only.contains(&self.tenant) {
+            return Ok(());
+        }
+        self.store.record_quietly(
+            &self
+                .event(Action::AccessDenied)
+                .with_resource(res)
+                .with_details(Details::AccessDenied {
+                    reason: DenyReason::Forbidden,
+                }),
+        );
+        Err(StoreError::ClientSealedOnly)
     }
 
     fn failed(&self, action: Action, row: &CredentialRow, reason: &str) {
