@@ -350,6 +350,10 @@ pub struct Resource {
     /// log. Absent in records written before version 0.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// The tenant data key (its id, hex) the credential's fields are sealed under: the key
+    /// this event's operation sealed or opened with. Absent in records written before 0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl Resource {
@@ -364,6 +368,12 @@ impl Resource {
     /// Sets the credential version.
     pub fn with_version(mut self, version: u64) -> Self {
         self.version = Some(version);
+        self
+    }
+
+    /// Sets the data key the event's operation used.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
         self
     }
 
@@ -545,6 +555,15 @@ pub enum Details {
         detector: String,
         /// Number of matches.
         count: u64,
+    },
+    /// For `key_used`: a master key operation on a tenant data key.
+    KeyUsed {
+        /// The data key's id (hex).
+        key: String,
+        /// The master key, as `provider:version`.
+        master: String,
+        /// The operation: `unwrap`.
+        operation: String,
     },
     /// Details written by a newer version.
     #[serde(other)]

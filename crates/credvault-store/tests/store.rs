@@ -868,6 +868,55 @@ fn a_client_sealed_only_tenant_refuses_plaintext_secrets() {
 }
 
 #[test]
+fn master_and_data_key_use_is_audited() {
+    for (name, storage) in backends() {
+        // No caching: every operation unwraps its key.
+        let f = fixture_with(storage, |c| {
+            c.cache(CacheConfig::default().ttl(std::time::Duration::ZERO))
+        });
+        let s = f.store.tenant(&f.a, "alice").unwrap();
+        let key = f.storage.data_keys(&f.a).unwrap()[0].key_id.to_string();
+        let before = f.audit.events().len();
+        let id = s.create(login("k", "pw-key-use")).unwrap().id;
+        s.reveal(&id, &["password"], None).unwrap();
+        let events = f.audit.events()[before..].to_vec();
+        let used: Vec<&AuditEvent> = events
+            .iter()
+            .filter(|e| e.action == Action::Other("key_used".into()))
+            .collect();
+        assert!(
+            used.len() >= 2,
+            "{name}: one unwrap per operation: {events:?}"
+        );
+        for e in &used {
+            assert_eq!(e.actor, credvault_store::VAULT_ACTOR);
+            assert_eq!(e.tenant, "acme");
+            match &e.details {
+                Some(Details::KeyUsed {
+                    key: k,
+                    master,
+                    operation,
+                }) => {
+                    assert_eq!(k, &key);
+                    assert!(master.starts_with("local"), "{master}");
+                    assert_eq!(operation, "unwrap");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        // Each credential event names the data key it sealed or opened with.
+        for e in events
+            .iter()
+            .filter(|e| matches!(e.action, Action::Created | Action::Accessed))
+        {
+            assert_eq!(e.resource.key.as_deref(), Some(key.as_str()), "{name}");
+        }
+        // No secret in any of them.
+        assert!(!all_text(&events).contains("pw-key-use"));
+    }
+}
+
+#[test]
 fn key_cache_is_bounded_and_use_limited() {
     let f = fixture_with(Arc::new(MemoryStorage::new()), |c| {
         c.cache(CacheConfig::default().capacity(1).max_uses(2))

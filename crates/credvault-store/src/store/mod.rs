@@ -12,7 +12,7 @@ mod verify;
 pub(crate) use integrity::mac_key;
 pub use otp::StorageReplayGuard;
 use sealing::Authentic;
-pub use sealing::{credential_context, AUTO_ROTATION_ACTOR};
+pub use sealing::{credential_context, AUTO_ROTATION_ACTOR, VAULT_ACTOR};
 pub use verify::{Finding, Problem, StoreVerification};
 
 use std::collections::{BTreeSet, HashMap};
@@ -272,6 +272,7 @@ fn resource(row: &CredentialRow) -> Resource {
         .with_type(row.type_name.as_str())
         .with_environment(row.environment.as_str())
         .with_version(row.version)
+        .with_key(row.key_id.to_string())
 }
 
 /// The credential store: a cheap handle (`Clone` copies a few reference counts; every clone

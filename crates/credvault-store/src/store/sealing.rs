@@ -25,6 +25,10 @@ pub(crate) struct Authentic {
 /// The actor of rotations the store starts by itself, in the audit log.
 pub const AUTO_ROTATION_ACTOR: &str = "credvault:auto-rotation";
 
+/// The actor of `key_used` events: the vault itself, unwrapping a tenant key for whichever
+/// request needed it (that request's own event follows, with its actor and the key id).
+pub const VAULT_ACTOR: &str = "credvault";
+
 impl std::ops::Deref for Authentic {
     type Target = CredentialRow;
 
@@ -80,8 +84,32 @@ impl Store {
             .iter()
             .find(|k| k.key_id == key_id)
             .ok_or(StoreError::Storage(StorageError::UnknownKey { key_id }))?;
-        let dek = self.unwrap_row(tenant, row)?;
+        let dek = self.unwrap_for_use(tenant, row)?;
         Ok(CachedKey::new(&dek))
+    }
+
+    /// Unwraps a data key to use it (a cache miss), recorded as `key_used`: which data key,
+    /// which master key, which operation. Fails closed: a key whose use cannot be recorded is
+    /// not used. (Checks that unwrap a key without using it — the master-key check at open,
+    /// migration, diagnosing a failed unwrap — are not recorded.)
+    fn unwrap_for_use(&self, tenant: &TenantId, row: &DataKeyRow) -> Result<DataKey, StoreError> {
+        let dek = self.unwrap_row(tenant, row)?;
+        let master = WrappedKey::parse(&row.wrapped)
+            .map(|w| w.master_key().to_string())
+            .unwrap_or_default();
+        self.record(
+            &AuditEvent::new(
+                tenant.as_str(),
+                VAULT_ACTOR,
+                Action::Other("key_used".into()),
+            )
+            .with_details(Details::KeyUsed {
+                key: row.key_id.to_string(),
+                master,
+                operation: "unwrap".into(),
+            }),
+        )?;
+        Ok(dek)
     }
 
     /// Unwraps a data key row and checks its record MAC (the row, and the tenant row it
@@ -259,7 +287,7 @@ impl Store {
             }))?;
         let id = row.key_id;
         let k = self.cache.get(tenant, id, || {
-            let dek = self.unwrap_row(tenant, row)?;
+            let dek = self.unwrap_for_use(tenant, row)?;
             Ok(CachedKey::new(&dek))
         })?;
         Ok((id, k))
