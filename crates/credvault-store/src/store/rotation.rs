@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use credvault_audit::{Action, AuditEvent, Details};
 use credvault_envelope::{generate_data_key, needs_rewrap, KeyId, WrappedKey};
 
-use super::integrity::{credential_mac, data_key_mac, mac_key, mac_matches};
+use super::integrity::{credential_mac, data_key_mac, mac_key};
 use super::sealing::{credential_context, data_key_context};
 use super::{Scope, Store};
 use crate::error::StoreError;
@@ -14,7 +14,6 @@ use crate::keys::CachedKey;
 use crate::model::{KeyRotation, MasterRotation, Progress};
 use crate::storage::StorageError;
 use crate::storage::{DataKeyRow, KeyState, Reseal};
-use credvault_audit::Resource;
 
 impl Store {
     // ---- master key rotation ----
@@ -250,28 +249,16 @@ impl Scope<'_> {
                 if report.failed.iter().any(|f| f == row.id.as_str()) {
                     continue;
                 }
-                let ctx =
-                    credential_context(&self.tenant, &row.id, &row.environment, &row.type_name)?;
-                let old = match store.key(&self.tenant, row.key_id) {
-                    Ok(k) => k,
-                    Err(_) => {
-                        report.failed.push(row.id.to_string());
-                        continue;
-                    }
-                };
                 // A row changed outside the vault is not resealed: that would give the change
-                // a valid MAC under the new key.
-                if !mac_matches(&row.mac, &credential_mac(&old.mac, row)) {
-                    store.integrity_failed(
-                        &self.tenant,
-                        &self.actor,
-                        Resource::credential(row.id.as_str()),
-                        "credential row does not match its record MAC",
-                    );
+                // a valid MAC under the new key (the check records `integrity_failure`).
+                let Ok(auth) = store.authenticated(row.clone(), &self.actor) else {
                     report.failed.push(row.id.to_string());
                     continue;
-                }
-                match new_key.key.reseal_from(old.key.opener(), &row.secret, &ctx) {
+                };
+                let row = &auth.row;
+                let ctx =
+                    credential_context(&self.tenant, &row.id, &row.environment, &row.type_name)?;
+                match new_key.key.reseal_from(auth.key.key.opener(), &row.secret, &ctx) {
                     Ok(secret) => {
                         let mut resealed = row.clone();
                         resealed.key_id = *new_id;
