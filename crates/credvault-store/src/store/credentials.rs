@@ -266,14 +266,8 @@ impl Scope<'_> {
     /// # Errors
     /// [`StoreError::MasterKey`], [`StoreError::Audit`].
     pub fn client_data_key(&self) -> Result<DataKey, StoreError> {
-        let rows = self.store.storage.data_keys(&self.tenant)?;
-        let row = rows
-            .iter()
-            .find(|k| k.state == KeyState::Active)
-            .ok_or(StoreError::Storage(StorageError::NotFound {
-                what: "data key",
-            }))?;
-        let dek = self.store.unwrap_row(&self.tenant, row)?;
+        let row = self.store.active_key_row(&self.tenant)?;
+        let dek = self.store.unwrap_row(&self.tenant, &row)?;
         self.store
             .record(&self.event(Action::Other("data_key_issued".into())))?;
         Ok(dek)

@@ -258,7 +258,10 @@ impl Scope<'_> {
                 let row = &auth.row;
                 let ctx =
                     credential_context(&self.tenant, &row.id, &row.environment, &row.type_name)?;
-                match new_key.key.reseal_from(auth.key.key.opener(), &row.secret, &ctx) {
+                match new_key
+                    .key
+                    .reseal_from(auth.key.key.opener(), &row.secret, &ctx)
+                {
                     Ok(secret) => {
                         let mut resealed = row.clone();
                         resealed.key_id = *new_id;

@@ -274,20 +274,25 @@ impl Store {
             .get(tenant, key_id, || self.load_key(tenant, key_id))
     }
 
+    /// The tenant's active data key row.
+    pub(crate) fn active_key_row(&self, tenant: &TenantId) -> Result<DataKeyRow, StoreError> {
+        self.storage
+            .data_keys(tenant)?
+            .into_iter()
+            .find(|k| k.state == KeyState::Active)
+            .ok_or(StoreError::Storage(StorageError::NotFound {
+                what: "data key",
+            }))
+    }
+
     pub(crate) fn active_key(
         &self,
         tenant: &TenantId,
     ) -> Result<(KeyId, Arc<CachedKey>), StoreError> {
-        let rows = self.storage.data_keys(tenant)?;
-        let row = rows
-            .iter()
-            .find(|k| k.state == KeyState::Active)
-            .ok_or(StoreError::Storage(StorageError::NotFound {
-                what: "data key",
-            }))?;
+        let row = self.active_key_row(tenant)?;
         let id = row.key_id;
         let k = self.cache.get(tenant, id, || {
-            let dek = self.unwrap_for_use(tenant, row)?;
+            let dek = self.unwrap_for_use(tenant, &row)?;
             Ok(CachedKey::new(&dek))
         })?;
         Ok((id, k))
