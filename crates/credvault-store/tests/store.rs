@@ -686,6 +686,30 @@ fn usage_is_persisted_before_ciphertext_and_limits_hold() {
     );
 }
 
+/// A `http_bearer_token` credential sealed by the client under `s`'s data key.
+fn client_sealed(
+    s: &credvault_store::Scope<'_>,
+    tenant: &TenantId,
+    name: &str,
+    token: &str,
+) -> SealedCredential {
+    let client = SealingKey::new(&s.client_data_key().unwrap());
+    let id = CredentialId::generate().unwrap();
+    let blob = encode_secret_fields([("token", token)]).unwrap();
+    let ctx = credential_context(tenant, &id, "production", "http_bearer_token").unwrap();
+    SealedCredential {
+        envelope: client.seal(&blob, &ctx).unwrap(),
+        id,
+        type_name: "http_bearer_token".into(),
+        name: name.into(),
+        environment: "production".into(),
+        public_fields: json!({}),
+        description: String::new(),
+        tags: vec![],
+        expires_at: None,
+    }
+}
+
 #[test]
 fn the_store_starts_a_tenant_key_rotation_by_itself_past_rotate_at() {
     for (name, storage) in backends() {
@@ -704,22 +728,9 @@ fn the_store_starts_a_tenant_key_rotation_by_itself_past_rotate_at() {
         }
         // The fifth seal, a client's, reaches rotate_at: it is stored under the old key and
         // the rotation starts.
-        let client = SealingKey::new(&s.client_data_key().unwrap());
-        let id = CredentialId::generate().unwrap();
-        let blob = encode_secret_fields([("token", "client-token-5")]).unwrap();
-        let ctx = credential_context(&f.a, &id, "production", "http_bearer_token").unwrap();
-        s.create_sealed(SealedCredential {
-            id: id.clone(),
-            type_name: "http_bearer_token".into(),
-            name: "sealed".into(),
-            environment: "production".into(),
-            public_fields: json!({}),
-            envelope: client.seal(&blob, &ctx).unwrap(),
-            description: String::new(),
-            tags: vec![],
-            expires_at: None,
-        })
-        .unwrap();
+        let sealed = client_sealed(&s, &f.a, "sealed", "client-token-5");
+        let id = sealed.id.clone();
+        s.create_sealed(sealed).unwrap();
         for i in 5..7 {
             ids.push(
                 s.create(login(&format!("c{i}"), &format!("pw{i}")))
@@ -788,21 +799,9 @@ fn the_store_starts_a_tenant_key_rotation_by_itself_past_rotate_at() {
     });
     let s = f.store.tenant(&f.a, "alice").unwrap();
     s.create(login("only", "pw")).unwrap();
-    let client = SealingKey::new(&s.client_data_key().unwrap());
-    let id = CredentialId::generate().unwrap();
-    let blob = encode_secret_fields([("token", "one-too-many")]).unwrap();
-    let ctx = credential_context(&f.a, &id, "production", "http_bearer_token").unwrap();
-    let r = s.create_sealed(SealedCredential {
-        id: id.clone(),
-        type_name: "http_bearer_token".into(),
-        name: "late".into(),
-        environment: "production".into(),
-        public_fields: json!({}),
-        envelope: client.seal(&blob, &ctx).unwrap(),
-        description: String::new(),
-        tags: vec![],
-        expires_at: None,
-    });
+    let sealed = client_sealed(&s, &f.a, "late", "one-too-many");
+    let id = sealed.id.clone();
+    let r = s.create_sealed(sealed);
     assert!(matches!(r, Err(StoreError::KeyExhausted)), "{r:?}");
     assert!(f.storage.credential(&f.a, &id).unwrap().is_none());
 }
@@ -828,22 +827,9 @@ fn a_client_sealed_only_tenant_refuses_plaintext_secrets() {
         assert!(!all_text(&f.audit.events()).contains("plaintext-token"));
         assert!(s.list(&ListFilter::new()).unwrap().is_empty(), "{name}");
         // Sealed by the client: accepted.
-        let client = SealingKey::new(&s.client_data_key().unwrap());
-        let id = CredentialId::generate().unwrap();
-        let blob = encode_secret_fields([("token", "client-token-1234")]).unwrap();
-        let ctx = credential_context(&f.a, &id, "production", "http_bearer_token").unwrap();
-        s.create_sealed(SealedCredential {
-            id: id.clone(),
-            type_name: "http_bearer_token".into(),
-            name: "sealed".into(),
-            environment: "production".into(),
-            public_fields: json!({}),
-            envelope: client.seal(&blob, &ctx).unwrap(),
-            description: String::new(),
-            tags: vec![],
-            expires_at: None,
-        })
-        .unwrap();
+        let sealed = client_sealed(&s, &f.a, "sealed", "client-token-1234");
+        let id = sealed.id.clone();
+        s.create_sealed(sealed).unwrap();
         // Metadata may change; secret values may not arrive in plaintext.
         s.update(&id, CredentialUpdate::new().description("rotated monthly"))
             .unwrap();
