@@ -16,6 +16,9 @@ pub struct AuditKey {
     mac: hmac::Key,
 }
 
+/// Domain label of [`AuditKey::head_tag`].
+const HEAD_LABEL: &[u8] = b"credvault-audit head v1";
+
 /// A key that is not 32 bytes of hex or base64 text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("audit key must be 32 bytes written as 64 hex digits or base64")]
@@ -53,6 +56,29 @@ impl AuditKey {
     /// The key as 64 hex digits, for writing a key file. Wiped when dropped.
     pub fn to_hex(&self) -> Zeroizing<String> {
         Zeroizing::new(hex::encode(self.bytes.as_ref()))
+    }
+
+    /// The tag of a log head (a record's sequence number and hash) kept outside the log, as the
+    /// store keeps it in its database: HMAC-SHA256 over the framed parts
+    /// `"credvault-audit head v1"`, `seq` (decimal) and `hash` (64 lower hex), as the other
+    /// MACs of the log are written (docs/formats.md). Someone who can edit where the head is
+    /// kept but has no key cannot point it at another record.
+    pub fn head_tag(&self, seq: u64, hash: &[u8; 32]) -> [u8; 32] {
+        self.sign(&[
+            HEAD_LABEL,
+            seq.to_string().as_bytes(),
+            hex::encode(hash).as_bytes(),
+        ])
+    }
+
+    /// Whether `tag` is [`head_tag`](Self::head_tag) of `seq` and `hash` (constant time).
+    pub fn check_head_tag(&self, seq: u64, hash: &[u8; 32], tag: &[u8; 32]) -> bool {
+        let msg = Self::framed(&[
+            HEAD_LABEL,
+            seq.to_string().as_bytes(),
+            hex::encode(hash).as_bytes(),
+        ]);
+        hmac::verify(&self.mac, &msg, tag).is_ok()
     }
 
     /// The MAC input: each part as its length (u64 BE) then its bytes (docs/formats.md).

@@ -691,6 +691,11 @@ impl AuditLog {
         &self.inner.dir
     }
 
+    /// [`AuditKey::head_tag`] of a head of this log, under the log's key.
+    pub fn head_tag(&self, seq: u64, hash: &[u8; 32]) -> [u8; 32] {
+        self.inner.key.head_tag(seq, hash)
+    }
+
     /// The log id (from its genesis record).
     pub fn log_id(&self) -> &str {
         &self.inner.log_id

@@ -119,6 +119,28 @@ fn keyed_identifiers_match() {
 }
 
 #[test]
+fn head_tags_match() {
+    let x = expected();
+    let key = key();
+    let seq = x["head_seq"].as_u64().unwrap();
+    let r = verify_segments(&[LOG], VerifyOptions::default());
+    assert_eq!(r.last_seq, Some(seq));
+    assert_eq!(r.head.as_deref(), x["head"].as_str());
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(x["head"].as_str().unwrap(), &mut hash).unwrap();
+    let mut tag = [0u8; 32];
+    hex::decode_to_slice(x["head_tag"].as_str().unwrap(), &mut tag).unwrap();
+    assert_eq!(key.head_tag(seq, &hash), tag);
+    assert!(key.check_head_tag(seq, &hash, &tag));
+    // Another record, another hash, another key: each fails.
+    assert!(!key.check_head_tag(seq - 1, &hash, &tag));
+    hash[31] ^= 1;
+    assert!(!key.check_head_tag(seq, &hash, &tag));
+    hash[31] ^= 1;
+    assert!(!AuditKey::from_bytes(&[7; 32]).check_head_tag(seq, &hash, &tag));
+}
+
+#[test]
 fn our_writer_continues_the_python_log() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(segment_path(dir.path(), 1), LOG).unwrap();

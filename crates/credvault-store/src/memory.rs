@@ -461,6 +461,15 @@ impl Storage for MemoryStorage {
         Ok(self.lock()?.head)
     }
 
+    fn heads_authenticated(&self) -> Result<bool, StorageError> {
+        // A memory store never held a head from before head tags.
+        Ok(true)
+    }
+
+    fn authenticate_head(&self, hook: Hook<'_>) -> Result<(), StorageError> {
+        self.lock()?.run_hook(hook)
+    }
+
     fn records_authenticated(&self) -> Result<bool, StorageError> {
         // A memory store never held rows from before record MACs.
         Ok(true)

@@ -112,6 +112,12 @@ const MIGRATIONS: &[&str] = &[
         failures INTEGER NOT NULL,
         locked_until INTEGER NOT NULL
      ) STRICT;",
+    // 5: audit heads carry a tag under the audit key ("seq:hash:tag"). A database with no head
+    // yet starts with tagged heads; an existing one is switched over by the store when it next
+    // opens it (audited once), after which an untagged head is refused.
+    "INSERT INTO vault_meta (key, value)
+        SELECT 'heads_authenticated', '1'
+        WHERE NOT EXISTS (SELECT 1 FROM vault_meta WHERE key = 'audit_head');",
 ];
 
 /// The SQLite backend: bundled SQLite, WAL journal, versioned migrations, every write in one
@@ -330,16 +336,18 @@ fn write_row(
 fn set_head(tx: &rusqlite::Transaction<'_>, head: Option<AuditHead>) -> Result<(), StorageError> {
     let Some(h) = head else { return Ok(()) };
     let cur = read_head(tx)?;
-    if let Some(c) = cur {
-        if c.seq > h.seq {
-            return Ok(());
-        }
+    if crate::storage::later(cur, Some(h)) == cur {
+        return Ok(());
     }
+    let value = match h.tag {
+        Some(t) => format!("{}:{}:{}", h.seq, hex::encode(h.hash), hex::encode(t)),
+        None => format!("{}:{}", h.seq, hex::encode(h.hash)),
+    };
     tx.prepare_cached(
         "INSERT INTO vault_meta (key, value) VALUES ('audit_head', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )
-    .and_then(|mut s| s.execute(params![format!("{}:{}", h.seq, hex::encode(h.hash))]))
+    .and_then(|mut s| s.execute(params![value]))
     .map_err(be)?;
     Ok(())
 }
@@ -366,11 +374,22 @@ fn read_head(conn: &Connection) -> Result<Option<AuditHead>, StorageError> {
         .map_err(be)?;
     let Some(v) = v else { return Ok(None) };
     let bad = || corrupt("vault_meta", "audit head");
-    let (seq, hash) = v.split_once(':').ok_or_else(bad)?;
-    let seq = seq.parse().map_err(|_| bad())?;
-    let mut h = [0u8; 32];
-    hex::decode_to_slice(hash, &mut h).map_err(|_| bad())?;
-    Ok(Some(AuditHead { seq, hash: h }))
+    let mut parts = v.split(':');
+    let seq = parts.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(parts.next().ok_or_else(bad)?, &mut hash).map_err(|_| bad())?;
+    let tag = match parts.next() {
+        None => None,
+        Some(t) => {
+            let mut tag = [0u8; 32];
+            hex::decode_to_slice(t, &mut tag).map_err(|_| bad())?;
+            Some(tag)
+        }
+    };
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(Some(AuditHead { seq, hash, tag }))
 }
 
 fn hook_in(tx: &rusqlite::Transaction<'_>, hook: Hook<'_>) -> Result<(), StorageError> {
@@ -1095,6 +1114,31 @@ impl Storage for SqliteStorage {
     fn audit_head(&self) -> Result<Option<AuditHead>, StorageError> {
         let c = self.lock()?;
         read_head(&c)
+    }
+
+    fn heads_authenticated(&self) -> Result<bool, StorageError> {
+        let c = self.lock()?;
+        let v: Option<String> = c
+            .query_row(
+                "SELECT value FROM vault_meta WHERE key = 'heads_authenticated'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(be)?;
+        Ok(v.as_deref() == Some("1"))
+    }
+
+    fn authenticate_head(&self, hook: Hook<'_>) -> Result<(), StorageError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO vault_meta (key, value) VALUES ('heads_authenticated', '1')
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [],
+            )
+            .map_err(be)?;
+            hook_in(tx, hook)
+        })
     }
 
     fn records_authenticated(&self) -> Result<bool, StorageError> {

@@ -25,13 +25,17 @@ use credvault_envelope::KeyId;
 use crate::ids::{CredentialId, TenantId};
 
 /// The audit log's head: the last record's sequence number and hash, kept outside the log so
-/// that a log cut short or replaced by an older copy is detected.
+/// that a log cut short or replaced by an older copy is detected, with its tag under the audit
+/// key so that the head itself cannot be pointed at another record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AuditHead {
     /// Sequence number.
     pub seq: u64,
     /// SHA-256 hash of the record line.
     pub hash: [u8; 32],
+    /// [`AuditKey::head_tag`](credvault_audit::AuditKey::head_tag) of `seq` and `hash`; `None`
+    /// only in a head stored before heads were tagged.
+    pub tag: Option<[u8; 32]>,
 }
 
 /// The commit hook refused (the audit sink could not record); nothing was written.
@@ -483,6 +487,14 @@ pub trait Storage: Send + Sync {
     /// and after [`authenticate_records`](Self::authenticate_records).
     fn records_authenticated(&self) -> Result<bool, StorageError>;
 
+    /// Whether stored heads carry tags: true for a database created with head tags and after
+    /// [`authenticate_head`](Self::authenticate_head). A head without a tag is then refused.
+    fn heads_authenticated(&self) -> Result<bool, StorageError>;
+
+    /// Marks stored heads as tagged, in one transaction with the hook, and stores the hook's
+    /// head (which replaces an untagged one of the same record).
+    fn authenticate_head(&self, hook: Hook<'_>) -> Result<(), StorageError>;
+
     /// Stores MACs for rows that have none (each only if its MAC is still empty and, for a
     /// credential, its version is the one given) and marks the database authenticated, in one
     /// transaction with the hook. Returns how many rows were given a MAC.
@@ -496,6 +508,10 @@ pub trait Storage: Send + Sync {
 /// Keeps the later of two heads.
 pub(crate) fn later(a: Option<AuditHead>, b: Option<AuditHead>) -> Option<AuditHead> {
     match (a, b) {
+        // The same record: the tagged one (an untagged head is being authenticated).
+        (Some(x), Some(y)) if x.seq == y.seq && x.hash == y.hash => {
+            Some(if y.tag.is_some() { y } else { x })
+        }
         (Some(x), Some(y)) => Some(if y.seq >= x.seq { y } else { x }),
         (x, None) => x,
         (None, y) => y,

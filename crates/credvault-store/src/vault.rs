@@ -443,8 +443,9 @@ impl Vault {
     /// # Errors
     /// [`StoreError::Vault`] if there is no vault, a key file is missing or readable by
     /// others, the master key does not open the vault's data keys (naming where the key came
-    /// from), the audit log has segments but no anchor, or the log is behind the head the
-    /// database recorded (cut short or replaced); [`StoreError::Busy`] if another process held
+    /// from), the audit log has segments but no anchor, the head the database recorded has no
+    /// valid tag under the audit key (edited), or the log is behind that head (cut short or
+    /// replaced); [`StoreError::Busy`] if another process held
     /// a lock past the timeout; [`StoreError::Storage`].
     pub fn open(dir: &Path, options: VaultOptions) -> Result<Self, StoreError> {
         let db = Self::db_path(dir);
@@ -483,6 +484,26 @@ impl Vault {
             e => StoreError::AuditLog(e),
         })?;
         if let Some(h) = head {
+            // The head itself: tagged under the audit key, or from before tags (switched over
+            // below, once, audited).
+            match h.tag {
+                Some(t) if audit_key.check_head_tag(h.seq, &h.hash, &t) => {}
+                Some(_) => {
+                    return Err(verr(
+                        "audit head",
+                        &db,
+                        "does not authenticate under the audit key: the database was edited",
+                    ))
+                }
+                None if storage.heads_authenticated()? => {
+                    return Err(verr(
+                        "audit head",
+                        &db,
+                        "has lost its tag: the database was edited",
+                    ))
+                }
+                None => {}
+            }
             if report.last_seq < h.seq {
                 return Err(verr(
                     "audit log",
@@ -530,6 +551,8 @@ impl Vault {
         })?;
         // A vault from before record MACs gets them now, once (audited).
         store.authenticate_records("credvault")?;
+        // A head from before head tags is tagged now, once (audited).
+        store.authenticate_head("credvault")?;
         Ok(Self {
             dir: dir.to_owned(),
             store,
@@ -864,6 +887,15 @@ pub fn verify_vault_audit(
     }
     if let Some(h) = stored_head {
         match find_record_hash(&segments, h.seq) {
+            _ if h
+                .tag
+                .is_some_and(|t| !key.check_head_tag(h.seq, &h.hash, &t)) =>
+            {
+                head_problem = Some(format!(
+                    "the head the database recorded (record {}) does not authenticate under the audit key: it was edited",
+                    h.seq
+                ))
+            }
             Ok(Some(hash)) if hash == h.hash => {}
             Ok(Some(_)) => {
                 head_problem = Some(format!(

@@ -458,13 +458,16 @@ fn a_vault_from_before_record_macs_is_authenticated_once_on_open() {
 fn a_schema_v2_database_migrates_and_is_authenticated() {
     let good = Listener::start();
     let f = fixture(good.port());
-    // Turn the database back into schema v2: no MAC columns, no flag, no throttle table.
+    // Turn the database back into schema v2: no MAC columns, no flags, no throttle table, an
+    // untagged head.
     let c = rusqlite::Connection::open(Vault::db_path(&f.path)).unwrap();
     c.execute_batch(
         "DROP TABLE otp_throttle;
          ALTER TABLE credentials DROP COLUMN mac;
          ALTER TABLE data_keys DROP COLUMN mac;
-         DELETE FROM vault_meta WHERE key = 'records_authenticated';
+         DELETE FROM vault_meta WHERE key IN ('records_authenticated', 'heads_authenticated');
+         UPDATE vault_meta SET value = substr(value, 1, instr(value, ':') + 64)
+            WHERE key = 'audit_head';
          PRAGMA user_version = 2;",
     )
     .unwrap();
@@ -489,7 +492,8 @@ fn a_schema_v2_database_migrates_and_is_authenticated() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!((v, empty), (4, 0));
+    assert_eq!((v, empty), (5, 0));
     assert_eq!(events_of(&f.path, "records_authenticated"), 1);
+    assert_eq!(events_of(&f.path, "head_authenticated"), 1);
     assert!(problems(&f.path).is_empty());
 }

@@ -209,3 +209,136 @@ fn an_anchor_of_another_vault_does_not_authenticate() {
         .contains("does not authenticate"));
     v.close().unwrap();
 }
+
+/// The head row in the database (`seq:hash[:tag]`).
+fn head_value(db_dir: &Path) -> String {
+    let c = rusqlite::Connection::open(db_dir.join("vault.db")).unwrap();
+    c.query_row(
+        "SELECT value FROM vault_meta WHERE key = 'audit_head'",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// Edits the vault's database as an attacker would (the `sqlite3` shell's defaults).
+fn edit_db(vault: &Path, sql: &str) {
+    let c = rusqlite::Connection::open(Vault::db_path(vault)).unwrap();
+    c.execute_batch(sql).unwrap();
+}
+
+fn set_head(vault: &Path, value: &str) {
+    edit_db(
+        vault,
+        &format!("UPDATE vault_meta SET value = '{value}' WHERE key = 'audit_head'"),
+    );
+}
+
+/// What migration 5 leaves in a vault that had a head: the head without its tag, no flag.
+fn strip_head_tag(vault: &Path) {
+    let now = head_value(vault);
+    set_head(vault, now.rsplit_once(':').unwrap().0);
+    edit_db(
+        vault,
+        "DELETE FROM vault_meta WHERE key = 'heads_authenticated'",
+    );
+}
+
+fn events_of(vault: &Path, action: &str) -> usize {
+    use credvault_store::audit::{read_event_files, segment_paths, Action, Query};
+    let segs = segment_paths(&Vault::audit_dir(vault)).unwrap();
+    read_event_files(&segs, &Query::new().action(Action::Other(action.into())))
+        .unwrap()
+        .events
+        .len()
+}
+
+#[test]
+fn a_head_edited_to_match_an_older_audit_directory_is_refused_at_open() {
+    let s = setup();
+    let old = head_value(&s.old_db);
+    let now = head_value(&s.vault);
+    let old_parts: Vec<&str> = old.split(':').collect();
+    let now_parts: Vec<&str> = now.split(':').collect();
+    assert_eq!(old_parts.len(), 3, "{old}");
+    assert_ne!(old_parts[0], now_parts[0]);
+    replace_dir(&s.old_audit, &Vault::audit_dir(&s.vault));
+    // The older record's number and hash, with the current tag: the tag covers both.
+    set_head(
+        &s.vault,
+        &format!("{}:{}:{}", old_parts[0], old_parts[1], now_parts[2]),
+    );
+    let err = open_error(&s.vault);
+    assert!(
+        err.contains("does not authenticate under the audit key"),
+        "{err}"
+    );
+    // Without a tag at all: refused, since this database has tagged heads.
+    set_head(&s.vault, &format!("{}:{}", old_parts[0], old_parts[1]));
+    let err = open_error(&s.vault);
+    assert!(err.contains("has lost its tag"), "{err}");
+    // A tag flipped in one bit.
+    let mut tag = hex::decode(old_parts[2]).unwrap();
+    tag[0] ^= 1;
+    set_head(
+        &s.vault,
+        &format!("{}:{}:{}", old_parts[0], old_parts[1], hex::encode(tag)),
+    );
+    let err = open_error(&s.vault);
+    assert!(
+        err.contains("does not authenticate under the audit key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_older_head_copied_whole_opens_and_verify_finds_the_newer_rows() {
+    let s = setup();
+    // A genuine older head (from a backup of the database) matches the older audit directory:
+    // open cannot tell, the rows can.
+    replace_dir(&s.old_audit, &Vault::audit_dir(&s.vault));
+    set_head(&s.vault, &head_value(&s.old_db));
+    let v = Vault::open(&s.vault, VaultOptions::default()).unwrap();
+    let r = v.verify().unwrap();
+    assert!(
+        r.store.findings.iter().any(|f| matches!(
+            f.problem,
+            Problem::VersionMismatch {
+                stored: 2,
+                logged: 1
+            }
+        )),
+        "{:?}",
+        r.store.findings
+    );
+    assert!(!v.verify_audit_against(Some(&s.anchor)).unwrap().is_intact());
+    v.close().unwrap();
+}
+
+#[test]
+fn a_vault_from_before_head_tags_is_switched_over_once_and_a_reset_is_reported() {
+    let s = setup();
+    strip_head_tag(&s.vault);
+    let v = Vault::open(&s.vault, VaultOptions::default()).unwrap();
+    v.close().unwrap();
+    assert_eq!(events_of(&s.vault, "head_authenticated"), 1);
+    let tagged = head_value(&s.vault);
+    assert_eq!(tagged.split(':').count(), 3, "{tagged}");
+    // Opened again: nothing more to do.
+    let v = Vault::open(&s.vault, VaultOptions::default()).unwrap();
+    assert!(v.verify().unwrap().is_ok());
+    v.close().unwrap();
+    assert_eq!(events_of(&s.vault, "head_authenticated"), 1);
+    // Someone resets flag and tag to have an edited head tagged: it is, but `verify` reports
+    // the second switch.
+    strip_head_tag(&s.vault);
+    let v = Vault::open(&s.vault, VaultOptions::default()).unwrap();
+    let r = v.verify().unwrap();
+    assert!(
+        r.store.findings.iter().any(|f| f.id == "head_authenticated"
+            && matches!(f.problem, Problem::RepeatedAuthentication { count: 2 })),
+        "{:?}",
+        r.store.findings
+    );
+    v.close().unwrap();
+}

@@ -103,10 +103,7 @@ impl Hooks {
     fn pass(&self, seq: u64) -> impl FnMut() -> Result<Option<AuditHead>, HookError> + '_ {
         move || {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(Some(AuditHead {
-                seq,
-                hash: [seq as u8; 32],
-            }))
+            Ok(Some(head(seq)))
         }
     }
 
@@ -123,6 +120,15 @@ impl Hooks {
 }
 
 /// Two tenants, `a` (key 1) and `b` (key 2).
+/// The head the passing hook returns for `seq`.
+fn head(seq: u64) -> AuditHead {
+    AuditHead {
+        seq,
+        hash: [seq as u8; 32],
+        tag: Some([seq as u8 ^ 0xa5; 32]),
+    }
+}
+
 fn setup(s: &dyn Storage) -> Result<(TenantId, TenantId), Violation> {
     let (a, b) = (tid("conf-a"), tid("conf-b"));
     let h = Hooks::new();
@@ -151,7 +157,9 @@ fn setup(s: &dyn Storage) -> Result<(TenantId, TenantId), Violation> {
 /// and delete; a failing commit hook leaves every table unchanged and a passing one stores its
 /// head in the same transaction; usage reservations add up; wrapped keys are replaced only
 /// from the expected value; rotation marks keys retiring, reseal skips rows that changed, and
-/// a key is retired only when nothing names it; list filters and the rotation cursor; the
+/// a key is retired only when nothing names it; heads are stored with their tags and never
+/// replaced by an untagged copy, `authenticate_head` runs with its hook; list filters and the
+/// rotation cursor; the
 /// replay step rules; OTP throttle windows and lock-outs; 8 threads racing on one version: exactly one wins.
 pub fn storage_conformance(fresh: &dyn Fn() -> Arc<dyn Storage>) -> Result<(), Violation> {
     tenants(&*fresh())?;
@@ -164,7 +172,51 @@ pub fn storage_conformance(fresh: &dyn Fn() -> Arc<dyn Storage>) -> Result<(), V
     otp_throttle(&*fresh())?;
     race(fresh())?;
     record_macs(&*fresh())?;
+    heads(&*fresh())?;
     Ok(())
+}
+
+/// Heads are stored whole (tag included), a new storage has tagged heads, an untagged copy of
+/// the stored record never replaces the tagged one, and `authenticate_head` is one
+/// transaction with its hook.
+fn heads(s: &dyn Storage) -> Result<(), Violation> {
+    ensure(
+        ok(s.heads_authenticated(), "flag")?,
+        "a new storage has tagged heads",
+        || "heads_authenticated is false".into(),
+    )?;
+    let (t, _) = setup(s)?;
+    let stored = ok(s.audit_head(), "head")?;
+    ensure(
+        stored == Some(head(1)),
+        "the hook's head is stored with its tag",
+        || format!("{stored:?}"),
+    )?;
+    let untagged = AuditHead {
+        tag: None,
+        ..head(1)
+    };
+    ok(s.record_use(&t, &[], Some(untagged)), "use")?;
+    let stored = ok(s.audit_head(), "head")?;
+    ensure(
+        stored == Some(head(1)),
+        "an untagged head of the same record does not replace the tagged one",
+        || format!("{stored:?}"),
+    )?;
+    let h = Hooks::new();
+    let r = s.authenticate_head(&mut h.fail());
+    ensure(
+        matches!(r, Err(StorageError::Hook(_))) && ok(s.audit_head(), "head")? == Some(head(1)),
+        "a failing hook refuses authenticate_head",
+        || format!("{r:?}"),
+    )?;
+    ok(s.authenticate_head(&mut h.pass(9)), "authenticate head")?;
+    let stored = ok(s.audit_head(), "head")?;
+    ensure(
+        stored == Some(head(9)) && ok(s.heads_authenticated(), "flag")?,
+        "authenticate_head stores the hook's head and marks the storage",
+        || format!("{stored:?}"),
+    )
 }
 
 /// Record MACs are stored verbatim, a reseal replaces one, and `authenticate_records` fills
@@ -546,17 +598,7 @@ fn versions_and_hooks(s: &dyn Storage) -> Result<(), Violation> {
         "last use keeps the latest time",
         || "wrong last use".into(),
     )?;
-    ok(
-        s.record_use(
-            &a,
-            &[],
-            Some(AuditHead {
-                seq: 5,
-                hash: [5; 32],
-            }),
-        ),
-        "use",
-    )?;
+    ok(s.record_use(&a, &[], Some(head(5))), "use")?;
     ensure(
         ok(s.audit_head(), "head")?.map(|h| h.seq) == Some(13),
         "the stored head never moves backwards",

@@ -81,8 +81,12 @@ anchor = {"v": 1, "log": LOG, "seq": seq - 1, "hash": cp_hash, "time": cp_time, 
 salt = bytes.fromhex(parts_mac(KEY, [b"credvault-audit identifier salt v1", LOG.encode()]))
 ident = "hmac-sha256:" + hmac.new(salt, b"198.51.100.23", hashlib.sha256).hexdigest()
 
+# The tag of the head (last record's seq and hash) as a store keeps it outside the log.
+head_tag = parts_mac(KEY, [b"credvault-audit head v1", str(seq - 1).encode(), prev.encode()])
+
 open("vectors.jsonl", "wb").write(out)
 open("vectors.anchor", "w").write(json.dumps(anchor, separators=(",", ":")) + "\n")
 open("vectors.json", "w").write(json.dumps({
     "key_hex": KEY.hex(), "log": LOG, "records": seq, "events": 2, "checkpoints": 2,
-    "head": prev, "identifier": {"value": "198.51.100.23", "hashed": ident}}, indent=1) + "\n")
+    "head": prev, "head_seq": seq - 1, "head_tag": head_tag,
+    "identifier": {"value": "198.51.100.23", "hashed": ident}}, indent=1) + "\n")

@@ -102,6 +102,7 @@ impl AuditTarget {
                 Ok(r) => Ok(r.map(|r| AuditHead {
                     seq: r.seq,
                     hash: r.hash,
+                    tag: Some(l.head_tag(r.seq, &r.hash)),
                 })),
                 Err(credvault_audit::LogError::LockTimeout { .. }) => Err(HookError::Busy),
                 Err(e) => Err(HookError::Refused(e.to_string())),

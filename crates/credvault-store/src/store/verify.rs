@@ -59,7 +59,7 @@ impl Store {
         let event = AuditEvent::new(
             VAULT_WIDE,
             actor,
-            Action::Other("records_authenticated".into()),
+            Action::Other(RECORDS_AUTHENTICATED.into()),
         );
         let n = self
             .storage
@@ -67,7 +67,35 @@ impl Store {
         self.cache.clear();
         Ok(n)
     }
+
+    /// Switches a database whose stored audit head has no tag (written before heads were
+    /// tagged) to tagged heads, once, recorded as one `head_authenticated` event whose head is
+    /// stored tagged; from then on an untagged head is refused
+    /// ([`Vault::open`](crate::Vault::open) calls this after checking the head). Returns
+    /// whether it did anything.
+    ///
+    /// Like [`authenticate_records`](Self::authenticate_records), it trusts the database it
+    /// finds: a second `head_authenticated` event in the log means someone reset the flag, and
+    /// `credvault verify` reports it.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`], [`StoreError::Audit`].
+    pub fn authenticate_head(&self, actor: &str) -> Result<bool, StoreError> {
+        if self.storage.heads_authenticated()? {
+            return Ok(false);
+        }
+        let event = AuditEvent::new(VAULT_WIDE, actor, Action::Other(HEAD_AUTHENTICATED.into()));
+        self.storage
+            .authenticate_head(&mut || self.audit.record(&event))?;
+        Ok(true)
+    }
 }
+
+/// The action of the event [`Store::authenticate_head`] records.
+const HEAD_AUTHENTICATED: &str = "head_authenticated";
+
+/// The action of the event [`Store::authenticate_records`] records.
+const RECORDS_AUTHENTICATED: &str = "records_authenticated";
 
 /// What is wrong with one record ([`Finding`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -90,8 +118,9 @@ pub enum Problem {
         /// The last version the log recorded.
         logged: u64,
     },
-    /// Rows were authenticated more than once (`records_authenticated` appears `count`
-    /// times): someone reset the flag to have tampered rows MAC'd.
+    /// Rows or the audit head were authenticated more than once (the event the finding's id
+    /// names, `records_authenticated` or `head_authenticated`, appears `count` times): someone
+    /// reset the flag to have tampered rows MAC'd or an edited head tagged.
     RepeatedAuthentication {
         /// How many times.
         count: u64,
@@ -157,10 +186,14 @@ impl Store {
             ..StoreVerification::default()
         };
         let mut logged: BTreeMap<(String, String), Logged> = BTreeMap::new();
-        let mut authentications = 0u64;
+        let mut authentications = [(RECORDS_AUTHENTICATED, 0u64), (HEAD_AUTHENTICATED, 0u64)];
         for e in events {
-            if e.action == Action::Other("records_authenticated".into()) {
-                authentications += 1;
+            if let Action::Other(a) = &e.action {
+                for (name, n) in &mut authentications {
+                    if a == name {
+                        *n += 1;
+                    }
+                }
             }
             let Some(id) = &e.resource.id else { continue };
             let key = (e.tenant.clone(), id.clone());
@@ -185,15 +218,15 @@ impl Store {
             };
             logged.insert(key, next);
         }
-        if authentications > 1 {
-            out.findings.push(Finding {
-                tenant: VAULT_WIDE.into(),
-                record: "vault",
-                id: "records_authenticated".into(),
-                problem: Problem::RepeatedAuthentication {
-                    count: authentications,
-                },
-            });
+        for (name, count) in authentications {
+            if count > 1 {
+                out.findings.push(Finding {
+                    tenant: VAULT_WIDE.into(),
+                    record: "vault",
+                    id: name.into(),
+                    problem: Problem::RepeatedAuthentication { count },
+                });
+            }
         }
         let mut seen: std::collections::BTreeSet<(String, String)> = Default::default();
         for t in self.storage.tenants()? {
