@@ -10,7 +10,7 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use credvault_schema::{CredentialType, FieldKind};
+use credvault_schema::{CredentialType, FieldKind, RevealPolicy};
 use credvault_store::net::AddressClass;
 use credvault_store::{
     read_audit_key, verify_vault_audit, CredentialInfo, CredentialUpdate, ListFilter,
@@ -106,6 +106,11 @@ pub(crate) struct AddArgs {
     /// Create it inactive.
     #[arg(long)]
     inactive: bool,
+    /// Tighten a secret field's reveal policy beyond its type's: `FIELD=use-only` (reaches
+    /// `run`/`inject`, never `reveal`) or `FIELD=write-only` (never leaves the vault).
+    /// Repeatable; never loosened later.
+    #[arg(long = "reveal", value_name = "FIELD=POLICY")]
+    reveal: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +207,10 @@ pub(crate) struct UpdateArgs {
     /// Refuse unless the credential is at this version.
     #[arg(long, value_name = "N")]
     expect_version: Option<u64>,
+    /// Tighten a secret field's reveal policy (`FIELD=use-only`, `FIELD=write-only`);
+    /// repeatable. A policy is never loosened.
+    #[arg(long = "reveal", value_name = "FIELD=POLICY")]
+    reveal: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -595,6 +604,9 @@ fn info_text(i: &CredentialInfo) -> String {
     if let Some(t) = i.expires_at {
         s.push_str(&format!("  (expires) {}\n", time_text(t)));
     }
+    for (field, policy) in &i.reveal {
+        s.push_str(&format!("  (reveal) {}: {}\n", e(field), policy.as_str()));
+    }
     if let Some(t) = &i.test_status {
         s.push_str(&format!(
             "  (last test) {}: {}\n",
@@ -607,6 +619,29 @@ fn info_text(i: &CredentialInfo) -> String {
 
 fn time_text(ms: i64) -> String {
     credvault_audit::Timestamp::from_unix_millis(u64::try_from(ms).unwrap_or(0)).to_string()
+}
+
+/// `--reveal FIELD=POLICY` arguments.
+fn reveal_args(args: &[String]) -> Result<Vec<(String, RevealPolicy)>, Failure> {
+    args.iter()
+        .map(|a| {
+            let (field, policy) = a.split_once('=').ok_or_else(|| {
+                Failure::new("--reveal takes FIELD=POLICY (use-only, write-only)")
+            })?;
+            let policy = match policy {
+                "revealable" => RevealPolicy::Revealable,
+                "use-only" => RevealPolicy::UseOnly,
+                "write-only" => RevealPolicy::WriteOnly,
+                _ => {
+                    return Err(Failure::new(format!(
+                        "--reveal {}: the policy must be revealable, use-only or write-only",
+                        crate::term::escape(field)
+                    )))
+                }
+            };
+            Ok((field.to_owned(), policy))
+        })
+        .collect()
 }
 
 fn info_json(i: &CredentialInfo) -> Value {
@@ -633,6 +668,9 @@ pub(crate) fn add(args: &VaultArgs, a: AddArgs) -> Result<Output, Failure> {
         }
         if a.inactive {
             new = new.inactive();
+        }
+        for (field, policy) in reveal_args(&a.reveal)? {
+            new = new.reveal(field, policy);
         }
         let scope = v
             .store()
@@ -786,6 +824,9 @@ pub(crate) fn update(args: &VaultArgs, u: UpdateArgs) -> Result<Output, Failure>
         }
         if let Some(n) = u.expect_version {
             upd = upd.expect_version(n);
+        }
+        for (field, policy) in reveal_args(&u.reveal)? {
+            upd = upd.reveal(field, policy);
         }
         let out = scope.update(&info.id, upd).map_err(validation_lines)?;
         Ok(Output::Text {

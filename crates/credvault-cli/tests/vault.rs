@@ -806,3 +806,65 @@ fn an_outside_anchor_detects_a_restored_vault() {
         .fails(&["audit", "verify", "--anchor", f], "")
         .contains("not a credvault audit anchor"));
 }
+
+#[test]
+fn a_reveal_policy_tightened_on_the_command_line_holds() {
+    let v = V::new();
+    v.ok(
+        &[
+            "add",
+            "website_login",
+            "site",
+            "--field",
+            "login_url=https://x.example/login",
+            "--field",
+            "username=bot",
+            "--reveal",
+            "password=use-only",
+        ],
+        "pw-use-only-1",
+    );
+    let shown = v.ok(&["show", "site"], "");
+    assert!(shown.contains("(reveal) password: use-only"), "{shown}");
+    let json: serde_json::Value =
+        serde_json::from_str(&v.ok(&["--json", "show", "site"], "")).unwrap();
+    assert_eq!(json["reveal"]["password"], "use-only");
+    let err = v.fails(&["reveal", "site", "--field", "password"], "");
+    assert!(
+        err.contains("use-only") && !err.contains("pw-use-only-1"),
+        "{err}"
+    );
+    // A process still gets it.
+    let out = v
+        .cmd()
+        .args([
+            "run",
+            "--no-masking",
+            "--",
+            "sh",
+            "-c",
+            "printf '%s' \"$PW\"",
+        ])
+        .env("PW", "cv://site/password")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "pw-use-only-1");
+    // Never loosened; tightened further to write-only, after which no process gets it.
+    let err = v.fails(&["update", "site", "--reveal", "password=revealable"], "");
+    assert!(err.contains("never loosened"), "{err}");
+    let err = v.fails(&["update", "site", "--reveal", "password=sometimes"], "");
+    assert!(err.contains("revealable, use-only or write-only"), "{err}");
+    let err = v.fails(&["update", "site", "--reveal", "username=write-only"], "");
+    assert!(err.contains("not a secret field"), "{err}");
+    v.ok(&["update", "site", "--reveal", "password=write-only"], "");
+    let out = v
+        .cmd()
+        .args(["run", "--", "sh", "-c", "printf '%s' \"$PW\""])
+        .env("PW", "cv://site/password")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("write-only"), "{err}");
+}

@@ -1,9 +1,10 @@
 //! What callers pass in and get back.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use credvault_audit::TestStatus;
-use credvault_schema::SecretValue;
+use credvault_schema::{RevealPolicy, SecretValue};
 use serde::Serialize;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -34,6 +35,7 @@ pub struct NewCredential {
     pub(crate) tags: Vec<String>,
     pub(crate) is_active: bool,
     pub(crate) expires_at: Option<i64>,
+    pub(crate) reveal: BTreeMap<String, RevealPolicy>,
 }
 
 impl NewCredential {
@@ -53,6 +55,7 @@ impl NewCredential {
             tags: Vec::new(),
             is_active: true,
             expires_at: None,
+            reveal: BTreeMap::new(),
         }
     }
 
@@ -83,6 +86,14 @@ impl NewCredential {
     /// Sets an expiry (Unix milliseconds).
     pub fn expires_at(mut self, at: i64) -> Self {
         self.expires_at = Some(at);
+        self
+    }
+
+    /// Tightens where the secret field `field` may go, beyond what its type declares
+    /// (`use-only`: never returned by `reveal`; `write-only`: never leaves the vault). A
+    /// policy looser than the type's is refused; once set, it is never loosened.
+    pub fn reveal(mut self, field: impl Into<String>, policy: RevealPolicy) -> Self {
+        self.reveal.insert(field.into(), policy);
         self
     }
 }
@@ -229,6 +240,7 @@ pub struct CredentialUpdate {
     pub(crate) is_active: Option<bool>,
     pub(crate) expires_at: Option<Option<i64>>,
     pub(crate) expected_version: Option<u64>,
+    pub(crate) reveal: BTreeMap<String, RevealPolicy>,
 }
 
 impl CredentialUpdate {
@@ -271,6 +283,13 @@ impl CredentialUpdate {
     /// Sets (`Some`) or clears (`None`) the expiry.
     pub fn expires_at(mut self, at: Option<i64>) -> Self {
         self.expires_at = Some(at);
+        self
+    }
+
+    /// Tightens where the secret field `field` may go ([`NewCredential::reveal`]): refused
+    /// if looser than what the type or this credential already has.
+    pub fn reveal(mut self, field: impl Into<String>, policy: RevealPolicy) -> Self {
+        self.reveal.insert(field.into(), policy);
         self
     }
 
@@ -345,6 +364,9 @@ pub struct CredentialInfo {
     pub key_id: String,
     /// Fields: non-secret values, and `credvault_schema::SECRET_MARKER` for each secret set.
     pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Reveal policies this credential sets beyond its type's, by secret field.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub reveal: BTreeMap<String, RevealPolicy>,
 }
 
 impl CredentialInfo {
@@ -377,6 +399,7 @@ impl CredentialInfo {
             test_message: row.test_message.clone(),
             key_id: row.key_id.to_string(),
             fields,
+            reveal: row.reveal.clone(),
         }
     }
 

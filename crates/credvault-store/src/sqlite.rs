@@ -118,6 +118,10 @@ const MIGRATIONS: &[&str] = &[
     "INSERT INTO vault_meta (key, value)
         SELECT 'heads_authenticated', '1'
         WHERE NOT EXISTS (SELECT 1 FROM vault_meta WHERE key = 'audit_head');",
+    // 6: reveal policies set per credential (a JSON object: secret field -> policy), only ever
+    // stricter than the type's. Covered by the record MAC when not empty, so rows from before
+    // keep their MACs.
+    "ALTER TABLE credentials ADD COLUMN reveal TEXT NOT NULL DEFAULT '{}';",
 ];
 
 /// The SQLite backend: bundled SQLite, WAL journal, versioned migrations, every write in one
@@ -186,7 +190,7 @@ fn key_bytes(k: &KeyId) -> &[u8] {
 
 const CRED_COLS: &str = "tenant, id, name, type, environment, description, tags, is_active, \
     expires_at, created_by, created_at, updated_at, version, last_used_at, last_tested, \
-    test_status, test_message, public, secret_fields, key_id, secret, mac";
+    test_status, test_message, public, secret_fields, key_id, secret, mac, reveal";
 
 fn cred_from_row(r: &Row<'_>) -> Result<CredentialRow, StorageError> {
     let get_s = |i: usize| r.get::<_, String>(i).map_err(be);
@@ -218,6 +222,7 @@ fn cred_from_row(r: &Row<'_>) -> Result<CredentialRow, StorageError> {
         key_id: key_id(&kb, "credentials")?,
         secret: r.get(20).map_err(be)?,
         mac: r.get(21).map_err(be)?,
+        reveal: serde_json::from_str(&get_s(22)?).map_err(|_| corrupt("credentials", "reveal"))?,
     })
 }
 
@@ -327,6 +332,7 @@ fn write_row(
                 ":key_id": key_bytes(&row.key_id),
                 ":secret": row.secret,
                 ":mac": row.mac,
+                ":reveal": json(&row.reveal),
             })
         })
         .map(|_| ())
@@ -769,7 +775,8 @@ impl Storage for SqliteStorage {
                     "INSERT INTO credentials ({CRED_COLS}) VALUES (:tenant, :id, :name, :type,
                      :environment, :description, :tags, :is_active, :expires_at, :created_by,
                      :created_at, :updated_at, :version, :last_used_at, :last_tested,
-                     :test_status, :test_message, :public, :secret_fields, :key_id, :secret, :mac)"
+                     :test_status, :test_message, :public, :secret_fields, :key_id, :secret, :mac,
+                     :reveal)"
                 ),
                 row,
             )?;
@@ -874,7 +881,8 @@ impl Storage for SqliteStorage {
                    updated_at = :updated_at, version = :version, last_used_at = :last_used_at,
                    last_tested = :last_tested, test_status = :test_status,
                    test_message = :test_message, public = :public,
-                   secret_fields = :secret_fields, key_id = :key_id, secret = :secret, mac = :mac
+                   secret_fields = :secret_fields, key_id = :key_id, secret = :secret, mac = :mac,
+                   reveal = :reveal
                  WHERE tenant = :tenant AND id = :id",
                 row,
             )?;

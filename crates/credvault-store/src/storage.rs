@@ -20,7 +20,10 @@
 //! [`MemoryStorage`]: crate::MemoryStorage
 //! [`SqliteStorage`]: crate::SqliteStorage
 
+use std::collections::BTreeMap;
+
 use credvault_envelope::KeyId;
+use credvault_schema::RevealPolicy;
 
 use crate::ids::{CredentialId, TenantId};
 
@@ -219,6 +222,9 @@ pub struct CredentialRow {
     pub key_id: KeyId,
     /// The envelope of the secret fields.
     pub secret: Vec<u8>,
+    /// Reveal policies set on this credential, by secret field: each stricter than the one
+    /// its type declares (the store enforces it; the stricter of the two applies).
+    pub reveal: BTreeMap<String, RevealPolicy>,
     /// The record MAC over every field above except the last-use and test columns, under a
     /// key derived from the data key `key_id` names; empty for a row written before record
     /// MACs. The backend stores it verbatim; the store computes and checks it.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use credvault_store::audit::{read_event_files, segment_paths, Action, Query};
 use credvault_store::net::AddressClass;
+use credvault_store::schema::RevealPolicy;
 use credvault_store::{
     CredentialId, CredentialUpdate, ListFilter, NewCredential, StoreError, TenantId,
     TesterRegistry, Vault, VaultOptions,
@@ -177,6 +178,7 @@ fn every_authenticated_credential_column_edited_in_sqlite_is_refused_and_sends_n
         ("mac", "UPDATE credentials SET mac = (SELECT mac FROM credentials WHERE name = 'spare') WHERE name = 'bot'".into()),
         ("mac removed", "UPDATE credentials SET mac = X'' WHERE name = 'bot'".into()),
         ("key_id", "UPDATE credentials SET key_id = X'00112233445566778899aabbccddeeff' WHERE name = 'bot'".into()),
+        ("reveal", r#"UPDATE credentials SET reveal = '{"api_key":"use-only"}' WHERE name = 'bot'"#.into()),
     ];
     for (what, sql) in &edits {
         let f = fixture(good.port());
@@ -201,6 +203,43 @@ fn every_authenticated_credential_column_edited_in_sqlite_is_refused_and_sends_n
     }
     assert_eq!(good.hits(), 0, "a request went out for a tampered row");
     assert_eq!(evil.hits(), 0, "a request went to the attacker's host");
+}
+
+#[test]
+fn a_reveal_policy_loosened_in_sqlite_is_refused_and_reveals_nothing() {
+    let good = Listener::start();
+    let f = fixture(good.port());
+    let vault = Vault::open(&f.path, opts()).unwrap();
+    let s = vault.store().tenant(&f.acme, "alice").unwrap();
+    s.update(
+        &f.bot,
+        CredentialUpdate::new().reveal("api_key", RevealPolicy::WriteOnly),
+    )
+    .unwrap();
+    assert!(s.reveal(&f.bot, &["api_key"], None).is_err());
+    vault.close().unwrap();
+    // The attacker removes the policy (or relaxes it) to have `reveal` hand out the key.
+    for sql in [
+        "UPDATE credentials SET reveal = '{}' WHERE name = 'bot'",
+        r#"UPDATE credentials SET reveal = '{"api_key":"revealable"}' WHERE name = 'bot'"#,
+    ] {
+        tamper(&f.path, sql);
+        let before = integrity_events(&f.path);
+        let vault = Vault::open(&f.path, opts()).unwrap();
+        let s = vault.store().tenant(&f.acme, "alice").unwrap();
+        let r = s.reveal(&f.bot, &["api_key"], None);
+        assert!(
+            matches!(r, Err(StoreError::Integrity { .. })),
+            "{sql}: {r:?}"
+        );
+        let r = s.reveal_many(&[(f.bot.clone(), vec!["api_key".into()])], Some("run"));
+        assert!(
+            matches!(r, Err(StoreError::Integrity { .. })),
+            "{sql}: {r:?}"
+        );
+        vault.close().unwrap();
+        assert!(integrity_events(&f.path) > before, "{sql}: not audited");
+    }
 }
 
 #[test]
@@ -458,13 +497,14 @@ fn a_vault_from_before_record_macs_is_authenticated_once_on_open() {
 fn a_schema_v2_database_migrates_and_is_authenticated() {
     let good = Listener::start();
     let f = fixture(good.port());
-    // Turn the database back into schema v2: no MAC columns, no flags, no throttle table, an
-    // untagged head.
+    // Turn the database back into schema v2: no MAC or reveal columns, no flags, no throttle
+    // table, an untagged head.
     let c = rusqlite::Connection::open(Vault::db_path(&f.path)).unwrap();
     c.execute_batch(
         "DROP TABLE otp_throttle;
          ALTER TABLE credentials DROP COLUMN mac;
          ALTER TABLE data_keys DROP COLUMN mac;
+         ALTER TABLE credentials DROP COLUMN reveal;
          DELETE FROM vault_meta WHERE key IN ('records_authenticated', 'heads_authenticated');
          UPDATE vault_meta SET value = substr(value, 1, instr(value, ':') + 64)
             WHERE key = 'audit_head';
@@ -492,7 +532,7 @@ fn a_schema_v2_database_migrates_and_is_authenticated() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!((v, empty), (5, 0));
+    assert_eq!((v, empty), (6, 0));
     assert_eq!(events_of(&f.path, "records_authenticated"), 1);
     assert_eq!(events_of(&f.path, "head_authenticated"), 1);
     assert!(problems(&f.path).is_empty());

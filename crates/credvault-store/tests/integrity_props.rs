@@ -5,6 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use credvault_store::audit::MemorySink;
+use credvault_store::schema::RevealPolicy;
 use credvault_store::storage::CredentialRow;
 use credvault_store::{
     AuditTarget, CredentialId, LocalKeyring, MemoryStorage, NewCredential, Storage, Store,
@@ -42,6 +43,13 @@ fn fixture() -> &'static Fixture {
                 )
                 .tags(["a", "b"])
                 .description("d")
+            } else if i % 4 == 1 {
+                NewCredential::new(
+                    "website_login",
+                    format!("site-{i}"),
+                    json!({"login_url": "https://example.com", "username": "u", "password": format!("pw-{i}")}),
+                )
+                .reveal("password", RevealPolicy::UseOnly)
             } else {
                 NewCredential::new(
                     "website_login",
@@ -80,6 +88,7 @@ enum Edit {
     SecretByte(usize, u8),
     MacByte(usize, u8),
     MacTruncate(usize),
+    Reveal(Vec<(String, RevealPolicy)>),
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
@@ -107,6 +116,18 @@ fn edit() -> impl Strategy<Value = Edit> {
         (any::<usize>(), 1u8..=255).prop_map(|(i, x)| Edit::SecretByte(i, x)),
         (any::<usize>(), 1u8..=255).prop_map(|(i, x)| Edit::MacByte(i, x)),
         any::<usize>().prop_map(Edit::MacTruncate),
+        prop::collection::vec(
+            (
+                prop::sample::select(vec!["password", "api_key", "x"]),
+                prop::sample::select(vec![
+                    RevealPolicy::Revealable,
+                    RevealPolicy::UseOnly,
+                    RevealPolicy::WriteOnly
+                ])
+            ),
+            0..3
+        )
+        .prop_map(|v| Edit::Reveal(v.into_iter().map(|(f, p)| (f.to_owned(), p)).collect())),
     ]
 }
 
@@ -126,6 +147,7 @@ fn apply(row: &CredentialRow, e: &Edit) -> CredentialRow {
         Edit::Version(v) => r.version = v,
         Edit::Public(v) => r.public = v,
         Edit::SecretFields(v) => r.secret_fields = v,
+        Edit::Reveal(v) => r.reveal = v.into_iter().collect(),
         Edit::SecretByte(i, x) => {
             let n = r.secret.len();
             r.secret[i % n] ^= x;

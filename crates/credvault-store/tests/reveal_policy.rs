@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use credvault_store::audit::{Action, DenyReason, Details, MemorySink};
-use credvault_store::schema::Registry;
+use credvault_store::schema::{Registry, RevealPolicy};
 use credvault_store::{
-    AuditTarget, LocalKeyring, MemoryStorage, NewCredential, Store, StoreError, TenantId,
+    AuditTarget, CredentialUpdate, LocalKeyring, MemoryStorage, NewCredential, Store, StoreError,
+    TenantId,
 };
 use serde_json::json;
 
@@ -123,4 +124,169 @@ fn an_unknown_policy_name_is_a_definition_error() {
             "fields": [{"key": "k", "label": "K", "kind": "password", "reveal": "sometimes"}]}"#,
     );
     assert!(e.is_err());
+}
+
+#[test]
+fn a_credential_tightens_its_types_policy_and_never_loosens_it() {
+    let (store, audit, t) = store();
+    let s = store.tenant(&t, "alice").unwrap();
+    // `note` is revealable by its type; this credential makes it use-only.
+    let id = s
+        .create(
+            NewCredential::new(
+                "deploy_key",
+                "ci",
+                json!({"user": "bot", "token": "tok-123456", "note": "n-1"}),
+            )
+            .reveal("note", RevealPolicy::UseOnly),
+        )
+        .unwrap()
+        .id;
+    let info = s.get(&id).unwrap();
+    assert_eq!(info.reveal.get("note"), Some(&RevealPolicy::UseOnly));
+    refused(s.reveal(&id, &["note"], None), "note", "use-only");
+    // None named: neither use-only field comes back from reveal.
+    let shown = s.reveal(&id, &[], None).unwrap();
+    assert_eq!(shown.expose_secret("note"), None);
+    assert_eq!(shown.expose_secret("token"), None);
+    let used = s
+        .reveal_many(&[(id.clone(), vec!["note".into()])], Some("run"))
+        .unwrap();
+    assert_eq!(used[0].expose_secret("note"), Some("n-1"));
+
+    // Loosening: refused, below this credential's policy or below the type's.
+    refused(
+        s.update(
+            &id,
+            CredentialUpdate::new().reveal("note", RevealPolicy::Revealable),
+        ),
+        "note",
+        "never loosened",
+    );
+    refused(
+        s.update(
+            &id,
+            CredentialUpdate::new().reveal("token", RevealPolicy::Revealable),
+        ),
+        "token",
+        "by its type",
+    );
+    // Only secret fields have a policy.
+    refused(
+        s.update(
+            &id,
+            CredentialUpdate::new().reveal("user", RevealPolicy::WriteOnly),
+        ),
+        "user",
+        "not a secret field",
+    );
+    refused(
+        s.update(
+            &id,
+            CredentialUpdate::new().reveal("nope", RevealPolicy::WriteOnly),
+        ),
+        "nope",
+        "not a secret field",
+    );
+    assert_eq!(
+        s.get(&id).unwrap().version,
+        1,
+        "a refused update changed the row"
+    );
+
+    // Tightening further: write-only, audited as a change, and then not even a process gets
+    // it.
+    let before = audit.events().len();
+    let info = s
+        .update(
+            &id,
+            CredentialUpdate::new().reveal("note", RevealPolicy::WriteOnly),
+        )
+        .unwrap();
+    assert_eq!(info.version, 2);
+    assert_eq!(info.reveal.get("note"), Some(&RevealPolicy::WriteOnly));
+    let events = audit.events();
+    let change = events[before..]
+        .iter()
+        .find_map(|e| match &e.details {
+            Some(Details::Updated { changes }) => Some(changes.clone()),
+            _ => None,
+        })
+        .expect("an updated event");
+    assert_eq!(change.len(), 1);
+    assert_eq!(change[0].field(), "reveal.note");
+    assert_eq!(change[0].old(), Some("use-only"));
+    assert_eq!(change[0].new_value(), Some("write-only"));
+    refused(
+        s.reveal_many(&[(id.clone(), vec!["note".into()])], Some("run")),
+        "note",
+        "write-only",
+    );
+    // The token, use-only by its type, still reaches a process; asking again for the policy a
+    // field already has changes nothing.
+    let info = s
+        .update(
+            &id,
+            CredentialUpdate::new().reveal("token", RevealPolicy::UseOnly),
+        )
+        .unwrap();
+    assert_eq!(info.version, 2);
+    assert!(!info.reveal.contains_key("token"));
+    let used = s
+        .reveal_many(&[(id.clone(), vec!["token".into()])], Some("run"))
+        .unwrap();
+    assert_eq!(used[0].expose_secret("token"), Some("tok-123456"));
+}
+
+#[test]
+fn a_policy_looser_than_the_type_is_refused_at_create() {
+    let (store, _audit, t) = store();
+    let s = store.tenant(&t, "alice").unwrap();
+    // An authenticator key is write-only by its type: it cannot be made revealable.
+    refused(
+        s.create(
+            NewCredential::new(
+                "website_login",
+                "site",
+                json!({"login_url": "https://x.example/", "username": "u", "password": "pw", "totp_secret": SEED}),
+            )
+            .reveal("totp_secret", RevealPolicy::Revealable),
+        ),
+        "totp_secret",
+        "by its type",
+    );
+    assert!(s
+        .list(&credvault_store::ListFilter::new())
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_tightened_policy_survives_a_key_rotation() {
+    let (store, _audit, t) = store();
+    let s = store.tenant(&t, "alice").unwrap();
+    let id = s
+        .create(
+            NewCredential::new(
+                "deploy_key",
+                "ci",
+                json!({"user": "bot", "token": "tok-123456", "note": "n-1"}),
+            )
+            .reveal("note", RevealPolicy::WriteOnly),
+        )
+        .unwrap()
+        .id;
+    let before = s.get(&id).unwrap().key_id;
+    let r = s.rotate_key(&mut |_| {}).unwrap();
+    assert!(r.is_finished(), "{r:?}");
+    let info = s.get(&id).unwrap();
+    assert_ne!(info.key_id, before, "the row was not re-sealed");
+    assert_eq!(info.reveal.get("note"), Some(&RevealPolicy::WriteOnly));
+    refused(s.reveal(&id, &["note"], None), "note", "write-only");
+    assert_eq!(
+        s.reveal_many(&[(id.clone(), vec!["token".into()])], Some("run"))
+            .unwrap()[0]
+            .expose_secret("token"),
+        Some("tok-123456")
+    );
 }

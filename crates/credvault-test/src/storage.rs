@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use credvault_envelope::KeyId;
+use credvault_store::schema::RevealPolicy;
 use credvault_store::storage::{
     AuditHead, CredentialRow, DataKeyRow, HookError, KeyState, Reseal, TenantRow, TestRecord,
 };
@@ -85,6 +86,7 @@ fn row(t: &TenantId, id: CredentialId, name: &str, k: KeyId) -> CredentialRow {
         secret_fields: vec!["api_key".into()],
         key_id: k,
         secret: vec![1, 2, 3, 4, 5],
+        reveal: [("api_key".to_owned(), RevealPolicy::UseOnly)].into(),
         mac: vec![0xC0; 33],
     }
 }

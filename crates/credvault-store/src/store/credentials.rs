@@ -1,8 +1,10 @@
 //! Credentials: create (plain or client-sealed), read, list, reveal, update, delete.
 
+use std::collections::BTreeMap;
+
 use credvault_audit::{Action, AuditEvent, DenyReason, Details, FieldChange};
 use credvault_envelope::{DataKey, EnvelopeHeader, KeyId};
-use credvault_schema::{Credential, FieldDef, RevealPolicy, SecretValue};
+use credvault_schema::{Credential, CredentialType, FieldDef, RevealPolicy, SecretValue};
 
 use super::sealing::{credential_context, Authentic};
 use super::{check_meta, resource, Scope};
@@ -63,6 +65,68 @@ struct RowMeta<'a> {
     tags: &'a [String],
     is_active: bool,
     expires_at: Option<i64>,
+    reveal: BTreeMap<String, RevealPolicy>,
+}
+
+/// The reveal policy of `field` by its type alone.
+fn type_policy(ty: &CredentialType, field: &str) -> RevealPolicy {
+    ty.definition()
+        .fields
+        .iter()
+        .find(|d| d.key == field)
+        .map_or(RevealPolicy::Revealable, FieldDef::reveal_policy)
+}
+
+/// The reveal policies a credential of type `ty` holding `current` has after `asked`: each
+/// must name a secret field of the type and be at least as strict as both the type's policy
+/// and the credential's own; one equal to the type's is not stored. Returns the policies and
+/// the changes (field, old, new) to audit.
+///
+/// # Errors
+/// [`StoreError::Field`] for a field that is not a secret of the type, or a looser policy.
+#[allow(clippy::type_complexity)]
+fn tighten(
+    ty: &CredentialType,
+    current: &BTreeMap<String, RevealPolicy>,
+    asked: &BTreeMap<String, RevealPolicy>,
+) -> Result<
+    (
+        BTreeMap<String, RevealPolicy>,
+        Vec<(String, RevealPolicy, RevealPolicy)>,
+    ),
+    StoreError,
+> {
+    let mut out = current.clone();
+    let mut changes = Vec::new();
+    for (field, &want) in asked {
+        if ty.is_secret(field) != Some(true) {
+            return Err(StoreError::Field {
+                field: field.clone(),
+                reason:
+                    "is not a secret field of this type: only secret fields have a reveal policy",
+            });
+        }
+        let by_type = type_policy(ty, field);
+        let now = current.get(field).copied().unwrap_or(by_type).max(by_type);
+        if want < by_type {
+            return Err(StoreError::Field {
+                field: field.clone(),
+                reason:
+                    "has a stricter reveal policy by its type: a credential can only tighten it",
+            });
+        }
+        if want < now {
+            return Err(StoreError::Field {
+                field: field.clone(),
+                reason: "has a stricter reveal policy on this credential: a policy once tightened is never loosened (create a new credential instead)",
+            });
+        }
+        if want > now {
+            changes.push((field.clone(), now, want));
+            out.insert(field.clone(), want);
+        }
+    }
+    Ok((out, changes))
 }
 
 impl Scope<'_> {
@@ -99,6 +163,7 @@ impl Scope<'_> {
             secret_fields,
             key_id,
             secret,
+            reveal: m.reveal,
             mac: Vec::new(),
         };
         row.mac = self.store.row_mac(&row)?;
@@ -122,6 +187,7 @@ impl Scope<'_> {
         )?;
         let ty = self.store.credential_type(&new.type_name)?;
         let cred = ty.validate(&new.fields)?;
+        let (reveal, _) = tighten(&ty, &BTreeMap::new(), &new.reveal)?;
         for _ in 0..4 {
             let (key_id, secret, secret_fields) =
                 match self
@@ -143,6 +209,7 @@ impl Scope<'_> {
                     tags: &new.tags,
                     is_active: new.is_active,
                     expires_at: new.expires_at,
+                    reveal: reveal.clone(),
                 },
                 &cred,
                 (key_id, secret, secret_fields),
@@ -244,6 +311,7 @@ impl Scope<'_> {
                 tags: &sealed.tags,
                 is_active: true,
                 expires_at: sealed.expires_at,
+                reveal: BTreeMap::new(),
             },
             &cred,
             (key_id, sealed.envelope, secret_fields),
@@ -382,9 +450,10 @@ impl Scope<'_> {
         purpose: Purpose,
     ) -> Result<(Revealed, AuditEvent), StoreError> {
         let ty = self.store.registry.get(&row.type_name);
+        // The type's policy, or the credential's own where it set a stricter one.
         let policy = |f: &str| {
-            ty.and_then(|t| t.definition().fields.iter().find(|d| d.key == f))
-                .map_or(RevealPolicy::Revealable, FieldDef::reveal_policy)
+            let by_type = ty.map_or(RevealPolicy::Revealable, |t| type_policy(t, f));
+            row.reveal.get(f).map_or(by_type, |&own| own.max(by_type))
         };
         // None named: every secret field that is set and may go where this reveal goes.
         let every: Vec<&str>;
@@ -581,6 +650,18 @@ impl Scope<'_> {
             }
             if changed(&mut changes, "is_active", &row.is_active, &upd.is_active) {
                 new.is_active = upd.is_active.unwrap_or(row.is_active);
+            }
+            if !upd.reveal.is_empty() {
+                let ty = self.store.credential_type(&row.type_name)?;
+                let (reveal, tightened) = tighten(&ty, &row.reveal, &upd.reveal)?;
+                for (field, old, now) in tightened {
+                    changes.push(FieldChange::metadata(
+                        format!("reveal.{field}").as_str(),
+                        Some(old.as_str().to_owned()),
+                        Some(now.as_str().to_owned()),
+                    ));
+                }
+                new.reveal = reveal;
             }
             if let Some(e) = upd.expires_at {
                 if e != row.expires_at {

@@ -106,6 +106,17 @@ pub(crate) fn credential_mac(key: &HmacSha256Key, row: &CredentialRow) -> Vec<u8
     c.list(&row.secret_fields);
     c.bytes(row.key_id.as_bytes());
     c.bytes(&row.secret);
+    // Added with per-credential reveal policies: only when there are some, so that the MAC of
+    // a row without any is the one it always had. The parts above are a fixed sequence, so a
+    // row with policies never encodes like one without.
+    if !row.reveal.is_empty() {
+        c.bytes(b"reveal");
+        c.u64(row.reveal.len() as u64);
+        for (field, policy) in &row.reveal {
+            c.bytes(field.as_bytes());
+            c.bytes(policy.as_str().as_bytes());
+        }
+    }
     c.finish()
 }
 
@@ -192,6 +203,10 @@ mod tests {
                 secret_fields: strings(&r["secret_fields"]),
                 key_id: KeyId::from_bytes(hex16(&r["key_id"])),
                 secret: hex::decode(r["secret"].as_str().unwrap()).unwrap(),
+                reveal: r
+                    .get("reveal")
+                    .map(|p| serde_json::from_value(p.clone()).unwrap())
+                    .unwrap_or_default(),
                 mac: Vec::new(),
             };
             let want = hex::decode(c["mac"].as_str().unwrap()).unwrap();

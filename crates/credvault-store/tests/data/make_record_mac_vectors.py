@@ -47,6 +47,12 @@ def credential(r):
     m += b(r["created_by"]) + i64(r["created_at"]) + i64(r["updated_at"]) + u64(r["version"])
     m += b(r["public"]) + lst(r["secret_fields"]) + b(bytes.fromhex(r["key_id"]))
     m += b(bytes.fromhex(r["secret"]))
+    # Reveal policies set on the credential: only when there are some, sorted by field.
+    reveal = r.get("reveal", {})
+    if reveal:
+        m += b("reveal") + u64(len(reveal))
+        for field in sorted(reveal):
+            m += b(field) + b(reveal[field])
     return m
 
 
@@ -69,6 +75,8 @@ cred = {
     "secret_fields": ["api_key"], "key_id": KEY_ID.hex(), "secret": "0102030405",
 }
 cred2 = dict(cred, is_active=False, expires_at=-5, tags=[], secret_fields=[], description="")
+cred3 = dict(cred, type="basic_auth_totp", secret_fields=["password", "totp_secret"],
+             reveal={"totp_secret": "write-only", "password": "use-only"})
 key = {"tenant": "acme", "tenant_name": "Acme", "tenant_created_at": 1789999999000,
        "key_id": KEY_ID.hex(), "created_at": 1789999999001}
 print(json.dumps({
@@ -76,6 +84,7 @@ print(json.dumps({
     "data_key": DATA_KEY.hex(),
     "mac_key": mac_key(DATA_KEY).hex(),
     "credentials": [dict(row=cred, mac=tag(credential(cred))),
-                    dict(row=cred2, mac=tag(credential(cred2)))],
+                    dict(row=cred2, mac=tag(credential(cred2))),
+                    dict(row=cred3, mac=tag(credential(cred3)))],
     "data_keys": [dict(row=key, mac=tag(data_key(key)))],
 }, indent=1, ensure_ascii=False))
