@@ -861,7 +861,9 @@ pub(crate) fn totp(
         let out = if json_out {
             format!(
                 "{}\n",
-                json!({"name": info.name, "code": code.expose_secret(), "step": code.step, "valid_until": code.expires_at / 1000})
+                // A HOTP code does not expire by time: no `valid_until`, `step` is its counter.
+                json!({"name": info.name, "code": code.expose_secret(), "step": code.step,
+                       "valid_until": (code.expires_at != i64::MAX).then_some(code.expires_at / 1000)})
             )
         } else {
             format!("{}\n", code.expose_secret())

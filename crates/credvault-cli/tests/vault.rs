@@ -868,3 +868,22 @@ fn a_reveal_policy_tightened_on_the_command_line_holds() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("write-only"), "{err}");
 }
+
+#[test]
+fn a_hotp_key_hands_out_each_counter_once_across_commands() {
+    // RFC 4226 Appendix D: the key "12345678901234567890", counters 0, 1, 2.
+    let v = V::new();
+    v.ok(
+        &["add", "hotp_key", "vpn", "--field", "secret=-"],
+        "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n",
+    );
+    assert_eq!(v.ok(&["totp", "vpn"], ""), "755224\n");
+    assert_eq!(v.ok(&["totp", "vpn"], ""), "287082\n");
+    let json: serde_json::Value =
+        serde_json::from_str(&v.ok(&["--json", "totp", "vpn"], "")).unwrap();
+    assert_eq!(json["code"], "359152");
+    assert_eq!(json["step"], 2);
+    assert!(json["valid_until"].is_null(), "{json}");
+    let err = v.fails(&["reveal", "vpn", "--field", "secret"], "");
+    assert!(err.contains("write-only"), "{err}");
+}

@@ -116,7 +116,7 @@ pub use storage::{ListFilter, OtpThrottle, Storage, StorageError};
 pub use store::{
     credential_context, AuditTarget, Clock, Finding, ManualClock, Problem, Scope,
     StorageReplayGuard, Store, StoreConfig, StoreVerification, SystemClock, AUTO_ROTATION_ACTOR,
-    VAULT_ACTOR,
+    HOTP_COUNTER_FIELD, HOTP_LOOK_AHEAD, VAULT_ACTOR,
 };
 #[cfg(feature = "http-tester")]
 pub use tester::HttpTester;

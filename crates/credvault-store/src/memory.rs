@@ -19,6 +19,7 @@ struct State {
     creds: BTreeMap<(TenantId, CredentialId), CredentialRow>,
     replay: HashMap<String, (u64, u64)>,
     otp: HashMap<String, OtpFailures>,
+    hotp: HashMap<String, u64>,
     head: Option<AuditHead>,
 }
 
@@ -454,6 +455,31 @@ impl Storage for MemoryStorage {
 
     fn otp_succeeded(&self, key: &str) -> Result<(), StorageError> {
         self.lock()?.otp.remove(key);
+        Ok(())
+    }
+
+    fn hotp_counter(&self, key: &str, initial: u64) -> Result<u64, StorageError> {
+        Ok(self.lock()?.hotp.get(key).copied().unwrap_or(initial))
+    }
+
+    fn advance_hotp_counter(
+        &self,
+        key: &str,
+        initial: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<bool, StorageError> {
+        let mut s = self.lock()?;
+        let now = s.hotp.get(key).copied().unwrap_or(initial);
+        if now != from || to <= from {
+            return Ok(false);
+        }
+        s.hotp.insert(key.to_owned(), to);
+        Ok(true)
+    }
+
+    fn reset_hotp_counter(&self, key: &str) -> Result<(), StorageError> {
+        self.lock()?.hotp.remove(key);
         Ok(())
     }
 

@@ -122,6 +122,13 @@ const MIGRATIONS: &[&str] = &[
     // stricter than the type's. Covered by the record MAC when not empty, so rows from before
     // keep their MACs.
     "ALTER TABLE credentials ADD COLUMN reveal TEXT NOT NULL DEFAULT '{}';",
+    // 7: HOTP counters (RFC 4226), one per credential (`TENANT/CREDENTIAL_ID`), advanced
+    // atomically by every process on the vault. Stored as i64; counters past i64::MAX are
+    // refused by the store.
+    "CREATE TABLE hotp_counters (
+        key TEXT PRIMARY KEY,
+        next INTEGER NOT NULL
+     ) STRICT;",
 ];
 
 /// The SQLite backend: bundled SQLite, WAL journal, versioned migrations, every write in one
@@ -371,6 +378,17 @@ fn read_otp(c: &Connection, key: &str) -> Result<Option<OtpFailures>, StorageErr
             .optional()
         })
         .map_err(be)
+}
+
+fn read_hotp(c: &Connection, key: &str, initial: u64) -> Result<u64, StorageError> {
+    let v: Option<i64> = c
+        .prepare_cached("SELECT next FROM hotp_counters WHERE key = ?1")
+        .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
+        .map_err(be)?;
+    match v {
+        None => Ok(initial),
+        Some(n) => u64::try_from(n).map_err(|_| corrupt("hotp_counters", "negative counter")),
+    }
 }
 
 fn read_head(conn: &Connection) -> Result<Option<AuditHead>, StorageError> {
@@ -1113,6 +1131,43 @@ impl Storage for SqliteStorage {
     fn otp_succeeded(&self, key: &str) -> Result<(), StorageError> {
         self.write(|tx| {
             tx.prepare_cached("DELETE FROM otp_throttle WHERE key = ?1")
+                .and_then(|mut s| s.execute(params![key]))
+                .map_err(be)?;
+            Ok(())
+        })
+    }
+
+    fn hotp_counter(&self, key: &str, initial: u64) -> Result<u64, StorageError> {
+        let c = self.lock()?;
+        read_hotp(&c, key, initial)
+    }
+
+    fn advance_hotp_counter(
+        &self,
+        key: &str,
+        initial: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<bool, StorageError> {
+        let to_db = i64::try_from(to)
+            .map_err(|_| StorageError::Backend("HOTP counter past i64::MAX".into()))?;
+        self.write(|tx| {
+            if read_hotp(tx, key, initial)? != from || to <= from {
+                return Ok(false);
+            }
+            tx.prepare_cached(
+                "INSERT INTO hotp_counters (key, next) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET next = excluded.next",
+            )
+            .and_then(|mut s| s.execute(params![key, to_db]))
+            .map_err(be)?;
+            Ok(true)
+        })
+    }
+
+    fn reset_hotp_counter(&self, key: &str) -> Result<(), StorageError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM hotp_counters WHERE key = ?1")
                 .and_then(|mut s| s.execute(params![key]))
                 .map_err(be)?;
             Ok(())

@@ -486,6 +486,23 @@ pub trait Storage: Send + Sync {
     /// Clears the failure count of `key` (a correct code).
     fn otp_succeeded(&self, key: &str) -> Result<(), StorageError>;
 
+    /// The next HOTP counter of `key` (RFC 4226): the one stored, or `initial` when none is.
+    fn hotp_counter(&self, key: &str, initial: u64) -> Result<u64, StorageError>;
+
+    /// Atomically moves `key`'s HOTP counter from `from` to `to` if it is still `from` (an
+    /// absent counter is `initial`) and `to > from`; returns whether it moved. A counter
+    /// never moves backwards.
+    fn advance_hotp_counter(
+        &self,
+        key: &str,
+        initial: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<bool, StorageError>;
+
+    /// Forgets `key`'s HOTP counter (its authenticator key was replaced or deleted).
+    fn reset_hotp_counter(&self, key: &str) -> Result<(), StorageError>;
+
     /// The audit head stored by the last hook (or [`record_use`](Self::record_use)).
     fn audit_head(&self) -> Result<Option<AuditHead>, StorageError>;
 

@@ -47,10 +47,10 @@ fn sqlite_reopens_at_its_schema_version() {
             .unwrap()
             .schema_version()
             .unwrap(),
-        6
+        7
     );
     let s = SqliteStorage::open(&p, SqliteDurability::Full).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 6);
+    assert_eq!(s.schema_version().unwrap(), 7);
     // A lookup by name uses an index, never a scan of the table.
     let mut plan = String::new();
     s.query_plan(

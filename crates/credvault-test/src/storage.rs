@@ -160,7 +160,8 @@ fn setup(s: &dyn Storage) -> Result<(TenantId, TenantId), Violation> {
 /// head in the same transaction; usage reservations add up; wrapped keys are replaced only
 /// from the expected value; rotation marks keys retiring, reseal skips rows that changed, and
 /// a key is retired only when nothing names it; heads are stored with their tags and never
-/// replaced by an untagged copy, `authenticate_head` runs with its hook; list filters and the
+/// replaced by an untagged copy, `authenticate_head` runs with its hook; HOTP counters move
+/// only forwards from their current value, one taker per counter; list filters and the
 /// rotation cursor; the
 /// replay step rules; OTP throttle windows and lock-outs; 8 threads racing on one version: exactly one wins.
 pub fn storage_conformance(fresh: &dyn Fn() -> Arc<dyn Storage>) -> Result<(), Violation> {
@@ -175,7 +176,71 @@ pub fn storage_conformance(fresh: &dyn Fn() -> Arc<dyn Storage>) -> Result<(), V
     race(fresh())?;
     record_macs(&*fresh())?;
     heads(&*fresh())?;
+    hotp(fresh())?;
     Ok(())
+}
+
+/// HOTP counters: `initial` until one is stored, moved only from the current value and only
+/// forwards, per key, reset on request; concurrent takers each get a distinct counter.
+fn hotp(s: Arc<dyn Storage>) -> Result<(), Violation> {
+    ensure(
+        ok(s.hotp_counter("t/a", 7), "read")? == 7,
+        "an absent counter is the initial one",
+        || "not 7".into(),
+    )?;
+    let moved = ok(s.advance_hotp_counter("t/a", 7, 7, 8), "advance")?;
+    let stale = ok(s.advance_hotp_counter("t/a", 7, 7, 9), "advance")?;
+    let back = ok(s.advance_hotp_counter("t/a", 7, 8, 3), "advance")?;
+    let same = ok(s.advance_hotp_counter("t/a", 7, 8, 8), "advance")?;
+    let now = ok(s.hotp_counter("t/a", 7), "read")?;
+    ensure(
+        moved && !stale && !back && !same && now == 8,
+        "a counter moves only from its current value, and only forwards",
+        || format!("moved={moved} stale={stale} back={back} same={same} now={now}"),
+    )?;
+    let jump = ok(s.advance_hotp_counter("t/a", 7, 8, 20), "advance")?;
+    let other = ok(s.hotp_counter("t/b", 0), "read")?;
+    ensure(
+        jump && ok(s.hotp_counter("t/a", 7), "read")? == 20 && other == 0,
+        "a counter may jump ahead (resynchronisation), and keys are independent",
+        || format!("jump={jump} other={other}"),
+    )?;
+    ok(s.reset_hotp_counter("t/a"), "reset")?;
+    ensure(
+        ok(s.hotp_counter("t/a", 5), "read")? == 5,
+        "a reset counter is the initial one again",
+        || "not reset".into(),
+    )?;
+    let taken = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|sc| {
+        for _ in 0..4 {
+            let (s, taken) = (&s, &taken);
+            sc.spawn(move || {
+                for _ in 0..25 {
+                    for _ in 0..1_000 {
+                        let Ok(c) = s.hotp_counter("t/race", 0) else {
+                            return;
+                        };
+                        if let Ok(true) = s.advance_hotp_counter("t/race", 0, c, c + 1) {
+                            if let Ok(mut t) = taken.lock() {
+                                t.push(c);
+                            }
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut t = taken.into_inner().unwrap_or_default();
+    t.sort_unstable();
+    let expected: Vec<u64> = (0..100).collect();
+    let end = ok(s.hotp_counter("t/race", 0), "read")?;
+    ensure(
+        t == expected && end == 100,
+        "4 takers × 25: counters 0..100 each taken once",
+        || format!("taken {} distinct of 100, counter at {end}", t.len()),
+    )
 }
 
 /// Heads are stored whole (tag included), a new storage has tagged heads, an untagged copy of

@@ -6,6 +6,7 @@ use credvault_audit::{Action, AuditEvent, DenyReason, Details, FieldChange};
 use credvault_envelope::{DataKey, EnvelopeHeader, KeyId};
 use credvault_schema::{Credential, CredentialType, FieldDef, RevealPolicy, SecretValue};
 
+use super::otp::HOTP_COUNTER_FIELD;
 use super::sealing::{credential_context, Authentic};
 use super::{check_meta, resource, Scope};
 use crate::error::{SealRejection, StoreError};
@@ -581,6 +582,9 @@ impl Scope<'_> {
             }
             let mut new = row.clone();
             let mut changes = Vec::new();
+            // Whether the authenticator key (or a HOTP key's first counter) changes: a new key
+            // starts from its own first counter.
+            let mut otp_changed = false;
             if let Some(patch) = &upd.fields {
                 let ty = self.store.credential_type(&row.type_name)?;
                 let existing = match self.store.credential_of(&row, &ty) {
@@ -595,6 +599,16 @@ impl Scope<'_> {
                 if patched.changes.iter().any(|c| c.secret) {
                     self.refuse_plaintext(resource(&row))?;
                 }
+                let otp_field = Self::totp_field(&row, &ty);
+                otp_changed = patched.changes.iter().any(|c| {
+                    c.key == HOTP_COUNTER_FIELD
+                        || (c.secret
+                            && (otp_field.as_deref() == Some(c.key.as_str())
+                                || ty.definition().fields.iter().any(|f| {
+                                    f.key == c.key
+                                        && f.format == Some(credvault_schema::Format::Base32)
+                                })))
+                });
                 if !patched.changes.is_empty() {
                     for c in &patched.changes {
                         changes.push(if c.secret {
@@ -693,7 +707,14 @@ impl Scope<'_> {
                 .storage
                 .update_credential(&new, row.version, &mut || self.store.audit.record(&event))
             {
-                Ok(()) => return Ok(CredentialInfo::from_row(&new)),
+                Ok(()) => {
+                    if otp_changed {
+                        self.store
+                            .storage
+                            .reset_hotp_counter(&self.otp_key(&new.id))?;
+                    }
+                    return Ok(CredentialInfo::from_row(&new));
+                }
                 Err(StorageError::VersionConflict { .. }) if upd.expected_version.is_none() => {
                     continue
                 }
@@ -726,7 +747,12 @@ impl Scope<'_> {
                 .storage
                 .delete_credential(&self.tenant, id, v, &mut || self.store.audit.record(&event))
             {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // Ids are never reused: the counter row is only tidied away, and a failure
+                    // to do so does not undo the delete.
+                    let _ = self.store.storage.reset_hotp_counter(&self.otp_key(id));
+                    return Ok(());
+                }
                 Err(StorageError::VersionConflict { .. }) if expected_version.is_none() => continue,
                 Err(StorageError::NotFound { .. }) => {
                     return Err(StoreError::NotFound {

@@ -10,7 +10,7 @@ mod testing;
 mod verify;
 
 pub(crate) use integrity::mac_key;
-pub use otp::StorageReplayGuard;
+pub use otp::{StorageReplayGuard, HOTP_COUNTER_FIELD, HOTP_LOOK_AHEAD};
 use sealing::Authentic;
 pub use sealing::{credential_context, AUTO_ROTATION_ACTOR, VAULT_ACTOR};
 pub use verify::{Finding, Problem, StoreVerification};
