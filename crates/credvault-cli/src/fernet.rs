@@ -152,10 +152,10 @@ pub(crate) fn run(cmd: FernetCommand, json_out: bool) -> Result<Output, Failure>
             let pt = multi.decrypt_at(&token, ttl, now).map_err(Failure::new)?;
             if json_out {
                 let text = core::str::from_utf8(pt.expose_secret()).ok();
-                let line = json!({ "plaintext": text }).to_string();
-                return Ok(Output::Bytes(Zeroizing::new(
-                    format!("{line}\n").into_bytes(),
-                )));
+                let mut doc = json!({ "plaintext": text });
+                let line = crate::json_line(&doc);
+                crate::wipe_json(&mut doc);
+                return Ok(Output::Bytes(line));
             }
             Ok(Output::Bytes(Zeroizing::new(pt.expose_secret().to_vec())))
         }

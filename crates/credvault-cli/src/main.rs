@@ -99,6 +99,56 @@ enum Command {
     Mask(process::MaskArgs),
 }
 
+/// The bytes printed for a command's output (`json` as one line with `--json`, else `text`);
+/// both inputs are wiped.
+fn render(
+    json_out: bool,
+    text: String,
+    mut json: serde_json::Value,
+) -> zeroize::Zeroizing<Vec<u8>> {
+    let mut text = zeroize::Zeroizing::new(text);
+    let out = if json_out {
+        json_line(&json)
+    } else {
+        zeroize::Zeroizing::new(std::mem::take(&mut *text).into_bytes())
+    };
+    wipe_json(&mut json);
+    out
+}
+
+/// `v` as one line of JSON in a buffer sized exactly, so that no growing buffer leaves a copy
+/// behind, wiped when dropped.
+pub(crate) fn json_line(v: &serde_json::Value) -> zeroize::Zeroizing<Vec<u8>> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Writing a `Value` into memory cannot fail.
+    let _ = serde_json::to_writer(&mut n, v);
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(n.0 + 1));
+    let _ = serde_json::to_writer(&mut *out, v);
+    out.push(b'\n');
+    out
+}
+
+/// Wipes every string in a JSON value.
+pub(crate) fn wipe_json(v: &mut serde_json::Value) {
+    use zeroize::Zeroize;
+    match v {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe_json),
+        serde_json::Value::Object(o) => o.values_mut().for_each(wipe_json),
+        _ => {}
+    }
+}
+
 /// What a command produced: text for people and JSON for scripts, or raw bytes (a decrypted
 /// secret, written as is and wiped afterwards).
 pub(crate) enum Output {
@@ -217,18 +267,11 @@ fn main() -> ExitCode {
     match result {
         Ok(Output::Exit(code)) => ExitCode::from(code),
         Ok(out) => {
+            // Whichever form is printed, both are wiped: a command's output may hold a
+            // value (a code, a URI with its key, a decrypted token).
             let (rendered, code): (zeroize::Zeroizing<Vec<u8>>, u8) = match out {
-                Output::Text { json, .. } if cli.json => {
-                    (zeroize::Zeroizing::new(format!("{json}\n").into_bytes()), 0)
-                }
-                Output::Report { json, code, .. } if cli.json => (
-                    zeroize::Zeroizing::new(format!("{json}\n").into_bytes()),
-                    code,
-                ),
-                Output::Text { text, .. } => (zeroize::Zeroizing::new(text.into_bytes()), 0),
-                Output::Report { text, code, .. } => {
-                    (zeroize::Zeroizing::new(text.into_bytes()), code)
-                }
+                Output::Text { text, json } => (render(cli.json, text, json), 0),
+                Output::Report { text, json, code } => (render(cli.json, text, json), code),
                 Output::Bytes(b) => (b, 0),
                 Output::Exit(code) => (zeroize::Zeroizing::new(Vec::new()), code),
             };
@@ -251,5 +294,37 @@ fn main() -> ExitCode {
             }
             ExitCode::from(f.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use serde_json::json;
+
+    #[test]
+    fn json_line_is_one_exactly_sized_line_and_wipe_json_clears_every_string() {
+        let mut v =
+            json!({"name": "bot", "value": "s3cr3t\u{1b}[31m", "n": [1, "x"], "o": {"k": "v"}});
+        let line = super::json_line(&v);
+        let mut want = serde_json::to_string(&v).unwrap().into_bytes();
+        want.push(b'\n');
+        assert_eq!(*line, want);
+        // No growth: the buffer was allocated once, at its final size.
+        assert_eq!(line.capacity(), line.len());
+        super::wipe_json(&mut v);
+        let mut strings = Vec::new();
+        fn collect<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::String(s) => out.push(s),
+                serde_json::Value::Array(a) => a.iter().for_each(|x| collect(x, out)),
+                serde_json::Value::Object(o) => o.values().for_each(|x| collect(x, out)),
+                _ => {}
+            }
+        }
+        collect(&v, &mut strings);
+        assert_eq!(strings.len(), 4);
+        assert!(strings.iter().all(|s| s.is_empty()), "{strings:?}");
     }
 }

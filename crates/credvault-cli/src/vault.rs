@@ -772,13 +772,8 @@ pub(crate) fn reveal(args: &VaultArgs, r: RevealArgs, json_out: bool) -> Result<
         let out = if json_out {
             // Serialized straight into a wiping buffer; the JSON value's copy is wiped too.
             let mut doc = json!({"name": info.name, "field": r.field, "value": value});
-            let mut b = Zeroizing::new(Vec::with_capacity(value.len() + 64));
-            let written = serde_json::to_writer(&mut *b, &doc);
-            if let Some(Value::String(v)) = doc.get_mut("value") {
-                zeroize::Zeroize::zeroize(v);
-            }
-            written.map_err(Failure::new)?;
-            b.push(b'\n');
+            let b = crate::json_line(&doc);
+            crate::wipe_json(&mut doc);
             b
         } else {
             let mut b = Zeroizing::new(Vec::with_capacity(value.len() + 1));
@@ -859,16 +854,19 @@ pub(crate) fn totp(
             .totp_code(&info.id, t.service.as_deref())
             .map_err(fail)?;
         let out = if json_out {
-            format!(
-                "{}\n",
-                // A HOTP code does not expire by time: no `valid_until`, `step` is its counter.
-                json!({"name": info.name, "code": code.expose_secret(), "step": code.step,
-                       "valid_until": (code.expires_at != i64::MAX).then_some(code.expires_at / 1000)})
-            )
+            // A HOTP code does not expire by time: no `valid_until`, `step` is its counter.
+            let mut doc = json!({"name": info.name, "code": code.expose_secret(), "step": code.step,
+                   "valid_until": (code.expires_at != i64::MAX).then_some(code.expires_at / 1000)});
+            let b = crate::json_line(&doc);
+            crate::wipe_json(&mut doc);
+            b
         } else {
-            format!("{}\n", code.expose_secret())
+            let mut b = Zeroizing::new(Vec::with_capacity(code.expose_secret().len() + 1));
+            b.extend_from_slice(code.expose_secret().as_bytes());
+            b.push(b'\n');
+            b
         };
-        Ok(Output::Bytes(Zeroizing::new(out.into_bytes())))
+        Ok(Output::Bytes(out))
     })
 }
 
