@@ -51,6 +51,7 @@ mod key;
 mod log;
 mod query;
 mod record;
+mod seal;
 mod sink;
 mod verify;
 
@@ -64,9 +65,11 @@ pub use log::{
     OpenReport, Receipt, Ticket,
 };
 pub use query::{
-    read_event_files, read_events, write_csv, write_jsonl, Events, LoggedEvent, Query, CSV_COLUMNS,
+    read_event_files, read_event_files_opening, read_events, read_events_opening, write_csv,
+    write_jsonl, Events, LoggedEvent, Query, CSV_COLUMNS,
 };
 pub use record::RecordType;
+pub use seal::{AesGcmSealer, RecordSealer, SealError};
 #[cfg(feature = "tracing")]
 pub use sink::TracingSink;
 pub use sink::{AuditSink, FanOut, FanOutPolicy, MemorySink, SinkError};

@@ -26,8 +26,10 @@ use std::time::{Duration, Instant};
 use crate::event::{AuditEvent, Timestamp};
 use crate::key::{AuditKey, HashedField, IdentifierHasher};
 use crate::record::{self, Hash, RecordType};
+use crate::seal::{RecordSealer, SealedBody};
 use crate::sink::{AuditSink, SinkError};
 use crate::verify::{Anchor, Chain, Problem, ProblemKind, Stop};
+use base64::Engine as _;
 
 /// When a record counts as written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +75,9 @@ pub struct LogConfig {
     /// How long a write waits for another writer (another process, or another handle on the
     /// same directory) to release the log's lock (default 5 s).
     pub lock_timeout: Duration,
+    /// Encrypts every event written from now on (`sealed` records); `None` (the default)
+    /// writes events in the clear. Records already written are left as they are.
+    pub sealer: Option<Arc<dyn RecordSealer>>,
 }
 
 impl Default for LogConfig {
@@ -84,6 +89,7 @@ impl Default for LogConfig {
             max_segment_bytes: 64 << 20,
             hashed_fields: Vec::new(),
             lock_timeout: Duration::from_secs(5),
+            sealer: None,
         }
     }
 }
@@ -116,6 +122,12 @@ impl LogConfig {
     /// Sets how long a write waits for the log's lock.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
+        self
+    }
+
+    /// Encrypts every event written from now on with `sealer` ([`LogConfig::sealer`]).
+    pub fn sealed_with(mut self, sealer: Arc<dyn RecordSealer>) -> Self {
+        self.sealer = Some(sealer);
         self
     }
 
@@ -1059,10 +1071,34 @@ impl Inner {
                     if disk.len + buf.len() as u64 >= self.config.max_segment_bytes {
                         anchor = Some(self.rotate(disk, buf, sync)?);
                     }
-                    let start =
-                        record::begin_line(buf, disk.next_seq, &disk.head, RecordType::Event);
-                    buf.extend_from_slice(body);
-                    let hash = record::finish_line(buf, start);
+                    let hash = match &self.config.sealer {
+                        None => {
+                            let start = record::begin_line(
+                                buf,
+                                disk.next_seq,
+                                &disk.head,
+                                RecordType::Event,
+                            );
+                            buf.extend_from_slice(body);
+                            record::finish_line(buf, start)
+                        }
+                        Some(sealer) => {
+                            let sealed = sealer
+                                .seal(&self.log_id, disk.next_seq, body)
+                                .map_err(|e| e.to_string())?;
+                            let body = SealedBody {
+                                sealed: base64::engine::general_purpose::STANDARD.encode(sealed),
+                            };
+                            record::write_line(
+                                buf,
+                                disk.next_seq,
+                                &disk.head,
+                                RecordType::Sealed,
+                                &body,
+                            )
+                            .map_err(|e| e.to_string())?
+                        }
+                    };
                     receipts.push(Receipt {
                         seq: disk.next_seq,
                         hash,
@@ -1274,7 +1310,7 @@ impl Inner {
                     return Err(changed("a segment or genesis record in the middle"))
                 }
                 _ if first => return Err(changed("a segment that starts without its record")),
-                RecordType::Event => disk.since_checkpoint += 1,
+                RecordType::Event | RecordType::Sealed => disk.since_checkpoint += 1,
                 RecordType::Checkpoint => disk.since_checkpoint = 0,
                 RecordType::Recovery => {}
             }

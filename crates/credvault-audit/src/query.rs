@@ -10,6 +10,8 @@ use serde::Serialize;
 
 use crate::event::{Action, AuditEvent, Timestamp};
 use crate::record::{Line, RecordType};
+use crate::seal::{RecordSealer, SealedBody};
+use base64::Engine as _;
 
 /// Which events to return. Empty filters match everything.
 #[derive(Clone, Debug, Default)]
@@ -96,42 +98,131 @@ pub struct LoggedEvent {
 pub struct Events {
     /// Matching events, in log order.
     pub events: Vec<LoggedEvent>,
-    /// Lines that are not records, or event records whose body is not an event.
+    /// Lines that are not records, event records whose body is not an event, and sealed
+    /// events that do not open under the sealer given.
     pub unreadable: u64,
+    /// Sealed events left unread: no sealer was given ([`read_events_opening`] reads them).
+    pub sealed: u64,
 }
 
-/// The events in segments (bytes, in order) that match `query`.
+/// The events in segments (bytes, in order) that match `query`. Sealed events are counted in
+/// [`Events::sealed`], not read.
 pub fn read_events(segments: &[&[u8]], query: &Query) -> Events {
     let mut out = Events::default();
+    let mut log = None;
     for seg in segments {
-        read_segment(seg, query, &mut out);
+        read_segment(seg, query, None, &mut log, &mut out);
     }
     out
 }
 
-/// The events in segment files (in order) that match `query`.
+/// [`read_events`], opening sealed events with `sealer`.
+pub fn read_events_opening(segments: &[&[u8]], query: &Query, sealer: &dyn RecordSealer) -> Events {
+    let mut out = Events::default();
+    let mut log = None;
+    for seg in segments {
+        read_segment(seg, query, Some(sealer), &mut log, &mut out);
+    }
+    out
+}
+
+/// The events in segment files (in order) that match `query`. Sealed events are counted in
+/// [`Events::sealed`], not read.
 ///
 /// # Errors
 /// A file could not be read.
 pub fn read_event_files(paths: &[PathBuf], query: &Query) -> io::Result<Events> {
+    read_files(paths, query, None)
+}
+
+/// [`read_event_files`], opening sealed events with `sealer`.
+///
+/// # Errors
+/// A file could not be read.
+pub fn read_event_files_opening(
+    paths: &[PathBuf],
+    query: &Query,
+    sealer: &dyn RecordSealer,
+) -> io::Result<Events> {
+    read_files(paths, query, Some(sealer))
+}
+
+fn read_files(
+    paths: &[PathBuf],
+    query: &Query,
+    sealer: Option<&dyn RecordSealer>,
+) -> io::Result<Events> {
     let mut out = Events::default();
+    let mut log = None;
     for p in paths {
         let bytes = std::fs::read(p)?;
-        read_segment(&bytes, query, &mut out);
+        read_segment(&bytes, query, sealer, &mut log, &mut out);
     }
     Ok(out)
 }
 
-fn read_segment(bytes: &[u8], query: &Query, out: &mut Events) {
+/// The log id a genesis or segment record names.
+fn log_id(l: &Line<'_>) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        log: String,
+    }
+    serde_json::from_slice::<Named>(l.body).ok().map(|n| n.log)
+}
+
+fn read_segment(
+    bytes: &[u8],
+    query: &Query,
+    sealer: Option<&dyn RecordSealer>,
+    log: &mut Option<String>,
+    out: &mut Events,
+) {
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let Some(l) = Line::parse(line) else {
             out.unreadable += 1;
             continue;
         };
-        if l.ty != RecordType::Event {
-            continue;
-        }
-        match serde_json::from_slice::<AuditEvent>(l.body) {
+        let opened;
+        let body = match l.ty {
+            RecordType::Event => l.body,
+            RecordType::Genesis | RecordType::Segment => {
+                if let Some(id) = log_id(&l) {
+                    *log = Some(id);
+                }
+                continue;
+            }
+            RecordType::Sealed => {
+                let Some(sealer) = sealer else {
+                    out.sealed += 1;
+                    continue;
+                };
+                let sealed = serde_json::from_slice::<SealedBody>(l.body)
+                    .ok()
+                    .and_then(|b| {
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b.sealed)
+                            .ok()
+                    });
+                match (sealed, log.as_deref()) {
+                    (Some(s), Some(id)) => match sealer.open(id, l.seq, &s) {
+                        Ok(pt) => {
+                            opened = pt;
+                            &opened[..]
+                        }
+                        Err(_) => {
+                            out.unreadable += 1;
+                            continue;
+                        }
+                    },
+                    _ => {
+                        out.unreadable += 1;
+                        continue;
+                    }
+                }
+            }
+            RecordType::Checkpoint | RecordType::Recovery => continue,
+        };
+        match serde_json::from_slice::<AuditEvent>(body) {
             Ok(event) if query.matches(&event) => {
                 out.events.push(LoggedEvent { seq: l.seq, event })
             }

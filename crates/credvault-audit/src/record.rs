@@ -39,6 +39,8 @@ pub enum RecordType {
     Segment,
     /// An audit event.
     Event,
+    /// An audit event encrypted at rest ([`RecordSealer`](crate::RecordSealer)).
+    Sealed,
     /// A keyed checkpoint over the chain so far.
     Checkpoint,
     /// Written after a torn tail found on open: describes the torn bytes it skips.
@@ -52,6 +54,7 @@ impl RecordType {
             Self::Genesis => "genesis",
             Self::Segment => "segment",
             Self::Event => "event",
+            Self::Sealed => "sealed",
             Self::Checkpoint => "checkpoint",
             Self::Recovery => "recovery",
         }
@@ -62,6 +65,7 @@ impl RecordType {
             b"genesis" => Self::Genesis,
             b"segment" => Self::Segment,
             b"event" => Self::Event,
+            b"sealed" => Self::Sealed,
             b"checkpoint" => Self::Checkpoint,
             b"recovery" => Self::Recovery,
             _ => return None,

@@ -725,7 +725,8 @@ impl<'a> Chain<'a> {
                 self.last_checkpoint = Some(c.time);
             }
             RecordType::Recovery => {}
-            RecordType::Event => {
+            // A sealed event counts as one; its chain is checked without opening it.
+            RecordType::Event | RecordType::Sealed => {
                 self.report.events += 1;
                 self.since_checkpoint += 1;
             }
