@@ -111,6 +111,11 @@ pub(crate) fn run(
                 .map(|t| parse_time("--until", t))
                 .transpose()?;
             if files.is_empty() {
+                // The vault's own log: opened through the vault, which holds the key of
+                // sealed events.
+                if crate::vault::seals_audit(vault) {
+                    return crate::vault::audit_show(vault, &q, json_out, csv);
+                }
                 files.push(crate::vault::audit_dir(vault));
             }
             show(&files, &q, json_out, csv)
@@ -251,6 +256,21 @@ fn show(files: &[PathBuf], query: &Query, json_out: bool, csv: bool) -> Result<O
     let (segments, _) = resolve(files)?;
     let events = read_event_files(&segments, query)
         .map_err(|e| Failure::new(format!("cannot read the log: {e}")))?;
+    if events.sealed > 0 && events.events.is_empty() {
+        return Err(Failure::new(format!(
+            "the log's {} event(s) are sealed: show the vault's own log (no FILE) to open them with its master key",
+            events.sealed
+        )));
+    }
+    show_events(&events, json_out, csv)
+}
+
+/// Prints events read from a log.
+pub(crate) fn show_events(
+    events: &credvault_audit::Events,
+    json_out: bool,
+    csv: bool,
+) -> Result<Output, Failure> {
     if csv || json_out {
         let mut out = Vec::new();
         let written = if csv {

@@ -46,7 +46,7 @@ enum Command {
     Quickstart,
     /// Create a vault: directory, database, master key and audit key files (owner-only), audit
     /// log, and the `default` tenant.
-    Init,
+    Init(vault::InitArgs),
     /// Tenants (workspaces), each with its own data key.
     #[command(subcommand)]
     Tenant(vault::TenantCommand),
@@ -244,7 +244,7 @@ fn main() -> ExitCode {
     let v = &cli.vault;
     let result = match cli.command {
         Command::Quickstart => quickstart::run(v.vault.as_deref()),
-        Command::Init => vault::init(v),
+        Command::Init(a) => vault::init(v, a),
         Command::Tenant(cmd) => vault::tenant(v, cmd),
         Command::Add(a) => vault::add(v, a),
         Command::List(a) => vault::list(v, a),

@@ -333,13 +333,32 @@ fn with_vault_opts<T>(
     Ok(out)
 }
 
-pub(crate) fn init(args: &VaultArgs) -> Result<Output, Failure> {
-    let v = Vault::init(&args.dir(), opts()?).map_err(fail)?;
+/// `credvault init` options.
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Seal the audit log's events at rest under a key wrapped by the master key: the log
+    /// files then hold no tenant, actor, credential name or address in the clear (the chain
+    /// still verifies with the audit key alone).
+    #[arg(long)]
+    seal_audit: bool,
+}
+
+pub(crate) fn init(args: &VaultArgs, a: InitArgs) -> Result<Output, Failure> {
+    let mut options = opts()?;
+    if a.seal_audit {
+        options = options.seal_audit();
+    }
+    let v = Vault::init(&args.dir(), options).map_err(fail)?;
     let t = tenant_id(DEFAULT_TENANT)?;
     v.store()
         .create_tenant(&t, "Default", &args.actor())
         .map_err(fail)?;
     let dir = v.dir().display().to_string();
+    let sealed = if v.seals_audit() {
+        format!("\n  audit seal {dir}/audit.seal.key (wrapped by the master key; events sealed)")
+    } else {
+        String::new()
+    };
     let master = match v.master_source() {
         credvault_store::MasterSource::Env => format!("from {}", credvault_store::MASTER_KEY_ENV),
         other => other.to_string(),
@@ -347,7 +366,7 @@ pub(crate) fn init(args: &VaultArgs) -> Result<Output, Failure> {
     close(v)?;
     Ok(Output::Text {
         text: format!(
-            "initialised vault {dir}\n  database   {dir}/vault.db\n  master key {master} (owner-only)\n  audit key  {dir}/audit.key (owner-only)\n  audit log  {dir}/audit/\n  tenant     {DEFAULT_TENANT}\n"
+            "initialised vault {dir}\n  database   {dir}/vault.db\n  master key {master} (owner-only)\n  audit key  {dir}/audit.key (owner-only)\n  audit log  {dir}/audit/{sealed}\n  tenant     {DEFAULT_TENANT}\n"
         ),
         json: json!({"vault": dir, "tenant": DEFAULT_TENANT, "master_key": master}),
     })
@@ -1073,6 +1092,24 @@ pub(crate) fn audit_anchor(args: &VaultArgs) -> Result<Output, Failure> {
         let line = String::from_utf8_lossy(&anchor.to_line()).into_owned();
         let json: Value = serde_json::from_str(&line).map_err(Failure::new)?;
         Ok(Output::Text { text: line, json })
+    })
+}
+
+/// Whether the vault in `args` seals its audit log's events (it has a sealing key file).
+pub(crate) fn seals_audit(args: &VaultArgs) -> bool {
+    Vault::audit_sealing_key_path(&args.dir()).exists()
+}
+
+/// `audit show` on a vault whose log seals its events: read through the vault.
+pub(crate) fn audit_show(
+    args: &VaultArgs,
+    query: &credvault_audit::Query,
+    json_out: bool,
+    csv: bool,
+) -> Result<Output, Failure> {
+    with_vault(args, |v| {
+        let events = v.audit_events(query).map_err(fail)?;
+        crate::audit::show_events(&events, json_out, csv)
     })
 }
 

@@ -887,3 +887,37 @@ fn a_hotp_key_hands_out_each_counter_once_across_commands() {
     let err = v.fails(&["reveal", "vpn", "--field", "secret"], "");
     assert!(err.contains("write-only"), "{err}");
 }
+
+#[test]
+fn a_vault_initialised_with_a_sealed_audit_log_shows_and_verifies_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = V {
+        path: dir.path().join("vault"),
+        _dir: dir,
+    };
+    let out = v.ok(&["init", "--seal-audit"], "");
+    assert!(out.contains("audit.seal.key"), "{out}");
+    add_login(&v, "sealed-login-wombat", "pw-wombat-1");
+    let mut log = String::new();
+    for p in std::fs::read_dir(v.path.join("audit")).unwrap() {
+        let p = p.unwrap().path();
+        if p.extension().is_some_and(|e| e == "jsonl") {
+            log.push_str(&std::fs::read_to_string(p).unwrap());
+        }
+    }
+    assert!(
+        !log.contains("sealed-login-wombat") && !log.contains("tester"),
+        "{log}"
+    );
+    let shown = v.ok(&["audit", "show"], "");
+    assert!(
+        shown.contains("created") && shown.contains("sealed-login-wombat"),
+        "{shown}"
+    );
+    v.ok(&["audit", "verify"], "");
+    v.ok(&["verify"], "");
+    // The files alone: verifiable with the audit key, not readable.
+    let audit_dir = v.path.join("audit");
+    let err = v.fails(&["audit", "show", audit_dir.to_str().unwrap()], "");
+    assert!(err.contains("sealed"), "{err}");
+}

@@ -19,7 +19,8 @@ use credvault_audit::{
     anchor_path, segment_paths, verify_files, Anchor, AuditKey, AuditLog, Durability, LogConfig,
     LogError, VerifyOptions, VerifyReport,
 };
-use credvault_envelope::{LocalKeyring, MasterKey};
+use credvault_audit::{AesGcmSealer, Events, Query};
+use credvault_envelope::{DataKey, EncryptionContext, LocalKeyring, MasterKey, WrappedKey};
 use credvault_schema::Registry;
 use zeroize::Zeroizing;
 
@@ -82,6 +83,9 @@ pub struct VaultOptions {
     /// Credential testers (default: [`TesterRegistry::with_defaults`], whose HTTP tester
     /// reaches public addresses only).
     pub testers: Option<TesterRegistry>,
+    /// [`init`](Vault::init) only: seal the audit log's events at rest
+    /// ([`seal_audit`](Self::seal_audit)). A vault opened later seals when it has the key.
+    pub seal_audit: bool,
 }
 
 impl std::fmt::Debug for VaultOptions {
@@ -97,6 +101,7 @@ impl std::fmt::Debug for VaultOptions {
             )
             .field("lock_timeout", &self.lock_timeout)
             .field("testers", &self.testers)
+            .field("seal_audit", &self.seal_audit)
             .finish()
     }
 }
@@ -111,6 +116,7 @@ impl Default for VaultOptions {
             master_key: None,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             testers: None,
+            seal_audit: false,
         }
     }
 }
@@ -131,6 +137,16 @@ impl VaultOptions {
     /// Sets the store settings.
     pub fn store(mut self, cfg: StoreConfig) -> Self {
         self.store = cfg;
+        self
+    }
+
+    /// [`init`](Vault::init) creates an audit sealing key (`audit.seal.key`: a random key wrapped
+    /// under the master key) and every event the vault's log writes is sealed with it
+    /// (`credvault_audit::AesGcmSealer`): the files then hold no tenant, actor, credential
+    /// name or address in the clear. The chain still verifies with the audit key alone;
+    /// reading events needs the master key ([`Vault::audit_events`]).
+    pub fn seal_audit(mut self) -> Self {
+        self.seal_audit = true;
         self
     }
 
@@ -270,6 +286,7 @@ pub struct Vault {
     store: Store,
     audit: AuditLog,
     audit_key: AuditKey,
+    sealer: Option<Arc<AesGcmSealer>>,
     master: MasterSource,
     options: VaultOptions,
 }
@@ -371,6 +388,49 @@ impl Vault {
         dir.join("audit")
     }
 
+    /// The audit sealing key file (a vault whose log seals its events): the key wrapped under
+    /// the master key, hex.
+    pub fn audit_sealing_key_path(dir: &Path) -> PathBuf {
+        dir.join("audit.seal.key")
+    }
+
+    /// The sealer of the vault's audit log, from its sealing key file, if it has one.
+    fn load_sealer(
+        dir: &Path,
+        master: &dyn MasterKey,
+    ) -> Result<Option<Arc<AesGcmSealer>>, StoreError> {
+        let p = Self::audit_sealing_key_path(dir);
+        if !p.exists() {
+            return Ok(None);
+        }
+        check_private(&p)?;
+        let text = std::fs::read_to_string(&p).map_err(|e| verr("audit sealing key", &p, e))?;
+        let bytes =
+            hex::decode(text.trim()).map_err(|_| verr("audit sealing key", &p, "is not hex"))?;
+        let wrapped = WrappedKey::parse(&bytes).map_err(|e| verr("audit sealing key", &p, e))?;
+        let key = master
+            .unwrap(&wrapped, &sealing_context()?)
+            .map_err(|e| verr("audit sealing key", &p, e))?;
+        Ok(Some(Arc::new(AesGcmSealer::new(key.expose_secret()))))
+    }
+
+    /// Writes `wrapped` as the sealing key file, replacing it atomically.
+    fn save_sealing_key(dir: &Path, wrapped: &WrappedKey) -> Result<(), StoreError> {
+        let p = Self::audit_sealing_key_path(dir);
+        let mut text = hex::encode(wrapped.as_bytes());
+        text.push('\n');
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".audit.seal.key.")
+            .tempfile_in(dir)
+            .map_err(|e| verr("audit sealing key", &p, e))?;
+        std::io::Write::write_all(&mut tmp, text.as_bytes())
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|e| verr("audit sealing key", &p, e))?;
+        tmp.persist(&p)
+            .map_err(|e| verr("audit sealing key", &p, e.error))?;
+        Ok(())
+    }
+
     /// Creates a vault in `dir` (which may exist but must not hold a vault): the directory
     /// (mode 700), a master key file unless [`MASTER_KEY_ENV`] is set, an audit key file
     /// (both mode 600), the database and the audit log.
@@ -398,6 +458,17 @@ impl Vault {
             let mut text = Zeroizing::new(key.to_hex().to_string());
             text.push('\n');
             write_private(&ak, text.as_bytes(), "audit key")?;
+        }
+        if options.seal_audit {
+            let p = Self::audit_sealing_key_path(dir);
+            let (master, _) = Self::load_master(dir, &options)?;
+            let key = DataKey::generate().map_err(|e| verr("audit sealing key", &p, e))?;
+            let wrapped = master
+                .wrap(&key, &sealing_context()?)
+                .map_err(|e| verr("audit sealing key", &p, e))?;
+            let mut text = hex::encode(wrapped.as_bytes());
+            text.push('\n');
+            write_private(&p, text.as_bytes(), "audit sealing key")?;
         }
         Self::open(dir, options)
     }
@@ -453,6 +524,10 @@ impl Vault {
             return Err(verr("vault", dir, "holds no vault; run `credvault init`"));
         }
         let (keyring, master) = Self::load_master(dir, &options)?;
+        let sealer = Self::load_sealer(dir, &*keyring)?;
+        let log_config = LogConfig::default()
+            .durability(options.audit)
+            .lock_timeout(options.lock_timeout);
         let akp = Self::audit_key_path(dir);
         check_private(&akp)?;
         let text =
@@ -473,9 +548,10 @@ impl Vault {
         let (audit, report) = AuditLog::open(
             &audit_dir,
             AuditKey::from_text(&text).map_err(|e| verr("audit key", &akp, e))?,
-            LogConfig::default()
-                .durability(options.audit)
-                .lock_timeout(options.lock_timeout),
+            match &sealer {
+                Some(s) => log_config.sealed_with(s.clone()),
+                None => log_config,
+            },
         )
         .map_err(|e| match e {
             LogError::LockTimeout { .. } => StoreError::Busy {
@@ -558,9 +634,30 @@ impl Vault {
             store,
             audit,
             audit_key,
+            sealer,
             master,
             options,
         })
+    }
+
+    /// Whether the vault's log seals its events ([`VaultOptions::seal_audit`]).
+    pub fn seals_audit(&self) -> bool {
+        self.sealer.is_some()
+    }
+
+    /// The events of the vault's own log matching `query`, sealed ones opened (the vault
+    /// holds their key). Reading does not verify: see [`verify_audit`](Self::verify_audit).
+    ///
+    /// # Errors
+    /// [`StoreError::Vault`] if the log cannot be read.
+    pub fn audit_events(&self, query: &Query) -> Result<Events, StoreError> {
+        let audit_dir = Self::audit_dir(&self.dir);
+        let segments = segment_paths(&audit_dir).map_err(|e| verr("audit log", &audit_dir, e))?;
+        match &self.sealer {
+            Some(s) => credvault_audit::read_event_files_opening(&segments, query, &**s),
+            None => credvault_audit::read_event_files(&segments, query),
+        }
+        .map_err(|e| verr("audit log", &audit_dir, e))
     }
 
     /// The directory of the vault's own credential types.
@@ -684,10 +781,7 @@ impl Vault {
     /// [`StoreError::Vault`] if the log cannot be read; [`StoreError::Storage`].
     pub fn verify(&self) -> Result<VaultVerification, StoreError> {
         let audit = self.verify_audit()?;
-        let audit_dir = Self::audit_dir(&self.dir);
-        let segments = segment_paths(&audit_dir).map_err(|e| verr("audit log", &audit_dir, e))?;
-        let events = credvault_audit::read_event_files(&segments, &credvault_audit::Query::new())
-            .map_err(|e| verr("audit log", &audit_dir, e))?;
+        let events = self.audit_events(&Query::new())?;
         let events: Vec<credvault_audit::AuditEvent> =
             events.events.into_iter().map(|e| e.event).collect();
         let store = self.store.verify(&events)?;
@@ -723,6 +817,22 @@ impl Vault {
         self.close()?;
         let vault = Self::open(&dir, options.clone())?;
         let report = vault.store.rotate_master(actor, progress)?;
+        // The audit sealing key too, before any version it is wrapped under is retired.
+        let sp = Self::audit_sealing_key_path(&dir);
+        if sp.exists() {
+            let text =
+                std::fs::read_to_string(&sp).map_err(|e| verr("audit sealing key", &sp, e))?;
+            let bytes = hex::decode(text.trim())
+                .map_err(|_| verr("audit sealing key", &sp, "is not hex"))?;
+            let wrapped =
+                WrappedKey::parse(&bytes).map_err(|e| verr("audit sealing key", &sp, e))?;
+            let keyring =
+                LocalKeyring::from_file(&path).map_err(|e| verr("master key", &path, e))?;
+            let rewrapped = keyring
+                .rewrap(&wrapped, &sealing_context()?)
+                .map_err(|e| verr("audit sealing key", &sp, e))?;
+            Self::save_sealing_key(&dir, &rewrapped)?;
+        }
         // Retire versions that wrap nothing any more.
         let refs = vault.store.master_key_references()?;
         let mut keyring =
@@ -765,6 +875,16 @@ impl Vault {
             Err(e) => Err(StoreError::AuditLog(e)),
         }
     }
+}
+
+/// The context the audit sealing key is wrapped under.
+fn sealing_context() -> Result<EncryptionContext, StoreError> {
+    EncryptionContext::new()
+        .with("purpose", "credvault-audit-sealing-key")
+        .map_err(|e| StoreError::Invalid {
+            what: "encryption context",
+            reason: e.to_string(),
+        })
 }
 
 /// The vault's `master.key` as a [`MasterKey`], read again whenever the file changed since it
