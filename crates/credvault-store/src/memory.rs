@@ -471,7 +471,7 @@ impl Storage for MemoryStorage {
     ) -> Result<bool, StorageError> {
         let mut s = self.lock()?;
         let now = s.hotp.get(key).copied().unwrap_or(initial);
-        if now != from || to <= from {
+        if !crate::storage::hotp_may_advance(now, from, to) {
             return Ok(false);
         }
         s.hotp.insert(key.to_owned(), to);

@@ -380,6 +380,26 @@ fn read_otp(c: &Connection, key: &str) -> Result<Option<OtpFailures>, StorageErr
         .map_err(be)
 }
 
+/// Whether the `vault_meta` flag `key` is set.
+fn read_flag(c: &Connection, key: &str) -> Result<bool, StorageError> {
+    let v: Option<String> = c
+        .prepare_cached("SELECT value FROM vault_meta WHERE key = ?1")
+        .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
+        .map_err(be)?;
+    Ok(v.as_deref() == Some("1"))
+}
+
+/// Sets the `vault_meta` flag `key`.
+fn set_flag(c: &Connection, key: &str) -> Result<(), StorageError> {
+    c.prepare_cached(
+        "INSERT INTO vault_meta (key, value) VALUES (?1, '1')
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut s| s.execute(params![key]))
+    .map_err(be)?;
+    Ok(())
+}
+
 fn read_hotp(c: &Connection, key: &str, initial: u64) -> Result<u64, StorageError> {
     let v: Option<i64> = c
         .prepare_cached("SELECT next FROM hotp_counters WHERE key = ?1")
@@ -1152,7 +1172,7 @@ impl Storage for SqliteStorage {
         let to_db = i64::try_from(to)
             .map_err(|_| StorageError::Backend("HOTP counter past i64::MAX".into()))?;
         self.write(|tx| {
-            if read_hotp(tx, key, initial)? != from || to <= from {
+            if !crate::storage::hotp_may_advance(read_hotp(tx, key, initial)?, from, to) {
                 return Ok(false);
             }
             tx.prepare_cached(
@@ -1180,41 +1200,18 @@ impl Storage for SqliteStorage {
     }
 
     fn heads_authenticated(&self) -> Result<bool, StorageError> {
-        let c = self.lock()?;
-        let v: Option<String> = c
-            .query_row(
-                "SELECT value FROM vault_meta WHERE key = 'heads_authenticated'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(be)?;
-        Ok(v.as_deref() == Some("1"))
+        read_flag(&*self.lock()?, "heads_authenticated")
     }
 
     fn authenticate_head(&self, hook: Hook<'_>) -> Result<(), StorageError> {
         self.write(|tx| {
-            tx.execute(
-                "INSERT INTO vault_meta (key, value) VALUES ('heads_authenticated', '1')
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [],
-            )
-            .map_err(be)?;
+            set_flag(tx, "heads_authenticated")?;
             hook_in(tx, hook)
         })
     }
 
     fn records_authenticated(&self) -> Result<bool, StorageError> {
-        let c = self.lock()?;
-        let v: Option<String> = c
-            .query_row(
-                "SELECT value FROM vault_meta WHERE key = 'records_authenticated'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(be)?;
-        Ok(v.as_deref() == Some("1"))
+        read_flag(&*self.lock()?, "records_authenticated")
     }
 
     fn authenticate_records(
@@ -1248,12 +1245,7 @@ impl Storage for SqliteStorage {
                         .map_err(be)?;
                 }
             }
-            tx.execute(
-                "INSERT INTO vault_meta (key, value) VALUES ('records_authenticated', '1')
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [],
-            )
-            .map_err(be)?;
+            set_flag(tx, "records_authenticated")?;
             hook_in(tx, hook)?;
             Ok(n)
         })

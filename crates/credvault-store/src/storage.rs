@@ -528,6 +528,12 @@ pub trait Storage: Send + Sync {
     ) -> Result<usize, StorageError>;
 }
 
+/// Whether a HOTP counter at `current` may move from `from` to `to`
+/// ([`Storage::advance_hotp_counter`]): only from where it is, and only forwards.
+pub(crate) fn hotp_may_advance(current: u64, from: u64, to: u64) -> bool {
+    current == from && to > from
+}
+
 /// Keeps the later of two heads.
 pub(crate) fn later(a: Option<AuditHead>, b: Option<AuditHead>) -> Option<AuditHead> {
     match (a, b) {
