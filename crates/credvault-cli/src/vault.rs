@@ -285,11 +285,28 @@ fn lock_timeout() -> Result<std::time::Duration, Failure> {
 
 /// The CLI's vault options: full durability, the master key from `CREDVAULT_MASTER_KEY` when
 /// set (the CLI documents it), the lock timeout from [`LOCK_TIMEOUT_ENV`].
+/// Tenants whose secrets must arrive sealed by the client (`StoreConfig::client_sealed_only`):
+/// a comma-separated list. Process configuration, not a database value, so that whoever can
+/// edit the database cannot lift it (decision 0013).
+pub(crate) const CLIENT_SEALED_ONLY_ENV: &str = "CREDVAULT_CLIENT_SEALED_ONLY";
+
 fn opts() -> Result<VaultOptions, Failure> {
+    let mut store = credvault_store::StoreConfig::default();
+    if let Some(v) = std::env::var_os(CLIENT_SEALED_ONLY_ENV) {
+        let v = v.to_str().ok_or_else(|| {
+            Failure::usage(format!("{CLIENT_SEALED_ONLY_ENV}: expected tenant ids"))
+        })?;
+        for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let id = credvault_store::TenantId::new(t)
+                .map_err(|e| Failure::usage(format!("{CLIENT_SEALED_ONLY_ENV}: {e}")))?;
+            store = store.require_client_sealed(id);
+        }
+    }
     Ok(VaultOptions::default()
         .sqlite(SqliteDurability::Full)
         .master_key_from_env()
-        .lock_timeout(lock_timeout()?))
+        .lock_timeout(lock_timeout()?)
+        .store(store))
 }
 
 fn open(args: &VaultArgs) -> Result<Vault, Failure> {

@@ -921,3 +921,62 @@ fn a_vault_initialised_with_a_sealed_audit_log_shows_and_verifies_it() {
     let err = v.fails(&["audit", "show", audit_dir.to_str().unwrap()], "");
     assert!(err.contains("sealed"), "{err}");
 }
+
+#[test]
+fn a_client_sealed_only_tenant_refuses_plaintext_from_the_command_line() {
+    let v = V::new();
+    add_login(&v, "before", "pw-before-1");
+    let out = v
+        .cmd()
+        .env("CREDVAULT_CLIENT_SEALED_ONLY", "other, default")
+        .args([
+            "add",
+            "website_login",
+            "plain",
+            "--field",
+            "login_url=https://x.example/",
+            "--field",
+            "username=u",
+        ])
+        .write_stdin("pw-plain-1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("client-sealed"), "{err}");
+    v.fails(&["show", "plain"], "");
+    // Metadata still changes; secret values do not.
+    let ok = v
+        .cmd()
+        .env("CREDVAULT_CLIENT_SEALED_ONLY", "default")
+        .args(["update", "before", "--description", "kept"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = v
+        .cmd()
+        .env("CREDVAULT_CLIENT_SEALED_ONLY", "default")
+        .args(["update", "before", "--field", "password=-"])
+        .write_stdin("pw-new-1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        v.ok(&["reveal", "before", "--field", "password"], ""),
+        "pw-before-1\n"
+    );
+    let out = v
+        .cmd()
+        .env("CREDVAULT_CLIENT_SEALED_ONLY", "no such tenant!")
+        .args(["list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("CREDVAULT_CLIENT_SEALED_ONLY"));
+}
