@@ -266,11 +266,36 @@ mod destination {
     }
 
     /// A URL whose host has been resolved and checked against a [`NetworkPolicy`]: connect to
-    /// [`addrs`](Self::addrs) and nothing else.
-    #[derive(Clone, Debug)]
+    /// [`addrs`](Self::addrs) and nothing else. The URL may carry a secret (a key in its
+    /// query): `Debug` shows only scheme, host and port, and the URL's text is wiped on drop.
+    #[derive(Clone)]
     pub struct Destination {
-        url: Url,
+        url: WipedUrl,
         addrs: Vec<SocketAddr>,
+    }
+
+    /// A URL whose text is wiped when dropped.
+    #[derive(Clone)]
+    struct WipedUrl(Url);
+
+    impl Drop for WipedUrl {
+        fn drop(&mut self) {
+            if let Ok(blank) = Url::parse("data:,") {
+                let mut text: String = std::mem::replace(&mut self.0, blank).into();
+                zeroize::Zeroize::zeroize(&mut text);
+            }
+        }
+    }
+
+    impl std::fmt::Debug for Destination {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Destination")
+                .field("scheme", &self.url.0.scheme())
+                .field("host", &self.url.0.host_str())
+                .field("port", &self.url.0.port_or_known_default())
+                .field("addrs", &self.addrs)
+                .finish_non_exhaustive()
+        }
     }
 
     impl Destination {
@@ -286,7 +311,8 @@ mod destination {
             policy: &NetworkPolicy,
             resolver: &dyn Resolve,
         ) -> Result<Self, Refused> {
-            let url = Url::parse(raw).map_err(|_| Refused::Unparsable)?;
+            let wiped = WipedUrl(Url::parse(raw).map_err(|_| Refused::Unparsable)?);
+            let url = &wiped.0;
             let https = match url.scheme() {
                 "https" => true,
                 "http" => false,
@@ -320,12 +346,12 @@ mod destination {
             if !(https || plain_ok) {
                 return Err(Refused::PlainHttp);
             }
-            Ok(Self { url, addrs })
+            Ok(Self { url: wiped, addrs })
         }
 
         /// The parsed URL.
         pub fn url(&self) -> &Url {
-            &self.url
+            &self.url.0
         }
 
         /// The checked addresses, with the URL's port.
@@ -337,7 +363,7 @@ mod destination {
         pub fn netloc(&self) -> String {
             format!(
                 "{}:{}",
-                self.url.host_str().unwrap_or_default(),
+                self.url.0.host_str().unwrap_or_default(),
                 self.addrs.first().map_or(0, SocketAddr::port)
             )
         }
@@ -348,6 +374,29 @@ mod destination {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_destinations_debug_shows_no_path_or_query() {
+        let d = Destination::check(
+            "https://93.184.215.14:8443/v1/charges?api_key=sk-live-debug-0001#frag",
+            &NetworkPolicy::public_only(),
+            &SystemResolver,
+        )
+        .unwrap();
+        let shown = format!("{d:?}");
+        assert!(
+            shown.contains("93.184.215.14") && shown.contains("8443"),
+            "{shown}"
+        );
+        for hidden in ["sk-live-debug-0001", "api_key", "/v1/charges", "frag"] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        assert_eq!(d.url().query(), Some("api_key=sk-live-debug-0001"));
+        let copy = d.clone();
+        drop(d);
+        assert_eq!(copy.url().path(), "/v1/charges");
+    }
 
     #[test]
     fn classes() {
