@@ -394,11 +394,8 @@ impl Vault {
         dir.join("audit.seal.key")
     }
 
-    /// The sealer of the vault's audit log, from its sealing key file, if it has one.
-    fn load_sealer(
-        dir: &Path,
-        master: &dyn MasterKey,
-    ) -> Result<Option<Arc<AesGcmSealer>>, StoreError> {
+    /// The wrapped key in the sealing key file (owner-only), if the vault has one.
+    fn read_sealing_key(dir: &Path) -> Result<Option<WrappedKey>, StoreError> {
         let p = Self::audit_sealing_key_path(dir);
         if !p.exists() {
             return Ok(None);
@@ -408,17 +405,27 @@ impl Vault {
         let bytes =
             hex::decode(text.trim()).map_err(|_| verr("audit sealing key", &p, "is not hex"))?;
         let wrapped = WrappedKey::parse(&bytes).map_err(|e| verr("audit sealing key", &p, e))?;
+        Ok(Some(wrapped))
+    }
+
+    /// The sealer of the vault's audit log, from its sealing key file, if it has one.
+    fn load_sealer(
+        dir: &Path,
+        master: &dyn MasterKey,
+    ) -> Result<Option<Arc<AesGcmSealer>>, StoreError> {
+        let Some(wrapped) = Self::read_sealing_key(dir)? else {
+            return Ok(None);
+        };
         let key = master
             .unwrap(&wrapped, &sealing_context()?)
-            .map_err(|e| verr("audit sealing key", &p, e))?;
+            .map_err(|e| verr("audit sealing key", &Self::audit_sealing_key_path(dir), e))?;
         Ok(Some(Arc::new(AesGcmSealer::new(key.expose_secret()))))
     }
 
     /// Writes `wrapped` as the sealing key file, replacing it atomically.
     fn save_sealing_key(dir: &Path, wrapped: &WrappedKey) -> Result<(), StoreError> {
         let p = Self::audit_sealing_key_path(dir);
-        let mut text = hex::encode(wrapped.as_bytes());
-        text.push('\n');
+        let text = sealing_key_text(wrapped);
         let mut tmp = tempfile::Builder::new()
             .prefix(".audit.seal.key.")
             .tempfile_in(dir)
@@ -466,9 +473,11 @@ impl Vault {
             let wrapped = master
                 .wrap(&key, &sealing_context()?)
                 .map_err(|e| verr("audit sealing key", &p, e))?;
-            let mut text = hex::encode(wrapped.as_bytes());
-            text.push('\n');
-            write_private(&p, text.as_bytes(), "audit sealing key")?;
+            write_private(
+                &p,
+                sealing_key_text(&wrapped).as_bytes(),
+                "audit sealing key",
+            )?;
         }
         Self::open(dir, options)
     }
@@ -817,26 +826,17 @@ impl Vault {
         self.close()?;
         let vault = Self::open(&dir, options.clone())?;
         let report = vault.store.rotate_master(actor, progress)?;
+        let mut keyring =
+            LocalKeyring::from_file(&path).map_err(|e| verr("master key", &path, e))?;
         // The audit sealing key too, before any version it is wrapped under is retired.
-        let sp = Self::audit_sealing_key_path(&dir);
-        if sp.exists() {
-            let text =
-                std::fs::read_to_string(&sp).map_err(|e| verr("audit sealing key", &sp, e))?;
-            let bytes = hex::decode(text.trim())
-                .map_err(|_| verr("audit sealing key", &sp, "is not hex"))?;
-            let wrapped =
-                WrappedKey::parse(&bytes).map_err(|e| verr("audit sealing key", &sp, e))?;
-            let keyring =
-                LocalKeyring::from_file(&path).map_err(|e| verr("master key", &path, e))?;
+        if let Some(wrapped) = Self::read_sealing_key(&dir)? {
             let rewrapped = keyring
                 .rewrap(&wrapped, &sealing_context()?)
-                .map_err(|e| verr("audit sealing key", &sp, e))?;
+                .map_err(|e| verr("audit sealing key", &Self::audit_sealing_key_path(&dir), e))?;
             Self::save_sealing_key(&dir, &rewrapped)?;
         }
         // Retire versions that wrap nothing any more.
         let refs = vault.store.master_key_references()?;
-        let mut keyring =
-            LocalKeyring::from_file(&path).map_err(|e| verr("master key", &path, e))?;
         let active = keyring.active();
         let provider = keyring.provider_id().to_owned();
         let old: Vec<u32> = keyring.versions().filter(|v| *v != active).collect();
@@ -875,6 +875,13 @@ impl Vault {
             Err(e) => Err(StoreError::AuditLog(e)),
         }
     }
+}
+
+/// The sealing key file's text: the wrapped key in hex, one line.
+fn sealing_key_text(wrapped: &WrappedKey) -> String {
+    let mut text = hex::encode(wrapped.as_bytes());
+    text.push('\n');
+    text
 }
 
 /// The context the audit sealing key is wrapped under.
@@ -1006,30 +1013,31 @@ pub fn verify_vault_audit(
         head_problem = Some("the anchor file is missing".to_owned());
     }
     if let Some(h) = stored_head {
-        match find_record_hash(&segments, h.seq) {
-            _ if h
-                .tag
-                .is_some_and(|t| !key.check_head_tag(h.seq, &h.hash, &t)) =>
-            {
-                head_problem = Some(format!(
-                    "the head the database recorded (record {}) does not authenticate under the audit key: it was edited",
-                    h.seq
-                ))
+        if h.tag
+            .is_some_and(|t| !key.check_head_tag(h.seq, &h.hash, &t))
+        {
+            head_problem = Some(format!(
+                "the head the database recorded (record {}) does not authenticate under the audit key: it was edited",
+                h.seq
+            ));
+        } else {
+            // The log is read for the head's record only when the head itself is genuine.
+            match find_record_hash(&segments, h.seq) {
+                Ok(Some(hash)) if hash == h.hash => {}
+                Ok(Some(_)) => {
+                    head_problem = Some(format!(
+                        "record {} differs from the one the database recorded: the log was replaced",
+                        h.seq
+                    ))
+                }
+                Ok(None) => {
+                    head_problem = Some(format!(
+                        "the log lacks record {}, which the database recorded: it was cut short or replaced",
+                        h.seq
+                    ))
+                }
+                Err(e) => return Err(verr("audit log", &audit_dir, e)),
             }
-            Ok(Some(hash)) if hash == h.hash => {}
-            Ok(Some(_)) => {
-                head_problem = Some(format!(
-                    "record {} differs from the one the database recorded: the log was replaced",
-                    h.seq
-                ))
-            }
-            Ok(None) => {
-                head_problem = Some(format!(
-                    "the log lacks record {}, which the database recorded: it was cut short or replaced",
-                    h.seq
-                ))
-            }
-            Err(e) => return Err(verr("audit log", &audit_dir, e)),
         }
     }
     let anchor_problem = match external {
