@@ -64,38 +64,27 @@ impl AuditKey {
     /// MACs of the log are written (docs/formats.md). Someone who can edit where the head is
     /// kept but has no key cannot point it at another record.
     pub fn head_tag(&self, seq: u64, hash: &[u8; 32]) -> [u8; 32] {
-        self.sign(&[
-            HEAD_LABEL,
-            seq.to_string().as_bytes(),
-            hex::encode(hash).as_bytes(),
-        ])
+        self.tag_of(&head_message(seq, hash))
     }
 
     /// Whether `tag` is [`head_tag`](Self::head_tag) of `seq` and `hash` (constant time).
     pub fn check_head_tag(&self, seq: u64, hash: &[u8; 32], tag: &[u8; 32]) -> bool {
-        let msg = Self::framed(&[
-            HEAD_LABEL,
-            seq.to_string().as_bytes(),
-            hex::encode(hash).as_bytes(),
-        ]);
-        hmac::verify(&self.mac, &msg, tag).is_ok()
+        self.verifies(&head_message(seq, hash), tag)
     }
 
-    /// The MAC input: each part as its length (u64 BE) then its bytes (docs/formats.md).
-    fn framed(parts: &[&[u8]]) -> Vec<u8> {
-        let mut msg = Vec::with_capacity(parts.iter().map(|p| 8 + p.len()).sum());
-        for p in parts {
-            msg.extend_from_slice(&(p.len() as u64).to_be_bytes());
-            msg.extend_from_slice(p);
-        }
-        msg
-    }
-
-    pub(crate) fn sign(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let tag = hmac::sign(&self.mac, &Self::framed(parts));
+    fn tag_of(&self, msg: &[u8]) -> [u8; 32] {
+        let tag = hmac::sign(&self.mac, msg);
         let mut out = [0u8; 32];
         out.copy_from_slice(tag.as_ref());
         out
+    }
+
+    fn verifies(&self, msg: &[u8], tag: &[u8; 32]) -> bool {
+        hmac::verify(&self.mac, msg, tag).is_ok()
+    }
+
+    pub(crate) fn sign(&self, parts: &[&[u8]]) -> [u8; 32] {
+        self.tag_of(&framed(parts))
     }
 
     pub(crate) fn check(&self, parts: &[&[u8]], tag_hex: &str) -> bool {
@@ -103,8 +92,28 @@ impl AuditKey {
         if hex::decode_to_slice(tag_hex, &mut tag).is_err() {
             return false;
         }
-        hmac::verify(&self.mac, &Self::framed(parts), &tag).is_ok()
+        self.verifies(&framed(parts), &tag)
     }
+}
+
+/// The MAC input: each part as its length (u64 BE) then its bytes (docs/formats.md). Also the
+/// associated data of sealed records ([`AesGcmSealer`](crate::AesGcmSealer)).
+pub(crate) fn framed(parts: &[&[u8]]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(parts.iter().map(|p| 8 + p.len()).sum());
+    for p in parts {
+        msg.extend_from_slice(&(p.len() as u64).to_be_bytes());
+        msg.extend_from_slice(p);
+    }
+    msg
+}
+
+/// What [`AuditKey::head_tag`] authenticates.
+fn head_message(seq: u64, hash: &[u8; 32]) -> Vec<u8> {
+    framed(&[
+        HEAD_LABEL,
+        seq.to_string().as_bytes(),
+        hex::encode(hash).as_bytes(),
+    ])
 }
 
 impl fmt::Debug for AuditKey {

@@ -108,20 +108,19 @@ pub struct Events {
 /// The events in segments (bytes, in order) that match `query`. Sealed events are counted in
 /// [`Events::sealed`], not read.
 pub fn read_events(segments: &[&[u8]], query: &Query) -> Events {
-    let mut out = Events::default();
-    let mut log = None;
-    for seg in segments {
-        read_segment(seg, query, None, &mut log, &mut out);
-    }
-    out
+    read_bytes(segments, query, None)
 }
 
 /// [`read_events`], opening sealed events with `sealer`.
 pub fn read_events_opening(segments: &[&[u8]], query: &Query, sealer: &dyn RecordSealer) -> Events {
+    read_bytes(segments, query, Some(sealer))
+}
+
+fn read_bytes(segments: &[&[u8]], query: &Query, sealer: Option<&dyn RecordSealer>) -> Events {
     let mut out = Events::default();
     let mut log = None;
     for seg in segments {
-        read_segment(seg, query, Some(sealer), &mut log, &mut out);
+        read_segment(seg, query, sealer, &mut log, &mut out);
     }
     out
 }
@@ -170,6 +169,20 @@ fn log_id(l: &Line<'_>) -> Option<String> {
     serde_json::from_slice::<Named>(l.body).ok().map(|n| n.log)
 }
 
+/// The event JSON of a sealed record of log `log`, or `None` if it does not open (a malformed
+/// body, no genesis or segment record naming the log before it, another key or record).
+fn open_sealed(
+    l: &Line<'_>,
+    log: Option<&str>,
+    sealer: &dyn RecordSealer,
+) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    let body = serde_json::from_slice::<SealedBody>(l.body).ok()?;
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(body.sealed)
+        .ok()?;
+    sealer.open(log?, l.seq, &sealed).ok()
+}
+
 fn read_segment(
     bytes: &[u8],
     query: &Query,
@@ -196,29 +209,12 @@ fn read_segment(
                     out.sealed += 1;
                     continue;
                 };
-                let sealed = serde_json::from_slice::<SealedBody>(l.body)
-                    .ok()
-                    .and_then(|b| {
-                        base64::engine::general_purpose::STANDARD
-                            .decode(b.sealed)
-                            .ok()
-                    });
-                match (sealed, log.as_deref()) {
-                    (Some(s), Some(id)) => match sealer.open(id, l.seq, &s) {
-                        Ok(pt) => {
-                            opened = pt;
-                            &opened[..]
-                        }
-                        Err(_) => {
-                            out.unreadable += 1;
-                            continue;
-                        }
-                    },
-                    _ => {
-                        out.unreadable += 1;
-                        continue;
-                    }
-                }
+                let Some(pt) = open_sealed(&l, log.as_deref(), sealer) else {
+                    out.unreadable += 1;
+                    continue;
+                };
+                opened = pt;
+                &opened[..]
             }
             RecordType::Checkpoint | RecordType::Recovery => continue,
         };

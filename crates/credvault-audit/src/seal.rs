@@ -56,13 +56,7 @@ impl AesGcmSealer {
     }
 
     fn aad(log: &str, seq: u64) -> Vec<u8> {
-        let seq = seq.to_string();
-        let mut out = Vec::with_capacity(3 * 8 + AAD_LABEL.len() + log.len() + seq.len());
-        for p in [AAD_LABEL, log.as_bytes(), seq.as_bytes()] {
-            out.extend_from_slice(&(p.len() as u64).to_be_bytes());
-            out.extend_from_slice(p);
-        }
-        out
+        crate::key::framed(&[AAD_LABEL, log.as_bytes(), seq.to_string().as_bytes()])
     }
 
     /// Seals with the nonce given (vectors only: a nonce must never repeat under one key).
