@@ -604,10 +604,7 @@ impl Scope<'_> {
                     c.key == HOTP_COUNTER_FIELD
                         || (c.secret
                             && (otp_field.as_deref() == Some(c.key.as_str())
-                                || ty.definition().fields.iter().any(|f| {
-                                    f.key == c.key
-                                        && f.format == Some(credvault_schema::Format::Base32)
-                                })))
+                                || Self::is_key_field(&ty, &c.key)))
                 });
                 if !patched.changes.is_empty() {
                     for c in &patched.changes {

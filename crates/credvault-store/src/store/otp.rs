@@ -81,16 +81,22 @@ impl Scope<'_> {
         })
     }
 
+    /// Whether `field` is a secret base32 field of `ty`: an authenticator key by its type.
+    pub(crate) fn is_key_field(ty: &CredentialType, field: &str) -> bool {
+        ty.is_secret(field) == Some(true)
+            && ty
+                .definition()
+                .fields
+                .iter()
+                .any(|f| f.key == field && f.format == Some(Format::Base32))
+    }
+
     pub(crate) fn totp_field(row: &CredentialRow, ty: &CredentialType) -> Option<String> {
         let base32 = ty
             .definition()
             .fields
             .iter()
-            .find(|f| {
-                ty.is_secret(&f.key) == Some(true)
-                    && f.format == Some(Format::Base32)
-                    && row.secret_fields.contains(&f.key)
-            })
+            .find(|f| row.secret_fields.contains(&f.key) && Self::is_key_field(ty, &f.key))
             .map(|f| f.key.clone());
         base32.or_else(|| {
             row.secret_fields
@@ -125,12 +131,13 @@ impl Scope<'_> {
         let bad = |e: credvault_totp::OtpError| StoreError::Totp {
             reason: format!("field {field:?}: {e}"),
         };
-        let hotp_counter = serde_json::from_str::<serde_json::Value>(&row.public)
-            .ok()
-            .and_then(|p| p.get(HOTP_COUNTER_FIELD).cloned());
         let otp = if value.starts_with("otpauth://") {
             Otp::from_uri(value).map_err(bad)?
         } else if ty.is_secret(HOTP_COUNTER_FIELD) == Some(false) {
+            // The public fields are read only for a counter-based type.
+            let hotp_counter = serde_json::from_str::<serde_json::Value>(&row.public)
+                .ok()
+                .and_then(|p| p.get(HOTP_COUNTER_FIELD).cloned());
             let first = match hotp_counter {
                 None => 0,
                 Some(v) => v.as_u64().ok_or_else(|| StoreError::Totp {
@@ -230,11 +237,12 @@ impl Scope<'_> {
             Kind::Hotp { counter: first } => {
                 let c = storage.hotp_counter(&key, first)?;
                 match otp.verify_hotp(submitted, c, HOTP_LOOK_AHEAD) {
-                    // Someone else moved the counter meanwhile: this code may be theirs.
                     Ok(m) if m < i64::MAX as u64 => {
                         if storage.advance_hotp_counter(&key, first, c, m + 1)? {
                             Ok(m)
                         } else {
+                            // Someone else moved the counter meanwhile: this code may be
+                            // theirs.
                             Err(VerifyError::Replayed)
                         }
                     }
