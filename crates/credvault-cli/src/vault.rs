@@ -664,17 +664,12 @@ fn reveal_args(args: &[String]) -> Result<Vec<(String, RevealPolicy)>, Failure> 
             let (field, policy) = a.split_once('=').ok_or_else(|| {
                 Failure::new("--reveal takes FIELD=POLICY (use-only, write-only)")
             })?;
-            let policy = match policy {
-                "revealable" => RevealPolicy::Revealable,
-                "use-only" => RevealPolicy::UseOnly,
-                "write-only" => RevealPolicy::WriteOnly,
-                _ => {
-                    return Err(Failure::new(format!(
-                        "--reveal {}: the policy must be revealable, use-only or write-only",
-                        crate::term::escape(field)
-                    )))
-                }
-            };
+            let policy = RevealPolicy::parse(policy).ok_or_else(|| {
+                Failure::new(format!(
+                    "--reveal {}: the policy must be revealable, use-only or write-only",
+                    crate::term::escape(field)
+                ))
+            })?;
             Ok((field.to_owned(), policy))
         })
         .collect()

@@ -246,6 +246,13 @@ impl RevealPolicy {
             Self::WriteOnly => "write-only",
         }
     }
+
+    /// The policy named `name` as written in definitions ([`as_str`](Self::as_str)).
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Revealable, Self::UseOnly, Self::WriteOnly]
+            .into_iter()
+            .find(|p| p.as_str() == name)
+    }
 }
 
 fn is_false(b: &bool) -> bool {
