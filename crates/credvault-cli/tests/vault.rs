@@ -906,7 +906,7 @@ fn a_vault_initialised_with_a_sealed_audit_log_shows_and_verifies_it() {
         }
     }
     assert!(
-        !log.contains("sealed-login-wombat") && !log.contains("tester"),
+        !log.contains("sealed-login-wombat") && !log.contains("\"tester\""),
         "{log}"
     );
     let shown = v.ok(&["audit", "show"], "");
