@@ -71,6 +71,10 @@ mod keys;
 mod memory;
 mod model;
 pub mod net;
+#[cfg(feature = "postgres")]
+mod pgpass;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 pub mod storage;
@@ -110,6 +114,10 @@ pub use model::{
     CredentialInfo, CredentialUpdate, Integrity, KeyRotation, MasterRotation, NewCredential,
     Progress, Revealed, SealedCredential, TenantInfo, TestOutcome, TotpCode, DEFAULT_ENVIRONMENT,
 };
+#[cfg(feature = "postgres")]
+pub use pgpass::{lookup as pgpass_lookup, PgpassQuery, MAX_PGPASS_LEN};
+#[cfg(feature = "postgres")]
+pub use postgres::{redact_database_url, PostgresOptions, PostgresStorage};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteDurability, SqliteStorage, DEFAULT_LOCK_TIMEOUT};
 pub use storage::{ListFilter, OtpThrottle, Storage, StorageError};

@@ -352,10 +352,7 @@ fn set_head(tx: &rusqlite::Transaction<'_>, head: Option<AuditHead>) -> Result<(
     if crate::storage::later(cur, Some(h)) == cur {
         return Ok(());
     }
-    let value = match h.tag {
-        Some(t) => format!("{}:{}:{}", h.seq, hex::encode(h.hash), hex::encode(t)),
-        None => format!("{}:{}", h.seq, hex::encode(h.hash)),
-    };
+    let value = h.to_meta();
     tx.prepare_cached(
         "INSERT INTO vault_meta (key, value) VALUES ('audit_head', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -417,23 +414,9 @@ fn read_head(conn: &Connection) -> Result<Option<AuditHead>, StorageError> {
         .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
         .map_err(be)?;
     let Some(v) = v else { return Ok(None) };
-    let bad = || corrupt("vault_meta", "audit head");
-    let mut parts = v.split(':');
-    let seq = parts.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
-    let mut hash = [0u8; 32];
-    hex::decode_to_slice(parts.next().ok_or_else(bad)?, &mut hash).map_err(|_| bad())?;
-    let tag = match parts.next() {
-        None => None,
-        Some(t) => {
-            let mut tag = [0u8; 32];
-            hex::decode_to_slice(t, &mut tag).map_err(|_| bad())?;
-            Some(tag)
-        }
-    };
-    if parts.next().is_some() {
-        return Err(bad());
-    }
-    Ok(Some(AuditHead { seq, hash, tag }))
+    AuditHead::from_meta(&v)
+        .map(Some)
+        .ok_or_else(|| corrupt("vault_meta", "audit head"))
 }
 
 fn hook_in(tx: &rusqlite::Transaction<'_>, hook: Hook<'_>) -> Result<(), StorageError> {

@@ -112,7 +112,31 @@ pub enum StorageError {
         /// Why.
         reason: String,
     },
-    /// The backend failed (I/O, connection, constraint not covered above).
+    /// The transaction conflicted with a concurrent one (a serialization failure or a
+    /// deadlock the server broke) and was rolled back: nothing was written; retrying is safe.
+    #[error("the {resource} rolled the transaction back after a conflict with a concurrent one; nothing was written: retry")]
+    Conflict {
+        /// What conflicted (`database`).
+        resource: &'static str,
+    },
+    /// A statement ran past the backend's statement timeout and was cancelled; nothing was
+    /// written.
+    #[error("the {resource} cancelled a statement that ran past its statement timeout; nothing was written")]
+    Timeout {
+        /// What timed out (`database`).
+        resource: &'static str,
+    },
+    /// The backend could not be reached: the server is down or restarting, the connection was
+    /// lost, or every pooled connection stayed in use past the pool timeout. Nothing was
+    /// written by the failed call (a lost connection rolls its transaction back).
+    #[error("the {resource} is unavailable: {reason}")]
+    Unavailable {
+        /// What (`database`, `connection pool`).
+        resource: &'static str,
+        /// Why (no value of any row).
+        reason: String,
+    },
+    /// The backend failed (I/O, constraint not covered above).
     #[error("storage backend: {0}")]
     Backend(String),
 }
@@ -532,6 +556,36 @@ pub trait Storage: Send + Sync {
 /// ([`Storage::advance_hotp_counter`]): only from where it is, and only forwards.
 pub(crate) fn hotp_may_advance(current: u64, from: u64, to: u64) -> bool {
     current == from && to > from
+}
+
+impl AuditHead {
+    /// The head as backends store it: `SEQ:HASH` or `SEQ:HASH:TAG` (hex).
+    pub(crate) fn to_meta(self) -> String {
+        match self.tag {
+            Some(t) => format!("{}:{}:{}", self.seq, hex::encode(self.hash), hex::encode(t)),
+            None => format!("{}:{}", self.seq, hex::encode(self.hash)),
+        }
+    }
+
+    /// Parses [`to_meta`](Self::to_meta)'s form; `None` if it is not that.
+    pub(crate) fn from_meta(v: &str) -> Option<Self> {
+        let mut parts = v.split(':');
+        let seq = parts.next()?.parse().ok()?;
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(parts.next()?, &mut hash).ok()?;
+        let tag = match parts.next() {
+            None => None,
+            Some(t) => {
+                let mut tag = [0u8; 32];
+                hex::decode_to_slice(t, &mut tag).ok()?;
+                Some(tag)
+            }
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Self { seq, hash, tag })
+    }
 }
 
 /// Keeps the later of two heads.

@@ -1,0 +1,1613 @@
+//! The PostgreSQL backend: several vault processes, on one machine or many, sharing one
+//! database with the guarantees the SQLite backend gives one machine.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use credvault_store::{PostgresOptions, PostgresStorage, Storage};
+//!
+//! // The password comes from PGPASSWORD or the password file, never from the URL.
+//! let storage = PostgresStorage::open(
+//!     "postgres://vault@db.internal/credvault?sslmode=require",
+//!     &PostgresOptions::default(),
+//! )?;
+//! let storage: Arc<dyn Storage> = Arc::new(storage);
+//! # Ok::<(), credvault_store::StorageError>(())
+//! ```
+//!
+//! **How writes stay one at a time.** Transactions run at READ COMMITTED. Every transaction
+//! that changes more than one row, or reads before it writes, first locks the one row of
+//! `writer_lock` (`SELECT ... FOR UPDATE`): the equivalent of SQLite's `BEGIN IMMEDIATE`, and
+//! what keeps one audit chain without forks when every node records its events inside the
+//! transaction. Each statement after the lock sees everything committed before it was taken.
+//! The hot one-row writes (usage reservations, the replay guard, one-time-code throttling,
+//! HOTP counters) do not take it: each is one atomic statement, or a row lock on its own row.
+//! Constraints carry the remaining rules across processes: a partial unique index on active
+//! names, composite foreign keys from credentials to their tenant's data keys.
+//!
+//! **Waiting.** A lock held past the lock timeout is [`StorageError::Busy`]; a statement past
+//! the statement timeout is [`StorageError::Timeout`]; a serialization failure or a broken
+//! deadlock is [`StorageError::Conflict`] (nothing written; retry); a server that is down or
+//! restarting, a lost connection, or a pool whose connections all stay in use past the pool
+//! timeout is [`StorageError::Unavailable`]. A pooled connection that broke is replaced on the
+//! next checkout, so clients reconnect by themselves after a server restart.
+//!
+//! **Async embedders.** The client is synchronous (the `postgres` crate, which runs its own
+//! small runtime per connection). From async code call the store inside
+//! `tokio::task::spawn_blocking`, as with SQLite.
+//!
+//! **TLS.** `sslmode=disable` connects in the clear (loopback and Unix sockets only: any
+//! other host is refused); `prefer` (the default) and `require` connect through rustls (ring)
+//! and verify the server's certificate and name against
+//! [`PostgresOptions::ca_file`] or else the system's roots. A `prefer` that names a host
+//! other than loopback is treated as `require`: a vault never falls back to the clear over a
+//! network.
+//!
+//! **Passwords.** A password in the URL is refused ([`PostgresStorage::open`]): URLs end up in
+//! configs, shells' histories and process lists. The password comes from
+//! [`PostgresOptions::password`], else `PGPASSWORD`, else the password file (`PGPASSFILE` or
+//! `~/.pgpass`, which must not be readable by others).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use credvault_envelope::{KeyId, KEY_ID_LEN};
+use postgres::config::{Host, SslMode};
+use postgres::error::SqlState;
+use postgres::types::ToSql;
+use postgres::{GenericClient, Row, Statement};
+use zeroize::Zeroizing;
+
+use crate::ids::{CredentialId, TenantId};
+use crate::pgpass::{lookup, PgpassQuery, MAX_PGPASS_LEN};
+use crate::storage::{
+    AuditHead, CredentialRow, DataKeyRow, Hook, KeyState, ListFilter, OtpFailures, OtpThrottle,
+    RecordMacs, Reseal, Storage, StorageError, TenantRow, TestRecord,
+};
+
+/// The schema, one entry per version, numbered as the SQLite backend's (the same rules at each
+/// version). Never edit a landed migration: add one.
+const MIGRATIONS: &[&str] = &[
+    // 1: tenants, data keys, credentials, replay guard, metadata; the writer lock row.
+    // Text keys and names use the "C" collation, so that order (a rotation's cursor, a list)
+    // is byte order, as in SQLite, whatever the database's locale.
+    r#"CREATE TABLE tenants (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+     );
+     CREATE TABLE data_keys (
+        tenant TEXT COLLATE "C" NOT NULL REFERENCES tenants(id),
+        key_id BYTEA NOT NULL CHECK (length(key_id) = 16),
+        wrapped BYTEA NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('active', 'retiring')),
+        usage BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (tenant, key_id)
+     );
+     CREATE TABLE credentials (
+        tenant TEXT COLLATE "C" NOT NULL REFERENCES tenants(id),
+        id TEXT COLLATE "C" NOT NULL,
+        name TEXT COLLATE "C" NOT NULL,
+        type TEXT COLLATE "C" NOT NULL,
+        environment TEXT COLLATE "C" NOT NULL,
+        description TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        is_active BOOLEAN NOT NULL,
+        expires_at BIGINT,
+        created_by TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        version BIGINT NOT NULL,
+        last_used_at BIGINT,
+        last_tested BIGINT,
+        test_status TEXT,
+        test_message TEXT,
+        public TEXT NOT NULL,
+        secret_fields TEXT NOT NULL,
+        key_id BYTEA NOT NULL,
+        secret BYTEA NOT NULL,
+        PRIMARY KEY (tenant, id),
+        FOREIGN KEY (tenant, key_id) REFERENCES data_keys(tenant, key_id)
+     );
+     CREATE UNIQUE INDEX credentials_active_name
+        ON credentials(tenant, name, environment) WHERE is_active;
+     CREATE TABLE replay_guard (
+        key TEXT COLLATE "C" PRIMARY KEY,
+        step BIGINT NOT NULL,
+        retain_until BIGINT NOT NULL
+     );
+     CREATE TABLE vault_meta (
+        key TEXT COLLATE "C" PRIMARY KEY,
+        value TEXT NOT NULL
+     );
+     CREATE TABLE writer_lock (id INTEGER PRIMARY KEY CHECK (id = 1));
+     INSERT INTO writer_lock (id) VALUES (1);"#,
+    // 2: lookups by name see inactive rows too, which the partial unique index leaves out.
+    "CREATE INDEX credentials_name ON credentials(tenant, name, environment);",
+    // 3: record MACs. A database with no data key yet starts authenticated.
+    "ALTER TABLE credentials ADD COLUMN mac BYTEA NOT NULL DEFAULT '\\x';
+     ALTER TABLE data_keys ADD COLUMN mac BYTEA NOT NULL DEFAULT '\\x';
+     INSERT INTO vault_meta (key, value)
+        SELECT 'records_authenticated', '1' WHERE NOT EXISTS (SELECT 1 FROM data_keys);",
+    // 4: one-time-code throttling (RFC 4226 §7.3), shared by every node.
+    r#"CREATE TABLE otp_throttle (
+        key TEXT COLLATE "C" PRIMARY KEY,
+        window_start BIGINT NOT NULL,
+        failures BIGINT NOT NULL,
+        locked_until BIGINT NOT NULL
+     );"#,
+    // 5: audit heads carry a tag under the audit key. A database with no head yet starts so.
+    "INSERT INTO vault_meta (key, value)
+        SELECT 'heads_authenticated', '1'
+        WHERE NOT EXISTS (SELECT 1 FROM vault_meta WHERE key = 'audit_head');",
+    // 6: reveal policies set per credential.
+    "ALTER TABLE credentials ADD COLUMN reveal TEXT NOT NULL DEFAULT '{}';",
+    // 7: HOTP counters, advanced atomically by every node.
+    r#"CREATE TABLE hotp_counters (
+        key TEXT COLLATE "C" PRIMARY KEY,
+        next BIGINT NOT NULL CHECK (next >= 0)
+     );"#,
+];
+
+/// The advisory lock migrations run under (any constant; "credvault" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6372_6564_7661_756c;
+
+/// Settings of a [`PostgresStorage`].
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct PostgresOptions {
+    /// The most connections the pool opens (default 8).
+    pub pool_size: u32,
+    /// How long a call waits for a free pooled connection, or for a new one to connect,
+    /// before [`StorageError::Unavailable`] (default 5 s).
+    pub pool_timeout: Duration,
+    /// How long a statement waits for a row lock another process holds before
+    /// [`StorageError::Busy`] (default 5 s, as SQLite's lock timeout).
+    pub lock_timeout: Duration,
+    /// How long a statement may run before the server cancels it: [`StorageError::Timeout`]
+    /// (default 30 s).
+    pub statement_timeout: Duration,
+    /// The schema the vault's tables live in (default: the role's `search_path`, usually
+    /// `public`). Created if missing. Letters, digits and `_` only.
+    pub schema: Option<String>,
+    /// PEM file of the certificate authorities that may sign the server's certificate
+    /// (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// The password (default: `PGPASSWORD`, then the password file).
+    pub password: Option<Arc<Zeroizing<String>>>,
+    /// The `application_name` the server shows in `pg_stat_activity` (default `credvault`).
+    pub application_name: String,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("pool_size", &self.pool_size)
+            .field("pool_timeout", &self.pool_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("schema", &self.schema)
+            .field("ca_file", &self.ca_file)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("application_name", &self.application_name)
+            .finish()
+    }
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 8,
+            pool_timeout: Duration::from_secs(5),
+            lock_timeout: crate::sqlite::DEFAULT_LOCK_TIMEOUT,
+            statement_timeout: Duration::from_secs(30),
+            schema: None,
+            ca_file: None,
+            password: None,
+            application_name: "credvault".to_owned(),
+        }
+    }
+}
+
+impl PostgresOptions {
+    /// Sets the pool size (at least 1).
+    pub fn pool_size(mut self, n: u32) -> Self {
+        self.pool_size = n.max(1);
+        self
+    }
+
+    /// Sets the pool timeout.
+    pub fn pool_timeout(mut self, t: Duration) -> Self {
+        self.pool_timeout = t;
+        self
+    }
+
+    /// Sets the lock timeout.
+    pub fn lock_timeout(mut self, t: Duration) -> Self {
+        self.lock_timeout = t;
+        self
+    }
+
+    /// Sets the statement timeout.
+    pub fn statement_timeout(mut self, t: Duration) -> Self {
+        self.statement_timeout = t;
+        self
+    }
+
+    /// Puts the vault's tables in `schema`.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Verifies the server against the authorities in this PEM file.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Uses this password.
+    pub fn password(mut self, password: Zeroizing<String>) -> Self {
+        self.password = Some(Arc::new(password));
+        self
+    }
+}
+
+/// A pooled connection with the statements prepared on it.
+struct PgConn {
+    client: postgres::Client,
+    stmts: HashMap<&'static str, Statement>,
+}
+
+/// A client (or transaction) with its connection's statement cache.
+struct Db<'a, C: GenericClient> {
+    c: &'a mut C,
+    stmts: &'a mut HashMap<&'static str, Statement>,
+}
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+impl<C: GenericClient> Db<'_, C> {
+    fn st(&mut self, sql: &'static str) -> Result<Statement, StorageError> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.c.prepare(sql).map_err(pe)?;
+        self.stmts.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    fn query(&mut self, sql: &'static str, p: Params<'_>) -> Result<Vec<Row>, StorageError> {
+        let s = self.st(sql)?;
+        self.c.query(&s, p).map_err(pe)
+    }
+
+    fn query_opt(&mut self, sql: &'static str, p: Params<'_>) -> Result<Option<Row>, StorageError> {
+        let s = self.st(sql)?;
+        self.c.query_opt(&s, p).map_err(pe)
+    }
+
+    fn execute(&mut self, sql: &'static str, p: Params<'_>) -> Result<u64, StorageError> {
+        let s = self.st(sql)?;
+        self.c.execute(&s, p).map_err(pe)
+    }
+}
+
+/// How the pool makes connections.
+struct Manager {
+    config: postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    setup: String,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<PgConn, postgres::Error> {
+        let mut client = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone())?,
+            None => self.config.connect(postgres::NoTls)?,
+        };
+        client.batch_execute(&self.setup)?;
+        Ok(PgConn {
+            client,
+            stmts: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.client.is_closed()
+    }
+}
+
+/// The PostgreSQL backend. See the [module docs](self) for how several processes share one
+/// database, the timeouts, TLS and passwords.
+pub struct PostgresStorage {
+    pool: r2d2::Pool<Manager>,
+    pool_size: u32,
+    pool_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStorage")
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a client error to the store's typed errors, never carrying a row's value (the server's
+/// detail line, which may quote one, is left out).
+fn pe(e: postgres::Error) -> StorageError {
+    let resource = "database";
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        return if *code == SqlState::LOCK_NOT_AVAILABLE {
+            StorageError::Busy { resource }
+        } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+        {
+            StorageError::Conflict { resource }
+        } else if *code == SqlState::QUERY_CANCELED {
+            StorageError::Timeout { resource }
+        } else if [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+        ]
+        .contains(code)
+        {
+            StorageError::Unavailable {
+                resource,
+                reason: format!("{} (SQLSTATE {})", db.message(), code.code()),
+            }
+        } else {
+            StorageError::Backend(format!("{} (SQLSTATE {})", db.message(), code.code()))
+        };
+    }
+    if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
+        return StorageError::Unavailable {
+            resource,
+            reason: format!("the connection failed or was lost: {e}"),
+        };
+    }
+    StorageError::Backend(e.to_string())
+}
+
+fn constraint(e: &postgres::Error) -> Option<(&SqlState, &str)> {
+    let db = e.as_db_error()?;
+    Some((db.code(), db.constraint().unwrap_or("")))
+}
+
+/// A unique violation on the active-name index is [`StorageError::NameTaken`]; a foreign-key
+/// violation (a key the tenant does not have) is [`StorageError::UnknownKey`].
+fn map_row_error(e: postgres::Error, row: &CredentialRow) -> StorageError {
+    match constraint(&e) {
+        Some((c, "credentials_active_name")) if *c == SqlState::UNIQUE_VIOLATION => {
+            StorageError::NameTaken {
+                name: row.name.clone(),
+                environment: row.environment.clone(),
+            }
+        }
+        Some((c, _)) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
+            StorageError::UnknownKey { key_id: row.key_id }
+        }
+        _ => pe(e),
+    }
+}
+
+fn corrupt(table: &'static str, reason: impl Into<String>) -> StorageError {
+    StorageError::Corrupt {
+        table,
+        reason: reason.into(),
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn key_id(bytes: &[u8], table: &'static str) -> Result<KeyId, StorageError> {
+    let arr: [u8; KEY_ID_LEN] = bytes
+        .try_into()
+        .map_err(|_| corrupt(table, "key id is not 16 bytes"))?;
+    Ok(KeyId::from_bytes(arr))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+fn get<'r, T: postgres::types::FromSql<'r>>(
+    r: &'r Row,
+    i: usize,
+    table: &'static str,
+) -> Result<T, StorageError> {
+    r.try_get(i)
+        .map_err(|_| corrupt(table, format!("column {i} has an unexpected type")))
+}
+
+macro_rules! cred_cols {
+    () => {
+        "tenant, id, name, type, environment, description, tags, is_active, expires_at, \
+         created_by, created_at, updated_at, version, last_used_at, last_tested, test_status, \
+         test_message, public, secret_fields, key_id, secret, mac, reveal"
+    };
+}
+
+fn cred_from_row(r: &Row) -> Result<CredentialRow, StorageError> {
+    const T: &str = "credentials";
+    let s = |i: usize| get::<String>(r, i, T);
+    let tags: Vec<String> = serde_json::from_str(&s(6)?).map_err(|_| corrupt(T, "tags"))?;
+    let secret_fields: Vec<String> =
+        serde_json::from_str(&s(18)?).map_err(|_| corrupt(T, "secret_fields"))?;
+    Ok(CredentialRow {
+        tenant: TenantId::new(s(0)?).map_err(|_| corrupt(T, "tenant"))?,
+        id: CredentialId::parse(&s(1)?).map_err(|_| corrupt(T, "id"))?,
+        name: s(2)?,
+        type_name: s(3)?,
+        environment: s(4)?,
+        description: s(5)?,
+        tags,
+        is_active: get(r, 7, T)?,
+        expires_at: get(r, 8, T)?,
+        created_by: s(9)?,
+        created_at: get(r, 10, T)?,
+        updated_at: get(r, 11, T)?,
+        version: to_u64(get(r, 12, T)?),
+        last_used_at: get(r, 13, T)?,
+        last_tested: get(r, 14, T)?,
+        test_status: get(r, 15, T)?,
+        test_message: get(r, 16, T)?,
+        public: s(17)?,
+        secret_fields,
+        key_id: key_id(get::<&[u8]>(r, 19, T)?, T)?,
+        secret: get(r, 20, T)?,
+        mac: get(r, 21, T)?,
+        reveal: serde_json::from_str(&s(22)?).map_err(|_| corrupt(T, "reveal"))?,
+    })
+}
+
+fn key_from_row(r: &Row) -> Result<DataKeyRow, StorageError> {
+    const T: &str = "data_keys";
+    Ok(DataKeyRow {
+        tenant: TenantId::new(get::<String>(r, 0, T)?).map_err(|_| corrupt(T, "tenant"))?,
+        key_id: key_id(get::<&[u8]>(r, 1, T)?, T)?,
+        wrapped: get(r, 2, T)?,
+        state: KeyState::parse(get::<&str>(r, 3, T)?).ok_or_else(|| corrupt(T, "state"))?,
+        usage: to_u64(get(r, 4, T)?),
+        created_at: get(r, 5, T)?,
+        mac: get(r, 6, T)?,
+    })
+}
+
+/// Is `host` a loopback name or address (or a Unix socket)?
+fn is_local(host: &Host) -> bool {
+    match host {
+        Host::Unix(_) => true,
+        Host::Tcp(h) => {
+            h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+        }
+    }
+}
+
+fn valid_schema(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+fn config_error(reason: impl Into<String>) -> StorageError {
+    StorageError::Backend(format!("database URL: {}", reason.into()))
+}
+
+/// The password for `config`: given, else `PGPASSWORD`, else the password file.
+fn find_password(
+    config: &postgres::Config,
+    given: Option<&Zeroizing<String>>,
+) -> Result<Option<Zeroizing<String>>, StorageError> {
+    if let Some(p) = given {
+        return Ok(Some(p.clone()));
+    }
+    if let Ok(p) = std::env::var("PGPASSWORD") {
+        return Ok(Some(Zeroizing::new(p)));
+    }
+    let path = match std::env::var_os("PGPASSFILE") {
+        Some(p) => PathBuf::from(p),
+        None => match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".pgpass"),
+            None => return Ok(None),
+        },
+    };
+    let Ok(meta) = std::fs::metadata(&path) else {
+        return Ok(None);
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(config_error(format!(
+                "the password file {} is readable by others (chmod 600 it)",
+                path.display()
+            )));
+        }
+    }
+    if meta.len() > MAX_PGPASS_LEN as u64 {
+        return Err(config_error(format!(
+            "the password file {} is larger than {MAX_PGPASS_LEN} bytes",
+            path.display()
+        )));
+    }
+    let text = Zeroizing::new(
+        std::fs::read_to_string(&path)
+            .map_err(|e| config_error(format!("password file {}: {e}", path.display())))?,
+    );
+    let user = config.get_user().unwrap_or("");
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    Ok(lookup(
+        &text,
+        &PgpassQuery {
+            host: &host,
+            port: config.get_ports().first().copied().unwrap_or(5432),
+            database: config.get_dbname().unwrap_or(user),
+            user,
+        },
+    ))
+}
+
+/// `url` with any password taken out, for logs and configs. A URL that does not parse is
+/// replaced by a placeholder (it might carry a password where a parser would not look).
+pub fn redact_database_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Ok(u) if u.query_pairs().any(|(k, _)| k == "password") => {
+            let mut clean = u.clone();
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .filter(|(k, _)| k != "password")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            clean.query_pairs_mut().clear().extend_pairs(pairs);
+            clean.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparseable database URL>".to_owned(),
+    }
+}
+
+fn tls_config(ca_file: Option<&PathBuf>) -> Result<rustls::ClientConfig, StorageError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| config_error(format!("CA file {}: {e}", path.display())))?;
+            for c in certs {
+                let c = c.map_err(|e| config_error(format!("CA file {}: {e}", path.display())))?;
+                roots
+                    .add(c)
+                    .map_err(|e| config_error(format!("CA file {}: {e}", path.display())))?;
+            }
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err(config_error(
+            "no certificate authority to verify the server with (give a CA file)",
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| config_error(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+impl PostgresStorage {
+    /// Connects to the database `url` names (a `postgres://` URL or a `key=value` string) and
+    /// brings its schema up to date, under an advisory lock so that nodes starting at once
+    /// migrate it once.
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`] naming the problem if the URL does not parse, carries a
+    /// password, asks for the clear over a network, the password file is readable by others,
+    /// the CA file is unusable, or the schema is newer than this build;
+    /// [`StorageError::Unavailable`] if no connection could be made within the pool timeout.
+    pub fn open(url: &str, options: &PostgresOptions) -> Result<Self, StorageError> {
+        let mut config = postgres::Config::from_str(url)
+            .map_err(|_| config_error("not a PostgreSQL connection URL or key=value string"))?;
+        if config.get_password().is_some() {
+            return Err(config_error(
+                "carries a password; give it in PGPASSWORD or the password file instead",
+            ));
+        }
+        if config.get_hosts().is_empty() {
+            config.host("localhost");
+        }
+        let local = config.get_hosts().iter().all(is_local);
+        let tls = match config.get_ssl_mode() {
+            SslMode::Disable if !local => {
+                return Err(config_error(
+                    "sslmode=disable is refused for a host other than loopback",
+                ))
+            }
+            SslMode::Disable => None,
+            mode => {
+                if !local {
+                    config.ssl_mode(SslMode::Require);
+                }
+                match tls_config(options.ca_file.as_ref()) {
+                    Ok(c) => Some(tokio_postgres_rustls::MakeRustlsConnect::new(c)),
+                    // On loopback a `prefer` without any authority to verify with connects in
+                    // the clear, as it would to a server without TLS.
+                    Err(_) if local && mode == SslMode::Prefer && options.ca_file.is_none() => None,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        if let Some(p) = find_password(&config, options.password.as_deref())? {
+            config.password(p.as_bytes());
+        }
+        config.connect_timeout(options.pool_timeout);
+        config.application_name(&options.application_name);
+        let mut setup = format!(
+            "SET lock_timeout = {}; SET statement_timeout = {};
+             SET idle_in_transaction_session_timeout = {};
+             SET default_transaction_isolation = 'read committed';",
+            options.lock_timeout.as_millis().max(1),
+            options.statement_timeout.as_millis().max(1),
+            // A client that stopped mid-transaction (holding the writer lock) is cut off.
+            (options.statement_timeout.as_millis().max(1)).saturating_mul(2),
+        );
+        if let Some(schema) = &options.schema {
+            if !valid_schema(schema) {
+                return Err(config_error(
+                    "schema: letters, digits and '_' only, not starting with a digit, at most 63",
+                ));
+            }
+            setup.push_str(&format!(" SET search_path TO \"{schema}\";"));
+        }
+        let pool = r2d2::Pool::builder()
+            .max_size(options.pool_size.max(1))
+            .min_idle(Some(0))
+            .connection_timeout(options.pool_timeout)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(Manager { config, tls, setup });
+        let s = Self {
+            pool,
+            pool_size: options.pool_size.max(1),
+            pool_timeout: options.pool_timeout,
+        };
+        s.migrate(options.schema.as_deref())?;
+        Ok(s)
+    }
+
+    fn conn(&self) -> Result<r2d2::PooledConnection<Manager>, StorageError> {
+        self.pool.get().map_err(|e| {
+            let state = self.pool.state();
+            if state.connections >= self.pool_size && state.idle_connections == 0 {
+                StorageError::Unavailable {
+                    resource: "connection pool",
+                    reason: format!(
+                        "all {} connections stayed in use for {:?}",
+                        self.pool_size, self.pool_timeout
+                    ),
+                }
+            } else {
+                StorageError::Unavailable {
+                    resource: "database",
+                    reason: format!("no connection within {:?}: {e}", self.pool_timeout),
+                }
+            }
+        })
+    }
+
+    fn migrate(&self, schema: Option<&str>) -> Result<(), StorageError> {
+        let mut conn = self.conn()?;
+        let c = &mut conn.client;
+        c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .map_err(pe)?;
+        let out = Self::migrate_locked(c, schema);
+        let unlock = c
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .map_err(pe);
+        out.and(unlock.map(|_| ()))
+    }
+
+    fn migrate_locked(c: &mut postgres::Client, schema: Option<&str>) -> Result<(), StorageError> {
+        if let Some(schema) = schema {
+            c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .map_err(pe)?;
+        }
+        c.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version INTEGER PRIMARY KEY,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             )",
+        )
+        .map_err(pe)?;
+        let version = Self::version_on(c)?;
+        let known = MIGRATIONS.len() as u32;
+        if version > known {
+            return Err(StorageError::Backend(format!(
+                "database schema version {version} is newer than this build ({known})"
+            )));
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let mut tx = c.transaction().map_err(pe)?;
+            tx.batch_execute(m).map_err(pe)?;
+            let v = i32::try_from(i + 1).unwrap_or(i32::MAX);
+            tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[&v])
+                .map_err(pe)?;
+            tx.commit().map_err(pe)?;
+        }
+        Ok(())
+    }
+
+    fn version_on(c: &mut postgres::Client) -> Result<u32, StorageError> {
+        let v: Option<i32> = c
+            .query_one("SELECT max(version) FROM schema_migrations", &[])
+            .map_err(pe)?
+            .get(0);
+        Ok(v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0))
+    }
+
+    /// The schema version of the database.
+    ///
+    /// # Errors
+    /// [`StorageError`].
+    pub fn schema_version(&self) -> Result<u32, StorageError> {
+        Self::version_on(&mut self.conn()?.client)
+    }
+
+    /// Runs SQL on a pooled connection (tests simulate tampering at rest with it).
+    #[doc(hidden)]
+    pub fn execute_raw(&self, sql: &str) -> Result<(), StorageError> {
+        self.conn()?.client.batch_execute(sql).map_err(pe)
+    }
+
+    /// Runs `f` on a pooled connection outside any transaction.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&mut Db<'_, postgres::Client>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut conn = self.conn()?;
+        let PgConn { client, stmts } = &mut *conn;
+        f(&mut Db { c: client, stmts })
+    }
+
+    /// Runs `f` in one transaction, without the writer lock (one-row writes).
+    fn tx<T>(
+        &self,
+        f: impl FnOnce(&mut Db<'_, postgres::Transaction<'_>>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut conn = self.conn()?;
+        let PgConn { client, stmts } = &mut *conn;
+        let mut tx = client.transaction().map_err(pe)?;
+        let out = f(&mut Db { c: &mut tx, stmts })?;
+        tx.commit().map_err(pe)?;
+        Ok(out)
+    }
+
+    /// Runs `f` in one transaction holding the writer lock.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Db<'_, postgres::Transaction<'_>>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        self.tx(|db| {
+            db.query("SELECT id FROM writer_lock WHERE id = 1 FOR UPDATE", &[])?;
+            f(db)
+        })
+    }
+}
+
+type Tx<'a, 'b> = Db<'a, postgres::Transaction<'b>>;
+
+fn read_head<C: GenericClient>(db: &mut Db<'_, C>) -> Result<Option<AuditHead>, StorageError> {
+    let Some(r) = db.query_opt("SELECT value FROM vault_meta WHERE key = 'audit_head'", &[])?
+    else {
+        return Ok(None);
+    };
+    AuditHead::from_meta(get::<&str>(&r, 0, "vault_meta")?)
+        .map(Some)
+        .ok_or_else(|| corrupt("vault_meta", "audit head"))
+}
+
+fn set_head(db: &mut Tx<'_, '_>, head: Option<AuditHead>) -> Result<(), StorageError> {
+    let Some(h) = head else { return Ok(()) };
+    let cur = read_head(db)?;
+    if crate::storage::later(cur, Some(h)) == cur {
+        return Ok(());
+    }
+    db.execute(
+        "INSERT INTO vault_meta (key, value) VALUES ('audit_head', $1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&h.to_meta()],
+    )?;
+    Ok(())
+}
+
+fn hook_in(db: &mut Tx<'_, '_>, hook: Hook<'_>) -> Result<(), StorageError> {
+    let head = hook().map_err(StorageError::Hook)?;
+    set_head(db, head)
+}
+
+fn read_flag<C: GenericClient>(db: &mut Db<'_, C>, key: &str) -> Result<bool, StorageError> {
+    let r = db.query_opt("SELECT value FROM vault_meta WHERE key = $1", &[&key])?;
+    Ok(match r {
+        Some(r) => get::<&str>(&r, 0, "vault_meta")? == "1",
+        None => false,
+    })
+}
+
+fn set_flag(db: &mut Tx<'_, '_>, key: &str) -> Result<(), StorageError> {
+    db.execute(
+        "INSERT INTO vault_meta (key, value) VALUES ($1, '1')
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&key],
+    )?;
+    Ok(())
+}
+
+fn version_of(
+    db: &mut Tx<'_, '_>,
+    tenant: &TenantId,
+    id: &CredentialId,
+) -> Result<u64, StorageError> {
+    let r = db.query_opt(
+        "SELECT version FROM credentials WHERE tenant = $1 AND id = $2",
+        &[&tenant.as_str(), &id.as_str()],
+    )?;
+    match r {
+        Some(r) => Ok(to_u64(get(&r, 0, "credentials")?)),
+        None => Err(StorageError::NotFound { what: "credential" }),
+    }
+}
+
+fn check_version(found: u64, expected: u64) -> Result<(), StorageError> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(StorageError::VersionConflict { expected, found })
+    }
+}
+
+/// As the SQLite backend's: a row may name the tenant's active key, or keep the key its stored
+/// version names; it may never start naming a retiring key.
+fn check_key_use(db: &mut Tx<'_, '_>, row: &CredentialRow) -> Result<(), StorageError> {
+    let state = db.query_opt(
+        "SELECT state FROM data_keys WHERE tenant = $1 AND key_id = $2",
+        &[&row.tenant.as_str(), &row.key_id.as_bytes().as_slice()],
+    )?;
+    let unknown = Err(StorageError::UnknownKey { key_id: row.key_id });
+    let Some(state) = state else { return unknown };
+    if get::<&str>(&state, 0, "data_keys")? == "active" {
+        return Ok(());
+    }
+    let stored = db.query_opt(
+        "SELECT key_id FROM credentials WHERE tenant = $1 AND id = $2",
+        &[&row.tenant.as_str(), &row.id.as_str()],
+    )?;
+    match stored {
+        Some(s) if get::<&[u8]>(&s, 0, "credentials")? == row.key_id.as_bytes() => Ok(()),
+        _ => unknown,
+    }
+}
+
+const INSERT_CREDENTIAL: &str = concat!(
+    "INSERT INTO credentials (",
+    cred_cols!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+     $18, $19, $20, $21, $22, $23)"
+);
+
+const UPDATE_CREDENTIAL: &str = "UPDATE credentials SET name = $3, type = $4, \
+     environment = $5, description = $6, tags = $7, is_active = $8, expires_at = $9, \
+     created_by = $10, created_at = $11, updated_at = $12, version = $13, last_used_at = $14, \
+     last_tested = $15, test_status = $16, test_message = $17, public = $18, \
+     secret_fields = $19, key_id = $20, secret = $21, mac = $22, reveal = $23 \
+     WHERE tenant = $1 AND id = $2";
+
+/// Runs `sql` (an insert or update taking every column, in `cred_cols!` order) for `row`.
+fn write_row(
+    db: &mut Tx<'_, '_>,
+    sql: &'static str,
+    row: &CredentialRow,
+) -> Result<(), StorageError> {
+    let st = db.st(sql)?;
+    let tags = json(&row.tags);
+    let secret_fields = json(&row.secret_fields);
+    let reveal = json(&row.reveal);
+    let version = to_i64(row.version);
+    let key = row.key_id.as_bytes().as_slice();
+    db.c.execute(
+        &st,
+        &[
+            &row.tenant.as_str(),
+            &row.id.as_str(),
+            &row.name,
+            &row.type_name,
+            &row.environment,
+            &row.description,
+            &tags,
+            &row.is_active,
+            &row.expires_at,
+            &row.created_by,
+            &row.created_at,
+            &row.updated_at,
+            &version,
+            &row.last_used_at,
+            &row.last_tested,
+            &row.test_status,
+            &row.test_message,
+            &row.public,
+            &secret_fields,
+            &key,
+            &row.secret,
+            &row.mac,
+            &reveal,
+        ],
+    )
+    .map(|_| ())
+    .map_err(|e| map_row_error(e, row))
+}
+
+fn read_otp<C: GenericClient>(
+    db: &mut Db<'_, C>,
+    sql: &'static str,
+    key: &str,
+) -> Result<Option<OtpFailures>, StorageError> {
+    const T: &str = "otp_throttle";
+    let Some(r) = db.query_opt(sql, &[&key])? else {
+        return Ok(None);
+    };
+    Ok(Some(OtpFailures {
+        window_start: to_u64(get(&r, 0, T)?),
+        failures: u32::try_from(get::<i64>(&r, 1, T)?).unwrap_or(u32::MAX),
+        locked_until: to_u64(get(&r, 2, T)?),
+    }))
+}
+
+fn read_hotp<C: GenericClient>(
+    db: &mut Db<'_, C>,
+    sql: &'static str,
+    key: &str,
+) -> Result<Option<u64>, StorageError> {
+    match db.query_opt(sql, &[&key])? {
+        None => Ok(None),
+        Some(r) => u64::try_from(get::<i64>(&r, 0, "hotp_counters")?)
+            .map(Some)
+            .map_err(|_| corrupt("hotp_counters", "negative counter")),
+    }
+}
+
+impl Storage for PostgresStorage {
+    fn create_tenant(
+        &self,
+        tenant: &TenantRow,
+        key: &DataKeyRow,
+        hook: Hook<'_>,
+    ) -> Result<(), StorageError> {
+        self.write(|db| {
+            let n = db.execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&tenant.id.as_str(), &tenant.name, &tenant.created_at],
+            )?;
+            if n == 0 {
+                return Err(StorageError::TenantExists {
+                    tenant: tenant.id.to_string(),
+                });
+            }
+            db.execute(
+                "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at, mac)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &key.tenant.as_str(),
+                    &key.key_id.as_bytes().as_slice(),
+                    &key.wrapped,
+                    &key.state.as_str(),
+                    &to_i64(key.usage),
+                    &key.created_at,
+                    &key.mac,
+                ],
+            )?;
+            hook_in(db, hook)
+        })
+    }
+
+    fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StorageError> {
+        self.read(|db| {
+            let r = db.query_opt(
+                "SELECT name, created_at FROM tenants WHERE id = $1",
+                &[&id.as_str()],
+            )?;
+            r.map(|r| {
+                Ok(TenantRow {
+                    id: id.clone(),
+                    name: get(&r, 0, "tenants")?,
+                    created_at: get(&r, 1, "tenants")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn tenants(&self) -> Result<Vec<TenantRow>, StorageError> {
+        self.read(|db| {
+            db.query("SELECT id, name, created_at FROM tenants ORDER BY id", &[])?
+                .iter()
+                .map(|r| {
+                    Ok(TenantRow {
+                        id: TenantId::new(get::<String>(r, 0, "tenants")?)
+                            .map_err(|_| corrupt("tenants", "id"))?,
+                        name: get(r, 1, "tenants")?,
+                        created_at: get(r, 2, "tenants")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn data_keys(&self, tenant: &TenantId) -> Result<Vec<DataKeyRow>, StorageError> {
+        self.read(|db| {
+            db.query(
+                "SELECT tenant, key_id, wrapped, state, usage, created_at, mac FROM data_keys
+                 WHERE tenant = $1 ORDER BY state = 'retiring', created_at",
+                &[&tenant.as_str()],
+            )?
+            .iter()
+            .map(key_from_row)
+            .collect()
+        })
+    }
+
+    fn reserve_usage(
+        &self,
+        tenant: &TenantId,
+        key_id: &KeyId,
+        count: u64,
+    ) -> Result<u64, StorageError> {
+        self.read(|db| {
+            db.query_opt(
+                "UPDATE data_keys SET usage = usage + $3 WHERE tenant = $1 AND key_id = $2
+                 RETURNING usage",
+                &[
+                    &tenant.as_str(),
+                    &key_id.as_bytes().as_slice(),
+                    &to_i64(count),
+                ],
+            )?
+            .map(|r| get::<i64>(&r, 0, "data_keys").map(to_u64))
+            .transpose()?
+            .ok_or(StorageError::NotFound { what: "data key" })
+        })
+    }
+
+    fn replace_wrapped(
+        &self,
+        tenant: &TenantId,
+        key_id: &KeyId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StorageError> {
+        self.read(|db| {
+            let n = db.execute(
+                "UPDATE data_keys SET wrapped = $4
+                 WHERE tenant = $1 AND key_id = $2 AND wrapped = $3",
+                &[&tenant.as_str(), &key_id.as_bytes().as_slice(), &old, &new],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn start_key_rotation(&self, new_key: &DataKeyRow, hook: Hook<'_>) -> Result<(), StorageError> {
+        self.write(|db| {
+            let t = new_key.tenant.as_str();
+            let n = db.execute(
+                "UPDATE data_keys SET state = 'retiring' WHERE tenant = $1",
+                &[&t],
+            )?;
+            if n == 0 {
+                return Err(StorageError::NotFound { what: "tenant" });
+            }
+            db.execute(
+                "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at, mac)
+                 VALUES ($1, $2, $3, 'active', $4, $5, $6)",
+                &[
+                    &t,
+                    &new_key.key_id.as_bytes().as_slice(),
+                    &new_key.wrapped,
+                    &to_i64(new_key.usage),
+                    &new_key.created_at,
+                    &new_key.mac,
+                ],
+            )?;
+            hook_in(db, hook)
+        })
+    }
+
+    fn retire_unreferenced_keys(
+        &self,
+        tenant: &TenantId,
+        hook: Hook<'_>,
+    ) -> Result<Vec<KeyId>, StorageError> {
+        self.write(|db| {
+            let ids = db
+                .query(
+                    "SELECT key_id FROM data_keys k WHERE tenant = $1 AND state = 'retiring'
+                     AND NOT EXISTS (SELECT 1 FROM credentials c
+                                     WHERE c.tenant = k.tenant AND c.key_id = k.key_id)
+                     ORDER BY key_id",
+                    &[&tenant.as_str()],
+                )?
+                .iter()
+                .map(|r| key_id(get::<&[u8]>(r, 0, "data_keys")?, "data_keys"))
+                .collect::<Result<Vec<_>, _>>()?;
+            if ids.is_empty() {
+                return Ok(ids);
+            }
+            hook_in(db, hook)?;
+            for id in &ids {
+                db.execute(
+                    "DELETE FROM data_keys WHERE tenant = $1 AND key_id = $2",
+                    &[&tenant.as_str(), &id.as_bytes().as_slice()],
+                )?;
+            }
+            Ok(ids)
+        })
+    }
+
+    fn insert_credential(&self, row: &CredentialRow, hook: Hook<'_>) -> Result<(), StorageError> {
+        self.write(|db| {
+            check_key_use(db, row)?;
+            write_row(db, INSERT_CREDENTIAL, row)?;
+            hook_in(db, hook)
+        })
+    }
+
+    fn credential(
+        &self,
+        tenant: &TenantId,
+        id: &CredentialId,
+    ) -> Result<Option<CredentialRow>, StorageError> {
+        self.read(|db| {
+            db.query_opt(
+                concat!(
+                    "SELECT ",
+                    cred_cols!(),
+                    " FROM credentials WHERE tenant = $1 AND id = $2"
+                ),
+                &[&tenant.as_str(), &id.as_str()],
+            )?
+            .as_ref()
+            .map(cred_from_row)
+            .transpose()
+        })
+    }
+
+    fn credential_by_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        environment: &str,
+    ) -> Result<Option<CredentialRow>, StorageError> {
+        self.read(|db| {
+            db.query_opt(
+                concat!(
+                    "SELECT ",
+                    cred_cols!(),
+                    " FROM credentials WHERE tenant = $1 AND name = $2 AND environment = $3
+                     ORDER BY is_active DESC, updated_at DESC LIMIT 1"
+                ),
+                &[&tenant.as_str(), &name, &environment],
+            )?
+            .as_ref()
+            .map(cred_from_row)
+            .transpose()
+        })
+    }
+
+    fn credentials(
+        &self,
+        tenant: &TenantId,
+        filter: &ListFilter,
+    ) -> Result<Vec<CredentialRow>, StorageError> {
+        let rows = self.read(|db| {
+            db.query(
+                concat!(
+                    "SELECT ",
+                    cred_cols!(),
+                    " FROM credentials
+                     WHERE tenant = $1
+                       AND ($2::text IS NULL OR type = $2)
+                       AND ($3::text IS NULL OR environment = $3)
+                       AND ($4::boolean IS NULL OR is_active = $4)
+                       AND ($5::bigint IS NULL OR (expires_at IS NOT NULL AND expires_at < $5))
+                     ORDER BY name, environment, id"
+                ),
+                &[
+                    &tenant.as_str(),
+                    &filter.type_name,
+                    &filter.environment,
+                    &filter.active,
+                    &filter.expiring_before,
+                ],
+            )
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let row = cred_from_row(r)?;
+            if filter.tags.iter().all(|t| row.tags.contains(t)) {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    fn update_credential(
+        &self,
+        row: &CredentialRow,
+        expected_version: u64,
+        hook: Hook<'_>,
+    ) -> Result<(), StorageError> {
+        self.write(|db| {
+            check_version(version_of(db, &row.tenant, &row.id)?, expected_version)?;
+            check_key_use(db, row)?;
+            write_row(db, UPDATE_CREDENTIAL, row)?;
+            hook_in(db, hook)
+        })
+    }
+
+    fn delete_credential(
+        &self,
+        tenant: &TenantId,
+        id: &CredentialId,
+        expected_version: u64,
+        hook: Hook<'_>,
+    ) -> Result<(), StorageError> {
+        self.write(|db| {
+            check_version(version_of(db, tenant, id)?, expected_version)?;
+            hook_in(db, hook)?;
+            // Overwrite the sealed data first: the old tuple version keeps the ciphertext until
+            // VACUUM, the new one does not (see the threat model on dead tuples).
+            db.execute(
+                "UPDATE credentials SET secret = '\\x', public = '{}'
+                 WHERE tenant = $1 AND id = $2",
+                &[&tenant.as_str(), &id.as_str()],
+            )?;
+            db.execute(
+                "DELETE FROM credentials WHERE tenant = $1 AND id = $2",
+                &[&tenant.as_str(), &id.as_str()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn credentials_not_under(
+        &self,
+        tenant: &TenantId,
+        key: &KeyId,
+        after: Option<&CredentialId>,
+        limit: usize,
+    ) -> Result<Vec<CredentialRow>, StorageError> {
+        self.read(|db| {
+            db.query(
+                concat!(
+                    "SELECT ",
+                    cred_cols!(),
+                    " FROM credentials WHERE tenant = $1 AND key_id <> $2 AND id > $3
+                     ORDER BY id LIMIT $4"
+                ),
+                &[
+                    &tenant.as_str(),
+                    &key.as_bytes().as_slice(),
+                    &after.map_or("", |a| a.as_str()),
+                    &to_i64(limit as u64),
+                ],
+            )?
+            .iter()
+            .map(cred_from_row)
+            .collect()
+        })
+    }
+
+    fn count_under(
+        &self,
+        tenant: &TenantId,
+        key: &KeyId,
+        under: bool,
+    ) -> Result<u64, StorageError> {
+        self.read(|db| {
+            let sql = if under {
+                "SELECT count(*) FROM credentials WHERE tenant = $1 AND key_id = $2"
+            } else {
+                "SELECT count(*) FROM credentials WHERE tenant = $1 AND key_id <> $2"
+            };
+            let r = db.query_opt(sql, &[&tenant.as_str(), &key.as_bytes().as_slice()])?;
+            Ok(match r {
+                Some(r) => to_u64(get(&r, 0, "credentials")?),
+                None => 0,
+            })
+        })
+    }
+
+    fn reseal(&self, tenant: &TenantId, batch: &[Reseal]) -> Result<usize, StorageError> {
+        self.write(|db| {
+            let st = db.st("UPDATE credentials SET key_id = $5, secret = $6, mac = $7
+                 WHERE tenant = $1 AND id = $2 AND version = $3 AND key_id = $4")?;
+            let mut n = 0;
+            for r in batch {
+                n +=
+                    db.c.execute(
+                        &st,
+                        &[
+                            &tenant.as_str(),
+                            &r.id.as_str(),
+                            &to_i64(r.version),
+                            &r.old_key.as_bytes().as_slice(),
+                            &r.new_key.as_bytes().as_slice(),
+                            &r.secret,
+                            &r.mac,
+                        ],
+                    )
+                    .map_err(|e| match constraint(&e) {
+                        Some((c, _)) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
+                            StorageError::UnknownKey { key_id: r.new_key }
+                        }
+                        _ => pe(e),
+                    })?;
+            }
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+
+    fn record_use(
+        &self,
+        tenant: &TenantId,
+        uses: &[(CredentialId, i64)],
+        head: Option<AuditHead>,
+    ) -> Result<(), StorageError> {
+        // Rows locked in one order by every node, so two flushes never deadlock.
+        let mut uses: Vec<&(CredentialId, i64)> = uses.iter().collect();
+        uses.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        self.write(|db| {
+            for (id, at) in uses {
+                db.execute(
+                    "UPDATE credentials SET last_used_at = greatest(coalesce(last_used_at, 0), $3)
+                     WHERE tenant = $1 AND id = $2",
+                    &[&tenant.as_str(), &id.as_str(), at],
+                )?;
+            }
+            set_head(db, head)
+        })
+    }
+
+    fn record_test(
+        &self,
+        tenant: &TenantId,
+        id: &CredentialId,
+        result: &TestRecord,
+        hook: Hook<'_>,
+    ) -> Result<(), StorageError> {
+        self.write(|db| {
+            version_of(db, tenant, id)?;
+            hook_in(db, hook)?;
+            db.execute(
+                "UPDATE credentials SET last_tested = $3, test_status = $4, test_message = $5
+                 WHERE tenant = $1 AND id = $2",
+                &[
+                    &tenant.as_str(),
+                    &id.as_str(),
+                    &result.at,
+                    &result.status,
+                    &result.message,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn check_and_mark_step(
+        &self,
+        key: &str,
+        step: u64,
+        retain_until: u64,
+        now: u64,
+    ) -> Result<bool, StorageError> {
+        // One statement: the conflicting row is locked and its condition re-checked on its
+        // latest version, so of several nodes submitting one code exactly one is accepted.
+        self.read(|db| {
+            let r = db.query_opt(
+                "INSERT INTO replay_guard AS g (key, step, retain_until) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET step = excluded.step,
+                   retain_until = excluded.retain_until
+                 WHERE g.retain_until <= $4 OR g.step < excluded.step
+                 RETURNING 1",
+                &[&key, &to_i64(step), &to_i64(retain_until), &to_i64(now)],
+            )?;
+            Ok(r.is_some())
+        })
+    }
+
+    fn otp_locked_until(&self, key: &str, now: u64) -> Result<Option<u64>, StorageError> {
+        self.read(|db| {
+            Ok(read_otp(
+                db,
+                "SELECT window_start, failures, locked_until FROM otp_throttle WHERE key = $1",
+                key,
+            )?
+            .and_then(|f| f.locked_at(now)))
+        })
+    }
+
+    fn otp_failed(
+        &self,
+        key: &str,
+        now: u64,
+        throttle: &OtpThrottle,
+    ) -> Result<Option<u64>, StorageError> {
+        self.tx(|db| {
+            // The row exists (a zero state reads as no state), then is locked for this count.
+            db.execute(
+                "INSERT INTO otp_throttle (key, window_start, failures, locked_until)
+                 VALUES ($1, 0, 0, 0) ON CONFLICT (key) DO NOTHING",
+                &[&key],
+            )?;
+            let next = read_otp(
+                db,
+                "SELECT window_start, failures, locked_until FROM otp_throttle WHERE key = $1
+                 FOR UPDATE",
+                key,
+            )?
+            .unwrap_or_default()
+            .after_failure(now, throttle);
+            db.execute(
+                "UPDATE otp_throttle SET window_start = $2, failures = $3, locked_until = $4
+                 WHERE key = $1",
+                &[
+                    &key,
+                    &to_i64(next.window_start),
+                    &i64::from(next.failures),
+                    &to_i64(next.locked_until),
+                ],
+            )?;
+            Ok(next.locked_at(now))
+        })
+    }
+
+    fn otp_succeeded(&self, key: &str) -> Result<(), StorageError> {
+        self.read(|db| {
+            db.execute("DELETE FROM otp_throttle WHERE key = $1", &[&key])?;
+            Ok(())
+        })
+    }
+
+    fn hotp_counter(&self, key: &str, initial: u64) -> Result<u64, StorageError> {
+        self.read(|db| {
+            Ok(
+                read_hotp(db, "SELECT next FROM hotp_counters WHERE key = $1", key)?
+                    .unwrap_or(initial),
+            )
+        })
+    }
+
+    fn advance_hotp_counter(
+        &self,
+        key: &str,
+        initial: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<bool, StorageError> {
+        let to_db = i64::try_from(to)
+            .map_err(|_| StorageError::Backend("HOTP counter past i64::MAX".into()))?;
+        self.tx(|db| {
+            const LOCKED: &str = "SELECT next FROM hotp_counters WHERE key = $1 FOR UPDATE";
+            let current = match read_hotp(db, LOCKED, key)? {
+                Some(c) => c,
+                None => {
+                    if !crate::storage::hotp_may_advance(initial, from, to) {
+                        return Ok(false);
+                    }
+                    let n = db.execute(
+                        "INSERT INTO hotp_counters (key, next) VALUES ($1, $2)
+                         ON CONFLICT (key) DO NOTHING",
+                        &[&key, &to_db],
+                    )?;
+                    if n == 1 {
+                        return Ok(true);
+                    }
+                    // Another node stored one meanwhile: judge against it.
+                    read_hotp(db, LOCKED, key)?.unwrap_or(initial)
+                }
+            };
+            if !crate::storage::hotp_may_advance(current, from, to) {
+                return Ok(false);
+            }
+            db.execute(
+                "UPDATE hotp_counters SET next = $2 WHERE key = $1",
+                &[&key, &to_db],
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn reset_hotp_counter(&self, key: &str) -> Result<(), StorageError> {
+        self.read(|db| {
+            db.execute("DELETE FROM hotp_counters WHERE key = $1", &[&key])?;
+            Ok(())
+        })
+    }
+
+    fn audit_head(&self) -> Result<Option<AuditHead>, StorageError> {
+        self.read(read_head)
+    }
+
+    fn records_authenticated(&self) -> Result<bool, StorageError> {
+        self.read(|db| read_flag(db, "records_authenticated"))
+    }
+
+    fn heads_authenticated(&self) -> Result<bool, StorageError> {
+        self.read(|db| read_flag(db, "heads_authenticated"))
+    }
+
+    fn authenticate_head(&self, hook: Hook<'_>) -> Result<(), StorageError> {
+        self.write(|db| {
+            set_flag(db, "heads_authenticated")?;
+            hook_in(db, hook)
+        })
+    }
+
+    fn authenticate_records(
+        &self,
+        macs: &RecordMacs,
+        hook: Hook<'_>,
+    ) -> Result<usize, StorageError> {
+        self.write(|db| {
+            let mut n = 0u64;
+            for (t, id, version, mac) in &macs.credentials {
+                n += db.execute(
+                    "UPDATE credentials SET mac = $4
+                     WHERE tenant = $1 AND id = $2 AND version = $3 AND mac = '\\x'",
+                    &[&t.as_str(), &id.as_str(), &to_i64(*version), mac],
+                )?;
+            }
+            for (t, k, mac) in &macs.keys {
+                n += db.execute(
+                    "UPDATE data_keys SET mac = $3
+                     WHERE tenant = $1 AND key_id = $2 AND mac = '\\x'",
+                    &[&t.as_str(), &k.as_bytes().as_slice(), mac],
+                )?;
+            }
+            set_flag(db, "records_authenticated")?;
+            hook_in(db, hook)?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+}
