@@ -44,6 +44,7 @@
 //!   [`write_csv`].
 #![forbid(unsafe_code)]
 
+mod chain;
 mod event;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -55,6 +56,7 @@ mod seal;
 mod sink;
 mod verify;
 
+pub use chain::{Appended, ChainRecord, ChainTip, ChainWriter};
 pub use event::{
     Action, AuditEvent, DenyReason, Details, EventId, FieldChange, Outcome, Resource, TestStatus,
     Timestamp, TimestampError,

@@ -256,6 +256,111 @@ struct Queued {
     item: Item,
 }
 
+/// An event's body as written: its JSON, with the configured fields replaced by keyed hashes.
+pub(crate) fn event_body(
+    hashed_fields: &[HashedField],
+    hasher: &IdentifierHasher,
+    event: &AuditEvent,
+) -> Result<Vec<u8>, LogError> {
+    let written = if hashed_fields.is_empty() {
+        serde_json::to_vec(event)
+    } else {
+        let mut e = event.clone();
+        for f in hashed_fields {
+            let slot = match f {
+                HashedField::Actor => {
+                    e.actor = hasher.hash(&e.actor);
+                    continue;
+                }
+                HashedField::SourceIp => &mut e.source_ip,
+                HashedField::ClientHost => &mut e.client_host,
+                HashedField::RequestId => &mut e.request_id,
+            };
+            if let Some(v) = slot.as_mut() {
+                *v = hasher.hash(v);
+            }
+        }
+        serde_json::to_vec(&e)
+    };
+    written.map_err(|e| LogError::Serialize(e.to_string()))
+}
+
+/// Appends the record of an event body at `seq` after `prev` to `buf`: an `event` record, or
+/// a `sealed` one when there is a sealer. Returns its hash.
+pub(crate) fn event_line(
+    buf: &mut Vec<u8>,
+    sealer: Option<&Arc<dyn RecordSealer>>,
+    log_id: &str,
+    seq: u64,
+    prev: &Hash,
+    body: &[u8],
+) -> Result<Hash, String> {
+    match sealer {
+        None => {
+            let start = record::begin_line(buf, seq, prev, RecordType::Event);
+            buf.extend_from_slice(body);
+            Ok(record::finish_line(buf, start))
+        }
+        Some(sealer) => {
+            let sealed = sealer.seal(log_id, seq, body).map_err(|e| e.to_string())?;
+            let body = SealedBody {
+                sealed: base64::engine::general_purpose::STANDARD.encode(sealed),
+            };
+            record::write_line(buf, seq, prev, RecordType::Sealed, &body).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Appends a checkpoint record at `seq` covering the record before it (`seq - 1`, hash
+/// `prev`) to `buf`; returns its hash and the anchor naming it.
+pub(crate) fn checkpoint_line(
+    buf: &mut Vec<u8>,
+    key: &AuditKey,
+    log_id: &str,
+    seq: u64,
+    prev: &Hash,
+) -> Result<(Hash, Anchor), String> {
+    let covers = seq - 1;
+    let head = record::hex_string(prev);
+    let time = Timestamp::now();
+    let mac = key.sign(&record::checkpoint_mac_parts(
+        log_id,
+        &covers.to_string(),
+        &head,
+        &time.as_unix_millis().to_string(),
+    ));
+    let body = record::CheckpointBody {
+        log: log_id.to_owned(),
+        covers,
+        head,
+        time,
+        mac: hex::encode(mac),
+    };
+    let hash = record::write_line(buf, seq, prev, RecordType::Checkpoint, &body)
+        .map_err(|e| e.to_string())?;
+    Ok((hash, Anchor::new(key, log_id, seq, &hash, time)))
+}
+
+/// Appends the genesis record of a new log `log_id` to `buf`; returns its hash.
+pub(crate) fn genesis_line(buf: &mut Vec<u8>, log_id: &str) -> Result<Hash, LogError> {
+    let genesis = record::GenesisBody {
+        log: log_id.to_owned(),
+        format: record::FORMAT.to_owned(),
+        time: Timestamp::now(),
+    };
+    record::write_line(buf, 0, &record::ZERO_HASH, RecordType::Genesis, &genesis)
+        .map_err(|e| LogError::Serialize(e.to_string()))
+}
+
+/// A new random log id (16 bytes, hex).
+pub(crate) fn new_log_id() -> Result<String, LogError> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| LogError::Failed {
+        reason: format!("no randomness for a log id: {e}"),
+    })?;
+    Ok(hex::encode(id))
+}
+
 /// Why a batch was not written.
 #[derive(Clone)]
 enum Failure {
@@ -548,26 +653,12 @@ impl AuditLog {
     }
 
     fn create(dir: &Path, sync: bool) -> Result<(Disk, String, OpenReport), LogError> {
-        let mut id = [0u8; 16];
-        getrandom::fill(&mut id).map_err(|e| LogError::Io {
+        let log_id = new_log_id().map_err(|e| LogError::Io {
             path: dir.to_owned(),
             source: io::Error::other(e.to_string()),
         })?;
-        let log_id = hex::encode(id);
         let mut line = Vec::new();
-        let genesis = record::GenesisBody {
-            log: log_id.clone(),
-            format: record::FORMAT.to_owned(),
-            time: Timestamp::now(),
-        };
-        let head = record::write_line(
-            &mut line,
-            0,
-            &record::ZERO_HASH,
-            RecordType::Genesis,
-            &genesis,
-        )
-        .map_err(|e| LogError::Serialize(e.to_string()))?;
+        let head = genesis_line(&mut line, &log_id)?;
         let file = write_new_segment(dir, 1, &line, sync)?;
         let disk = Disk {
             file,
@@ -926,31 +1017,7 @@ impl Inner {
     }
 
     fn body(&self, event: &AuditEvent) -> Result<Vec<u8>, LogError> {
-        let written = if self.config.hashed_fields.is_empty() {
-            serde_json::to_vec(event)
-        } else {
-            serde_json::to_vec(&self.hash_fields(event))
-        };
-        written.map_err(|e| LogError::Serialize(e.to_string()))
-    }
-
-    fn hash_fields(&self, event: &AuditEvent) -> AuditEvent {
-        let mut e = event.clone();
-        for f in &self.config.hashed_fields {
-            let slot = match f {
-                HashedField::Actor => {
-                    e.actor = self.hasher.hash(&e.actor);
-                    continue;
-                }
-                HashedField::SourceIp => &mut e.source_ip,
-                HashedField::ClientHost => &mut e.client_host,
-                HashedField::RequestId => &mut e.request_id,
-            };
-            if let Some(v) = slot.as_mut() {
-                *v = self.hasher.hash(v);
-            }
-        }
-        e
+        event_body(&self.config.hashed_fields, &self.hasher, event)
     }
 
     fn abandon(&self, ticket: u64) {
@@ -1071,34 +1138,14 @@ impl Inner {
                     if disk.len + buf.len() as u64 >= self.config.max_segment_bytes {
                         anchor = Some(self.rotate(disk, buf, sync)?);
                     }
-                    let hash = match &self.config.sealer {
-                        None => {
-                            let start = record::begin_line(
-                                buf,
-                                disk.next_seq,
-                                &disk.head,
-                                RecordType::Event,
-                            );
-                            buf.extend_from_slice(body);
-                            record::finish_line(buf, start)
-                        }
-                        Some(sealer) => {
-                            let sealed = sealer
-                                .seal(&self.log_id, disk.next_seq, body)
-                                .map_err(|e| e.to_string())?;
-                            let body = SealedBody {
-                                sealed: base64::engine::general_purpose::STANDARD.encode(sealed),
-                            };
-                            record::write_line(
-                                buf,
-                                disk.next_seq,
-                                &disk.head,
-                                RecordType::Sealed,
-                                &body,
-                            )
-                            .map_err(|e| e.to_string())?
-                        }
-                    };
+                    let hash = event_line(
+                        buf,
+                        self.config.sealer.as_ref(),
+                        &self.log_id,
+                        disk.next_seq,
+                        &disk.head,
+                        body,
+                    )?;
                     receipts.push(Receipt {
                         seq: disk.next_seq,
                         hash,
@@ -1151,29 +1198,12 @@ impl Inner {
     }
 
     fn checkpoint_line(&self, disk: &mut Disk, buf: &mut Vec<u8>) -> Result<Anchor, String> {
-        let covers = disk.next_seq - 1;
-        let head = record::hex_string(&disk.head);
-        let time = Timestamp::now();
-        let mac = self.key.sign(&record::checkpoint_mac_parts(
-            &self.log_id,
-            &covers.to_string(),
-            &head,
-            &time.as_unix_millis().to_string(),
-        ));
-        let body = record::CheckpointBody {
-            log: self.log_id.clone(),
-            covers,
-            head,
-            time,
-            mac: hex::encode(mac),
-        };
         let seq = disk.next_seq;
-        let hash = record::write_line(buf, seq, &disk.head, RecordType::Checkpoint, &body)
-            .map_err(|e| e.to_string())?;
+        let (hash, anchor) = checkpoint_line(buf, &self.key, &self.log_id, seq, &disk.head)?;
         disk.next_seq += 1;
         disk.head = hash;
         disk.since_checkpoint = 0;
-        Ok(Anchor::new(&self.key, &self.log_id, seq, &hash, time))
+        Ok(anchor)
     }
 
     /// Ends the current segment with a checkpoint, writes and syncs it, and starts the next
