@@ -86,7 +86,7 @@ impl State {
     }
 
     fn run_hook(&mut self, hook: Hook<'_>) -> Result<(), StorageError> {
-        let head = hook().map_err(StorageError::Hook)?;
+        let head = hook(&mut crate::storage::NoChain).map_err(StorageError::Hook)?;
         self.head = later(self.head, head);
         Ok(())
     }

@@ -53,6 +53,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use credvault_audit::{AuditEvent, AuditKey, ChainRecord, ChainTip, ChainWriter, LogConfig};
 use credvault_envelope::{KeyId, KEY_ID_LEN};
 use postgres::config::{Host, SslMode};
 use postgres::error::SqlState;
@@ -63,8 +64,9 @@ use zeroize::Zeroizing;
 use crate::ids::{CredentialId, TenantId};
 use crate::pgpass::{lookup, PgpassQuery, MAX_PGPASS_LEN};
 use crate::storage::{
-    AuditHead, CredentialRow, DataKeyRow, Hook, KeyState, ListFilter, OtpFailures, OtpThrottle,
-    RecordMacs, Reseal, Storage, StorageError, TenantRow, TestRecord,
+    AuditChain, AuditHead, CredentialRow, DataKeyRow, Hook, HookError, KeyState, ListFilter,
+    NoChain, OtpFailures, OtpThrottle, RecordMacs, Reseal, Storage, StorageError, TenantRow,
+    TestRecord,
 };
 
 /// The schema, one entry per version, numbered as the SQLite backend's (the same rules at each
@@ -150,6 +152,22 @@ const MIGRATIONS: &[&str] = &[
         key TEXT COLLATE "C" PRIMARY KEY,
         next BIGINT NOT NULL CHECK (next >= 0)
      );"#,
+    // 8 (PostgreSQL only so far): the audit chain, written in the transaction of the change
+    // each record describes. Append-only: a trigger refuses UPDATE, DELETE and TRUNCATE (the
+    // vault's role should also lack those privileges; see docs/postgres.md).
+    r#"CREATE TABLE audit_log (
+        seq BIGINT PRIMARY KEY CHECK (seq >= 0),
+        kind TEXT NOT NULL,
+        line BYTEA NOT NULL
+     );
+     CREATE FUNCTION credvault_audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $f$
+     BEGIN
+        RAISE EXCEPTION 'audit_log is append-only' USING ERRCODE = 'insufficient_privilege';
+     END $f$;
+     CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+        FOR EACH ROW EXECUTE FUNCTION credvault_audit_log_append_only();
+     CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION credvault_audit_log_append_only();"#,
 ];
 
 /// The advisory lock migrations run under (any constant; "credvault" in ASCII).
@@ -334,6 +352,7 @@ pub struct PostgresStorage {
     pool: r2d2::Pool<Manager>,
     pool_size: u32,
     pool_timeout: Duration,
+    chain: Option<ChainWriter>,
 }
 
 impl std::fmt::Debug for PostgresStorage {
@@ -703,6 +722,7 @@ impl PostgresStorage {
             pool,
             pool_size: options.pool_size.max(1),
             pool_timeout: options.pool_timeout,
+            chain: None,
         };
         s.migrate(options.schema.as_deref())?;
         Ok(s)
@@ -786,6 +806,107 @@ impl PostgresStorage {
         Self::version_on(&mut self.conn()?.client)
     }
 
+    /// Keeps the vault's audit chain in this database (`audit_log`), under `key`, checkpointed,
+    /// sealed and with keyed fields as `config` says: every event is then written in the
+    /// transaction of the change it describes ([`AuditTarget::Storage`]), and every node
+    /// sharing the database appends to one chain. The first call on a database starts the
+    /// chain (a genesis record and a checkpoint); later calls, from any node, continue it.
+    ///
+    /// [`AuditTarget::Storage`]: crate::AuditTarget::Storage
+    ///
+    /// # Errors
+    /// [`StorageError`].
+    pub fn with_audit_chain(
+        mut self,
+        key: AuditKey,
+        config: &LogConfig,
+    ) -> Result<Self, StorageError> {
+        let candidate = ChainWriter::new_log_id()
+            .map_err(|e| StorageError::Backend(format!("audit chain: {e}")))?;
+        let id = self.write(|db| {
+            db.execute(
+                "INSERT INTO vault_meta (key, value) VALUES ('audit_log_id', $1)
+                 ON CONFLICT (key) DO NOTHING",
+                &[&candidate],
+            )?;
+            let r = db.query_opt(
+                "SELECT value FROM vault_meta WHERE key = 'audit_log_id'",
+                &[],
+            )?;
+            match r {
+                Some(r) => get::<String>(&r, 0, "vault_meta"),
+                None => Err(corrupt("vault_meta", "audit log id")),
+            }
+        })?;
+        let writer = ChainWriter::new(key, &id, config);
+        self.write(|db| {
+            if read_tip(db)?.is_some() {
+                return Ok(());
+            }
+            let g = writer
+                .genesis()
+                .map_err(|e| StorageError::Backend(format!("audit chain: {e}")))?;
+            store_records(db, &g.records, &g.tip)
+        })?;
+        self.chain = Some(writer);
+        Ok(self)
+    }
+
+    /// The audit chain's log id, if the database keeps one.
+    ///
+    /// # Errors
+    /// [`StorageError`].
+    pub fn audit_log_id(&self) -> Result<Option<String>, StorageError> {
+        self.read(|db| {
+            db.query_opt(
+                "SELECT value FROM vault_meta WHERE key = 'audit_log_id'",
+                &[],
+            )?
+            .map(|r| get::<String>(&r, 0, "vault_meta"))
+            .transpose()
+        })
+    }
+
+    /// Writes the audit chain's records, in order, to `out`: the file log's format (one
+    /// segment), which `credvault audit verify` and
+    /// [`verify_segments`](credvault_audit::verify_segments) check. Read in pages, in one
+    /// repeatable-read snapshot. Returns how many records were written.
+    ///
+    /// # Errors
+    /// [`StorageError`]; an I/O error on `out` as [`StorageError::Backend`].
+    pub fn export_audit(&self, out: &mut dyn std::io::Write) -> Result<u64, StorageError> {
+        const PAGE: i64 = 1_000;
+        let mut conn = self.conn()?;
+        let mut tx = conn
+            .client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(pe)?;
+        let mut after: i64 = -1;
+        let mut n = 0u64;
+        loop {
+            let rows = tx
+                .query(
+                    "SELECT seq, line FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&after, &PAGE],
+                )
+                .map_err(pe)?;
+            for r in &rows {
+                after = get(r, 0, "audit_log")?;
+                out.write_all(get::<&[u8]>(r, 1, "audit_log")?)
+                    .map_err(|e| StorageError::Backend(format!("audit export: {e}")))?;
+                n += 1;
+            }
+            if rows.len() < PAGE as usize {
+                break;
+            }
+        }
+        tx.commit().map_err(pe)?;
+        Ok(n)
+    }
+
     /// Runs SQL on a pooled connection (tests simulate tampering at rest with it).
     #[doc(hidden)]
     pub fn execute_raw(&self, sql: &str) -> Result<(), StorageError> {
@@ -853,8 +974,86 @@ fn set_head(db: &mut Tx<'_, '_>, head: Option<AuditHead>) -> Result<(), StorageE
     Ok(())
 }
 
-fn hook_in(db: &mut Tx<'_, '_>, hook: Hook<'_>) -> Result<(), StorageError> {
-    let head = hook().map_err(StorageError::Hook)?;
+/// The audit chain kept in `audit_log`, appended to inside a write transaction (the writer
+/// lock is held, so the tip read is the chain's latest and no other node appends meanwhile).
+struct PgChain<'x, 'a, 'b> {
+    db: &'x mut Tx<'a, 'b>,
+    writer: Option<&'x ChainWriter>,
+}
+
+impl AuditChain for PgChain<'_, '_, '_> {
+    fn append(&mut self, events: &[AuditEvent]) -> Result<AuditHead, HookError> {
+        let Some(w) = self.writer else {
+            return NoChain.append(events);
+        };
+        append_records(self.db, w, events).map_err(|e| HookError::Refused(e.to_string()))
+    }
+}
+
+fn read_tip(db: &mut Tx<'_, '_>) -> Result<Option<ChainTip>, StorageError> {
+    let Some(r) = db.query_opt("SELECT value FROM vault_meta WHERE key = 'audit_tip'", &[])? else {
+        return Ok(None);
+    };
+    ChainTip::parse(get::<&str>(&r, 0, "vault_meta")?)
+        .map(Some)
+        .ok_or_else(|| corrupt("vault_meta", "audit tip"))
+}
+
+fn store_records(
+    db: &mut Tx<'_, '_>,
+    records: &[ChainRecord],
+    tip: &ChainTip,
+) -> Result<(), StorageError> {
+    for r in records {
+        db.execute(
+            "INSERT INTO audit_log (seq, kind, line) VALUES ($1, $2, $3)",
+            &[&to_i64(r.seq), &r.kind.as_str(), &r.line],
+        )?;
+    }
+    db.execute(
+        "INSERT INTO vault_meta (key, value) VALUES ('audit_tip', $1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&tip.to_text()],
+    )?;
+    Ok(())
+}
+
+fn append_records(
+    db: &mut Tx<'_, '_>,
+    w: &ChainWriter,
+    events: &[AuditEvent],
+) -> Result<AuditHead, StorageError> {
+    let tip = read_tip(db)?.ok_or_else(|| {
+        corrupt(
+            "vault_meta",
+            "the audit chain has no tip (its genesis was never written, or the row was deleted)",
+        )
+    })?;
+    let a = w
+        .append(&tip, events)
+        .map_err(|e| StorageError::Backend(format!("audit chain: {e}")))?;
+    store_records(db, &a.records, &a.tip)?;
+    let (seq, hash) = match a.last_event {
+        Some(r) => (r.seq, r.hash),
+        None => (tip.next_seq.saturating_sub(1), tip.head),
+    };
+    Ok(AuditHead {
+        seq,
+        hash,
+        tag: Some(w.head_tag(seq, &hash)),
+    })
+}
+
+fn hook_in(
+    db: &mut Tx<'_, '_>,
+    writer: Option<&ChainWriter>,
+    hook: Hook<'_>,
+) -> Result<(), StorageError> {
+    let head = hook(&mut PgChain {
+        db: &mut *db,
+        writer,
+    })
+    .map_err(StorageError::Hook)?;
     set_head(db, head)
 }
 
@@ -1038,7 +1237,7 @@ impl Storage for PostgresStorage {
                     &key.mac,
                 ],
             )?;
-            hook_in(db, hook)
+            hook_in(db, self.chain.as_ref(), hook)
         })
     }
 
@@ -1149,7 +1348,7 @@ impl Storage for PostgresStorage {
                     &new_key.mac,
                 ],
             )?;
-            hook_in(db, hook)
+            hook_in(db, self.chain.as_ref(), hook)
         })
     }
 
@@ -1173,7 +1372,7 @@ impl Storage for PostgresStorage {
             if ids.is_empty() {
                 return Ok(ids);
             }
-            hook_in(db, hook)?;
+            hook_in(db, self.chain.as_ref(), hook)?;
             for id in &ids {
                 db.execute(
                     "DELETE FROM data_keys WHERE tenant = $1 AND key_id = $2",
@@ -1188,7 +1387,7 @@ impl Storage for PostgresStorage {
         self.write(|db| {
             check_key_use(db, row)?;
             write_row(db, INSERT_CREDENTIAL, row)?;
-            hook_in(db, hook)
+            hook_in(db, self.chain.as_ref(), hook)
         })
     }
 
@@ -1281,7 +1480,7 @@ impl Storage for PostgresStorage {
             check_version(version_of(db, &row.tenant, &row.id)?, expected_version)?;
             check_key_use(db, row)?;
             write_row(db, UPDATE_CREDENTIAL, row)?;
-            hook_in(db, hook)
+            hook_in(db, self.chain.as_ref(), hook)
         })
     }
 
@@ -1294,7 +1493,7 @@ impl Storage for PostgresStorage {
     ) -> Result<(), StorageError> {
         self.write(|db| {
             check_version(version_of(db, tenant, id)?, expected_version)?;
-            hook_in(db, hook)?;
+            hook_in(db, self.chain.as_ref(), hook)?;
             // Overwrite the sealed data first: the old tuple version keeps the ciphertext until
             // VACUUM, the new one does not (see the threat model on dead tuples).
             db.execute(
@@ -1418,7 +1617,7 @@ impl Storage for PostgresStorage {
     ) -> Result<(), StorageError> {
         self.write(|db| {
             version_of(db, tenant, id)?;
-            hook_in(db, hook)?;
+            hook_in(db, self.chain.as_ref(), hook)?;
             db.execute(
                 "UPDATE credentials SET last_tested = $3, test_status = $4, test_message = $5
                  WHERE tenant = $1 AND id = $2",
@@ -1580,7 +1779,22 @@ impl Storage for PostgresStorage {
     fn authenticate_head(&self, hook: Hook<'_>) -> Result<(), StorageError> {
         self.write(|db| {
             set_flag(db, "heads_authenticated")?;
-            hook_in(db, hook)
+            hook_in(db, self.chain.as_ref(), hook)
+        })
+    }
+
+    fn keeps_audit_chain(&self) -> bool {
+        self.chain.is_some()
+    }
+
+    fn append_audit(&self, events: &[AuditEvent]) -> Result<Option<AuditHead>, StorageError> {
+        let Some(w) = &self.chain else {
+            return NoChain.append(events).map(Some).map_err(StorageError::Hook);
+        };
+        self.write(|db| {
+            let head = append_records(db, w, events)?;
+            set_head(db, Some(head))?;
+            Ok(Some(head))
         })
     }
 
@@ -1606,7 +1820,7 @@ impl Storage for PostgresStorage {
                 )?;
             }
             set_flag(db, "records_authenticated")?;
-            hook_in(db, hook)?;
+            hook_in(db, self.chain.as_ref(), hook)?;
             Ok(usize::try_from(n).unwrap_or(usize::MAX))
         })
     }

@@ -420,7 +420,7 @@ fn read_head(conn: &Connection) -> Result<Option<AuditHead>, StorageError> {
 }
 
 fn hook_in(tx: &rusqlite::Transaction<'_>, hook: Hook<'_>) -> Result<(), StorageError> {
-    let head = hook().map_err(StorageError::Hook)?;
+    let head = hook(&mut crate::storage::NoChain).map_err(StorageError::Hook)?;
     set_head(tx, head)
 }
 

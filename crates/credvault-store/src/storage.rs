@@ -53,8 +53,34 @@ pub enum HookError {
     Busy,
 }
 
-/// The commit hook: called inside the transaction just before commit.
-pub type Hook<'a> = &'a mut dyn FnMut() -> Result<Option<AuditHead>, HookError>;
+/// The audit chain a backend keeps in its own write transactions
+/// ([`Storage::keeps_audit_chain`]), handed to the commit hook: events appended to it are
+/// committed, or rolled back, with the change they describe.
+pub trait AuditChain {
+    /// Appends `events`, in order, in the current transaction; returns the head after the
+    /// last (tagged under the audit key).
+    ///
+    /// # Errors
+    /// [`HookError`]: the backend keeps no chain, or could not write it (then the whole call
+    /// fails and nothing is written).
+    fn append(&mut self, events: &[credvault_audit::AuditEvent]) -> Result<AuditHead, HookError>;
+}
+
+/// The chain handed to hooks by a backend that keeps none: every append is refused.
+#[derive(Debug)]
+pub struct NoChain;
+
+impl AuditChain for NoChain {
+    fn append(&mut self, _: &[credvault_audit::AuditEvent]) -> Result<AuditHead, HookError> {
+        Err(HookError::Refused(
+            "this storage keeps no audit chain: give the store an audit log or sink".into(),
+        ))
+    }
+}
+
+/// The commit hook: called inside the transaction just before commit, with the backend's
+/// audit chain ([`NoChain`] if it keeps none).
+pub type Hook<'a> = &'a mut dyn FnMut(&mut dyn AuditChain) -> Result<Option<AuditHead>, HookError>;
 
 /// A storage failure.
 #[non_exhaustive]
@@ -550,6 +576,24 @@ pub trait Storage: Send + Sync {
         macs: &RecordMacs,
         hook: Hook<'_>,
     ) -> Result<usize, StorageError>;
+
+    /// Whether this backend keeps the audit chain in its own transactions (then hooks get a
+    /// working [`AuditChain`] and [`append_audit`](Self::append_audit) works).
+    fn keeps_audit_chain(&self) -> bool {
+        false
+    }
+
+    /// Appends events to the backend's audit chain in a transaction of their own (an event
+    /// that describes no change: a reveal, a denial), storing the head reached with them.
+    ///
+    /// # Errors
+    /// [`StorageError::Hook`] if the backend keeps no chain; [`StorageError`].
+    fn append_audit(
+        &self,
+        events: &[credvault_audit::AuditEvent],
+    ) -> Result<Option<AuditHead>, StorageError> {
+        NoChain.append(events).map(Some).map_err(StorageError::Hook)
+    }
 }
 
 /// Whether a HOTP counter at `current` may move from `from` to `to`

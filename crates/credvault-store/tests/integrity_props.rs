@@ -172,7 +172,7 @@ fn overwrite(storage: &MemoryStorage, row: &CredentialRow) {
         .unwrap()
         .version;
     storage
-        .update_credential(row, stored, &mut || Ok(None))
+        .update_credential(row, stored, &mut |_| Ok(None))
         .unwrap();
 }
 

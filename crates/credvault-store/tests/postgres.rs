@@ -44,11 +44,11 @@ fn migrations_run_once_when_nodes_start_together() {
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(versions, vec![7; 6]);
+    assert_eq!(versions, vec![8; 6]);
     // One row per migration: none ran twice.
     let s = PostgresStorage::open(server.url(), &opts).unwrap();
     s.execute_raw(
-        "DO $$ BEGIN IF (SELECT count(*) FROM schema_migrations) <> 7 THEN
+        "DO $$ BEGIN IF (SELECT count(*) FROM schema_migrations) <> 8 THEN
            RAISE EXCEPTION 'migrations ran more than once'; END IF; END $$",
     )
     .unwrap();
@@ -112,10 +112,10 @@ fn a_held_lock_a_slow_statement_and_an_exhausted_pool_are_typed() {
         "SET LOCAL search_path TO \"{schema}\"; SELECT id FROM writer_lock FOR UPDATE;"
     ))
     .unwrap();
-    let busy = s.authenticate_head(&mut || Ok(None)).unwrap_err();
+    let busy = s.authenticate_head(&mut |_| Ok(None)).unwrap_err();
     assert!(matches!(busy, StorageError::Busy { .. }), "{busy:?}");
     tx.rollback().unwrap();
-    s.authenticate_head(&mut || Ok(None)).unwrap();
+    s.authenticate_head(&mut |_| Ok(None)).unwrap();
     // A statement past the statement timeout is cancelled by the server.
     let slow = s.execute_raw("SELECT pg_sleep(5)").unwrap_err();
     assert!(matches!(slow, StorageError::Timeout { .. }), "{slow:?}");
@@ -125,7 +125,7 @@ fn a_held_lock_a_slow_statement_and_an_exhausted_pool_are_typed() {
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let s2 = Arc::clone(&s);
     let holder = std::thread::spawn(move || {
-        s2.authenticate_head(&mut || {
+        s2.authenticate_head(&mut |_| {
             held_tx.send(()).unwrap();
             go_rx.recv().unwrap();
             Ok(None)
@@ -143,4 +143,156 @@ fn a_held_lock_a_slow_statement_and_an_exhausted_pool_are_typed() {
         other => panic!("{other:?}"),
     }
     assert!(s.tenants().unwrap().is_empty());
+}
+
+mod chain {
+    use super::*;
+    use credvault_store::audit::{verify_segments, Action, VerifyOptions};
+    use credvault_store::{
+        AuditKey, AuditTarget, LocalKeyring, LogConfig, NewCredential, Store, StoreError, TenantId,
+    };
+    use serde_json::json;
+
+    const KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
+    fn key() -> AuditKey {
+        AuditKey::from_text(KEY).unwrap()
+    }
+
+    fn node(server: &pg::Server, schema: &str, master: &LocalKeyring) -> Store {
+        let storage = PostgresStorage::open(
+            server.url(),
+            &PostgresOptions::default().schema(schema.to_owned()),
+        )
+        .unwrap()
+        .with_audit_chain(key(), &LogConfig::default().checkpoint_every(4))
+        .unwrap();
+        Store::new(
+            Arc::new(storage),
+            Arc::new(LocalKeyring::from_secret_text(&master.export_secret_text()).unwrap()),
+            AuditTarget::Storage,
+        )
+    }
+
+    fn export(server: &pg::Server, schema: &str) -> Vec<u8> {
+        let s = PostgresStorage::open(
+            server.url(),
+            &PostgresOptions::default().schema(schema.to_owned()),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        s.export_audit(&mut out).unwrap();
+        out
+    }
+
+    /// The events of an exported chain, by action name, after checking it whole.
+    fn actions(bytes: &[u8]) -> Vec<String> {
+        let k = key();
+        let report = verify_segments(
+            &[bytes],
+            VerifyOptions {
+                key: Some(&k),
+                anchor: None,
+            },
+        );
+        assert!(report.is_intact(), "{report:?}");
+        let events = credvault_store::audit::read_events(&[bytes], &Default::default());
+        assert_eq!(events.unreadable, 0);
+        events
+            .events
+            .into_iter()
+            .map(|e| e.event.action.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn one_record_per_committed_operation_none_for_a_refused_one_from_two_nodes() {
+        let Some(server) = pg::server() else { return };
+        let schema = server.new_schema();
+        let master = LocalKeyring::generate().unwrap();
+        let (n1, n2) = (
+            node(&server, &schema, &master),
+            node(&server, &schema, &master),
+        );
+        let t = TenantId::new("acme").unwrap();
+        n1.create_tenant(&t, "Acme", "admin").unwrap();
+        let s1 = n1.tenant(&t, "alice").unwrap();
+        let s2 = n2.tenant(&t, "bob").unwrap();
+        let c = s1
+            .create(NewCredential::new(
+                "http_bearer_token",
+                "api",
+                json!({"token": "tok-1"}),
+            ))
+            .unwrap();
+        // The same name again is refused: rolled back, so not recorded.
+        let taken = s2
+            .create(NewCredential::new(
+                "http_bearer_token",
+                "api",
+                json!({"token": "tok-2"}),
+            ))
+            .unwrap_err();
+        assert!(matches!(taken, StoreError::NameTaken { .. }), "{taken:?}");
+        assert_eq!(s2.reveal(&c.id, &["token"], None).unwrap().len(), 1);
+        s1.delete(&c.id, None).unwrap();
+        n1.flush().unwrap();
+        n2.flush().unwrap();
+        let chain = export(&server, &schema);
+        // Each node unwraps the data key once (`key_used`, recorded by itself); node 2's
+        // refused create is not there, its reveal is.
+        let used = Action::Other("key_used".into()).to_string();
+        assert_eq!(
+            actions(&chain),
+            [
+                Action::Other("tenant_created".into()).to_string(),
+                used.clone(),
+                Action::Created.to_string(),
+                used,
+                Action::Accessed.to_string(),
+                Action::Deleted.to_string(),
+            ]
+        );
+        // No secret in the chain.
+        assert!(!String::from_utf8_lossy(&chain).contains("tok-1"));
+
+        // The table is append-only, even for its owner...
+        let mut admin = server.admin();
+        for sql in [
+            "UPDATE audit_log SET line = line WHERE seq = 3",
+            "DELETE FROM audit_log WHERE seq = 3",
+            "TRUNCATE audit_log",
+        ] {
+            let err = admin
+                .batch_execute(&format!("SET search_path TO \"{schema}\"; {sql}"))
+                .unwrap_err();
+            let msg = err.as_db_error().map(|d| d.message().to_owned());
+            assert_eq!(msg.as_deref(), Some("audit_log is append-only"), "{sql}");
+        }
+        // ...and an owner who drops the guard and edits a record is found by verification.
+        admin
+            .batch_execute(&format!(
+                "SET search_path TO \"{schema}\";
+                 ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only;"
+            ))
+            .unwrap();
+        let edited = admin
+            .execute(
+                "UPDATE audit_log SET line = convert_to(replace(convert_from(line, 'UTF8'),
+                   '\"bob\"', '\"eve\"'), 'UTF8')
+                 WHERE convert_from(line, 'UTF8') LIKE '%\"bob\"%'",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(edited, 1);
+        let k = key();
+        let report = verify_segments(
+            &[&export(&server, &schema)],
+            VerifyOptions {
+                key: Some(&k),
+                anchor: None,
+            },
+        );
+        assert!(!report.is_intact(), "{report:?}");
+    }
 }

@@ -329,7 +329,7 @@ fn tenants_are_isolated_on_every_path() {
         b_row.secret = a_row.secret.clone();
         b_row.version += 1;
         f.storage
-            .update_credential(&b_row, b_row.version - 1, &mut || Ok(None))
+            .update_credential(&b_row, b_row.version - 1, &mut |_| Ok(None))
             .unwrap();
         assert!(
             matches!(
@@ -368,10 +368,10 @@ fn swapped_and_flipped_rows_fail_alone() {
         n0.version += 1;
         n1.version += 1;
         f.storage
-            .update_credential(&n0, 1, &mut || Ok(None))
+            .update_credential(&n0, 1, &mut |_| Ok(None))
             .unwrap();
         f.storage
-            .update_credential(&n1, 1, &mut || Ok(None))
+            .update_credential(&n1, 1, &mut |_| Ok(None))
             .unwrap();
         for id in &ids[..2] {
             let e = s.reveal(id, &["password"], None).unwrap_err();
@@ -390,7 +390,7 @@ fn swapped_and_flipped_rows_fail_alone() {
             let v = n2.version;
             n2.version += 1;
             f.storage
-                .update_credential(&n2, v, &mut || Ok(None))
+                .update_credential(&n2, v, &mut |_| Ok(None))
                 .unwrap();
             assert!(
                 matches!(

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use credvault_envelope::KeyId;
 use credvault_store::schema::RevealPolicy;
 use credvault_store::storage::{
-    AuditHead, CredentialRow, DataKeyRow, HookError, KeyState, Reseal, TenantRow, TestRecord,
+    AuditChain, AuditHead, CredentialRow, DataKeyRow, HookError, KeyState, Reseal, TenantRow,
+    TestRecord,
 };
 use credvault_store::{CredentialId, ListFilter, OtpThrottle, Storage, StorageError, TenantId};
 
@@ -102,15 +103,18 @@ impl Hooks {
         }
     }
 
-    fn pass(&self, seq: u64) -> impl FnMut() -> Result<Option<AuditHead>, HookError> + '_ {
-        move || {
+    fn pass(
+        &self,
+        seq: u64,
+    ) -> impl FnMut(&mut dyn AuditChain) -> Result<Option<AuditHead>, HookError> + '_ {
+        move |_| {
             self.calls.fetch_add(1, Ordering::SeqCst);
             Ok(Some(head(seq)))
         }
     }
 
-    fn fail(&self) -> impl FnMut() -> Result<Option<AuditHead>, HookError> + '_ {
-        || {
+    fn fail(&self) -> impl FnMut(&mut dyn AuditChain) -> Result<Option<AuditHead>, HookError> + '_ {
+        |_| {
             self.calls.fetch_add(1, Ordering::SeqCst);
             Err(HookError::Refused("sink down".into()))
         }
@@ -991,7 +995,7 @@ fn race(s: Arc<dyn Storage>) -> Result<(), Violation> {
                 let mut r = r1.clone();
                 r.version = 2;
                 r.secret = vec![i; 4];
-                let mut hook = || Ok(None);
+                let mut hook = |_: &mut dyn AuditChain| Ok(None);
                 if s.update_credential(&r, 1, &mut hook).is_ok() {
                     wins.fetch_add(1, Ordering::SeqCst);
                 }

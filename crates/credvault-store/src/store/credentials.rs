@@ -219,7 +219,7 @@ impl Scope<'_> {
             match self
                 .store
                 .storage
-                .insert_credential(&row, &mut || self.store.audit.record(&event))
+                .insert_credential(&row, &mut |c| self.store.audit.record_in(c, &event))
             {
                 Ok(()) => return Ok(CredentialInfo::from_row(&row)),
                 // The key was retired by a rotation between sealing and storing: seal again.
@@ -320,7 +320,7 @@ impl Scope<'_> {
         let event = self.event(Action::Created).with_resource(resource(&row));
         self.store
             .storage
-            .insert_credential(&row, &mut || self.store.audit.record(&event))?;
+            .insert_credential(&row, &mut |c| self.store.audit.record_in(c, &event))?;
         // After storing: the client's envelope cannot be sealed again under a new key, and a
         // new row may not name a retiring one.
         if rotation_due {
@@ -702,8 +702,9 @@ impl Scope<'_> {
             match self
                 .store
                 .storage
-                .update_credential(&new, row.version, &mut || self.store.audit.record(&event))
-            {
+                .update_credential(&new, row.version, &mut |c| {
+                    self.store.audit.record_in(c, &event)
+                }) {
                 Ok(()) => {
                     if otp_changed {
                         self.store
@@ -742,8 +743,9 @@ impl Scope<'_> {
             match self
                 .store
                 .storage
-                .delete_credential(&self.tenant, id, v, &mut || self.store.audit.record(&event))
-            {
+                .delete_credential(&self.tenant, id, v, &mut |c| {
+                    self.store.audit.record_in(c, &event)
+                }) {
                 Ok(()) => {
                     // Ids are never reused: the counter row is only tidied away, and a failure
                     // to do so does not undo the delete.

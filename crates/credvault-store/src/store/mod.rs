@@ -30,7 +30,7 @@ use sealing::data_key_context;
 use crate::error::StoreError;
 use crate::ids::{CredentialId, TenantId};
 use crate::keys::{CacheConfig, KeyCache};
-use crate::storage::{AuditHead, CredentialRow, HookError, OtpThrottle, Storage};
+use crate::storage::{AuditChain, AuditHead, CredentialRow, HookError, OtpThrottle, Storage};
 
 use crate::tester::TesterRegistry;
 
@@ -87,11 +87,25 @@ pub enum AuditTarget {
     Log(AuditLog),
     /// Any sink (memory, tracing, fan-out...). No head is kept.
     Sink(Arc<dyn AuditSink>),
+    /// The storage backend's own chain ([`Storage::keeps_audit_chain`]): each event is
+    /// written in the transaction of the change it describes (events that describe no change
+    /// in one of their own), so nothing is recorded that did not commit. Several processes on
+    /// one database share one chain.
+    Storage,
 }
 
 impl AuditTarget {
-    fn record(&self, event: &AuditEvent) -> Result<Option<AuditHead>, HookError> {
-        self.record_batch(std::slice::from_ref(event))
+    /// Records `event` from inside a storage transaction (a commit hook), on `chain` when the
+    /// storage keeps the chain.
+    fn record_in(
+        &self,
+        chain: &mut dyn AuditChain,
+        event: &AuditEvent,
+    ) -> Result<Option<AuditHead>, HookError> {
+        match self {
+            Self::Storage => chain.append(std::slice::from_ref(event)).map(Some),
+            _ => self.record_batch(std::slice::from_ref(event)),
+        }
     }
 
     /// Records the events in order and waits once: the head after the last one (a log), or
@@ -113,6 +127,10 @@ impl AuditTarget {
                 }
                 Ok(None)
             }
+            // Recorded through the storage by the store (`Store::record_batch`).
+            Self::Storage => Err(HookError::Refused(
+                "the storage's audit chain is written through the storage".into(),
+            )),
         }
     }
 }
@@ -122,6 +140,7 @@ impl std::fmt::Debug for AuditTarget {
         match self {
             Self::Log(l) => f.debug_tuple("Log").field(&l.dir()).finish(),
             Self::Sink(_) => f.write_str("Sink"),
+            Self::Storage => f.write_str("Storage"),
         }
     }
 }
@@ -409,18 +428,21 @@ impl Store {
     }
 
     fn record(&self, event: &AuditEvent) -> Result<Option<AuditHead>, StoreError> {
-        self.audit.record(event).map_err(StoreError::from)
+        self.record_batch(std::slice::from_ref(event))
     }
 
     /// Records several events with one wait for durability (group commit): the head of the
     /// last one, or the first failure (then the caller must refuse the whole operation).
     fn record_batch(&self, events: &[AuditEvent]) -> Result<Option<AuditHead>, StoreError> {
-        self.audit.record_batch(events).map_err(StoreError::from)
+        match &self.audit {
+            AuditTarget::Storage => self.storage.append_audit(events).map_err(StoreError::from),
+            other => other.record_batch(events).map_err(StoreError::from),
+        }
     }
 
     /// Records an event whose failure must not mask the error being returned.
     fn record_quietly(&self, event: &AuditEvent) {
-        let _ = self.audit.record(event);
+        let _ = self.record(event);
     }
 
     /// Writes pending last-use times and the audit head of reads.

@@ -172,7 +172,7 @@ impl Scope<'_> {
             });
         let retired = store
             .storage
-            .retire_unreferenced_keys(&self.tenant, &mut || store.audit.record(&event))?;
+            .retire_unreferenced_keys(&self.tenant, &mut |c| store.audit.record_in(c, &event))?;
         report.retired = retired.iter().map(ToString::to_string).collect();
         report.remaining = store.storage.count_under(&self.tenant, &new_id, false)?;
         store.cache.invalidate(&self.tenant);
@@ -215,7 +215,7 @@ impl Scope<'_> {
             });
         store
             .storage
-            .start_key_rotation(&row, &mut || store.audit.record(&event))?;
+            .start_key_rotation(&row, &mut |c| store.audit.record_in(c, &event))?;
         store.cache.invalidate(&self.tenant);
         Ok(true)
     }

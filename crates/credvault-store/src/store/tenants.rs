@@ -47,7 +47,7 @@ impl Store {
         key.mac = data_key_mac(&mac_key(&dek), &tenant, &key);
         let event = AuditEvent::new(id.as_str(), actor, Action::Other("tenant_created".into()));
         self.storage
-            .create_tenant(&tenant, &key, &mut || self.audit.record(&event))?;
+            .create_tenant(&tenant, &key, &mut |c| self.audit.record_in(c, &event))?;
         self.tenant_info(&tenant)
     }
 

@@ -47,8 +47,8 @@ impl Scope<'_> {
             });
         self.store
             .storage
-            .record_test(&self.tenant, &row.id, &result, &mut || {
-                self.store.audit.record(&event)
+            .record_test(&self.tenant, &row.id, &result, &mut |c| {
+                self.store.audit.record_in(c, &event)
             })?;
         Ok(outcome)
     }

@@ -63,7 +63,7 @@ impl Store {
         );
         let n = self
             .storage
-            .authenticate_records(&macs, &mut || self.audit.record(&event))?;
+            .authenticate_records(&macs, &mut |c| self.audit.record_in(c, &event))?;
         self.cache.clear();
         Ok(n)
     }
@@ -86,7 +86,7 @@ impl Store {
         }
         let event = AuditEvent::new(VAULT_WIDE, actor, Action::Other(HEAD_AUTHENTICATED.into()));
         self.storage
-            .authenticate_head(&mut || self.audit.record(&event))?;
+            .authenticate_head(&mut |c| self.audit.record_in(c, &event))?;
         Ok(true)
     }
 }
