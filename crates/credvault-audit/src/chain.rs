@@ -259,12 +259,13 @@ impl ChainWriter {
         })
     }
 
-    /// A checkpoint after `tip` (`None` when no event came since the last one).
+    /// A checkpoint after `tip`: always when `force`, else only when an event came since the
+    /// last one (`None` otherwise).
     ///
     /// # Errors
     /// As [`append`](Self::append).
-    pub fn checkpoint(&self, tip: &ChainTip) -> Result<Option<Appended>, LogError> {
-        if tip.since_checkpoint == 0 {
+    pub fn checkpoint(&self, tip: &ChainTip, force: bool) -> Result<Option<Appended>, LogError> {
+        if tip.since_checkpoint == 0 && !force {
             return Ok(None);
         }
         let mut tip = *tip;

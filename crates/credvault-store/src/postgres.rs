@@ -53,7 +53,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use credvault_audit::{AuditEvent, AuditKey, ChainRecord, ChainTip, ChainWriter, LogConfig};
+use credvault_audit::{
+    Anchor, AuditEvent, AuditKey, ChainRecord, ChainTip, ChainWriter, LogConfig,
+};
 use credvault_envelope::{KeyId, KEY_ID_LEN};
 use postgres::config::{Host, SslMode};
 use postgres::error::SqlState;
@@ -592,6 +594,18 @@ fn find_password(
     ))
 }
 
+/// Why a connection URL or `key=value` string may not be recorded in a vault's settings: it
+/// does not parse, or it carries a password.
+pub(crate) fn unrecordable_url(url: &str) -> Option<&'static str> {
+    match postgres::Config::from_str(url) {
+        Err(_) => Some("is not a PostgreSQL connection URL or key=value string"),
+        Ok(c) if c.get_password().is_some() => {
+            Some("carries a password; give it in PGPASSWORD or the password file instead")
+        }
+        Ok(_) => None,
+    }
+}
+
 /// `url` with any password taken out, for logs and configs. A URL that does not parse is
 /// replaced by a placeholder (it might carry a password where a parser would not look).
 pub fn redact_database_url(url: &str) -> String {
@@ -841,15 +855,67 @@ impl PostgresStorage {
         let writer = ChainWriter::new(key, &id, config);
         self.write(|db| {
             if read_tip(db)?.is_some() {
-                return Ok(());
+                // A node joining an existing chain must hold the chain's key: the genesis
+                // record's head tag, stored when the chain began, authenticates under it.
+                let stored = db
+                    .query_opt(
+                        "SELECT value FROM vault_meta WHERE key = 'audit_genesis_tag'",
+                        &[],
+                    )?
+                    .map(|r| get::<String>(&r, 0, "vault_meta"))
+                    .transpose()?;
+                let genesis = record_hash(db, 0)?;
+                return match (stored, genesis) {
+                    (Some(t), Some(h)) if t == hex::encode(writer.head_tag(0, &h)) => Ok(()),
+                    _ => Err(StorageError::Backend(
+                        "the audit key is not the one this database's audit chain was started with (copy audit.key from the first node)"
+                            .into(),
+                    )),
+                };
             }
             let g = writer
                 .genesis()
                 .map_err(|e| StorageError::Backend(format!("audit chain: {e}")))?;
-            store_records(db, &g.records, &g.tip)
+            store_records(db, &g.records, &g.tip)?;
+            db.execute(
+                "INSERT INTO vault_meta (key, value) VALUES ('audit_genesis_tag', $1)",
+                &[&hex::encode(writer.head_tag(0, &g.records[0].hash))],
+            )?;
+            Ok(())
         })?;
         self.chain = Some(writer);
         Ok(self)
+    }
+
+    /// Appends a checkpoint to the audit chain (always, even with no event since the last)
+    /// and returns its anchor, for the operator to keep outside the database.
+    ///
+    /// # Errors
+    /// [`StorageError::Hook`] if this storage keeps no chain; [`StorageError`].
+    pub fn checkpoint_audit(&self) -> Result<Anchor, StorageError> {
+        let Some(w) = &self.chain else {
+            return Err(StorageError::Hook(HookError::Refused(
+                "this storage keeps no audit chain".into(),
+            )));
+        };
+        self.write(|db| {
+            let tip = read_tip(db)?.ok_or_else(|| corrupt("vault_meta", "audit tip"))?;
+            let a = w
+                .checkpoint(&tip, true)
+                .map_err(|e| StorageError::Backend(format!("audit chain: {e}")))?
+                .ok_or_else(|| StorageError::Backend("audit chain: no checkpoint".into()))?;
+            store_records(db, &a.records, &a.tip)?;
+            a.anchor
+                .ok_or_else(|| StorageError::Backend("audit chain: no anchor".into()))
+        })
+    }
+
+    /// The hash of the audit chain's record `seq`, if the chain has it.
+    ///
+    /// # Errors
+    /// [`StorageError`].
+    pub fn audit_record_hash(&self, seq: u64) -> Result<Option<[u8; 32]>, StorageError> {
+        self.read(|db| record_hash(db, seq))
     }
 
     /// The audit chain's log id, if the database keeps one.
@@ -997,6 +1063,28 @@ fn read_tip(db: &mut Tx<'_, '_>) -> Result<Option<ChainTip>, StorageError> {
     ChainTip::parse(get::<&str>(&r, 0, "vault_meta")?)
         .map(Some)
         .ok_or_else(|| corrupt("vault_meta", "audit tip"))
+}
+
+/// The hash of record `seq` of the chain, read from its stored line (its last 64 hex digits
+/// before `"}`).
+fn record_hash<C: GenericClient>(
+    db: &mut Db<'_, C>,
+    seq: u64,
+) -> Result<Option<[u8; 32]>, StorageError> {
+    let Some(r) = db.query_opt("SELECT line FROM audit_log WHERE seq = $1", &[&to_i64(seq)])?
+    else {
+        return Ok(None);
+    };
+    let line: &[u8] = get(&r, 0, "audit_log")?;
+    let bad = || corrupt("audit_log", "a record line without a hash");
+    let end = line
+        .len()
+        .checked_sub(b"\"}\n".len())
+        .filter(|&e| e >= 64)
+        .ok_or_else(bad)?;
+    let mut h = [0u8; 32];
+    hex::decode_to_slice(&line[end - 64..end], &mut h).map_err(|_| bad())?;
+    Ok(Some(h))
 }
 
 fn store_records(

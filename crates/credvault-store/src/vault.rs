@@ -86,6 +86,43 @@ pub struct VaultOptions {
     /// [`init`](Vault::init) only: seal the audit log's events at rest
     /// ([`seal_audit`](Self::seal_audit)). A vault opened later seals when it has the key.
     pub seal_audit: bool,
+    /// [`init`](Vault::init) only: keep the vault in this PostgreSQL database
+    /// ([`database`](Self::database)) instead of `vault.db`.
+    #[cfg(feature = "postgres")]
+    pub database: Option<DatabaseConfig>,
+    /// Pool, timeouts, TLS and password of a PostgreSQL vault.
+    #[cfg(feature = "postgres")]
+    pub postgres: crate::postgres::PostgresOptions,
+}
+
+/// Where a PostgreSQL vault's database is: recorded in the vault directory as
+/// `database.json`, never with a password (a URL carrying one is refused).
+#[cfg(feature = "postgres")]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct DatabaseConfig {
+    /// The connection URL (`postgres://user@host:port/db?sslmode=require`), without a password.
+    pub url: String,
+    /// The schema the vault's tables are in (default: the role's `search_path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+}
+
+#[cfg(feature = "postgres")]
+impl DatabaseConfig {
+    /// The database at `url`, in the role's default schema.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: None,
+        }
+    }
+
+    /// In this schema.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
 }
 
 impl std::fmt::Debug for VaultOptions {
@@ -102,7 +139,7 @@ impl std::fmt::Debug for VaultOptions {
             .field("lock_timeout", &self.lock_timeout)
             .field("testers", &self.testers)
             .field("seal_audit", &self.seal_audit)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -117,6 +154,10 @@ impl Default for VaultOptions {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             testers: None,
             seal_audit: false,
+            #[cfg(feature = "postgres")]
+            database: None,
+            #[cfg(feature = "postgres")]
+            postgres: crate::postgres::PostgresOptions::default(),
         }
     }
 }
@@ -178,6 +219,23 @@ impl VaultOptions {
     /// `TesterRegistry::with_defaults_allowing(&[AddressClass::Loopback])`.
     pub fn testers(mut self, testers: TesterRegistry) -> Self {
         self.testers = Some(testers);
+        self
+    }
+
+    /// [`init`](Vault::init) keeps the vault in this PostgreSQL database: the directory then
+    /// holds the keys, the types and `database.json`; the database holds everything else,
+    /// the audit chain included (written in the transaction of each change). Other nodes use
+    /// the same database with a copy of the directory.
+    #[cfg(feature = "postgres")]
+    pub fn database(mut self, db: DatabaseConfig) -> Self {
+        self.database = Some(db);
+        self
+    }
+
+    /// Pool, timeouts, TLS and password of a PostgreSQL vault.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(mut self, options: crate::postgres::PostgresOptions) -> Self {
+        self.postgres = options;
         self
     }
 
@@ -284,7 +342,7 @@ impl VaultVerification {
 pub struct Vault {
     dir: PathBuf,
     store: Store,
-    audit: AuditLog,
+    audit: VaultAudit,
     audit_key: AuditKey,
     sealer: Option<Arc<AesGcmSealer>>,
     master: MasterSource,
@@ -298,6 +356,15 @@ impl std::fmt::Debug for Vault {
             .field("master", &self.master)
             .finish_non_exhaustive()
     }
+}
+
+/// Where a vault's audit records go.
+enum VaultAudit {
+    /// The file log in `audit/`.
+    File(AuditLog),
+    /// The chain in the PostgreSQL database.
+    #[cfg(feature = "postgres")]
+    Database(Arc<crate::postgres::PostgresStorage>),
 }
 
 fn verr(what: &'static str, path: &Path, reason: impl ToString) -> StoreError {
@@ -373,6 +440,16 @@ impl Vault {
         dir.join("vault.db")
     }
 
+    /// The database settings of a PostgreSQL vault.
+    pub fn database_config_path(dir: &Path) -> PathBuf {
+        dir.join("database.json")
+    }
+
+    /// Whether `dir` holds a vault (SQLite or PostgreSQL).
+    pub fn exists(dir: &Path) -> bool {
+        Self::db_path(dir).exists() || Self::database_config_path(dir).exists()
+    }
+
     /// The master key file.
     pub fn master_key_path(dir: &Path) -> PathBuf {
         dir.join("master.key")
@@ -445,7 +522,7 @@ impl Vault {
     /// # Errors
     /// [`StoreError::Vault`] if a vault exists there or a file cannot be written.
     pub fn init(dir: &Path, options: VaultOptions) -> Result<Self, StoreError> {
-        if Self::db_path(dir).exists() {
+        if Self::exists(dir) {
             return Err(verr("vault", dir, "already holds a vault"));
         }
         create_private_dir(dir, "vault directory")?;
@@ -457,8 +534,27 @@ impl Vault {
             let k = LocalKeyring::generate().map_err(|e| verr("master key", &mk, e))?;
             write_private(&mk, k.export_secret_text().as_bytes(), "master key")?;
         }
+        #[cfg(feature = "postgres")]
+        if let Some(db) = &options.database {
+            if let Some(reason) = crate::postgres::unrecordable_url(&db.url) {
+                return Err(verr(
+                    "database URL",
+                    Path::new(&crate::postgres::redact_database_url(&db.url)),
+                    reason,
+                ));
+            }
+            let text = serde_json::to_string_pretty(db)
+                .map_err(|e| verr("database settings", &Self::database_config_path(dir), e))?;
+            write_private(
+                &Self::database_config_path(dir),
+                text.as_bytes(),
+                "database settings",
+            )?;
+        }
         // The database (and the WAL and shared-memory files SQLite derives from it) owner-only.
-        write_private(&Self::db_path(dir), b"", "database")?;
+        if !Self::database_config_path(dir).exists() {
+            write_private(&Self::db_path(dir), b"", "database")?;
+        }
         let ak = Self::audit_key_path(dir);
         if !ak.exists() {
             let key = AuditKey::generate().map_err(|e| verr("audit key", &ak, e))?;
@@ -505,14 +601,12 @@ impl Vault {
     /// # Errors
     /// As [`open`](Self::open) and [`init`](Self::init).
     pub fn open_or_init(dir: &Path, options: VaultOptions) -> Result<Self, StoreError> {
-        if Self::db_path(dir).exists() {
+        if Self::exists(dir) {
             return Self::open(dir, options);
         }
         match Self::init(dir, options.clone()) {
             // Another process created it meanwhile.
-            Err(StoreError::Vault { .. }) if Self::db_path(dir).exists() => {
-                Self::open(dir, options)
-            }
+            Err(StoreError::Vault { .. }) if Self::exists(dir) => Self::open(dir, options),
             other => other,
         }
     }
@@ -528,6 +622,10 @@ impl Vault {
     /// replaced); [`StoreError::Busy`] if another process held
     /// a lock past the timeout; [`StoreError::Storage`].
     pub fn open(dir: &Path, options: VaultOptions) -> Result<Self, StoreError> {
+        #[cfg(feature = "postgres")]
+        if Self::database_config_path(dir).exists() {
+            return Self::open_postgres(dir, options);
+        }
         let db = Self::db_path(dir);
         if !db.exists() {
             return Err(verr("vault", dir, "holds no vault; run `credvault init`"));
@@ -618,8 +716,37 @@ impl Vault {
                 Err(e) => return Err(verr("audit log", &audit_dir, e)),
             }
         }
+        let store = Self::finish_store(
+            dir,
+            Arc::new(storage),
+            keyring,
+            audit.clone().into(),
+            &master,
+            &options,
+        )?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            store,
+            audit: VaultAudit::File(audit),
+            audit_key,
+            sealer,
+            master,
+            options,
+        })
+    }
+
+    /// The store over `storage`, checked against the master key, its rows and head
+    /// authenticated if they were from before record MACs and head tags.
+    fn finish_store(
+        dir: &Path,
+        storage: Arc<dyn Storage>,
+        keyring: Arc<dyn MasterKey>,
+        audit: crate::store::AuditTarget,
+        master: &MasterSource,
+        options: &VaultOptions,
+    ) -> Result<Store, StoreError> {
         let registry = Self::load_registry(dir)?;
-        let mut store = Store::new(Arc::new(storage), keyring, audit.clone())
+        let mut store = Store::new(storage, keyring, audit)
             .with_config(options.store.clone())
             .with_registry(Arc::new(registry));
         if let Some(testers) = &options.testers {
@@ -638,15 +765,93 @@ impl Vault {
         store.authenticate_records("credvault")?;
         // A head from before head tags is tagged now, once (audited).
         store.authenticate_head("credvault")?;
+        Ok(store)
+    }
+
+    /// Opens a vault kept in PostgreSQL (`database.json` in `dir`).
+    #[cfg(feature = "postgres")]
+    fn open_postgres(dir: &Path, options: VaultOptions) -> Result<Self, StoreError> {
+        let cfg_path = Self::database_config_path(dir);
+        let text = std::fs::read_to_string(&cfg_path)
+            .map_err(|e| verr("database settings", &cfg_path, e))?;
+        let db: DatabaseConfig =
+            serde_json::from_str(&text).map_err(|e| verr("database settings", &cfg_path, e))?;
+        let (keyring, master) = Self::load_master(dir, &options)?;
+        let sealer = Self::load_sealer(dir, &*keyring)?;
+        let akp = Self::audit_key_path(dir);
+        let audit_key = read_audit_key(dir)?;
+        let mut log_config = LogConfig::default();
+        if let Some(s) = &sealer {
+            log_config = log_config.sealed_with(s.clone());
+        }
+        let mut pg = options.postgres.clone();
+        if db.schema.is_some() {
+            pg.schema.clone_from(&db.schema);
+        }
+        let storage = crate::postgres::PostgresStorage::open(&db.url, &pg)?
+            .with_audit_chain(read_audit_key(dir)?, &log_config)?;
+        let storage = Arc::new(storage);
+        if let Some(h) = storage.audit_head()? {
+            let genuine = match h.tag {
+                Some(t) => audit_key.check_head_tag(h.seq, &h.hash, &t),
+                None => !storage.heads_authenticated()?,
+            };
+            if !genuine {
+                return Err(verr(
+                    "audit head",
+                    &akp,
+                    "does not authenticate under the audit key: the database was edited",
+                ));
+            }
+            if storage.audit_record_hash(h.seq)? != Some(h.hash) {
+                return Err(verr(
+                    "audit chain",
+                    Path::new(&crate::postgres::redact_database_url(&db.url)),
+                    format!(
+                        "lacks record {} or holds another one there: it was cut short or replaced",
+                        h.seq
+                    ),
+                ));
+            }
+        }
+        let store = Self::finish_store(
+            dir,
+            Arc::clone(&storage) as Arc<dyn Storage>,
+            keyring,
+            crate::store::AuditTarget::Storage,
+            &master,
+            &options,
+        )?;
         Ok(Self {
             dir: dir.to_owned(),
             store,
-            audit,
+            audit: VaultAudit::Database(storage),
             audit_key,
             sealer,
             master,
             options,
         })
+    }
+
+    /// The audit records as one segment: the file log's segments, or the database's chain.
+    fn audit_bytes(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        match &self.audit {
+            VaultAudit::File(_) => {
+                let audit_dir = Self::audit_dir(&self.dir);
+                let segments =
+                    segment_paths(&audit_dir).map_err(|e| verr("audit log", &audit_dir, e))?;
+                segments
+                    .iter()
+                    .map(|p| std::fs::read(p).map_err(|e| verr("audit log", p, e)))
+                    .collect()
+            }
+            #[cfg(feature = "postgres")]
+            VaultAudit::Database(s) => {
+                let mut out = Vec::new();
+                s.export_audit(&mut out)?;
+                Ok(vec![out])
+            }
+        }
     }
 
     /// Whether the vault's log seals its events ([`VaultOptions::seal_audit`]).
@@ -660,13 +865,12 @@ impl Vault {
     /// # Errors
     /// [`StoreError::Vault`] if the log cannot be read.
     pub fn audit_events(&self, query: &Query) -> Result<Events, StoreError> {
-        let audit_dir = Self::audit_dir(&self.dir);
-        let segments = segment_paths(&audit_dir).map_err(|e| verr("audit log", &audit_dir, e))?;
-        match &self.sealer {
-            Some(s) => credvault_audit::read_event_files_opening(&segments, query, &**s),
-            None => credvault_audit::read_event_files(&segments, query),
-        }
-        .map_err(|e| verr("audit log", &audit_dir, e))
+        let bytes = self.audit_bytes()?;
+        let segments: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        Ok(match &self.sealer {
+            Some(s) => credvault_audit::read_events_opening(&segments, query, &**s),
+            None => credvault_audit::read_events(&segments, query),
+        })
     }
 
     /// The directory of the vault's own credential types.
@@ -737,9 +941,18 @@ impl Vault {
         &self.master
     }
 
-    /// The audit log.
-    pub fn audit_log(&self) -> &AuditLog {
-        &self.audit
+    /// The file audit log (`None` for a vault whose audit chain is in its database).
+    pub fn audit_log(&self) -> Option<&AuditLog> {
+        match &self.audit {
+            VaultAudit::File(l) => Some(l),
+            #[cfg(feature = "postgres")]
+            VaultAudit::Database(_) => None,
+        }
+    }
+
+    /// Whether the vault is kept in PostgreSQL (its audit chain in the database).
+    pub fn is_postgres(&self) -> bool {
+        !matches!(self.audit, VaultAudit::File(_))
     }
 
     /// Verifies the audit log (hashes, links, checkpoint MACs with the vault's audit key, the
@@ -759,13 +972,37 @@ impl Vault {
     /// As [`verify_audit`](Self::verify_audit).
     pub fn verify_audit_against(&self, anchor: Option<&Anchor>) -> Result<AuditCheck, StoreError> {
         self.store.flush()?;
-        self.audit.checkpoint().map_err(StoreError::AuditLog)?;
-        verify_vault_audit(
-            &self.dir,
-            &self.audit_key,
-            self.store.storage().audit_head()?,
-            anchor,
-        )
+        match &self.audit {
+            VaultAudit::File(log) => {
+                log.checkpoint().map_err(StoreError::AuditLog)?;
+                verify_vault_audit(
+                    &self.dir,
+                    &self.audit_key,
+                    self.store.storage().audit_head()?,
+                    anchor,
+                )
+            }
+            #[cfg(feature = "postgres")]
+            VaultAudit::Database(s) => {
+                // The chain, exported to a private file, checked as a one-segment log: its
+                // own checkpoints stand in for the file log's anchor file.
+                let tmp = tempfile::tempdir_in(&self.dir)
+                    .map_err(|e| verr("audit export", &self.dir, e))?;
+                let path = tmp.path().join("audit-000001.jsonl");
+                let mut f =
+                    std::fs::File::create(&path).map_err(|e| verr("audit export", &path, e))?;
+                s.export_audit(&mut f)?;
+                drop(f);
+                verify_audit_segments(
+                    &[path],
+                    None,
+                    false,
+                    &self.audit_key,
+                    self.store.storage().audit_head()?,
+                    anchor,
+                )
+            }
+        }
     }
 
     /// Writes a checkpoint and returns the anchor for it (sequence number, hash, time, MAC'd
@@ -777,9 +1014,15 @@ impl Vault {
     /// [`StoreError::AuditLog`], [`StoreError::Vault`] if the anchor cannot be read back.
     pub fn anchor(&self) -> Result<Anchor, StoreError> {
         self.store.flush()?;
-        self.audit.checkpoint().map_err(StoreError::AuditLog)?;
-        let path = anchor_path(&Self::audit_dir(&self.dir));
-        Anchor::load(&path).map_err(|e| verr("audit anchor", &path, e))
+        match &self.audit {
+            VaultAudit::File(log) => {
+                log.checkpoint().map_err(StoreError::AuditLog)?;
+                let path = anchor_path(&Self::audit_dir(&self.dir));
+                Anchor::load(&path).map_err(|e| verr("audit anchor", &path, e))
+            }
+            #[cfg(feature = "postgres")]
+            VaultAudit::Database(s) => Ok(s.checkpoint_audit()?),
+        }
     }
 
     /// Verifies the whole vault: the audit log ([`verify_audit`](Self::verify_audit)), every
@@ -870,9 +1113,14 @@ impl Vault {
             Err(e) => return Err(e),
         }
         drop(self.store);
-        match self.audit.close() {
-            Ok(()) | Err(LogError::LockTimeout { .. }) => Ok(()),
-            Err(e) => Err(StoreError::AuditLog(e)),
+        match self.audit {
+            VaultAudit::File(log) => match log.close() {
+                Ok(()) | Err(LogError::LockTimeout { .. }) => Ok(()),
+                Err(e) => Err(StoreError::AuditLog(e)),
+            },
+            // Every record is in the database already; the next checkpoint covers them.
+            #[cfg(feature = "postgres")]
+            VaultAudit::Database(_) => Ok(()),
         }
     }
 }
@@ -1000,6 +1248,23 @@ pub fn verify_vault_audit(
     } else {
         None
     };
+    verify_audit_segments(&segments, anchor, true, key, stored_head, external)
+}
+
+/// [`verify_vault_audit`] on these segment files, with this anchor file (required or not).
+fn verify_audit_segments(
+    segments: &[PathBuf],
+    anchor: Option<Anchor>,
+    anchor_required: bool,
+    key: &AuditKey,
+    stored_head: Option<AuditHead>,
+    external: Option<&Anchor>,
+) -> Result<AuditCheck, StoreError> {
+    let audit_dir = segments
+        .first()
+        .and_then(|p| p.parent())
+        .map_or_else(PathBuf::new, Path::to_path_buf);
+    let segments = segments.to_vec();
     let report = verify_files(
         &segments,
         VerifyOptions {
@@ -1009,7 +1274,7 @@ pub fn verify_vault_audit(
     )
     .map_err(|e| verr("audit log", &audit_dir, e))?;
     let mut head_problem = None;
-    if anchor.is_none() && !segments.is_empty() {
+    if anchor_required && anchor.is_none() && !segments.is_empty() {
         head_problem = Some("the anchor file is missing".to_owned());
     }
     if let Some(h) = stored_head {

@@ -296,3 +296,101 @@ mod chain {
         assert!(!report.is_intact(), "{report:?}");
     }
 }
+
+mod vault {
+    use super::*;
+    use credvault_store::{
+        DatabaseConfig, NewCredential, StoreError, TenantId, Vault, VaultOptions,
+    };
+    use serde_json::json;
+
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_postgres_vault_opens_on_a_second_node_and_verifies_as_one() {
+        let Some(server) = pg::server() else { return };
+        let tmp = tempfile::tempdir().unwrap();
+        let (d1, d2) = (tmp.path().join("node1"), tmp.path().join("node2"));
+        let db = DatabaseConfig::new(server.url()).schema(server.new_schema());
+        let v1 = Vault::init(&d1, VaultOptions::default().database(db.clone())).unwrap();
+        assert!(v1.is_postgres());
+        assert!(
+            !Vault::db_path(&d1).exists(),
+            "no SQLite file beside a PostgreSQL vault"
+        );
+        let t = TenantId::new("acme").unwrap();
+        v1.store().create_tenant(&t, "Acme", "admin").unwrap();
+        let info = v1
+            .store()
+            .tenant(&t, "alice")
+            .unwrap()
+            .create(NewCredential::new(
+                "http_bearer_token",
+                "api",
+                json!({"token": "tok-9"}),
+            ))
+            .unwrap();
+        // The second node: a copy of the directory (keys, database settings), same database.
+        copy_dir(&d1, &d2);
+        let v2 = Vault::open(&d2, VaultOptions::default()).unwrap();
+        let r = v2
+            .store()
+            .tenant(&t, "bob")
+            .unwrap()
+            .reveal(&info.id, &["token"], None)
+            .unwrap();
+        assert_eq!(r.expose_secret("token"), Some("tok-9"));
+        v2.store().flush().unwrap();
+        let anchor = v1.anchor().unwrap();
+        let check = v2.verify_audit_against(Some(&anchor)).unwrap();
+        assert!(check.is_intact(), "{check:?}");
+        let whole = v2.verify().unwrap();
+        assert!(whole.is_ok(), "{whole:?}");
+        let actors: Vec<String> = v1
+            .audit_events(&Default::default())
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|e| e.event.actor)
+            .collect();
+        assert!(actors.contains(&"alice".to_owned()) && actors.contains(&"bob".to_owned()));
+        v1.close().unwrap();
+        v2.close().unwrap();
+
+        // A node with another audit key is refused: it would fork the chain's checkpoints.
+        let d3 = tmp.path().join("node3");
+        copy_dir(&d1, &d3);
+        let other = AuditKeyText::new();
+        std::fs::write(Vault::audit_key_path(&d3), other.0).unwrap();
+        let err = Vault::open(&d3, VaultOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("audit key"), "{err}");
+
+        // A URL with a password is never written into the directory.
+        let d4 = tmp.path().join("node4");
+        let err = Vault::init(
+            &d4,
+            VaultOptions::default()
+                .database(DatabaseConfig::new("postgres://vault:hunter2@127.0.0.1/db")),
+        )
+        .unwrap_err();
+        assert!(matches!(err, StoreError::Vault { .. }), "{err:?}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(!Vault::database_config_path(&d4).exists());
+    }
+
+    struct AuditKeyText(String);
+
+    impl AuditKeyText {
+        fn new() -> Self {
+            Self(format!("{}\n", "17".repeat(32)))
+        }
+    }
+}
