@@ -112,8 +112,8 @@ pub(crate) fn run(
                 .transpose()?;
             if files.is_empty() {
                 // The vault's own log: opened through the vault, which holds the key of
-                // sealed events.
-                if crate::vault::seals_audit(vault) {
+                // sealed events (and reads a PostgreSQL vault's chain from its database).
+                if crate::vault::seals_audit(vault) || crate::vault::in_database(vault) {
                     return crate::vault::audit_show(vault, &q, json_out, csv);
                 }
                 files.push(crate::vault::audit_dir(vault));

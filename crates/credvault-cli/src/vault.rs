@@ -302,12 +302,21 @@ fn opts() -> Result<VaultOptions, Failure> {
             store = store.require_client_sealed(id);
         }
     }
+    let mut pg = credvault_store::PostgresOptions::default().lock_timeout(lock_timeout()?);
+    if let Some(ca) = std::env::var_os(DATABASE_CA_ENV) {
+        pg = pg.ca_file(ca);
+    }
     Ok(VaultOptions::default()
         .sqlite(SqliteDurability::Full)
         .master_key_from_env()
         .lock_timeout(lock_timeout()?)
-        .store(store))
+        .store(store)
+        .postgres(pg))
 }
+
+/// Environment variable naming the PEM file of the authorities that sign a PostgreSQL
+/// vault's server certificate (default: the system's roots).
+const DATABASE_CA_ENV: &str = "CREDVAULT_DATABASE_CA";
 
 fn open(args: &VaultArgs) -> Result<Vault, Failure> {
     Vault::open(&args.dir(), opts()?).map_err(fail)
@@ -358,12 +367,28 @@ pub(crate) struct InitArgs {
     /// still verifies with the audit key alone).
     #[arg(long)]
     seal_audit: bool,
+    /// Keep the vault in this PostgreSQL database (`postgres://USER@HOST:PORT/DB?sslmode=require`)
+    /// instead of `vault.db`: several vault processes, on several machines, can then share it
+    /// (each with a copy of this directory). Recorded in `database.json` without a password:
+    /// the password comes from PGPASSWORD or the password file, never from the URL.
+    #[arg(long, env = "CREDVAULT_DATABASE_URL", value_name = "URL")]
+    database: Option<String>,
+    /// The schema of that database the vault's tables go in (default: the role's search_path).
+    #[arg(long, value_name = "NAME", requires = "database")]
+    database_schema: Option<String>,
 }
 
 pub(crate) fn init(args: &VaultArgs, a: InitArgs) -> Result<Output, Failure> {
     let mut options = opts()?;
     if a.seal_audit {
         options = options.seal_audit();
+    }
+    if let Some(url) = &a.database {
+        let mut db = credvault_store::DatabaseConfig::new(url.clone());
+        if let Some(s) = &a.database_schema {
+            db = db.schema(s.clone());
+        }
+        options = options.database(db);
     }
     let v = Vault::init(&args.dir(), options).map_err(fail)?;
     let t = tenant_id(DEFAULT_TENANT)?;
@@ -380,12 +405,22 @@ pub(crate) fn init(args: &VaultArgs, a: InitArgs) -> Result<Output, Failure> {
         credvault_store::MasterSource::Env => format!("from {}", credvault_store::MASTER_KEY_ENV),
         other => other.to_string(),
     };
+    let (database, audit) = match &a.database {
+        Some(url) => (
+            format!(
+                "{} (settings in {dir}/database.json)",
+                credvault_store::redact_database_url(url)
+            ),
+            "the database's audit_log table (one chain for every node)".to_owned(),
+        ),
+        None => (format!("{dir}/vault.db"), format!("{dir}/audit/")),
+    };
     close(v)?;
     Ok(Output::Text {
         text: format!(
-            "initialised vault {dir}\n  database   {dir}/vault.db\n  master key {master} (owner-only)\n  audit key  {dir}/audit.key (owner-only)\n  audit log  {dir}/audit/{sealed}\n  tenant     {DEFAULT_TENANT}\n"
+            "initialised vault {dir}\n  database   {database}\n  master key {master} (owner-only)\n  audit key  {dir}/audit.key (owner-only)\n  audit log  {audit}{sealed}\n  tenant     {DEFAULT_TENANT}\n"
         ),
-        json: json!({"vault": dir, "tenant": DEFAULT_TENANT, "master_key": master}),
+        json: json!({"vault": dir, "tenant": DEFAULT_TENANT, "master_key": master, "database": database}),
     })
 }
 
@@ -1107,6 +1142,11 @@ pub(crate) fn audit_anchor(args: &VaultArgs) -> Result<Output, Failure> {
     })
 }
 
+/// Whether the vault in `args` is kept in PostgreSQL (its audit chain in the database).
+pub(crate) fn in_database(args: &VaultArgs) -> bool {
+    Vault::database_config_path(&args.dir()).exists()
+}
+
 /// Whether the vault in `args` seals its audit log's events (it has a sealing key file).
 pub(crate) fn seals_audit(args: &VaultArgs) -> bool {
     Vault::audit_sealing_key_path(&args.dir()).exists()
@@ -1127,24 +1167,31 @@ pub(crate) fn audit_show(
 
 pub(crate) fn audit_verify(args: &VaultArgs, anchor: Option<&Path>) -> Result<Output, Failure> {
     let dir = &args.dir();
-    let db = Vault::db_path(dir);
-    if !db.exists() {
-        return Err(Failure::new(format!(
-            "{} holds no vault; run `credvault init`",
-            dir.display()
-        )));
-    }
-    let key = read_audit_key(dir).map_err(fail)?;
-    let head = SqliteStorage::open(&db, SqliteDurability::Full)
-        .and_then(|s| s.audit_head())
-        .map_err(Failure::new)?;
     let external = anchor
         .map(|p| {
             credvault_store::audit::Anchor::load(p)
                 .map_err(|e| Failure::new(format!("audit anchor: {e}")))
         })
         .transpose()?;
-    let check = verify_vault_audit(dir, &key, head, external.as_ref()).map_err(fail)?;
+    let check = if Vault::database_config_path(dir).exists() {
+        // A PostgreSQL vault: its chain is in the database, read through the vault.
+        with_vault(args, |v| {
+            v.verify_audit_against(external.as_ref()).map_err(fail)
+        })?
+    } else {
+        let db = Vault::db_path(dir);
+        if !db.exists() {
+            return Err(Failure::new(format!(
+                "{} holds no vault; run `credvault init`",
+                dir.display()
+            )));
+        }
+        let key = read_audit_key(dir).map_err(fail)?;
+        let head = SqliteStorage::open(&db, SqliteDurability::Full)
+            .and_then(|s| s.audit_head())
+            .map_err(Failure::new)?;
+        verify_vault_audit(dir, &key, head, external.as_ref()).map_err(fail)?
+    };
     if let Some(p) = &check.report.problem {
         return Err(Failure::new(format!(
             "audit log NOT intact: record {}: {}: {}; {} records verified before it",
