@@ -130,3 +130,26 @@ pub fn destination(data: &[u8]) {
         );
     }
 }
+
+/// Reads arbitrary bytes as a PostgreSQL password file, for a few queries: never panics, and a
+/// password found is never longer than the file.
+pub fn pgpass(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for (host, database, user) in [
+        ("localhost", "db", "u"),
+        ("/run/pg", "*", ""),
+        ("h:1", "d", "u"),
+    ] {
+        let q = crate::pgpass::PgpassQuery {
+            host,
+            port: 5432,
+            database,
+            user,
+        };
+        if let Some(p) = crate::pgpass::lookup(text, &q) {
+            assert!(p.len() <= text.len(), "a password longer than its file");
+        }
+    }
+}

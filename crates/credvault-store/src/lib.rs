@@ -71,8 +71,7 @@ mod keys;
 mod memory;
 mod model;
 pub mod net;
-#[cfg(feature = "postgres")]
-mod pgpass;
+pub mod pgpass;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
@@ -114,8 +113,6 @@ pub use model::{
     CredentialInfo, CredentialUpdate, Integrity, KeyRotation, MasterRotation, NewCredential,
     Progress, Revealed, SealedCredential, TenantInfo, TestOutcome, TotpCode, DEFAULT_ENVIRONMENT,
 };
-#[cfg(feature = "postgres")]
-pub use pgpass::{lookup as pgpass_lookup, PgpassQuery, MAX_PGPASS_LEN};
 #[cfg(feature = "postgres")]
 pub use postgres::{redact_database_url, PostgresOptions, PostgresStorage};
 #[cfg(feature = "sqlite")]

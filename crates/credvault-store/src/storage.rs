@@ -602,6 +602,7 @@ pub(crate) fn hotp_may_advance(current: u64, from: u64, to: u64) -> bool {
     current == from && to > from
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl AuditHead {
     /// The head as backends store it: `SEQ:HASH` or `SEQ:HASH:TAG` (hex).
     pub(crate) fn to_meta(self) -> String {
