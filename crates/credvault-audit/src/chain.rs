@@ -30,7 +30,8 @@ use std::sync::Arc;
 use crate::event::AuditEvent;
 use crate::key::{AuditKey, HashedField, IdentifierHasher};
 use crate::log::{
-    checkpoint_line, event_body, event_line, genesis_line, new_log_id, LogConfig, LogError, Receipt,
+    checkpoint_line, event_body, event_line, genesis_line, new_log_id, segment_line, LogConfig,
+    LogError, Receipt,
 };
 use crate::record::RecordType;
 use crate::seal::RecordSealer;
@@ -256,6 +257,35 @@ impl ChainWriter {
             tip,
             last_event,
             anchor,
+        })
+    }
+
+    /// Continues a chain kept until now in segment files (a log migrated into a database)
+    /// as segment `segment` of it, exactly as the file log rotates: the first record is a
+    /// checkpoint covering the last record at `tip`, which **ends the previous segment** (the
+    /// caller appends it there), the second the segment record that starts the new one.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append).
+    pub fn start_segment(&self, tip: &ChainTip, segment: u32) -> Result<Appended, LogError> {
+        let mut tip = *tip;
+        let mut records = Vec::with_capacity(2);
+        let anchor = self.push_checkpoint(&mut records, &mut tip)?;
+        let mut line = Vec::new();
+        let hash = segment_line(&mut line, &self.log_id, segment, tip.next_seq, &tip.head)?;
+        records.push(ChainRecord {
+            seq: tip.next_seq,
+            hash,
+            kind: RecordType::Segment,
+            line,
+        });
+        tip.next_seq += 1;
+        tip.head = hash;
+        Ok(Appended {
+            records,
+            tip,
+            last_event: None,
+            anchor: Some(anchor),
         })
     }
 

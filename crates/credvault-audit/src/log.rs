@@ -352,6 +352,24 @@ pub(crate) fn genesis_line(buf: &mut Vec<u8>, log_id: &str) -> Result<Hash, LogE
         .map_err(|e| LogError::Serialize(e.to_string()))
 }
 
+/// Appends the segment record that starts segment `segment` of log `log_id` at `seq`
+/// after `prev` to `buf`; returns its hash.
+pub(crate) fn segment_line(
+    buf: &mut Vec<u8>,
+    log_id: &str,
+    segment: u32,
+    seq: u64,
+    prev: &Hash,
+) -> Result<Hash, LogError> {
+    let body = record::SegmentBody {
+        log: log_id.to_owned(),
+        segment,
+        time: Timestamp::now(),
+    };
+    record::write_line(buf, seq, prev, RecordType::Segment, &body)
+        .map_err(|e| LogError::Serialize(e.to_string()))
+}
+
 /// A new random log id (16 bytes, hex).
 pub(crate) fn new_log_id() -> Result<String, LogError> {
     let mut id = [0u8; 16];
@@ -1213,20 +1231,9 @@ impl Inner {
         // The previous segment is complete and synced before the next one exists.
         self.write_out(disk, buf, sync)?;
         let segment = disk.segment + 1;
-        let body = record::SegmentBody {
-            log: self.log_id.clone(),
-            segment,
-            time: Timestamp::now(),
-        };
         let mut first = Vec::new();
-        let hash = record::write_line(
-            &mut first,
-            disk.next_seq,
-            &disk.head,
-            RecordType::Segment,
-            &body,
-        )
-        .map_err(|e| e.to_string())?;
+        let hash = segment_line(&mut first, &self.log_id, segment, disk.next_seq, &disk.head)
+            .map_err(|e| e.to_string())?;
         self.injected_fault(None, &first)?;
         disk.file =
             write_new_segment(&self.dir, segment, &first, sync).map_err(|e| e.to_string())?;

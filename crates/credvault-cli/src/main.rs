@@ -68,6 +68,10 @@ enum Command {
     /// log (rolled back, deleted or added outside the vault). Exit 0 only when all agree;
     /// `--json` for the report.
     Verify,
+    /// Move this SQLite vault into a PostgreSQL database: every row copied verbatim (nothing
+    /// decrypted), the audit log's chain continued in the database, in one transaction;
+    /// checked before and verified after. Run it again if it was stopped: it resumes.
+    MigrateStorage(vault::MigrateArgs),
     /// Rotate the master key or a tenant's data key.
     #[command(subcommand)]
     Rotate(vault::RotateCommand),
@@ -254,6 +258,7 @@ fn main() -> ExitCode {
         Command::Rm(a) => vault::rm(v, a),
         Command::Test(a) => vault::test(v, a),
         Command::Verify => vault::verify(v),
+        Command::MigrateStorage(a) => vault::migrate_storage(v, a),
         Command::Rotate(cmd) => vault::rotate(v, cmd),
         Command::Fernet(cmd) => fernet::run(cmd, cli.json),
         Command::Totp(args) => totp::run_args(args, v, cli.json),

@@ -378,6 +378,49 @@ pub(crate) struct InitArgs {
     database_schema: Option<String>,
 }
 
+/// `credvault migrate-storage` options.
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    /// The PostgreSQL database to move the vault into (an empty one, or an empty schema);
+    /// the password from PGPASSWORD or the password file, never from the URL.
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// The schema of that database the vault's tables go in.
+    #[arg(long, value_name = "NAME")]
+    database_schema: Option<String>,
+}
+
+pub(crate) fn migrate_storage(args: &VaultArgs, a: MigrateArgs) -> Result<Output, Failure> {
+    let mut db = credvault_store::DatabaseConfig::new(a.to.clone());
+    if let Some(s) = &a.database_schema {
+        db = db.schema(s.clone());
+    }
+    let (v, r) =
+        Vault::migrate_to_postgres(&args.dir(), db, opts()?, &args.actor()).map_err(fail)?;
+    let dir = v.dir().display().to_string();
+    close(v)?;
+    let url = credvault_store::redact_database_url(&a.to);
+    Ok(Output::Text {
+        text: format!(
+            "moved vault {dir} into {url}{}: {} tenant(s), {} data key(s), {} credential(s) copied verbatim; {} audit record(s) kept, the chain continues in the database; verified\n  kept: {dir}/vault.db.migrated, {dir}/audit.migrated/\n",
+            if r.resumed { " (resumed)" } else { "" },
+            r.tenants,
+            r.data_keys,
+            r.credentials,
+            r.audit_records,
+        ),
+        json: json!({
+            "vault": dir,
+            "database": url,
+            "tenants": r.tenants,
+            "data_keys": r.data_keys,
+            "credentials": r.credentials,
+            "audit_records": r.audit_records,
+            "resumed": r.resumed,
+        }),
+    })
+}
+
 pub(crate) fn init(args: &VaultArgs, a: InitArgs) -> Result<Output, Failure> {
     let mut options = opts()?;
     if a.seal_audit {

@@ -126,10 +126,10 @@ pub use store::{
 #[cfg(feature = "http-tester")]
 pub use tester::HttpTester;
 pub use tester::{CredentialTester, FixedTester, TesterRegistry};
-#[cfg(all(feature = "sqlite", feature = "postgres"))]
-pub use vault::DatabaseConfig;
 #[cfg(feature = "sqlite")]
 pub use vault::{
     read_audit_key, verify_vault_audit, AuditCheck, MasterSource, Vault, VaultOptions,
     VaultVerification, MASTER_KEY_ENV,
 };
+#[cfg(all(feature = "sqlite", feature = "postgres"))]
+pub use vault::{DatabaseConfig, StorageMigration};

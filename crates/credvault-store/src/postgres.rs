@@ -170,6 +170,16 @@ const MIGRATIONS: &[&str] = &[
         FOR EACH ROW EXECUTE FUNCTION credvault_audit_log_append_only();
      CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
         FOR EACH STATEMENT EXECUTE FUNCTION credvault_audit_log_append_only();"#,
+    // 9 (PostgreSQL only): the segment files of a file audit log whose vault moved here
+    // (`credvault migrate-storage`), verbatim; the chain in `audit_log` continues them.
+    r#"CREATE TABLE audit_segments (
+        segment INTEGER PRIMARY KEY CHECK (segment >= 1),
+        bytes BYTEA NOT NULL
+     );
+     CREATE TRIGGER audit_segments_append_only BEFORE UPDATE OR DELETE ON audit_segments
+        FOR EACH ROW EXECUTE FUNCTION credvault_audit_log_append_only();
+     CREATE TRIGGER audit_segments_no_truncate BEFORE TRUNCATE ON audit_segments
+        FOR EACH STATEMENT EXECUTE FUNCTION credvault_audit_log_append_only();"#,
 ];
 
 /// The advisory lock migrations run under (any constant; "credvault" in ASCII).
@@ -864,7 +874,15 @@ impl PostgresStorage {
                     )?
                     .map(|r| get::<String>(&r, 0, "vault_meta"))
                     .transpose()?;
-                let genesis = record_hash(db, 0)?;
+                let genesis = match meta(db, "audit_genesis_hash")? {
+                    Some(h) => {
+                        let mut out = [0u8; 32];
+                        hex::decode_to_slice(&h, &mut out)
+                            .map_err(|_| corrupt("vault_meta", "audit genesis hash"))?;
+                        Some(out)
+                    }
+                    None => record_hash(db, 0)?,
+                };
                 return match (stored, genesis) {
                     (Some(t), Some(h)) if t == hex::encode(writer.head_tag(0, &h)) => Ok(()),
                     _ => Err(StorageError::Backend(
@@ -877,11 +895,7 @@ impl PostgresStorage {
                 .genesis()
                 .map_err(|e| StorageError::Backend(format!("audit chain: {e}")))?;
             store_records(db, &g.records, &g.tip)?;
-            db.execute(
-                "INSERT INTO vault_meta (key, value) VALUES ('audit_genesis_tag', $1)",
-                &[&hex::encode(writer.head_tag(0, &g.records[0].hash))],
-            )?;
-            Ok(())
+            set_genesis(db, &writer, &g.records[0].hash)
         })?;
         self.chain = Some(writer);
         Ok(self)
@@ -907,6 +921,134 @@ impl PostgresStorage {
             store_records(db, &a.records, &a.tip)?;
             a.anchor
                 .ok_or_else(|| StorageError::Backend("audit chain: no anchor".into()))
+        })
+    }
+
+    /// Copies a vault into this database, verbatim, in one transaction: all of it or, if
+    /// anything fails (or the process is killed), nothing. The audit chain continues the
+    /// file log: its segments are kept as they are and `writer` (the file log's id and key)
+    /// starts the next segment with a checkpoint, then records `data.event`.
+    ///
+    /// Refused if the database holds anything else; [`Imported::Before`] if it holds this
+    /// very vault already (the copy committed and the caller was stopped before finishing).
+    pub(crate) fn import(
+        &self,
+        data: &Import,
+        writer: &ChainWriter,
+    ) -> Result<Imported, StorageError> {
+        self.write(|db| {
+            if let Some(id) = meta(db, "audit_log_id")? {
+                let ours = id == writer.log_id() && meta(db, "migrated_from")?.is_some();
+                return if ours {
+                    Ok(Imported::Before)
+                } else {
+                    Err(StorageError::Backend(
+                        "the database holds another vault's audit chain; migrate into an empty database or schema".into(),
+                    ))
+                };
+            }
+            if db.query_opt("SELECT 1 FROM tenants LIMIT 1", &[])?.is_some() {
+                return Err(StorageError::Backend(
+                    "the database already holds tenants; migrate into an empty database or schema".into(),
+                ));
+            }
+            for t in &data.tenants {
+                db.execute(
+                    "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)",
+                    &[&t.id.as_str(), &t.name, &t.created_at],
+                )?;
+            }
+            for k in &data.keys {
+                db.execute(
+                    "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at, mac)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        &k.tenant.as_str(),
+                        &k.key_id.as_bytes().as_slice(),
+                        &k.wrapped,
+                        &k.state.as_str(),
+                        &to_i64(k.usage),
+                        &k.created_at,
+                        &k.mac,
+                    ],
+                )?;
+            }
+            for c in &data.credentials {
+                write_row(db, INSERT_CREDENTIAL, c)?;
+            }
+            for (k, step, until) in &data.one_time.replay {
+                db.execute(
+                    "INSERT INTO replay_guard (key, step, retain_until) VALUES ($1, $2, $3)",
+                    &[k, &to_i64(*step), &to_i64(*until)],
+                )?;
+            }
+            for (k, f) in &data.one_time.throttle {
+                db.execute(
+                    "INSERT INTO otp_throttle (key, window_start, failures, locked_until)
+                     VALUES ($1, $2, $3, $4)",
+                    &[
+                        k,
+                        &to_i64(f.window_start),
+                        &i64::from(f.failures),
+                        &to_i64(f.locked_until),
+                    ],
+                )?;
+            }
+            for (k, n) in &data.one_time.hotp {
+                db.execute(
+                    "INSERT INTO hotp_counters (key, next) VALUES ($1, $2)",
+                    &[k, &to_i64(*n)],
+                )?;
+            }
+            for (flag, on) in [
+                ("records_authenticated", data.records_authenticated),
+                ("heads_authenticated", data.heads_authenticated),
+            ] {
+                if on {
+                    set_flag(db, flag)?;
+                } else {
+                    db.execute("DELETE FROM vault_meta WHERE key = $1", &[&flag])?;
+                }
+            }
+            // The file log's segments verbatim, the last one ended by a checkpoint (as the
+            // file log ends a segment it rotates away from); the chain here is the next one.
+            let next = u32::try_from(data.audit_segments.len() + 1).unwrap_or(u32::MAX);
+            let start = writer
+                .start_segment(&data.audit_tip, next)
+                .map_err(|e| StorageError::Backend(format!("audit chain: {e}")))?;
+            let (end, begin) = start.records.split_at(1);
+            for (i, seg) in data.audit_segments.iter().enumerate() {
+                let n = i32::try_from(i + 1).unwrap_or(i32::MAX);
+                let mut bytes = seg.clone();
+                if i + 1 == data.audit_segments.len() {
+                    bytes.extend_from_slice(&end[0].line);
+                }
+                db.execute(
+                    "INSERT INTO audit_segments (segment, bytes) VALUES ($1, $2)",
+                    &[&n, &bytes],
+                )?;
+            }
+            set_meta(db, "audit_log_id", writer.log_id())?;
+            set_genesis(db, writer, &data.genesis_hash)?;
+            set_meta(db, "migrated_from", "sqlite")?;
+            store_records(db, begin, &start.tip)?;
+            let head = append_records(db, writer, std::slice::from_ref(&data.event))?;
+            set_head(db, Some(head))?;
+            Ok(Imported::Now)
+        })
+    }
+
+    /// The segment files of a file log that moved here with its vault, in order (empty for a
+    /// vault that began in this database).
+    ///
+    /// # Errors
+    /// [`StorageError`].
+    pub fn migrated_audit_segments(&self) -> Result<Vec<Vec<u8>>, StorageError> {
+        self.read(|db| {
+            db.query("SELECT bytes FROM audit_segments ORDER BY segment", &[])?
+                .iter()
+                .map(|r| get::<Vec<u8>>(r, 0, "audit_segments"))
+                .collect()
         })
     }
 
@@ -1063,6 +1205,63 @@ fn read_tip(db: &mut Tx<'_, '_>) -> Result<Option<ChainTip>, StorageError> {
     ChainTip::parse(get::<&str>(&r, 0, "vault_meta")?)
         .map(Some)
         .ok_or_else(|| corrupt("vault_meta", "audit tip"))
+}
+
+fn meta(db: &mut Tx<'_, '_>, key: &str) -> Result<Option<String>, StorageError> {
+    db.query_opt("SELECT value FROM vault_meta WHERE key = $1", &[&key])?
+        .map(|r| get::<String>(&r, 0, "vault_meta"))
+        .transpose()
+}
+
+fn set_meta(db: &mut Tx<'_, '_>, key: &str, value: &str) -> Result<(), StorageError> {
+    db.execute(
+        "INSERT INTO vault_meta (key, value) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&key, &value],
+    )?;
+    Ok(())
+}
+
+/// Records the chain's genesis hash and its tag under the audit key (what a node joining the
+/// chain checks its key against).
+fn set_genesis(
+    db: &mut Tx<'_, '_>,
+    w: &ChainWriter,
+    genesis: &[u8; 32],
+) -> Result<(), StorageError> {
+    set_meta(db, "audit_genesis_hash", &hex::encode(genesis))?;
+    set_meta(
+        db,
+        "audit_genesis_tag",
+        &hex::encode(w.head_tag(0, genesis)),
+    )
+}
+
+/// A vault's contents, copied verbatim into an empty database by [`PostgresStorage::import`].
+pub(crate) struct Import {
+    pub(crate) tenants: Vec<TenantRow>,
+    pub(crate) keys: Vec<DataKeyRow>,
+    pub(crate) credentials: Vec<CredentialRow>,
+    pub(crate) one_time: crate::storage::OneTimeState,
+    pub(crate) records_authenticated: bool,
+    pub(crate) heads_authenticated: bool,
+    /// The file log's segments, verbatim, in order.
+    pub(crate) audit_segments: Vec<Vec<u8>>,
+    /// Where the file log ends.
+    pub(crate) audit_tip: ChainTip,
+    /// The file log's genesis record hash.
+    pub(crate) genesis_hash: [u8; 32],
+    /// The first event of the chain in the database (the migration itself).
+    pub(crate) event: AuditEvent,
+}
+
+/// What [`PostgresStorage::import`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Imported {
+    /// Copied now.
+    Now,
+    /// This vault was copied here before (a migration resumed after the copy committed).
+    Before,
 }
 
 /// The hash of record `seq` of the chain, read from its stored line (its last 64 hex digits

@@ -516,6 +516,62 @@ impl SqliteStorage {
         Ok(u32::try_from(v).unwrap_or(0))
     }
 
+    /// The replay guard, throttling and HOTP counters, for a move to another backend.
+    ///
+    /// # Errors
+    /// [`StorageError`].
+    pub fn one_time_state(&self) -> Result<crate::storage::OneTimeState, StorageError> {
+        let c = self.lock()?;
+        let mut out = crate::storage::OneTimeState::default();
+        let mut s = c
+            .prepare("SELECT key, step, retain_until FROM replay_guard ORDER BY key")
+            .map_err(be)?;
+        let rows = s
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(be)?;
+        for r in rows {
+            let (k, step, until) = r.map_err(be)?;
+            out.replay.push((k, to_u64(step), to_u64(until)));
+        }
+        let mut s = c
+            .prepare(
+                "SELECT key, window_start, failures, locked_until FROM otp_throttle ORDER BY key",
+            )
+            .map_err(be)?;
+        let rows = s
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    OtpFailures {
+                        window_start: to_u64(r.get(1)?),
+                        failures: u32::try_from(r.get::<_, i64>(2)?).unwrap_or(u32::MAX),
+                        locked_until: to_u64(r.get(3)?),
+                    },
+                ))
+            })
+            .map_err(be)?;
+        for r in rows {
+            out.throttle.push(r.map_err(be)?);
+        }
+        let mut s = c
+            .prepare("SELECT key, next FROM hotp_counters ORDER BY key")
+            .map_err(be)?;
+        let rows = s
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(be)?;
+        for r in rows {
+            let (k, n) = r.map_err(be)?;
+            out.hotp.push((k, to_u64(n)));
+        }
+        Ok(out)
+    }
+
     /// Runs a statement on the raw connection (tests simulate tampering at rest with it).
     #[doc(hidden)]
     pub fn execute_raw(

@@ -290,6 +290,18 @@ pub struct RecordMacs {
     pub keys: Vec<(TenantId, KeyId, Vec<u8>)>,
 }
 
+/// The one-time-code state of a database (replay guard, verification throttling, HOTP
+/// counters), copied verbatim when a vault moves to another backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OneTimeState {
+    /// `(key, step, retain_until)` of the replay guard.
+    pub replay: Vec<(String, u64, u64)>,
+    /// `(key, state)` of one-time-code throttling.
+    pub throttle: Vec<(String, OtpFailures)>,
+    /// `(key, next counter)` of HOTP credentials.
+    pub hotp: Vec<(String, u64)>,
+}
+
 /// Filters for [`Storage::credentials`]; all given conditions must hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]

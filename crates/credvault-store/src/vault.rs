@@ -95,6 +95,23 @@ pub struct VaultOptions {
     pub postgres: crate::postgres::PostgresOptions,
 }
 
+/// What [`Vault::migrate_to_postgres`] copied.
+#[cfg(feature = "postgres")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StorageMigration {
+    /// Tenants copied.
+    pub tenants: usize,
+    /// Data keys copied (wrapped, verbatim).
+    pub data_keys: usize,
+    /// Credentials copied (ciphertexts and record MACs verbatim).
+    pub credentials: usize,
+    /// Records of the file audit log now kept in the database (its segments, verbatim).
+    pub audit_records: u64,
+    /// Whether the copy had committed in an earlier run that was stopped before finishing.
+    pub resumed: bool,
+}
+
 /// Where a PostgreSQL vault's database is: recorded in the vault directory as
 /// `database.json`, never with a password (a URL carrying one is refused).
 #[cfg(feature = "postgres")]
@@ -833,6 +850,278 @@ impl Vault {
         })
     }
 
+    /// Moves the SQLite vault in `dir` into the PostgreSQL database `db`: every row is
+    /// copied verbatim (ciphertexts, wrapped keys and record MACs unchanged: nothing is
+    /// decrypted), the audit log's segments move into the database and its chain continues
+    /// there, all in one transaction. The vault is checked whole first and is locked against
+    /// other processes while it is checked and copied (both of its write locks are held, and
+    /// nothing is written to it); afterwards the
+    /// directory records the database (`database.json`), `vault.db` and `audit/` are kept as
+    /// `vault.db.migrated` and `audit.migrated/`, and the result is verified: the vault
+    /// opens from the database, verifies whole, and holds exactly the rows that were copied.
+    ///
+    /// Killed at any point it can be run again: before the copy committed nothing is in the
+    /// database; after, the second run finds its own copy (refusing it if the SQLite vault
+    /// changed meanwhile) and finishes.
+    ///
+    /// # Errors
+    /// [`StoreError::Vault`] if the vault does not verify, is busy, is kept in PostgreSQL
+    /// already, the URL carries a password, or the database holds something else;
+    /// [`StoreError::Storage`].
+    #[cfg(feature = "postgres")]
+    pub fn migrate_to_postgres(
+        dir: &Path,
+        db: DatabaseConfig,
+        options: VaultOptions,
+        actor: &str,
+    ) -> Result<(Self, StorageMigration), StoreError> {
+        use crate::postgres::{Import, Imported, PostgresStorage};
+        if Self::database_config_path(dir).exists() {
+            return Err(verr("vault", dir, "is kept in PostgreSQL already"));
+        }
+        if let Some(reason) = crate::postgres::unrecordable_url(&db.url) {
+            return Err(verr(
+                "database URL",
+                Path::new(&crate::postgres::redact_database_url(&db.url)),
+                reason,
+            ));
+        }
+        // Both write locks, held while the vault is read and copied.
+        let db_file = Self::db_path(dir);
+        let guard =
+            rusqlite::Connection::open(&db_file).map_err(|e| verr("database", &db_file, e))?;
+        guard
+            .busy_timeout(options.lock_timeout)
+            .and_then(|()| guard.execute_batch("BEGIN IMMEDIATE"))
+            .map_err(|_| StoreError::Busy {
+                resource: "database",
+            })?;
+        let audit_dir = Self::audit_dir(dir);
+        let lock_path = audit_dir.join("audit.lock");
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| verr("audit log", &lock_path, e))?;
+        let until = std::time::Instant::now() + options.lock_timeout;
+        while lock.try_lock().is_err() {
+            if std::time::Instant::now() >= until {
+                return Err(StoreError::Busy {
+                    resource: "audit log",
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        // Nothing is written to the vault: a second run sees it exactly as the first did.
+        let source = SqliteStorage::open(&db_file, options.sqlite)?;
+        if !source.records_authenticated()? || !source.heads_authenticated()? {
+            return Err(verr(
+                "vault",
+                dir,
+                "is from before record MACs or head tags: open it once with this version first",
+            ));
+        }
+        let audit_key = read_audit_key(dir)?;
+        let check = verify_vault_audit(dir, &audit_key, source.audit_head()?, None)?;
+        if !check.is_intact() {
+            return Err(verr(
+                "audit log",
+                &audit_dir,
+                "does not verify (run `credvault audit verify`); fix it before migrating",
+            ));
+        }
+        let sealer = {
+            let (keyring, _) = Self::load_master(dir, &options)?;
+            Self::load_sealer(dir, &*keyring)?
+        };
+        let tenants = source.tenants()?;
+        let mut keys = Vec::new();
+        let mut credentials = Vec::new();
+        for t in &tenants {
+            keys.extend(source.data_keys(&t.id)?);
+            credentials.extend(source.credentials(&t.id, &crate::storage::ListFilter::new())?);
+        }
+        let segments = segment_paths(&audit_dir).map_err(|e| verr("audit log", &audit_dir, e))?;
+        let report = check.report;
+        let (Some(log_id), Some(last_seq), Some(head_hex), None) = (
+            report.log_id.clone(),
+            report.last_seq,
+            report.head.clone(),
+            &report.problem,
+        ) else {
+            return Err(verr(
+                "audit log",
+                &audit_dir,
+                "does not verify; fix it before migrating",
+            ));
+        };
+        let mut head = [0u8; 32];
+        hex::decode_to_slice(&head_hex, &mut head)
+            .map_err(|_| verr("audit log", &audit_dir, "its head is not hex"))?;
+        let genesis_hash = find_record_hash(&segments, 0)
+            .map_err(|e| verr("audit log", &audit_dir, e))?
+            .ok_or_else(|| verr("audit log", &audit_dir, "has no genesis record"))?;
+        let audit_segments = segments
+            .iter()
+            .map(|p| std::fs::read(p).map_err(|e| verr("audit log", p, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut log_config = LogConfig::default();
+        if let Some(s) = &sealer {
+            log_config = log_config.sealed_with(s.clone());
+        }
+        let writer = credvault_audit::ChainWriter::new(read_audit_key(dir)?, &log_id, &log_config);
+        let data = Import {
+            tenants,
+            keys,
+            credentials,
+            one_time: source.one_time_state()?,
+            records_authenticated: source.records_authenticated()?,
+            heads_authenticated: source.heads_authenticated()?,
+            audit_segments,
+            audit_tip: credvault_audit::ChainTip {
+                next_seq: last_seq + 1,
+                head,
+                since_checkpoint: 0,
+            },
+            genesis_hash,
+            event: credvault_audit::AuditEvent::new(
+                crate::store::verify::VAULT_WIDE,
+                actor,
+                credvault_audit::Action::Other("storage_migrated".into()),
+            ),
+        };
+        let mut pg = options.postgres.clone();
+        if db.schema.is_some() {
+            pg.schema.clone_from(&db.schema);
+        }
+        let target = PostgresStorage::open(&db.url, &pg)?;
+        let resumed = match target.import(&data, &writer)? {
+            Imported::Now => false,
+            Imported::Before => {
+                // Our own copy from an earlier run: only if the vault is as it was then.
+                // (The last segment was stored with the checkpoint that ends it.)
+                let stored = target.migrated_audit_segments()?;
+                let same =
+                    stored.len() == data.audit_segments.len()
+                        && stored.iter().zip(&data.audit_segments).enumerate().all(
+                            |(i, (s, d))| {
+                                if i + 1 == stored.len() {
+                                    s.starts_with(d)
+                                } else {
+                                    s == d
+                                }
+                            },
+                        );
+                if !same {
+                    return Err(verr(
+                        "vault",
+                        dir,
+                        "changed since an earlier run copied it into the database; migrate into an empty database or schema",
+                    ));
+                }
+                true
+            }
+        };
+        drop(target);
+
+        // The directory now names the database; the SQLite files are kept beside it.
+        let text = serde_json::to_string_pretty(&db)
+            .map_err(|e| verr("database settings", &Self::database_config_path(dir), e))?;
+        write_private(
+            &Self::database_config_path(dir),
+            text.as_bytes(),
+            "database settings",
+        )?;
+        drop(source);
+        guard
+            .execute_batch("ROLLBACK")
+            .map_err(|e| verr("database", &db_file, e))?;
+        drop(guard);
+        let _ = lock.unlock();
+        drop(lock);
+        for suffix in ["", "-wal", "-shm"] {
+            let from = PathBuf::from(format!("{}{suffix}", db_file.display()));
+            if from.exists() {
+                let to = PathBuf::from(format!("{}.migrated{suffix}", db_file.display()));
+                std::fs::rename(&from, &to).map_err(|e| verr("database", &from, e))?;
+            }
+        }
+        let kept = dir.join("audit.migrated");
+        std::fs::rename(&audit_dir, &kept).map_err(|e| verr("audit log", &audit_dir, e))?;
+
+        // Verified at the end: it opens from the database, verifies whole, holds every row.
+        let vault = Self::open(dir, options)?;
+        let storage = vault.store.storage();
+        let mut copied = (0, 0, 0);
+        for t in &data.tenants {
+            copied.0 += 1;
+            if storage.data_keys(&t.id)?.len()
+                != data.keys.iter().filter(|k| k.tenant == t.id).count()
+            {
+                return Err(verr(
+                    "vault",
+                    dir,
+                    format!("tenant {}: data keys differ after the copy", t.id),
+                ));
+            }
+            let rows = storage.credentials(&t.id, &crate::storage::ListFilter::new())?;
+            copied.2 += rows.len();
+            if resumed {
+                // The copy may have been used since it committed (last use, tests, new rows):
+                // the audit chain was compared instead, and the whole vault verifies below.
+                continue;
+            }
+            let mut expected: Vec<&crate::storage::CredentialRow> = data
+                .credentials
+                .iter()
+                .filter(|c| c.tenant == t.id)
+                .collect();
+            expected.sort_by(|a, b| {
+                (&a.name, &a.environment, a.id.as_str()).cmp(&(
+                    &b.name,
+                    &b.environment,
+                    b.id.as_str(),
+                ))
+            });
+            if rows.iter().collect::<Vec<_>>() != expected {
+                return Err(verr(
+                    "vault",
+                    dir,
+                    format!("tenant {}: credentials differ after the copy", t.id),
+                ));
+            }
+        }
+        copied.1 = data.keys.len();
+        let check = vault.verify()?;
+        if !check.is_ok() {
+            let audit = &check.audit;
+            return Err(verr(
+                "vault",
+                dir,
+                format!(
+                    "does not verify after the copy: audit {:?} / {:?}; {} finding(s) in the rows",
+                    audit
+                        .report
+                        .problem
+                        .as_ref()
+                        .map(|p| (p.seq, p.kind, p.detail)),
+                    audit.head_problem,
+                    check.store.findings.len()
+                ),
+            ));
+        }
+        Ok((
+            vault,
+            StorageMigration {
+                tenants: copied.0,
+                data_keys: copied.1,
+                credentials: copied.2,
+                audit_records: report.records,
+                resumed,
+            },
+        ))
+    }
+
     /// The audit records as one segment: the file log's segments, or the database's chain.
     fn audit_bytes(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         match &self.audit {
@@ -847,9 +1136,11 @@ impl Vault {
             }
             #[cfg(feature = "postgres")]
             VaultAudit::Database(s) => {
+                let mut segments = s.migrated_audit_segments()?;
                 let mut out = Vec::new();
                 s.export_audit(&mut out)?;
-                Ok(vec![out])
+                segments.push(out);
+                Ok(segments)
             }
         }
     }
@@ -984,17 +1275,25 @@ impl Vault {
             }
             #[cfg(feature = "postgres")]
             VaultAudit::Database(s) => {
-                // The chain, exported to a private file, checked as a one-segment log: its
-                // own checkpoints stand in for the file log's anchor file.
+                // The chain (after the segments of a file log it continues, if it moved here),
+                // exported to private files and checked as a file log: its own checkpoints
+                // stand in for the file log's anchor file.
                 let tmp = tempfile::tempdir_in(&self.dir)
                     .map_err(|e| verr("audit export", &self.dir, e))?;
-                let path = tmp.path().join("audit-000001.jsonl");
+                let mut paths = Vec::new();
+                for (i, seg) in s.migrated_audit_segments()?.iter().enumerate() {
+                    let p = credvault_audit::segment_path(tmp.path(), i as u32 + 1);
+                    std::fs::write(&p, seg).map_err(|e| verr("audit export", &p, e))?;
+                    paths.push(p);
+                }
+                let path = credvault_audit::segment_path(tmp.path(), paths.len() as u32 + 1);
                 let mut f =
                     std::fs::File::create(&path).map_err(|e| verr("audit export", &path, e))?;
                 s.export_audit(&mut f)?;
                 drop(f);
+                paths.push(path);
                 verify_audit_segments(
-                    &[path],
+                    &paths,
                     None,
                     false,
                     &self.audit_key,

@@ -44,11 +44,11 @@ fn migrations_run_once_when_nodes_start_together() {
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(versions, vec![8; 6]);
+    assert_eq!(versions, vec![9; 6]);
     // One row per migration: none ran twice.
     let s = PostgresStorage::open(server.url(), &opts).unwrap();
     s.execute_raw(
-        "DO $$ BEGIN IF (SELECT count(*) FROM schema_migrations) <> 8 THEN
+        "DO $$ BEGIN IF (SELECT count(*) FROM schema_migrations) <> 9 THEN
            RAISE EXCEPTION 'migrations ran more than once'; END IF; END $$",
     )
     .unwrap();
@@ -384,6 +384,159 @@ mod vault {
         assert!(matches!(err, StoreError::Vault { .. }), "{err:?}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(!Vault::database_config_path(&d4).exists());
+    }
+
+    fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                copy_tree(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_sqlite_vault_moves_into_postgres_verbatim_with_its_audit_chain_continued() {
+        let Some(server) = pg::server() else { return };
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("vault");
+        let v = Vault::init(&dir, VaultOptions::default()).unwrap();
+        let (a, b) = (
+            TenantId::new("acme").unwrap(),
+            TenantId::new("globex").unwrap(),
+        );
+        v.store().create_tenant(&a, "Acme", "admin").unwrap();
+        v.store().create_tenant(&b, "Globex", "admin").unwrap();
+        let mut ids = Vec::new();
+        for (t, n) in [(&a, 5), (&b, 3)] {
+            let s = v.store().tenant(t, "alice").unwrap();
+            for i in 0..n {
+                let info = s
+                    .create(NewCredential::new(
+                        "http_bearer_token",
+                        format!("c{i}"),
+                        json!({"token": format!("{t}-tok-{i}")}),
+                    ))
+                    .unwrap();
+                ids.push((t.clone(), info.id, format!("{t}-tok-{i}")));
+            }
+        }
+        // A rotated tenant: two key generations behind it, one retired.
+        v.store()
+            .tenant(&a, "admin")
+            .unwrap()
+            .rotate_key(&mut |_| {})
+            .unwrap();
+        let before: Vec<_> = [&a, &b]
+            .iter()
+            .flat_map(|t| {
+                v.store()
+                    .storage()
+                    .credentials(t, &Default::default())
+                    .unwrap()
+            })
+            .collect();
+        let events_before: Vec<String> = v
+            .audit_events(&Default::default())
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|e| e.event.action.to_string())
+            .collect();
+        v.close().unwrap();
+        let untouched = tmp.path().join("untouched");
+        copy_tree(&dir, &untouched);
+
+        let db = DatabaseConfig::new(server.url()).schema(server.new_schema());
+        let (moved, report) =
+            Vault::migrate_to_postgres(&dir, db.clone(), VaultOptions::default(), "ops").unwrap();
+        assert!(moved.is_postgres() && !report.resumed, "{report:?}");
+        assert_eq!((report.tenants, report.credentials), (2, 8), "{report:?}");
+        assert!(!Vault::db_path(&dir).exists() && dir.join("vault.db.migrated").exists());
+        // Every row verbatim: the same ciphertexts, versions and record MACs.
+        let after: Vec<_> = [&a, &b]
+            .iter()
+            .flat_map(|t| {
+                moved
+                    .store()
+                    .storage()
+                    .credentials(t, &Default::default())
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(after, before);
+        for (t, id, value) in &ids {
+            let r = moved
+                .store()
+                .tenant(t, "bob")
+                .unwrap()
+                .reveal(id, &["token"], None)
+                .unwrap();
+            assert_eq!(r.expose_secret("token"), Some(value.as_str()));
+        }
+        // The chain continues the file log's: the old events, the migration, what came after.
+        let events: Vec<String> = moved
+            .audit_events(&Default::default())
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|e| e.event.action.to_string())
+            .collect();
+        assert_eq!(
+            events[..events_before.len()],
+            events_before[..],
+            "{events:?}"
+        );
+        let at = events.iter().position(|e| e == "storage_migrated").unwrap();
+        assert_eq!(at, events_before.len(), "{events:?}");
+        assert!(
+            events[at + 1..].iter().any(|e| e == "accessed"),
+            "{events:?}"
+        );
+        assert!(moved.verify().unwrap().is_ok());
+        moved.close().unwrap();
+
+        // Run again on the directory as it was (stopped after the copy committed): it finds
+        // its own copy and finishes.
+        let again = tmp.path().join("again");
+        copy_tree(&untouched, &again);
+        let (v2, r2) =
+            Vault::migrate_to_postgres(&again, db.clone(), VaultOptions::default(), "ops").unwrap();
+        assert!(r2.resumed, "{r2:?}");
+        v2.close().unwrap();
+        // ...but not if the SQLite vault changed since the copy.
+        let changed = tmp.path().join("changed");
+        copy_tree(&untouched, &changed);
+        let c = Vault::open(&changed, VaultOptions::default()).unwrap();
+        c.store()
+            .tenant(&a, "alice")
+            .unwrap()
+            .create(NewCredential::new(
+                "http_bearer_token",
+                "late",
+                json!({"token": "x"}),
+            ))
+            .unwrap();
+        c.close().unwrap();
+        let err =
+            Vault::migrate_to_postgres(&changed, db, VaultOptions::default(), "ops").unwrap_err();
+        assert!(err.to_string().contains("changed since"), "{err}");
+        assert!(
+            Vault::db_path(&changed).exists(),
+            "a refused migration leaves the vault as it was"
+        );
+        // A vault already moved is not moved twice.
+        let err = Vault::migrate_to_postgres(
+            &dir,
+            DatabaseConfig::new(server.url()).schema(server.new_schema()),
+            VaultOptions::default(),
+            "ops",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("already"), "{err}");
     }
 
     struct AuditKeyText(String);

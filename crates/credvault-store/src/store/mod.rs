@@ -7,7 +7,7 @@ mod rotation;
 mod sealing;
 mod tenants;
 mod testing;
-mod verify;
+pub(crate) mod verify;
 
 pub(crate) use integrity::mac_key;
 pub use otp::{StorageReplayGuard, HOTP_COUNTER_FIELD, HOTP_LOOK_AHEAD};
