@@ -157,11 +157,17 @@ const MIGRATIONS: &[&str] = &[
     // 8 (PostgreSQL only so far): the audit chain, written in the transaction of the change
     // each record describes. Append-only: a trigger refuses UPDATE, DELETE and TRUNCATE (the
     // vault's role should also lack those privileges; see docs/postgres.md).
+    // The chain's tip and the audit head live on the writer lock row: the statement that
+    // takes the lock returns them as they are once it holds it.
     r#"CREATE TABLE audit_log (
         seq BIGINT PRIMARY KEY CHECK (seq >= 0),
         kind TEXT NOT NULL,
         line BYTEA NOT NULL
      );
+     ALTER TABLE writer_lock ADD COLUMN audit_tip TEXT;
+     ALTER TABLE writer_lock ADD COLUMN audit_head TEXT;
+     UPDATE writer_lock SET audit_head = (SELECT value FROM vault_meta WHERE key = 'audit_head');
+     DELETE FROM vault_meta WHERE key = 'audit_head';
      CREATE FUNCTION credvault_audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $f$
      BEGIN
         RAISE EXCEPTION 'audit_log is append-only' USING ERRCODE = 'insufficient_privilege';
@@ -296,6 +302,16 @@ struct PgConn {
 struct Db<'a, C: GenericClient> {
     c: &'a mut C,
     stmts: &'a mut HashMap<&'static str, Statement>,
+    /// In a write transaction: the chain tip and audit head as the writer lock returned them
+    /// (and as this transaction changed them since).
+    locked: Option<Locked>,
+}
+
+/// What the writer lock row holds.
+#[derive(Clone, Debug, Default)]
+struct Locked {
+    tip: Option<ChainTip>,
+    head: Option<AuditHead>,
 }
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
@@ -739,6 +755,9 @@ impl PostgresStorage {
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size.max(1))
             .min_idle(Some(0))
+            // No round trip to test a connection on every checkout: one that broke fails its
+            // call (typed), is dropped on return, and reads are retried once on a new one.
+            .test_on_check_out(false)
             .connection_timeout(options.pool_timeout)
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(Manager { config, tls, setup });
@@ -785,17 +804,31 @@ impl PostgresStorage {
     }
 
     fn migrate_locked(c: &mut postgres::Client, schema: Option<&str>) -> Result<(), StorageError> {
+        // Created only when missing: a node whose role may not create anything (the
+        // documented grants) opens a database that is up to date.
         if let Some(schema) = schema {
-            c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-                .map_err(pe)?;
+            let exists = c
+                .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+                .map_err(pe)?
+                .is_some();
+            if !exists {
+                c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                    .map_err(pe)?;
+            }
         }
-        c.batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                version INTEGER PRIMARY KEY,
-                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-             )",
-        )
-        .map_err(pe)?;
+        let table: Option<String> = c
+            .query_one("SELECT to_regclass('schema_migrations')::text", &[])
+            .map_err(pe)?
+            .get(0);
+        if table.is_none() {
+            c.batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version INTEGER PRIMARY KEY,
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                 )",
+            )
+            .map_err(pe)?;
+        }
         let version = Self::version_on(c)?;
         let known = MIGRATIONS.len() as u32;
         if version > known {
@@ -894,7 +927,7 @@ impl PostgresStorage {
             let g = writer
                 .genesis()
                 .map_err(|e| StorageError::Backend(format!("audit chain: {e}")))?;
-            store_records(db, &g.records, &g.tip)?;
+            store_records(db, &g.records, &g.tip, None)?;
             set_genesis(db, &writer, &g.records[0].hash)
         })?;
         self.chain = Some(writer);
@@ -918,7 +951,7 @@ impl PostgresStorage {
                 .checkpoint(&tip, true)
                 .map_err(|e| StorageError::Backend(format!("audit chain: {e}")))?
                 .ok_or_else(|| StorageError::Backend("audit chain: no checkpoint".into()))?;
-            store_records(db, &a.records, &a.tip)?;
+            store_records(db, &a.records, &a.tip, None)?;
             a.anchor
                 .ok_or_else(|| StorageError::Backend("audit chain: no anchor".into()))
         })
@@ -1031,7 +1064,7 @@ impl PostgresStorage {
             set_meta(db, "audit_log_id", writer.log_id())?;
             set_genesis(db, writer, &data.genesis_hash)?;
             set_meta(db, "migrated_from", "sqlite")?;
-            store_records(db, begin, &start.tip)?;
+            store_records(db, begin, &start.tip, None)?;
             let head = append_records(db, writer, std::slice::from_ref(&data.event))?;
             set_head(db, Some(head))?;
             Ok(Imported::Now)
@@ -1124,11 +1157,31 @@ impl PostgresStorage {
     /// Runs `f` on a pooled connection outside any transaction.
     fn read<T>(
         &self,
-        f: impl FnOnce(&mut Db<'_, postgres::Client>) -> Result<T, StorageError>,
+        f: impl Fn(&mut Db<'_, postgres::Client>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let mut conn = self.conn()?;
-        let PgConn { client, stmts } = &mut *conn;
-        f(&mut Db { c: client, stmts })
+        // A pooled connection the server dropped (a restart) fails its first statement; a
+        // read is retried once on a fresh connection (the broken one is not returned).
+        for attempt in 0..2 {
+            let mut conn = self.conn()?;
+            let PgConn { client, stmts } = &mut *conn;
+            let out = f(&mut Db {
+                c: client,
+                stmts,
+                locked: None,
+            });
+            match out {
+                Err(StorageError::Unavailable { .. })
+                    if attempt == 0 && conn.client.is_closed() =>
+                {
+                    continue
+                }
+                other => return other,
+            }
+        }
+        Err(StorageError::Unavailable {
+            resource: "database",
+            reason: "the connection was lost twice".into(),
+        })
     }
 
     /// Runs `f` in one transaction, without the writer lock (one-row writes).
@@ -1139,7 +1192,11 @@ impl PostgresStorage {
         let mut conn = self.conn()?;
         let PgConn { client, stmts } = &mut *conn;
         let mut tx = client.transaction().map_err(pe)?;
-        let out = f(&mut Db { c: &mut tx, stmts })?;
+        let out = f(&mut Db {
+            c: &mut tx,
+            stmts,
+            locked: None,
+        })?;
         tx.commit().map_err(pe)?;
         Ok(out)
     }
@@ -1150,7 +1207,23 @@ impl PostgresStorage {
         f: impl FnOnce(&mut Db<'_, postgres::Transaction<'_>>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
         self.tx(|db| {
-            db.query("SELECT id FROM writer_lock WHERE id = 1 FOR UPDATE", &[])?;
+            // FOR UPDATE returns the row's latest version once the lock is held: the tip and
+            // head written by the writer this one waited for.
+            let r = db
+                .query_opt(
+                    "SELECT audit_tip, audit_head FROM writer_lock WHERE id = 1 FOR UPDATE",
+                    &[],
+                )?
+                .ok_or_else(|| corrupt("writer_lock", "the lock row is missing"))?;
+            let tip = get::<Option<&str>>(&r, 0, "writer_lock")?
+                .map(|t| ChainTip::parse(t).ok_or_else(|| corrupt("writer_lock", "audit tip")))
+                .transpose()?;
+            let head = get::<Option<&str>>(&r, 1, "writer_lock")?
+                .map(|h| {
+                    AuditHead::from_meta(h).ok_or_else(|| corrupt("writer_lock", "audit head"))
+                })
+                .transpose()?;
+            db.locked = Some(Locked { tip, head });
             f(db)
         })
     }
@@ -1159,26 +1232,34 @@ impl PostgresStorage {
 type Tx<'a, 'b> = Db<'a, postgres::Transaction<'b>>;
 
 fn read_head<C: GenericClient>(db: &mut Db<'_, C>) -> Result<Option<AuditHead>, StorageError> {
-    let Some(r) = db.query_opt("SELECT value FROM vault_meta WHERE key = 'audit_head'", &[])?
-    else {
+    if let Some(l) = &db.locked {
+        return Ok(l.head);
+    }
+    let Some(r) = db.query_opt("SELECT audit_head FROM writer_lock WHERE id = 1", &[])? else {
         return Ok(None);
     };
-    AuditHead::from_meta(get::<&str>(&r, 0, "vault_meta")?)
-        .map(Some)
-        .ok_or_else(|| corrupt("vault_meta", "audit head"))
+    get::<Option<&str>>(&r, 0, "writer_lock")?
+        .map(|h| AuditHead::from_meta(h).ok_or_else(|| corrupt("writer_lock", "audit head")))
+        .transpose()
+}
+
+fn locked<'l>(db: &'l mut Tx<'_, '_>) -> Result<&'l mut Locked, StorageError> {
+    db.locked
+        .as_mut()
+        .ok_or_else(|| StorageError::Backend("internal: the writer lock is not held".into()))
 }
 
 fn set_head(db: &mut Tx<'_, '_>, head: Option<AuditHead>) -> Result<(), StorageError> {
     let Some(h) = head else { return Ok(()) };
-    let cur = read_head(db)?;
+    let cur = locked(db)?.head;
     if crate::storage::later(cur, Some(h)) == cur {
         return Ok(());
     }
     db.execute(
-        "INSERT INTO vault_meta (key, value) VALUES ('audit_head', $1)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        "UPDATE writer_lock SET audit_head = $1 WHERE id = 1",
         &[&h.to_meta()],
     )?;
+    locked(db)?.head = Some(h);
     Ok(())
 }
 
@@ -1199,12 +1280,7 @@ impl AuditChain for PgChain<'_, '_, '_> {
 }
 
 fn read_tip(db: &mut Tx<'_, '_>) -> Result<Option<ChainTip>, StorageError> {
-    let Some(r) = db.query_opt("SELECT value FROM vault_meta WHERE key = 'audit_tip'", &[])? else {
-        return Ok(None);
-    };
-    ChainTip::parse(get::<&str>(&r, 0, "vault_meta")?)
-        .map(Some)
-        .ok_or_else(|| corrupt("vault_meta", "audit tip"))
+    Ok(locked(db)?.tip)
 }
 
 fn meta(db: &mut Tx<'_, '_>, key: &str) -> Result<Option<String>, StorageError> {
@@ -1286,22 +1362,34 @@ fn record_hash<C: GenericClient>(
     Ok(Some(h))
 }
 
+/// Stores `records`, the new tip and `head` (or keeps the head) in one statement.
 fn store_records(
     db: &mut Tx<'_, '_>,
     records: &[ChainRecord],
     tip: &ChainTip,
+    head: Option<AuditHead>,
 ) -> Result<(), StorageError> {
-    for r in records {
-        db.execute(
-            "INSERT INTO audit_log (seq, kind, line) VALUES ($1, $2, $3)",
-            &[&to_i64(r.seq), &r.kind.as_str(), &r.line],
-        )?;
-    }
+    let seqs: Vec<i64> = records.iter().map(|r| to_i64(r.seq)).collect();
+    let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
+    let lines: Vec<&[u8]> = records.iter().map(|r| r.line.as_slice()).collect();
+    let head = head.or(locked(db)?.head);
     db.execute(
-        "INSERT INTO vault_meta (key, value) VALUES ('audit_tip', $1)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        &[&tip.to_text()],
+        "WITH records AS (
+            INSERT INTO audit_log (seq, kind, line)
+            SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[])
+         )
+         UPDATE writer_lock SET audit_tip = $4, audit_head = $5 WHERE id = 1",
+        &[
+            &seqs,
+            &kinds,
+            &lines,
+            &tip.to_text(),
+            &head.map(AuditHead::to_meta),
+        ],
     )?;
+    let l = locked(db)?;
+    l.tip = Some(*tip);
+    l.head = head;
     Ok(())
 }
 
@@ -1319,16 +1407,19 @@ fn append_records(
     let a = w
         .append(&tip, events)
         .map_err(|e| StorageError::Backend(format!("audit chain: {e}")))?;
-    store_records(db, &a.records, &a.tip)?;
     let (seq, hash) = match a.last_event {
         Some(r) => (r.seq, r.hash),
         None => (tip.next_seq.saturating_sub(1), tip.head),
     };
-    Ok(AuditHead {
+    let head = AuditHead {
         seq,
         hash,
         tag: Some(w.head_tag(seq, &hash)),
-    })
+    };
+    // The head moves with the records (the hook's own set_head then finds it stored).
+    let new_head = crate::storage::later(locked(db)?.head, Some(head));
+    store_records(db, &a.records, &a.tip, new_head)?;
+    Ok(head)
 }
 
 fn hook_in(

@@ -547,3 +547,84 @@ mod vault {
         }
     }
 }
+
+/// A node running with the grants docs/postgres.md documents: it works, and it cannot rewrite
+/// the audit chain (no UPDATE or DELETE on it, and it does not own the trigger).
+#[test]
+fn the_documented_grants_run_a_node_that_cannot_rewrite_history() {
+    use credvault_store::{
+        AuditKey, AuditTarget, LocalKeyring, LogConfig, NewCredential, Store, TenantId,
+    };
+    let Some(server) = pg::server() else { return };
+    let schema = server.new_schema();
+    // The owner (the test's superuser) creates the tables.
+    drop(
+        PostgresStorage::open(
+            server.url(),
+            &PostgresOptions::default().schema(schema.clone()),
+        )
+        .unwrap(),
+    );
+    let role = format!("node_{schema}");
+    let mut admin = server.admin();
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'node-pw';
+             GRANT USAGE ON SCHEMA \"{schema}\" TO {role};
+             SET search_path TO \"{schema}\";
+             GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, data_keys, credentials,
+                replay_guard, vault_meta, otp_throttle, hotp_counters TO {role};
+             GRANT SELECT, UPDATE ON writer_lock TO {role};
+             GRANT SELECT, INSERT ON audit_log, audit_segments TO {role};
+             GRANT SELECT ON schema_migrations TO {role};"
+        ))
+        .unwrap();
+    let config: postgres::Config = server.url().parse().unwrap();
+    let host = match &config.get_hosts()[0] {
+        postgres::config::Host::Tcp(h) => h.clone(),
+        postgres::config::Host::Unix(p) => p.display().to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let url = format!(
+        "postgres://{role}@{host}:{port}/{}?sslmode=disable",
+        config.get_dbname().unwrap_or("postgres")
+    );
+    let opts = PostgresOptions::default()
+        .schema(schema.clone())
+        .password(zeroize::Zeroizing::new("node-pw".to_owned()));
+    let node = PostgresStorage::open(&url, &opts)
+        .unwrap()
+        .with_audit_chain(
+            AuditKey::from_text(&"3c".repeat(32)).unwrap(),
+            &LogConfig::default(),
+        )
+        .unwrap();
+    let node = Arc::new(node);
+    let store = Store::new(
+        Arc::clone(&node) as Arc<dyn Storage>,
+        Arc::new(LocalKeyring::generate().unwrap()),
+        AuditTarget::Storage,
+    );
+    let t = TenantId::new("acme").unwrap();
+    store.create_tenant(&t, "Acme", "admin").unwrap();
+    let s = store.tenant(&t, "alice").unwrap();
+    let c = s
+        .create(NewCredential::new(
+            "http_bearer_token",
+            "api",
+            serde_json::json!({"token": "t-1"}),
+        ))
+        .unwrap();
+    assert_eq!(s.reveal(&c.id, &["token"], None).unwrap().len(), 1);
+    s.delete(&c.id, None).unwrap();
+    for sql in [
+        "UPDATE audit_log SET kind = kind",
+        "DELETE FROM audit_log",
+        "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
+        "TRUNCATE audit_log",
+    ] {
+        let err = node.execute_raw(sql).unwrap_err();
+        assert!(err.to_string().contains("42501"), "{sql}: {err}");
+    }
+    let _ = admin.batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"));
+}
