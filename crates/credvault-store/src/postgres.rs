@@ -56,7 +56,7 @@ use std::time::Duration;
 use credvault_audit::{
     Anchor, AuditEvent, AuditKey, ChainRecord, ChainTip, ChainWriter, LogConfig,
 };
-use credvault_envelope::{KeyId, KEY_ID_LEN};
+use credvault_envelope::KeyId;
 use postgres::config::{Host, SslMode};
 use postgres::error::SqlState;
 use postgres::types::ToSql;
@@ -65,6 +65,7 @@ use zeroize::Zeroizing;
 
 use crate::ids::{CredentialId, TenantId};
 use crate::pgpass::{lookup, PgpassQuery, MAX_PGPASS_LEN};
+use crate::storage::codec::{corrupt, json, key_id, to_i64, to_u64};
 use crate::storage::{
     AuditChain, AuditHead, CredentialRow, DataKeyRow, Hook, HookError, KeyState, ListFilter,
     NoChain, OtpFailures, OtpThrottle, RecordMacs, Reseal, Storage, StorageError, TenantRow,
@@ -450,32 +451,6 @@ fn map_row_error(e: postgres::Error, row: &CredentialRow) -> StorageError {
         }
         _ => pe(e),
     }
-}
-
-fn corrupt(table: &'static str, reason: impl Into<String>) -> StorageError {
-    StorageError::Corrupt {
-        table,
-        reason: reason.into(),
-    }
-}
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-fn key_id(bytes: &[u8], table: &'static str) -> Result<KeyId, StorageError> {
-    let arr: [u8; KEY_ID_LEN] = bytes
-        .try_into()
-        .map_err(|_| corrupt(table, "key id is not 16 bytes"))?;
-    Ok(KeyId::from_bytes(arr))
-}
-
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
 
 fn get<'r, T: postgres::types::FromSql<'r>>(
@@ -992,19 +967,7 @@ impl PostgresStorage {
                 )?;
             }
             for k in &data.keys {
-                db.execute(
-                    "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at, mac)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    &[
-                        &k.tenant.as_str(),
-                        &k.key_id.as_bytes().as_slice(),
-                        &k.wrapped,
-                        &k.state.as_str(),
-                        &to_i64(k.usage),
-                        &k.created_at,
-                        &k.mac,
-                    ],
-                )?;
+                insert_key(db, k)?;
             }
             for c in &data.credentials {
                 write_row(db, INSERT_CREDENTIAL, c)?;
@@ -1555,6 +1518,24 @@ fn write_row(
     .map_err(|e| map_row_error(e, row))
 }
 
+/// Inserts a data key row as it is (its state included).
+fn insert_key(db: &mut Tx<'_, '_>, key: &DataKeyRow) -> Result<(), StorageError> {
+    db.execute(
+        "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at, mac)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &key.tenant.as_str(),
+            &key.key_id.as_bytes().as_slice(),
+            &key.wrapped,
+            &key.state.as_str(),
+            &to_i64(key.usage),
+            &key.created_at,
+            &key.mac,
+        ],
+    )?;
+    Ok(())
+}
+
 fn read_otp<C: GenericClient>(
     db: &mut Db<'_, C>,
     sql: &'static str,
@@ -1602,19 +1583,7 @@ impl Storage for PostgresStorage {
                     tenant: tenant.id.to_string(),
                 });
             }
-            db.execute(
-                "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at, mac)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[
-                    &key.tenant.as_str(),
-                    &key.key_id.as_bytes().as_slice(),
-                    &key.wrapped,
-                    &key.state.as_str(),
-                    &to_i64(key.usage),
-                    &key.created_at,
-                    &key.mac,
-                ],
-            )?;
+            insert_key(db, key)?;
             hook_in(db, self.chain.as_ref(), hook)
         })
     }

@@ -18,10 +18,11 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use credvault_envelope::{KeyId, KEY_ID_LEN};
+use credvault_envelope::KeyId;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::ids::{CredentialId, TenantId};
+use crate::storage::codec::{corrupt, json, key_id, to_i64, to_u64};
 use crate::storage::{
     AuditHead, CredentialRow, DataKeyRow, Hook, KeyState, ListFilter, OtpFailures, OtpThrottle,
     RecordMacs, Reseal, Storage, StorageError, TenantRow, TestRecord,
@@ -169,28 +170,6 @@ fn be(e: rusqlite::Error) -> StorageError {
     }
 }
 
-fn corrupt(table: &'static str, reason: impl Into<String>) -> StorageError {
-    StorageError::Corrupt {
-        table,
-        reason: reason.into(),
-    }
-}
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-fn key_id(bytes: &[u8], table: &'static str) -> Result<KeyId, StorageError> {
-    let arr: [u8; KEY_ID_LEN] = bytes
-        .try_into()
-        .map_err(|_| corrupt(table, "key id is not 16 bytes"))?;
-    Ok(KeyId::from_bytes(arr))
-}
-
 fn key_bytes(k: &KeyId) -> &[u8] {
     k.as_bytes()
 }
@@ -246,10 +225,6 @@ fn key_from_row(r: &Row<'_>) -> Result<DataKeyRow, StorageError> {
         created_at: r.get(5).map_err(be)?,
         mac: r.get(6).map_err(be)?,
     })
-}
-
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
 
 fn map_unique(e: rusqlite::Error, row: &CredentialRow) -> StorageError {

@@ -725,3 +725,42 @@ impl OtpFailures {
         (self.locked_until > now).then_some(self.locked_until)
     }
 }
+
+/// Row encoding shared by the SQL backends.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod codec {
+    use credvault_envelope::{KeyId, KEY_ID_LEN};
+
+    use super::StorageError;
+
+    /// A row that does not decode.
+    pub(crate) fn corrupt(table: &'static str, reason: impl Into<String>) -> StorageError {
+        StorageError::Corrupt {
+            table,
+            reason: reason.into(),
+        }
+    }
+
+    /// A counter as stored (saturating at `i64::MAX`).
+    pub(crate) fn to_i64(n: u64) -> i64 {
+        i64::try_from(n).unwrap_or(i64::MAX)
+    }
+
+    /// A stored counter (a negative one reads as 0).
+    pub(crate) fn to_u64(n: i64) -> u64 {
+        u64::try_from(n).unwrap_or(0)
+    }
+
+    /// A stored key id.
+    pub(crate) fn key_id(bytes: &[u8], table: &'static str) -> Result<KeyId, StorageError> {
+        let arr: [u8; KEY_ID_LEN] = bytes
+            .try_into()
+            .map_err(|_| corrupt(table, "key id is not 16 bytes"))?;
+        Ok(KeyId::from_bytes(arr))
+    }
+
+    /// A list or map column as JSON.
+    pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
+        serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+    }
+}

@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use credvault_store::audit::{read_events, verify_segments, Action, VerifyOptions};
+use credvault_store::audit::Action;
 use credvault_store::{
     AuditKey, AuditTarget, CredentialId, CredentialUpdate, LocalKeyring, LogConfig, NewCredential,
     PostgresOptions, PostgresStorage, Store, StoreConfig, StoreError, TenantId,
@@ -301,29 +301,7 @@ impl Setup {
 
     /// The database's audit chain, verified whole; its events' action names.
     fn chain_actions(&self) -> Vec<String> {
-        let s = PostgresStorage::open(
-            self.server.url(),
-            &PostgresOptions::default().schema(self.schema.clone()),
-        )
-        .unwrap();
-        let mut bytes = Vec::new();
-        s.export_audit(&mut bytes).unwrap();
-        let k = audit_key();
-        let report = verify_segments(
-            &[&bytes],
-            VerifyOptions {
-                key: Some(&k),
-                anchor: None,
-            },
-        );
-        assert!(report.is_intact(), "{report:?}");
-        let events = read_events(&[&bytes], &Default::default());
-        assert_eq!(events.unreadable, 0);
-        events
-            .events
-            .into_iter()
-            .map(|e| e.event.action.to_string())
-            .collect()
+        self.server.verified_actions(&self.schema, &audit_key())
     }
 }
 

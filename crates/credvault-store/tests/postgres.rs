@@ -174,37 +174,6 @@ mod chain {
         )
     }
 
-    fn export(server: &pg::Server, schema: &str) -> Vec<u8> {
-        let s = PostgresStorage::open(
-            server.url(),
-            &PostgresOptions::default().schema(schema.to_owned()),
-        )
-        .unwrap();
-        let mut out = Vec::new();
-        s.export_audit(&mut out).unwrap();
-        out
-    }
-
-    /// The events of an exported chain, by action name, after checking it whole.
-    fn actions(bytes: &[u8]) -> Vec<String> {
-        let k = key();
-        let report = verify_segments(
-            &[bytes],
-            VerifyOptions {
-                key: Some(&k),
-                anchor: None,
-            },
-        );
-        assert!(report.is_intact(), "{report:?}");
-        let events = credvault_store::audit::read_events(&[bytes], &Default::default());
-        assert_eq!(events.unreadable, 0);
-        events
-            .events
-            .into_iter()
-            .map(|e| e.event.action.to_string())
-            .collect()
-    }
-
     #[test]
     fn one_record_per_committed_operation_none_for_a_refused_one_from_two_nodes() {
         let Some(server) = pg::server() else { return };
@@ -238,12 +207,12 @@ mod chain {
         s1.delete(&c.id, None).unwrap();
         n1.flush().unwrap();
         n2.flush().unwrap();
-        let chain = export(&server, &schema);
+        let chain = server.export_chain(&schema);
         // Each node unwraps the data key once (`key_used`, recorded by itself); node 2's
         // refused create is not there, its reveal is.
         let used = Action::Other("key_used".into()).to_string();
         assert_eq!(
-            actions(&chain),
+            pg::actions(&chain, &key()),
             [
                 Action::Other("tenant_created".into()).to_string(),
                 used.clone(),
@@ -287,7 +256,7 @@ mod chain {
         assert_eq!(edited, 1);
         let k = key();
         let report = verify_segments(
-            &[&export(&server, &schema)],
+            &[&server.export_chain(&schema)],
             VerifyOptions {
                 key: Some(&k),
                 anchor: None,
@@ -303,16 +272,6 @@ mod vault {
         DatabaseConfig, NewCredential, StoreError, TenantId, Vault, VaultOptions,
     };
     use serde_json::json;
-
-    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_file() {
-                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-            }
-        }
-    }
 
     #[test]
     fn a_postgres_vault_opens_on_a_second_node_and_verifies_as_one() {
@@ -339,7 +298,7 @@ mod vault {
             ))
             .unwrap();
         // The second node: a copy of the directory (keys, database settings), same database.
-        copy_dir(&d1, &d2);
+        copy_tree(&d1, &d2);
         let v2 = Vault::open(&d2, VaultOptions::default()).unwrap();
         let r = v2
             .store()
@@ -367,7 +326,7 @@ mod vault {
 
         // A node with another audit key is refused: it would fork the chain's checkpoints.
         let d3 = tmp.path().join("node3");
-        copy_dir(&d1, &d3);
+        copy_tree(&d1, &d3);
         let other = AuditKeyText::new();
         std::fs::write(Vault::audit_key_path(&d3), other.0).unwrap();
         let err = Vault::open(&d3, VaultOptions::default()).unwrap_err();

@@ -23,11 +23,16 @@ fn run(dir: PathBuf) -> Result<i32, StoreError> {
     let scope = vault.store().tenant(&tenant, "cli_tool")?;
     let info = match scope.find("deploy-token", "production") {
         Ok(info) => info,
-        Err(StoreError::NotFound { .. }) => scope.create(NewCredential::new(
+        Err(StoreError::NotFound { .. }) => match scope.create(NewCredential::new(
             "http_bearer_token",
             "deploy-token",
             json!({"token": "dpl_4c9e1f0a7b2d"}),
-        ))?,
+        )) {
+            Ok(info) => info,
+            // Another run created it between our lookup and our create: use that one.
+            Err(StoreError::NameTaken { .. }) => scope.find("deploy-token", "production")?,
+            Err(e) => return Err(e),
+        },
         Err(e) => return Err(e),
     };
     let mut revealed = scope.reveal(&info.id, &["token"], Some("deploy"))?;

@@ -3,7 +3,8 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use credvault_store::{PostgresOptions, PostgresStorage};
+use credvault_store::audit::{read_events, verify_segments, VerifyOptions};
+use credvault_store::{AuditKey, PostgresOptions, PostgresStorage};
 
 /// The variable naming the test server (a URL without a password, `sslmode=disable` on
 /// loopback).
@@ -56,6 +57,24 @@ impl Server {
         PostgresStorage::open(&self.url, &opts.clone().schema(self.new_schema())).unwrap()
     }
 
+    /// The audit chain of the vault in `schema`, as exported.
+    pub fn export_chain(&self, schema: &str) -> Vec<u8> {
+        let s = PostgresStorage::open(
+            &self.url,
+            &PostgresOptions::default().schema(schema.to_owned()),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        s.export_audit(&mut out).unwrap();
+        out
+    }
+
+    /// The chain of the vault in `schema`, checked whole under `key` (panics otherwise): its
+    /// events' action names, in order.
+    pub fn verified_actions(&self, schema: &str, key: &AuditKey) -> Vec<String> {
+        actions(&self.export_chain(schema), key)
+    }
+
     /// A plain client (the admin's view: tampering, holding locks, counting rows).
     pub fn admin(&self) -> postgres::Client {
         let mut config: postgres::Config = self.url.parse().unwrap();
@@ -64,4 +83,23 @@ impl Server {
         }
         config.connect(postgres::NoTls).unwrap()
     }
+}
+
+/// The events of an exported chain, by action name, after checking it whole under `key`.
+pub fn actions(bytes: &[u8], key: &AuditKey) -> Vec<String> {
+    let report = verify_segments(
+        &[bytes],
+        VerifyOptions {
+            key: Some(key),
+            anchor: None,
+        },
+    );
+    assert!(report.is_intact(), "{report:?}");
+    let events = read_events(&[bytes], &Default::default());
+    assert_eq!(events.unreadable, 0);
+    events
+        .events
+        .into_iter()
+        .map(|e| e.event.action.to_string())
+        .collect()
 }
