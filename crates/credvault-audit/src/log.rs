@@ -626,7 +626,7 @@ impl AuditLog {
                 fs::remove_file(&tmp).map_err(io_err(&tmp))?;
             }
             match numbers.last() {
-                None => Self::create(dir, sync)?,
+                None => Self::create(dir, &key, sync)?,
                 Some(&last) => Self::resume(dir, &key, last, numbers.len(), sync)?,
             }
         };
@@ -655,11 +655,6 @@ impl AuditLog {
             lock_file,
         });
         let log = Self { inner };
-        if report.created {
-            // Anchor the genesis record right away: from the first moment, a log cut short or
-            // replaced is detectable.
-            log.checkpoint()?;
-        }
         if let Some(interval) = log.inner.config.checkpoint_interval {
             spawn_ticker(
                 Arc::downgrade(&log.inner),
@@ -670,19 +665,29 @@ impl AuditLog {
         Ok((log, report))
     }
 
-    fn create(dir: &Path, sync: bool) -> Result<(Disk, String, OpenReport), LogError> {
+    /// A new log: the genesis record and a checkpoint anchoring it, and the anchor, all
+    /// written before the lock is released (another process opening the directory meanwhile
+    /// never sees a segment without its anchor).
+    fn create(
+        dir: &Path,
+        key: &AuditKey,
+        sync: bool,
+    ) -> Result<(Disk, String, OpenReport), LogError> {
         let log_id = new_log_id().map_err(|e| LogError::Io {
             path: dir.to_owned(),
             source: io::Error::other(e.to_string()),
         })?;
         let mut line = Vec::new();
-        let head = genesis_line(&mut line, &log_id)?;
+        let genesis = genesis_line(&mut line, &log_id)?;
+        let (head, anchor) = checkpoint_line(&mut line, key, &log_id, 1, &genesis)
+            .map_err(|reason| LogError::Failed { reason })?;
         let file = write_new_segment(dir, 1, &line, sync)?;
+        write_anchor(dir, &anchor, sync).map_err(io_err(&anchor_path(dir)))?;
         let disk = Disk {
             file,
             segment: 1,
             len: line.len() as u64,
-            next_seq: 1,
+            next_seq: 2,
             head,
             since_checkpoint: 0,
             buf: Vec::new(),
@@ -694,7 +699,7 @@ impl AuditLog {
                 created: true,
                 segments: 1,
                 torn_tail: None,
-                last_seq: 0,
+                last_seq: 1,
             },
         ))
     }

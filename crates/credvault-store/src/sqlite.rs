@@ -428,11 +428,29 @@ impl SqliteStorage {
             SqliteDurability::Full => "FULL",
             SqliteDurability::Normal => "NORMAL",
         };
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;
-             PRAGMA secure_delete = ON;"
-        ))
-        .map_err(be)?;
+        // Switching a new database to WAL can answer SQLITE_BUSY at once, without the busy
+        // handler, while another process opening it at the same moment does the same: retry
+        // within the lock timeout.
+        let until = std::time::Instant::now() + DEFAULT_LOCK_TIMEOUT;
+        loop {
+            match conn.execute_batch(&format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;
+                 PRAGMA secure_delete = ON;"
+            )) {
+                Ok(()) => break,
+                Err(e)
+                    if matches!(
+                        e.sqlite_error_code(),
+                        Some(
+                            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                        )
+                    ) && std::time::Instant::now() < until =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(be(e)),
+            }
+        }
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(be)?;

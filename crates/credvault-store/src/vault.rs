@@ -542,15 +542,6 @@ impl Vault {
         if Self::exists(dir) {
             return Err(verr("vault", dir, "already holds a vault"));
         }
-        create_private_dir(dir, "vault directory")?;
-        if options.master_key.is_none() && !options.env_key() {
-            let mk = Self::master_key_path(dir);
-            if mk.exists() {
-                return Err(verr("master key", &mk, "exists already"));
-            }
-            let k = LocalKeyring::generate().map_err(|e| verr("master key", &mk, e))?;
-            write_private(&mk, k.export_secret_text().as_bytes(), "master key")?;
-        }
         #[cfg(feature = "postgres")]
         if let Some(db) = &options.database {
             if let Some(reason) = crate::postgres::unrecordable_url(&db.url) {
@@ -560,17 +551,15 @@ impl Vault {
                     reason,
                 ));
             }
-            let text = serde_json::to_string_pretty(db)
-                .map_err(|e| verr("database settings", &Self::database_config_path(dir), e))?;
-            write_private(
-                &Self::database_config_path(dir),
-                text.as_bytes(),
-                "database settings",
-            )?;
         }
-        // The database (and the WAL and shared-memory files SQLite derives from it) owner-only.
-        if !Self::database_config_path(dir).exists() {
-            write_private(&Self::db_path(dir), b"", "database")?;
+        create_private_dir(dir, "vault directory")?;
+        if options.master_key.is_none() && !options.env_key() {
+            let mk = Self::master_key_path(dir);
+            if mk.exists() {
+                return Err(verr("master key", &mk, "exists already"));
+            }
+            let k = LocalKeyring::generate().map_err(|e| verr("master key", &mk, e))?;
+            write_private(&mk, k.export_secret_text().as_bytes(), "master key")?;
         }
         let ak = Self::audit_key_path(dir);
         if !ak.exists() {
@@ -591,6 +580,22 @@ impl Vault {
                 sealing_key_text(&wrapped).as_bytes(),
                 "audit sealing key",
             )?;
+        }
+        // Last, the file that says a vault is here ([`exists`](Self::exists)): whoever sees
+        // it finds the keys beside it.
+        #[cfg(feature = "postgres")]
+        if let Some(db) = &options.database {
+            let text = serde_json::to_string_pretty(db)
+                .map_err(|e| verr("database settings", &Self::database_config_path(dir), e))?;
+            write_private(
+                &Self::database_config_path(dir),
+                text.as_bytes(),
+                "database settings",
+            )?;
+        }
+        // The database (and the WAL and shared-memory files SQLite derives from it) owner-only.
+        if !Self::database_config_path(dir).exists() {
+            write_private(&Self::db_path(dir), b"", "database")?;
         }
         Self::open(dir, options)
     }
@@ -613,19 +618,46 @@ impl Vault {
         Ok((Arc::new(k), MasterSource::File(p)))
     }
 
-    /// Opens the vault in `dir`, or creates it there if `dir` holds none.
+    /// Opens the vault in `dir`, or creates it there if `dir` holds none. Several processes
+    /// may call it at once on a new directory: one creates the vault (under the lock file
+    /// `.init.lock`, waited for up to the lock timeout) and the others open it.
     ///
     /// # Errors
-    /// As [`open`](Self::open) and [`init`](Self::init).
+    /// As [`open`](Self::open) and [`init`](Self::init); [`StoreError::Busy`] if another
+    /// process held the creation lock past the timeout.
     pub fn open_or_init(dir: &Path, options: VaultOptions) -> Result<Self, StoreError> {
         if Self::exists(dir) {
             return Self::open(dir, options);
         }
-        match Self::init(dir, options.clone()) {
-            // Another process created it meanwhile.
-            Err(StoreError::Vault { .. }) if Self::exists(dir) => Self::open(dir, options),
-            other => other,
+        create_private_dir(dir, "vault directory")?;
+        let lock_path = dir.join(".init.lock");
+        let mut o = std::fs::OpenOptions::new();
+        o.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
         }
+        let lock = o
+            .open(&lock_path)
+            .map_err(|e| verr("vault", &lock_path, e))?;
+        let until = std::time::Instant::now() + options.lock_timeout;
+        while lock.try_lock().is_err() {
+            if std::time::Instant::now() >= until {
+                return Err(StoreError::Busy {
+                    resource: "vault directory",
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Whoever held the lock before may have created it.
+        let out = if Self::exists(dir) {
+            Self::open(dir, options)
+        } else {
+            Self::init(dir, options)
+        };
+        let _ = lock.unlock();
+        out
     }
 
     /// Opens the vault in `dir`. Other processes may have it open at the same time (see
@@ -658,14 +690,6 @@ impl Vault {
             Zeroizing::new(std::fs::read_to_string(&akp).map_err(|e| verr("audit key", &akp, e))?);
         let audit_key = AuditKey::from_text(&text).map_err(|e| verr("audit key", &akp, e))?;
         let audit_dir = Self::audit_dir(dir);
-        let segments = segment_paths(&audit_dir).unwrap_or_default();
-        if !segments.is_empty() && !anchor_path(&audit_dir).exists() {
-            return Err(verr(
-                "audit log",
-                &audit_dir,
-                "has records but no anchor file: it may have been replaced; refusing to open",
-            ));
-        }
         let storage =
             SqliteStorage::open(&db, options.sqlite)?.with_lock_timeout(options.lock_timeout)?;
         let head = storage.audit_head()?;
@@ -683,6 +707,15 @@ impl Vault {
             },
             e => StoreError::AuditLog(e),
         })?;
+        // Checked once the log's lock was had: a log being created by another process has its
+        // anchor by then.
+        if !report.created && !anchor_path(&audit_dir).exists() {
+            return Err(verr(
+                "audit log",
+                &audit_dir,
+                "has records but no anchor file: it may have been replaced; refusing to open",
+            ));
+        }
         if let Some(h) = head {
             // The head itself: tagged under the audit key, or from before tags (switched over
             // below, once, audited).
