@@ -51,12 +51,8 @@ fn store(dir: &Path, sync: SqliteDurability, audit: Durability) -> Store {
 fn login(i: usize) -> NewCredential {
     NewCredential::new(
         "website_login",
-        format!("login-{i}"),
-        serde_json::json!({
-            "login_url": "https://portal.example.com/login",
-            "username": format!("robot{i}@example.com"),
-            "password": format!("correct horse battery staple {i}"),
-        }),
+        credvault_benches::login_name(i),
+        credvault_benches::login_fields(i),
     )
 }
 

@@ -1,6 +1,21 @@
 //! Benchmarks live in `benches/`; see docs/PERFORMANCE.md. This library holds the test data
-//! that more than one benchmark uses (the DLP corpus: secrets and log text), deterministic so
-//! that every run measures the same bytes.
+//! that more than one benchmark uses (the DLP corpus: secrets and log text; the store's
+//! credentials), deterministic so that every run measures the same bytes.
+
+/// The name of the `i`-th credential of the store benchmarks (a `website_login`).
+pub fn login_name(i: usize) -> String {
+    format!("login-{i}")
+}
+
+/// The fields of the `i`-th credential of the store benchmarks: a 3-field `website_login`
+/// (login URL, user name, password), the same in the SQLite and PostgreSQL benchmarks.
+pub fn login_fields(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "login_url": "https://portal.example.com/login",
+        "username": format!("robot{i}@example.com"),
+        "password": format!("correct horse battery staple {i}"),
+    })
+}
 
 /// SplitMix64's finaliser: a fixed pseudo-random 64-bit value for each `i`.
 pub fn mix(i: u64) -> u64 {

@@ -38,6 +38,23 @@ fn ok(dir: &Path, args: &[&str], stdin: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Adds the website login `portal`, its password read from stdin.
+fn add_portal(dir: &Path, password: &str) {
+    ok(
+        dir,
+        &[
+            "add",
+            "website_login",
+            "portal",
+            "--field",
+            "login_url=https://x.example/login",
+            "--field",
+            "username=bot",
+        ],
+        password,
+    );
+}
+
 fn copy_dir(from: &Path, to: &PathBuf) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -63,19 +80,7 @@ fn a_vault_in_postgres_from_two_nodes_with_one_verified_chain() {
     assert!(!n1.join("vault.db").exists());
     let settings = std::fs::read_to_string(n1.join("database.json")).unwrap();
     assert!(settings.contains(&schema), "{settings}");
-    ok(
-        &n1,
-        &[
-            "add",
-            "website_login",
-            "portal",
-            "--field",
-            "login_url=https://x.example/login",
-            "--field",
-            "username=bot",
-        ],
-        "pw-from-node-1",
-    );
+    add_portal(&n1, "pw-from-node-1");
     copy_dir(&n1, &n2);
     assert_eq!(
         ok(&n2, &["reveal", "portal", "--field", "password"], ""),
@@ -119,19 +124,7 @@ fn migrate_storage_moves_a_sqlite_vault_and_it_keeps_working() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("v");
     ok(&d, &["init"], "");
-    ok(
-        &d,
-        &[
-            "add",
-            "website_login",
-            "portal",
-            "--field",
-            "login_url=https://x.example/login",
-            "--field",
-            "username=bot",
-        ],
-        "pw-before-the-move",
-    );
+    add_portal(&d, "pw-before-the-move");
     let schema = format!("mig{}", std::process::id());
     let out = ok(
         &d,

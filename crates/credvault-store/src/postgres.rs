@@ -65,7 +65,7 @@ use zeroize::Zeroizing;
 
 use crate::ids::{CredentialId, TenantId};
 use crate::pgpass::{lookup, PgpassQuery, MAX_PGPASS_LEN};
-use crate::storage::codec::{corrupt, json, key_id, to_i64, to_u64};
+use crate::storage::codec::{check_version, corrupt, json, key_id, to_i64, to_u64};
 use crate::storage::{
     AuditChain, AuditHead, CredentialRow, DataKeyRow, Hook, HookError, KeyState, ListFilter,
     NoChain, OtpFailures, OtpThrottle, RecordMacs, Reseal, Storage, StorageError, TenantRow,
@@ -1427,14 +1427,6 @@ fn version_of(
     match r {
         Some(r) => Ok(to_u64(get(&r, 0, "credentials")?)),
         None => Err(StorageError::NotFound { what: "credential" }),
-    }
-}
-
-fn check_version(found: u64, expected: u64) -> Result<(), StorageError> {
-    if found == expected {
-        Ok(())
-    } else {
-        Err(StorageError::VersionConflict { expected, found })
     }
 }
 

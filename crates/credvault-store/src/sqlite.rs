@@ -22,7 +22,7 @@ use credvault_envelope::KeyId;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::ids::{CredentialId, TenantId};
-use crate::storage::codec::{corrupt, json, key_id, to_i64, to_u64};
+use crate::storage::codec::{check_version, corrupt, json, key_id, to_i64, to_u64};
 use crate::storage::{
     AuditHead, CredentialRow, DataKeyRow, Hook, KeyState, ListFilter, OtpFailures, OtpThrottle,
     RecordMacs, Reseal, Storage, StorageError, TenantRow, TestRecord,
@@ -619,14 +619,6 @@ impl SqliteStorage {
             .map_err(be)?
             .map(to_u64)
             .ok_or(StorageError::NotFound { what: "credential" })
-    }
-}
-
-fn check_version(found: u64, expected: u64) -> Result<(), StorageError> {
-    if found == expected {
-        Ok(())
-    } else {
-        Err(StorageError::VersionConflict { expected, found })
     }
 }
 

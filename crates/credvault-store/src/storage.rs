@@ -759,6 +759,15 @@ pub(crate) mod codec {
         Ok(KeyId::from_bytes(arr))
     }
 
+    /// An optimistic write's version check: the stored version must be the one read.
+    pub(crate) fn check_version(found: u64, expected: u64) -> Result<(), StorageError> {
+        if found == expected {
+            Ok(())
+        } else {
+            Err(StorageError::VersionConflict { expected, found })
+        }
+    }
+
     /// A list or map column as JSON.
     pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
         serde_json::to_string(v).unwrap_or_else(|_| "[]".into())

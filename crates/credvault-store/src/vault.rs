@@ -434,6 +434,22 @@ fn create_private_dir(dir: &Path, what: &'static str) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// Takes `file`'s exclusive lock, waiting up to `timeout` for another process to release it.
+fn lock_within(
+    file: &std::fs::File,
+    timeout: Duration,
+    resource: &'static str,
+) -> Result<(), StoreError> {
+    let until = std::time::Instant::now() + timeout;
+    while file.try_lock().is_err() {
+        if std::time::Instant::now() >= until {
+            return Err(StoreError::Busy { resource });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
 fn check_private(path: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
     {
@@ -641,15 +657,7 @@ impl Vault {
         let lock = o
             .open(&lock_path)
             .map_err(|e| verr("vault", &lock_path, e))?;
-        let until = std::time::Instant::now() + options.lock_timeout;
-        while lock.try_lock().is_err() {
-            if std::time::Instant::now() >= until {
-                return Err(StoreError::Busy {
-                    resource: "vault directory",
-                });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        lock_within(&lock, options.lock_timeout, "vault directory")?;
         // Whoever held the lock before may have created it.
         let out = if Self::exists(dir) {
             Self::open(dir, options)
@@ -838,8 +846,10 @@ impl Vault {
         if db.schema.is_some() {
             pg.schema.clone_from(&db.schema);
         }
-        let storage = crate::postgres::PostgresStorage::open(&db.url, &pg)?
-            .with_audit_chain(read_audit_key(dir)?, &log_config)?;
+        let storage = crate::postgres::PostgresStorage::open(&db.url, &pg)?.with_audit_chain(
+            AuditKey::from_text(&audit_key.to_hex()).map_err(|e| verr("audit key", &akp, e))?,
+            &log_config,
+        )?;
         let storage = Arc::new(storage);
         if let Some(h) = storage.audit_head()? {
             let genuine = match h.tag {
@@ -935,15 +945,7 @@ impl Vault {
             .write(true)
             .open(&lock_path)
             .map_err(|e| verr("audit log", &lock_path, e))?;
-        let until = std::time::Instant::now() + options.lock_timeout;
-        while lock.try_lock().is_err() {
-            if std::time::Instant::now() >= until {
-                return Err(StoreError::Busy {
-                    resource: "audit log",
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        lock_within(&lock, options.lock_timeout, "audit log")?;
 
         // Nothing is written to the vault: a second run sees it exactly as the first did.
         let source = SqliteStorage::open(&db_file, options.sqlite)?;
@@ -1002,7 +1004,9 @@ impl Vault {
         if let Some(s) = &sealer {
             log_config = log_config.sealed_with(s.clone());
         }
-        let writer = credvault_audit::ChainWriter::new(read_audit_key(dir)?, &log_id, &log_config);
+        let key_copy = AuditKey::from_text(&audit_key.to_hex())
+            .map_err(|e| verr("audit key", &Self::audit_key_path(dir), e))?;
+        let writer = credvault_audit::ChainWriter::new(key_copy, &log_id, &log_config);
         let data = Import {
             tenants,
             keys,
@@ -1307,24 +1311,18 @@ impl Vault {
                 )
             }
             #[cfg(feature = "postgres")]
-            VaultAudit::Database(s) => {
+            VaultAudit::Database(_) => {
                 // The chain (after the segments of a file log it continues, if it moved here),
                 // exported to private files and checked as a file log: its own checkpoints
                 // stand in for the file log's anchor file.
                 let tmp = tempfile::tempdir_in(&self.dir)
                     .map_err(|e| verr("audit export", &self.dir, e))?;
                 let mut paths = Vec::new();
-                for (i, seg) in s.migrated_audit_segments()?.iter().enumerate() {
+                for (i, seg) in self.audit_bytes()?.iter().enumerate() {
                     let p = credvault_audit::segment_path(tmp.path(), i as u32 + 1);
                     std::fs::write(&p, seg).map_err(|e| verr("audit export", &p, e))?;
                     paths.push(p);
                 }
-                let path = credvault_audit::segment_path(tmp.path(), paths.len() as u32 + 1);
-                let mut f =
-                    std::fs::File::create(&path).map_err(|e| verr("audit export", &path, e))?;
-                s.export_audit(&mut f)?;
-                drop(f);
-                paths.push(path);
                 verify_audit_segments(
                     &paths,
                     None,
