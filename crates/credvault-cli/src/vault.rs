@@ -8,14 +8,15 @@
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use credvault_schema::{CredentialType, FieldKind, RevealPolicy};
+use credvault_schema::{CredentialType, FieldKind, RevealPolicy, TestKind};
 use credvault_store::net::AddressClass;
 use credvault_store::{
-    read_audit_key, verify_vault_audit, CredentialInfo, CredentialUpdate, ListFilter,
-    NewCredential, Progress, SqliteDurability, SqliteStorage, Storage, StoreError, TenantId,
-    TesterRegistry, Vault, VaultOptions, DEFAULT_ENVIRONMENT,
+    read_audit_key, verify_vault_audit, AwsStsTester, CredentialInfo, CredentialUpdate, ListFilter,
+    NewCredential, Outbound, Progress, SqliteDurability, SqliteStorage, Storage, StoreError,
+    TenantId, TesterRegistry, Vault, VaultOptions, DEFAULT_ENVIRONMENT,
 };
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
@@ -980,7 +981,22 @@ pub(crate) fn totp(
 }
 
 pub(crate) fn test(args: &VaultArgs, n: TestArgs) -> Result<Output, Failure> {
-    let options = opts()?.testers(TesterRegistry::with_defaults_allowing(&n.allow_network));
+    let out = n
+        .allow_network
+        .iter()
+        .fold(Outbound::new(), |o, &class| o.allow(class));
+    let mut testers = TesterRegistry::with_outbound(&out);
+    // The AWS SDKs' endpoint settings: a VPC or FIPS endpoint, or a test server.
+    if let Some(url) = ["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+    {
+        testers.register(
+            TestKind::AwsSts,
+            Arc::new(AwsStsTester::new(out).with_endpoint(url)),
+        );
+    }
+    let options = opts()?.testers(testers);
     with_vault_opts(args, options, |v| {
         let (scope, info) = find(v, &n.target, &n.name, args.actor())?;
         let out = scope.test(&info.id).map_err(fail)?;

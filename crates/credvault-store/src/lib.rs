@@ -123,8 +123,22 @@ pub use store::{
     StorageReplayGuard, Store, StoreConfig, StoreVerification, SystemClock, AUTO_ROTATION_ACTOR,
     HOTP_COUNTER_FIELD, HOTP_LOOK_AHEAD, VAULT_ACTOR,
 };
+#[cfg(feature = "aws-tester")]
+pub use tester::AwsStsTester;
 #[cfg(feature = "http-tester")]
 pub use tester::HttpTester;
+#[cfg(feature = "mysql-tester")]
+pub use tester::MysqlTester;
+#[cfg(feature = "net")]
+pub use tester::Outbound;
+#[cfg(feature = "postgres")]
+pub use tester::PostgresTester;
+#[cfg(feature = "redis-tester")]
+pub use tester::RedisTester;
+#[cfg(feature = "smtp-tester")]
+pub use tester::SmtpTester;
+#[cfg(feature = "ssh-tester")]
+pub use tester::SshTester;
 pub use tester::{CredentialTester, FixedTester, TesterRegistry};
 #[cfg(feature = "sqlite")]
 pub use vault::{

@@ -226,7 +226,7 @@ impl Resolve for SystemResolver {
 }
 
 #[cfg(feature = "net")]
-pub use destination::{Destination, Refused};
+pub use destination::{all_loopback, resolve_checked, Destination, Refused};
 
 #[cfg(feature = "net")]
 mod destination {
@@ -263,6 +263,60 @@ mod destination {
         /// Plain HTTP to anything but loopback.
         #[error("plain http to a non-loopback host")]
         PlainHttp,
+    }
+
+    /// Resolves `host` once and checks every address against `policy` (one refused address
+    /// refuses the host): what a connection on a credential's behalf may then use, and
+    /// nothing else. `host` is a DNS name or an IP literal (`[v6]` or bare), which is not
+    /// resolved.
+    ///
+    /// # Errors
+    /// [`Refused::Unresolved`], [`Refused::Address`], or [`Refused::Unparsable`] for an empty
+    /// host.
+    pub fn resolve_checked(
+        host: &str,
+        port: u16,
+        policy: &NetworkPolicy,
+        resolver: &dyn Resolve,
+    ) -> Result<Vec<SocketAddr>, Refused> {
+        let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+        if let Ok(ip) = literal.unwrap_or(host).parse::<IpAddr>() {
+            return checked(vec![ip], port, policy);
+        }
+        if host.is_empty() || literal.is_some() {
+            return Err(Refused::Unparsable);
+        }
+        let ips = resolver
+            .resolve(host, port)
+            .map_err(|_| Refused::Unresolved)?
+            .into_iter()
+            .map(|a| a.ip())
+            .collect();
+        checked(ips, port, policy)
+    }
+
+    fn checked(
+        ips: Vec<IpAddr>,
+        port: u16,
+        policy: &NetworkPolicy,
+    ) -> Result<Vec<SocketAddr>, Refused> {
+        if ips.is_empty() {
+            return Err(Refused::Unresolved);
+        }
+        for &ip in &ips {
+            policy.permits(ip).map_err(Refused::Address)?;
+        }
+        Ok(ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect())
+    }
+
+    /// Whether every address is on the vault's own host.
+    pub fn all_loopback(addrs: &[SocketAddr]) -> bool {
+        addrs
+            .iter()
+            .all(|a| classify(a.ip()) == AddressClass::Loopback)
     }
 
     /// A URL whose host has been resolved and checked against a [`NetworkPolicy`]: connect to
@@ -322,27 +376,13 @@ mod destination {
                 return Err(Refused::UserInfo);
             }
             let port = url.port_or_known_default().ok_or(Refused::NoPort)?;
-            let addrs: Vec<SocketAddr> = match url.host() {
-                Some(Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
-                Some(Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-                Some(Host::Domain(name)) => resolver
-                    .resolve(name, port)
-                    .map_err(|_| Refused::Unresolved)?
-                    .into_iter()
-                    .map(|a| SocketAddr::new(a.ip(), port))
-                    .collect(),
+            let addrs = match url.host() {
+                Some(Host::Ipv4(ip)) => checked(vec![IpAddr::V4(ip)], port, policy)?,
+                Some(Host::Ipv6(ip)) => checked(vec![IpAddr::V6(ip)], port, policy)?,
+                Some(Host::Domain(name)) => resolve_checked(name, port, policy, resolver)?,
                 None => return Err(Refused::Unparsable),
             };
-            if addrs.is_empty() {
-                return Err(Refused::Unresolved);
-            }
-            for a in &addrs {
-                policy.permits(a.ip()).map_err(Refused::Address)?;
-            }
-            let all_loopback = addrs
-                .iter()
-                .all(|a| classify(a.ip()) == AddressClass::Loopback);
-            let plain_ok = policy.plain_http_to_loopback && all_loopback;
+            let plain_ok = policy.plain_http_to_loopback && all_loopback(&addrs);
             if !(https || plain_ok) {
                 return Err(Refused::PlainHttp);
             }
@@ -396,6 +436,33 @@ mod tests {
         let copy = d.clone();
         drop(d);
         assert_eq!(copy.url().path(), "/v1/charges");
+    }
+
+    #[test]
+    #[cfg(feature = "net")]
+    #[allow(clippy::unwrap_used)]
+    fn hosts_are_checked_as_ip_literals_bare_or_bracketed() {
+        let public = NetworkPolicy::public_only();
+        let local = public.allow(AddressClass::Loopback);
+        let check = |h: &str, p: &NetworkPolicy| resolve_checked(h, 22, p, &SystemResolver);
+        assert_eq!(
+            check("127.0.0.1", &public),
+            Err(Refused::Address(AddressClass::Loopback))
+        );
+        assert_eq!(
+            check("[::ffff:169.254.169.254]", &local),
+            Err(Refused::Address(AddressClass::LinkLocal))
+        );
+        let v6: Vec<SocketAddr> = vec!["[::1]:22".parse().unwrap()];
+        assert_eq!(check("[::1]", &local).unwrap(), v6);
+        assert_eq!(check("::1", &local).unwrap(), v6);
+        assert_eq!(
+            check("8.8.8.8", &public).unwrap(),
+            vec!["8.8.8.8:22".parse::<SocketAddr>().unwrap()]
+        );
+        for bad in ["", "[]", "[not-an-ip]"] {
+            assert_eq!(check(bad, &local), Err(Refused::Unparsable), "{bad:?}");
+        }
     }
 
     #[test]

@@ -630,7 +630,7 @@ pub fn redact_database_url(url: &str) -> String {
     }
 }
 
-fn tls_config(ca_file: Option<&PathBuf>) -> Result<rustls::ClientConfig, StorageError> {
+pub(crate) fn tls_config(ca_file: Option<&PathBuf>) -> Result<rustls::ClientConfig, StorageError> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {

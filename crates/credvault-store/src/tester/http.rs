@@ -10,8 +10,8 @@ use credvault_audit::TestStatus;
 use credvault_schema::{BodyFormat, Credential, CredentialType};
 use zeroize::Zeroizing;
 
-use super::{CredentialTester, TestOutcome};
-use crate::net::{AddressClass, Destination, NetworkPolicy, Resolve, SystemResolver};
+use super::{outcome, CredentialTester, Outbound, TestOutcome};
+use crate::net::{AddressClass, Destination, NetworkPolicy, Resolve};
 
 /// Longest response body read (for the `json_path` check).
 const MAX_BODY: u64 = 1 << 20;
@@ -27,17 +27,14 @@ const MAX_BODY: u64 = 1 << 20;
 /// (`169.254.169.254`, where cloud metadata listens) are refused unless
 /// [`allow`](Self::allow)ed; plain `http://` only reaches loopback.
 pub struct HttpTester {
-    timeout: Duration,
-    policy: NetworkPolicy,
-    resolver: Arc<dyn Resolve>,
+    out: Outbound,
 }
 
 impl std::fmt::Debug for HttpTester {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpTester")
-            .field("timeout", &self.timeout)
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
+            .field("out", &self.out)
+            .finish()
     }
 }
 
@@ -47,16 +44,9 @@ impl Default for HttpTester {
     }
 }
 
-fn outcome(status: TestStatus, message: impl Into<String>) -> TestOutcome {
-    TestOutcome {
-        status,
-        message: message.into(),
-    }
-}
-
 /// Answers the HTTP client's lookup with the addresses already checked, for the checked host
 /// only.
-struct Pinned {
+pub(crate) struct Pinned {
     netloc: String,
     addrs: Vec<SocketAddr>,
 }
@@ -74,47 +64,63 @@ impl ureq::Resolver for Pinned {
     }
 }
 
+impl Pinned {
+    /// An agent that connects to `dest`'s checked addresses only, follows no redirect and
+    /// gives up after `timeout`.
+    pub(crate) fn agent(dest: &Destination, timeout: Duration) -> ureq::Agent {
+        ureq::AgentBuilder::new()
+            .timeout(timeout)
+            .redirects(0)
+            .resolver(Self {
+                netloc: dest.netloc(),
+                addrs: dest.addrs().to_vec(),
+            })
+            .build()
+    }
+}
+
 impl HttpTester {
     /// A tester with a 10 s timeout, public addresses only, the system resolver.
     pub fn new() -> Self {
-        Self::with_timeout(Duration::from_secs(10))
+        Self::with_outbound(Outbound::new())
     }
 
     /// A tester with another timeout.
     pub fn with_timeout(timeout: Duration) -> Self {
-        Self {
-            timeout,
-            policy: NetworkPolicy::public_only(),
-            resolver: Arc::new(SystemResolver),
-        }
+        Self::with_outbound(Outbound::new().with_timeout(timeout))
+    }
+
+    /// A tester connecting where `out` allows.
+    pub fn with_outbound(out: Outbound) -> Self {
+        Self { out }
     }
 
     /// Also lets requests reach `class` (loopback, private or link-local; reserved addresses
     /// are never reached). An explicit vault setting: `credvault test --allow-network`.
     #[must_use]
     pub fn allow(mut self, class: AddressClass) -> Self {
-        self.policy = self.policy.allow(class);
+        self.out = self.out.allow(class);
         self
     }
 
     /// Uses this network policy.
     #[must_use]
     pub fn with_policy(mut self, policy: NetworkPolicy) -> Self {
-        self.policy = policy;
+        self.out = self.out.with_policy(policy);
         self
     }
 
     /// Resolves host names with `resolver` instead of the system's.
     #[must_use]
     pub fn with_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
-        self.resolver = resolver;
+        self.out = self.out.with_resolver(resolver);
         self
     }
 
     /// Refuses plain HTTP even to loopback.
     #[must_use]
     pub fn https_only(mut self) -> Self {
-        self.policy = self.policy.https_only();
+        self.out = self.out.https_only();
         self
     }
 }
@@ -124,19 +130,15 @@ impl CredentialTester for HttpTester {
         let Some(req) = ty.test_request(credential) else {
             return outcome(TestStatus::Error, "the type has no HTTP test request");
         };
-        let dest = match Destination::check(req.url.expose_secret(), &self.policy, &*self.resolver)
-        {
+        let dest = match Destination::check(
+            req.url.expose_secret(),
+            &self.out.policy,
+            &*self.out.resolver,
+        ) {
             Ok(d) => d,
             Err(e) => return outcome(TestStatus::Error, format!("refused: {e}")),
         };
-        let agent = ureq::AgentBuilder::new()
-            .timeout(self.timeout)
-            .redirects(0)
-            .resolver(Pinned {
-                netloc: dest.netloc(),
-                addrs: dest.addrs().to_vec(),
-            })
-            .build();
+        let agent = Pinned::agent(&dest, self.out.timeout);
         let mut r = agent.request_url(&req.method, dest.url());
         for (k, v) in &req.parts.headers {
             r = r.set(k.expose_secret(), v.expose_secret());

@@ -37,23 +37,52 @@ impl TesterRegistry {
         Self::default()
     }
 
-    /// The built-in testers: HTTP (feature `http-tester`), reaching public addresses only.
+    /// The built-in testers this build has (HTTP with `http-tester`, PostgreSQL with
+    /// `postgres`, MySQL, Redis, SMTP, SSH and AWS STS with their `*-tester` features),
+    /// reaching public addresses only.
     pub fn with_defaults() -> Self {
         Self::with_defaults_allowing(&[])
     }
 
-    /// The built-in testers, the HTTP tester also allowed to reach these address classes
-    /// (e.g. [`AddressClass::Loopback`] for a service on the vault's own host).
+    /// The built-in testers, also allowed to reach these address classes (e.g.
+    /// [`AddressClass::Loopback`] for a service on the vault's own host).
     pub fn with_defaults_allowing(#[allow(unused_variables)] classes: &[AddressClass]) -> Self {
+        #[cfg(feature = "net")]
+        {
+            let out = classes
+                .iter()
+                .fold(Outbound::new(), |o, &class| o.allow(class));
+            Self::with_outbound(&out)
+        }
+        #[cfg(not(feature = "net"))]
+        Self::default()
+    }
+
+    /// The built-in testers this build has, each connecting where `out` allows.
+    #[cfg(feature = "net")]
+    pub fn with_outbound(#[allow(unused_variables)] out: &Outbound) -> Self {
         #[allow(unused_mut)]
         let mut r = Self::default();
         #[cfg(feature = "http-tester")]
-        {
-            let tester = classes
-                .iter()
-                .fold(HttpTester::new(), |t, &class| t.allow(class));
-            r.register(TestKind::Http, Arc::new(tester));
-        }
+        r.register(
+            TestKind::Http,
+            Arc::new(HttpTester::with_outbound(out.clone())),
+        );
+        #[cfg(feature = "postgres")]
+        r.register(
+            TestKind::Postgres,
+            Arc::new(PostgresTester::new(out.clone())),
+        );
+        #[cfg(feature = "mysql-tester")]
+        r.register(TestKind::Mysql, Arc::new(MysqlTester::new(out.clone())));
+        #[cfg(feature = "redis-tester")]
+        r.register(TestKind::Redis, Arc::new(RedisTester::new(out.clone())));
+        #[cfg(feature = "smtp-tester")]
+        r.register(TestKind::Smtp, Arc::new(SmtpTester::new(out.clone())));
+        #[cfg(feature = "ssh-tester")]
+        r.register(TestKind::Ssh, Arc::new(SshTester::new(out.clone())));
+        #[cfg(feature = "aws-tester")]
+        r.register(TestKind::AwsSts, Arc::new(AwsStsTester::new(out.clone())));
         r
     }
 
@@ -71,9 +100,47 @@ impl TesterRegistry {
 
 #[cfg(feature = "http-tester")]
 pub use http::HttpTester;
+#[cfg(feature = "net")]
+pub use outbound::Outbound;
 
+#[cfg(feature = "aws-tester")]
+pub use aws::AwsStsTester;
+#[cfg(feature = "mysql-tester")]
+pub use mysql::MysqlTester;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresTester;
+#[cfg(feature = "redis-tester")]
+pub use redis::RedisTester;
+#[cfg(feature = "smtp-tester")]
+pub use smtp::SmtpTester;
+#[cfg(feature = "ssh-tester")]
+pub use ssh::SshTester;
+
+#[cfg(feature = "aws-tester")]
+mod aws;
 #[cfg(feature = "http-tester")]
 mod http;
+#[cfg(feature = "mysql-tester")]
+mod mysql;
+#[cfg(feature = "net")]
+mod outbound;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis-tester")]
+mod redis;
+#[cfg(feature = "smtp-tester")]
+mod smtp;
+#[cfg(feature = "ssh-tester")]
+mod ssh;
+
+/// An outcome with a message (which must hold no secret).
+#[cfg_attr(not(feature = "net"), allow(dead_code))] // only the network testers use it
+pub(crate) fn outcome(status: TestStatus, message: impl Into<String>) -> TestOutcome {
+    TestOutcome {
+        status,
+        message: message.into(),
+    }
+}
 
 /// A tester that always answers the same (for tests and dry runs).
 #[derive(Clone, Debug)]
