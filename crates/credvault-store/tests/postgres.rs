@@ -587,3 +587,53 @@ fn the_documented_grants_run_a_node_that_cannot_rewrite_history() {
     }
     let _ = admin.batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"));
 }
+
+/// TLS to the server: `sslmode=require` with the CA that signed the server's certificate
+/// connects, and the connection is encrypted; the wrong CA, or the system's roots (which do
+/// not know a test CA), are refused before anything is sent. `.ci/run` gives the server a
+/// certificate from a CA it makes and names both CA files.
+#[test]
+fn tls_to_the_server_is_verified_against_the_given_ca() {
+    let Some(server) = pg::server() else { return };
+    let (Ok(ca), Ok(other)) = (
+        std::env::var("CREDVAULT_TEST_PG_CA"),
+        std::env::var("CREDVAULT_TEST_PG_OTHER_CA"),
+    ) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CREDVAULT_TEST_PG_CA is not set but CI is: .ci/run gives the server a certificate"
+        );
+        return;
+    };
+    let url = server.url().replace("sslmode=disable", "sslmode=require");
+    assert_ne!(url, server.url(), "the test URL names sslmode=disable");
+    let schema = server.new_schema();
+    let opts = PostgresOptions::default()
+        .schema(schema)
+        .ca_file(ca)
+        .pool_timeout(Duration::from_secs(5));
+    let s = PostgresStorage::open(&url, &opts).unwrap();
+    // Every statement of this storage goes over TLS: the server says so for its own session.
+    s.execute_raw(
+        "DO $$ BEGIN IF NOT (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) THEN
+           RAISE EXCEPTION 'this session is not encrypted'; END IF; END $$",
+    )
+    .unwrap();
+    // The whole storage suite, over TLS.
+    let fresh = || {
+        Arc::new(PostgresStorage::open(&url, &opts.clone().schema(server.new_schema())).unwrap())
+            as Arc<dyn Storage>
+    };
+    storage_conformance(&fresh).unwrap();
+    // The wrong CA, and no CA (the system's roots): refused, typed.
+    for opts in [
+        PostgresOptions::default().ca_file(other),
+        PostgresOptions::default(),
+    ] {
+        let Err(err) = PostgresStorage::open(&url, &opts.pool_timeout(Duration::from_secs(2)))
+        else {
+            panic!("an unverified server was accepted")
+        };
+        assert!(matches!(err, StorageError::Unavailable { .. }), "{err:?}");
+    }
+}

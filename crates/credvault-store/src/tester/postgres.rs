@@ -13,8 +13,8 @@ use super::{outcome, CredentialTester, Outbound, TestOutcome};
 ///
 /// `ssl_mode` `disable` sends the login in the clear, to loopback only. Every other mode
 /// speaks TLS through rustls and verifies the server against the system's roots (stricter
-/// than libpq's `require`, which does not verify): `allow` and `prefer` fall back to the
-/// clear on loopback only.
+/// than libpq's `require`, which does not verify). `allow` and `prefer` fall back to the
+/// clear when TLS fails, as libpq does, on loopback only; elsewhere they act as `require`.
 #[derive(Debug, Default)]
 pub struct PostgresTester {
     out: Outbound,
@@ -69,7 +69,15 @@ impl CredentialTester for PostgresTester {
                             "no certificate authority to verify the server with",
                         )
                     })?;
-                    config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+                    match config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)) {
+                        // As libpq's `prefer`: a TLS attempt that fails (here: a certificate
+                        // the roots do not vouch for) is followed by one in the clear. Only
+                        // ever to loopback (`Prefer` is chosen for loopback only).
+                        Err(e) if mode == SslMode::Prefer && e.as_db_error().is_none() => {
+                            config.ssl_mode(SslMode::Disable).connect(postgres::NoTls)
+                        }
+                        other => other,
+                    }
                 };
                 match connected {
                     Ok(mut client) => {
