@@ -8,14 +8,10 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+mod common;
+
 fn server() -> Option<String> {
-    match std::env::var("CREDVAULT_TEST_DATABASE_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CREDVAULT_TEST_DATABASE_URL is not set but CI is: .ci/run starts PostgreSQL")
-        }
-        _ => None,
-    }
+    common::service("CREDVAULT_TEST_DATABASE_URL")
 }
 
 fn cv(dir: &Path) -> Command {

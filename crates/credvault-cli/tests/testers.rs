@@ -7,16 +7,9 @@
 use std::path::Path;
 
 use assert_cmd::Command;
+use common::service;
 
-fn service(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("{var} is not set but CI is: .ci/run starts the tester services and sets it")
-        }
-        _ => None,
-    }
-}
+mod common;
 
 fn cv(dir: &Path) -> Command {
     let mut c = Command::cargo_bin("credvault").unwrap();

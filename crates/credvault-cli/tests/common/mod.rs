@@ -1,5 +1,5 @@
-//! Helpers shared by the CLI test files.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Helpers shared by the CLI test files (each mounts this module and uses some of them).
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 /// The arguments with every literal key after one of `flags` written to an owner-only file
 /// and passed as `@FILE` (the CLI never takes a key on argv); `@...` and `-` pass as they are.
@@ -22,4 +22,16 @@ pub(crate) fn keys_to_files(
         next_is_key = flags.contains(a);
     }
     (out, files)
+}
+
+/// The value of a variable naming a real server `.ci/run` starts, or `None` on a developer
+/// machine without it. Panics when `CI` is set: CI must not pass by skipping.
+pub(crate) fn service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{var} is not set but CI is: .ci/run starts the server and sets it")
+        }
+        _ => None,
+    }
 }
