@@ -50,7 +50,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use credvault_audit::{
@@ -382,7 +382,47 @@ pub struct PostgresStorage {
     pool_size: u32,
     pool_timeout: Duration,
     chain: Option<ChainWriter>,
+    /// Standalone appends waiting to be written (group commit), and the chain tip as this
+    /// process last wrote or read it. See [`append_audit`](Storage::append_audit).
+    appends: Mutex<Appends>,
+    /// Signalled when a batch of standalone appends is written.
+    appended: Condvar,
+    /// Tenant rows read so far (they never change): see [`tenant`](Storage::tenant).
+    tenants: Mutex<HashMap<TenantId, TenantRow>>,
 }
+
+/// How many tenant rows a storage keeps in memory.
+const TENANT_CACHE: usize = 65_536;
+
+/// Standalone appends of one process: one writes a batch while the others queue theirs.
+#[derive(Default)]
+struct Appends {
+    queue: Vec<(u64, Vec<AuditEvent>)>,
+    next_ticket: u64,
+    done: HashMap<u64, Result<AuditHead, Arc<StorageError>>>,
+    writing: bool,
+    /// The chain tip as this process last wrote or read it; `None` when unknown.
+    tip: Option<ChainTip>,
+}
+
+/// A batch's error, for each caller whose records were in it (the variants a caller acts on
+/// kept; the others as their text).
+fn echo(e: &StorageError) -> StorageError {
+    match e {
+        StorageError::Busy { resource } => StorageError::Busy { resource },
+        StorageError::Conflict { resource } => StorageError::Conflict { resource },
+        StorageError::Timeout { resource } => StorageError::Timeout { resource },
+        StorageError::Unavailable { resource, reason } => StorageError::Unavailable {
+            resource,
+            reason: reason.clone(),
+        },
+        other => StorageError::Backend(other.to_string()),
+    }
+}
+
+/// How many times a standalone append tries its compare-and-set before it takes the writer
+/// lock (another node appending at the same moment each time).
+const APPEND_ATTEMPTS: usize = 4;
 
 impl std::fmt::Debug for PostgresStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -741,6 +781,9 @@ impl PostgresStorage {
             pool_size: options.pool_size.max(1),
             pool_timeout: options.pool_timeout,
             chain: None,
+            appends: Mutex::new(Appends::default()),
+            appended: Condvar::new(),
+            tenants: Mutex::new(HashMap::new()),
         };
         s.migrate(options.schema.as_deref())?;
         Ok(s)
@@ -1192,6 +1235,82 @@ impl PostgresStorage {
     }
 }
 
+impl PostgresStorage {
+    /// Appends `events` by compare-and-set from `tip` (read when `None`), falling back to the
+    /// writer lock: the result, and the tip afterwards when known.
+    fn append_standalone(
+        &self,
+        w: &ChainWriter,
+        mut tip: Option<ChainTip>,
+        events: &[AuditEvent],
+    ) -> (Result<AuditHead, StorageError>, Option<ChainTip>) {
+        for _ in 0..APPEND_ATTEMPTS {
+            let from = match tip.take() {
+                Some(t) => t,
+                None => match self.read(|db| {
+                    let r = db
+                        .query_opt("SELECT audit_tip FROM writer_lock WHERE id = 1", &[])?
+                        .ok_or_else(|| corrupt("writer_lock", "the lock row is missing"))?;
+                    get::<Option<&str>>(&r, 0, "writer_lock")?
+                        .and_then(ChainTip::parse)
+                        .ok_or_else(|| corrupt("writer_lock", "audit tip"))
+                }) {
+                    Ok(t) => t,
+                    Err(e) => return (Err(e), None),
+                },
+            };
+            let (a, head) = match chain_records(w, &from, events) {
+                Ok(x) => x,
+                Err(e) => return (Err(e), None),
+            };
+            let (seqs, kinds, lines) = record_columns(&a.records);
+            // Not through `read`, which retries on a lost connection: a statement whose
+            // answer was lost may have committed, and would then be recorded twice.
+            let moved = self.conn().and_then(|mut conn| {
+                let PgConn { client, stmts } = &mut *conn;
+                let mut db = Db {
+                    c: client,
+                    stmts,
+                    locked: None,
+                };
+                db.query(
+                    "WITH moved AS (
+                        UPDATE writer_lock SET audit_tip = $4, audit_head = $5
+                        WHERE id = 1 AND audit_tip = $6 RETURNING 1
+                     ), records AS (
+                        INSERT INTO audit_log (seq, kind, line)
+                        SELECT r.* FROM unnest($1::bigint[], $2::text[], $3::bytea[]) AS r
+                        WHERE EXISTS (SELECT 1 FROM moved)
+                     )
+                     SELECT 1 FROM moved",
+                    &[
+                        &seqs,
+                        &kinds,
+                        &lines,
+                        &a.tip.to_text(),
+                        &head.to_meta(),
+                        &from.to_text(),
+                    ],
+                )
+            });
+            match moved {
+                Ok(rows) if !rows.is_empty() => return (Ok(head), Some(a.tip)),
+                Ok(_) => {}
+                // Perhaps committed: the tip is not known.
+                Err(e) => return (Err(e), None),
+            }
+        }
+        match self.write(|db| {
+            let head = append_records(db, w, events)?;
+            set_head(db, Some(head))?;
+            Ok((head, read_tip(db)?))
+        }) {
+            Ok((head, tip)) => (Ok(head), tip),
+            Err(e) => (Err(e), None),
+        }
+    }
+}
+
 type Tx<'a, 'b> = Db<'a, postgres::Transaction<'b>>;
 
 fn read_head<C: GenericClient>(db: &mut Db<'_, C>) -> Result<Option<AuditHead>, StorageError> {
@@ -1332,9 +1451,7 @@ fn store_records(
     tip: &ChainTip,
     head: Option<AuditHead>,
 ) -> Result<(), StorageError> {
-    let seqs: Vec<i64> = records.iter().map(|r| to_i64(r.seq)).collect();
-    let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
-    let lines: Vec<&[u8]> = records.iter().map(|r| r.line.as_slice()).collect();
+    let (seqs, kinds, lines) = record_columns(records);
     let head = head.or(locked(db)?.head);
     db.execute(
         "WITH records AS (
@@ -1367,8 +1484,21 @@ fn append_records(
             "the audit chain has no tip (its genesis was never written, or the row was deleted)",
         )
     })?;
+    let (a, head) = chain_records(w, &tip, events)?;
+    // The head moves with the records (the hook's own set_head then finds it stored).
+    let new_head = crate::storage::later(locked(db)?.head, Some(head));
+    store_records(db, &a.records, &a.tip, new_head)?;
+    Ok(head)
+}
+
+/// The records of `events` chained after `tip`, and the head they make.
+fn chain_records(
+    w: &ChainWriter,
+    tip: &ChainTip,
+    events: &[AuditEvent],
+) -> Result<(credvault_audit::Appended, AuditHead), StorageError> {
     let a = w
-        .append(&tip, events)
+        .append(tip, events)
         .map_err(|e| StorageError::Backend(format!("audit chain: {e}")))?;
     let (seq, hash) = match a.last_event {
         Some(r) => (r.seq, r.hash),
@@ -1379,10 +1509,16 @@ fn append_records(
         hash,
         tag: Some(w.head_tag(seq, &hash)),
     };
-    // The head moves with the records (the hook's own set_head then finds it stored).
-    let new_head = crate::storage::later(locked(db)?.head, Some(head));
-    store_records(db, &a.records, &a.tip, new_head)?;
-    Ok(head)
+    Ok((a, head))
+}
+
+/// The `audit_log` columns of `records`, for `unnest`.
+fn record_columns(records: &[ChainRecord]) -> (Vec<i64>, Vec<&str>, Vec<&[u8]>) {
+    (
+        records.iter().map(|r| to_i64(r.seq)).collect(),
+        records.iter().map(|r| r.kind.as_str()).collect(),
+        records.iter().map(|r| r.line.as_slice()).collect(),
+    )
 }
 
 fn hook_in(
@@ -1580,8 +1716,14 @@ impl Storage for PostgresStorage {
         })
     }
 
+    /// A tenant row is never changed or deleted once written, so one this process has read is
+    /// kept (up to [`TENANT_CACHE`] of them) and not asked for again: a scope costs no round
+    /// trip for a known tenant. An unknown tenant is asked for every time.
     fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StorageError> {
-        self.read(|db| {
+        if let Some(row) = self.tenants.lock().ok().and_then(|t| t.get(id).cloned()) {
+            return Ok(Some(row));
+        }
+        let row = self.read(|db| {
             let r = db.query_opt(
                 "SELECT name, created_at FROM tenants WHERE id = $1",
                 &[&id.as_str()],
@@ -1594,7 +1736,13 @@ impl Storage for PostgresStorage {
                 })
             })
             .transpose()
-        })
+        })?;
+        if let (Some(row), Ok(mut known)) = (&row, self.tenants.lock()) {
+            if known.len() < TENANT_CACHE {
+                known.insert(id.clone(), row.clone());
+            }
+        }
+        Ok(row)
     }
 
     fn tenants(&self) -> Result<Vec<TenantRow>, StorageError> {
@@ -2126,15 +2274,51 @@ impl Storage for PostgresStorage {
         self.chain.is_some()
     }
 
+    /// Standalone records (a reveal's `accessed`, a denial) are appended in one autocommit
+    /// statement that moves the tip only if it is still the tip they were chained to
+    /// (compare-and-set), with the tip this process last saw: one round trip, no
+    /// `BEGIN`/`COMMIT`, no lock held between statements. Another node's append in between
+    /// makes the statement change nothing; the tip is then read again and the records chained
+    /// anew, and after [`APPEND_ATTEMPTS`] the append takes the writer lock as every other
+    /// write does. The tip row stays the one point every append passes through, so the chain
+    /// has no fork and no gap.
+    ///
+    /// Within a process, appends are group-committed: while one batch is being written, the
+    /// callers that arrive queue their events, and the next of them writes all of them in one
+    /// statement. Each caller returns once the batch holding its events committed (with that
+    /// batch's head), or with its error: fail closed, as before.
     fn append_audit(&self, events: &[AuditEvent]) -> Result<Option<AuditHead>, StorageError> {
         let Some(w) = &self.chain else {
             return NoChain.append(events).map(Some).map_err(StorageError::Hook);
         };
-        self.write(|db| {
-            let head = append_records(db, w, events)?;
-            set_head(db, Some(head))?;
-            Ok(Some(head))
-        })
+        let poisoned = || StorageError::Backend("internal: the append queue is poisoned".into());
+        let mut st = self.appends.lock().map_err(|_| poisoned())?;
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.queue.push((ticket, events.to_vec()));
+        loop {
+            if let Some(done) = st.done.remove(&ticket) {
+                return done.map(Some).map_err(|e| echo(&e));
+            }
+            if st.writing {
+                st = self.appended.wait(st).map_err(|_| poisoned())?;
+                continue;
+            }
+            st.writing = true;
+            let batch = std::mem::take(&mut st.queue);
+            let tip = st.tip.take();
+            drop(st);
+            let all: Vec<AuditEvent> = batch.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
+            let (result, tip) = self.append_standalone(w, tip, &all);
+            let result = result.map_err(Arc::new);
+            st = self.appends.lock().map_err(|_| poisoned())?;
+            st.tip = tip;
+            st.writing = false;
+            for (t, _) in batch {
+                st.done.insert(t, result.clone());
+            }
+            self.appended.notify_all();
+        }
     }
 
     fn authenticate_records(
