@@ -174,31 +174,46 @@ mod chain {
         )
     }
 
-    /// Standalone records (reveals) are appended by compare-and-set against the tip each node
-    /// last saw: interleaved with the other node's reveals and writes, every stale tip is
-    /// noticed, and the chain has every record once, in one line, verified.
-    #[test]
-    fn interleaved_reveals_from_two_nodes_with_stale_tips_make_one_chain() {
-        let Some(server) = pg::server() else { return };
+    /// Two nodes on a new schema, tenant `acme`, and its bearer token `api` (made on node 1).
+    fn two_nodes_and_a_token(
+        server: &pg::Server,
+    ) -> (
+        String,
+        [Store; 2],
+        TenantId,
+        credvault_store::CredentialInfo,
+    ) {
         let schema = server.new_schema();
         let master = LocalKeyring::generate().unwrap();
-        let (n1, n2) = (
-            node(&server, &schema, &master),
-            node(&server, &schema, &master),
-        );
+        let nodes = [
+            node(server, &schema, &master),
+            node(server, &schema, &master),
+        ];
         let t = TenantId::new("acme").unwrap();
-        n1.create_tenant(&t, "Acme", "admin").unwrap();
-        let (s1, s2) = (
-            n1.tenant(&t, "alice").unwrap(),
-            n2.tenant(&t, "bob").unwrap(),
-        );
-        let c = s1
+        nodes[0].create_tenant(&t, "Acme", "admin").unwrap();
+        let c = nodes[0]
+            .tenant(&t, "alice")
+            .unwrap()
             .create(NewCredential::new(
                 "http_bearer_token",
                 "api",
                 json!({"token": "tok-1"}),
             ))
             .unwrap();
+        (schema, nodes, t, c)
+    }
+
+    /// Standalone records (reveals) are appended by compare-and-set against the tip each node
+    /// last saw: interleaved with the other node's reveals and writes, every stale tip is
+    /// noticed, and the chain has every record once, in one line, verified.
+    #[test]
+    fn interleaved_reveals_from_two_nodes_with_stale_tips_make_one_chain() {
+        let Some(server) = pg::server() else { return };
+        let (schema, [n1, n2], t, c) = two_nodes_and_a_token(&server);
+        let (s1, s2) = (
+            n1.tenant(&t, "alice").unwrap(),
+            n2.tenant(&t, "bob").unwrap(),
+        );
         let mut want = vec![Action::Other("tenant_created".into()).to_string()];
         let used = Action::Other("key_used".into()).to_string();
         want.extend([used.clone(), Action::Created.to_string()]);
@@ -234,23 +249,7 @@ mod chain {
     #[test]
     fn concurrent_reveals_on_two_nodes_are_each_recorded_once() {
         let Some(server) = pg::server() else { return };
-        let schema = server.new_schema();
-        let master = LocalKeyring::generate().unwrap();
-        let nodes = [
-            node(&server, &schema, &master),
-            node(&server, &schema, &master),
-        ];
-        let t = TenantId::new("acme").unwrap();
-        nodes[0].create_tenant(&t, "Acme", "admin").unwrap();
-        let c = nodes[0]
-            .tenant(&t, "alice")
-            .unwrap()
-            .create(NewCredential::new(
-                "http_bearer_token",
-                "api",
-                json!({"token": "tok-1"}),
-            ))
-            .unwrap();
+        let (schema, nodes, t, c) = two_nodes_and_a_token(&server);
         std::thread::scope(|s| {
             for n in &nodes {
                 for i in 0..8 {
