@@ -2080,17 +2080,18 @@ impl Storage for PostgresStorage {
         uses: &[(CredentialId, i64)],
         head: Option<AuditHead>,
     ) -> Result<(), StorageError> {
-        // Rows locked in one order by every node, so two flushes never deadlock.
-        let mut uses: Vec<&(CredentialId, i64)> = uses.iter().collect();
-        uses.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        // One statement for every row (a flush of a busy second can name thousands, and the
+        // writer lock is held meanwhile); flushes run one at a time under that lock.
+        let ids: Vec<&str> = uses.iter().map(|(id, _)| id.as_str()).collect();
+        let ats: Vec<i64> = uses.iter().map(|&(_, at)| at).collect();
         self.write(|db| {
-            for (id, at) in uses {
-                db.execute(
-                    "UPDATE credentials SET last_used_at = greatest(coalesce(last_used_at, 0), $3)
-                     WHERE tenant = $1 AND id = $2",
-                    &[&tenant.as_str(), &id.as_str(), at],
-                )?;
-            }
+            db.execute(
+                "UPDATE credentials c
+                 SET last_used_at = greatest(coalesce(c.last_used_at, 0), u.at)
+                 FROM unnest($2::text[], $3::bigint[]) AS u (id, at)
+                 WHERE c.tenant = $1 AND c.id = u.id",
+                &[&tenant.as_str(), &ids, &ats],
+            )?;
             set_head(db, head)
         })
     }
@@ -2296,13 +2297,23 @@ impl Storage for PostgresStorage {
         let ticket = st.next_ticket;
         st.next_ticket += 1;
         st.queue.push((ticket, events.to_vec()));
+        // Batches this caller wrote after its own: a writer whose batch is done writes the
+        // next one too (the callers queued meanwhile need not wait for one of them to wake
+        // up), a few times at most, so its own return is not put off for long.
+        let mut served = 0;
         loop {
-            if let Some(done) = st.done.remove(&ticket) {
-                return done.map(Some).map_err(|e| echo(&e));
+            let mine = st.done.contains_key(&ticket);
+            if mine && (st.writing || st.queue.is_empty() || served >= 2) {
+                if let Some(done) = st.done.remove(&ticket) {
+                    return done.map(Some).map_err(|e| echo(&e));
+                }
             }
             if st.writing {
                 st = self.appended.wait(st).map_err(|_| poisoned())?;
                 continue;
+            }
+            if mine {
+                served += 1;
             }
             st.writing = true;
             let batch = std::mem::take(&mut st.queue);
