@@ -1717,7 +1717,7 @@ impl Storage for PostgresStorage {
     }
 
     /// A tenant row is never changed or deleted once written, so one this process has read is
-    /// kept (up to [`TENANT_CACHE`] of them) and not asked for again: a scope costs no round
+    /// kept (up to 65,536 of them) and not asked for again: a scope costs no round
     /// trip for a known tenant. An unknown tenant is asked for every time.
     fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StorageError> {
         if let Some(row) = self.tenants.lock().ok().and_then(|t| t.get(id).cloned()) {
@@ -2280,7 +2280,7 @@ impl Storage for PostgresStorage {
     /// (compare-and-set), with the tip this process last saw: one round trip, no
     /// `BEGIN`/`COMMIT`, no lock held between statements. Another node's append in between
     /// makes the statement change nothing; the tip is then read again and the records chained
-    /// anew, and after [`APPEND_ATTEMPTS`] the append takes the writer lock as every other
+    /// anew, and after four misses the append takes the writer lock as every other
     /// write does. The tip row stays the one point every append passes through, so the chain
     /// has no fork and no gap.
     ///

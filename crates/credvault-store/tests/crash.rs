@@ -282,7 +282,21 @@ fn crash_recovery() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(80 + rng.below(500)));
+        if rng.below(5) == 0 {
+            // Any time from the start, the vault's open (and its recovery) included.
+            std::thread::sleep(Duration::from_millis(80 + rng.below(500)));
+        } else {
+            // Among the operations: first wait (bounded) for the child's first line, written
+            // once the vault is open, so that how long the open takes on this machine (it
+            // grows with the audit log) does not decide where the kills land.
+            let started = std::time::Instant::now();
+            while std::fs::metadata(dir.join("ops.log")).map_or(0, |m| m.len() as usize) <= consumed
+                && started.elapsed() < Duration::from_secs(30)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(rng.below(400)));
+        }
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
         assert!(
