@@ -55,6 +55,15 @@ fn a_server_restart_mid_workload_loses_nothing_and_half_writes_nothing() {
     let t = TenantId::new("acme").unwrap();
     store.create_tenant(&t, "Acme", "admin").unwrap();
 
+    // When the server (re)started: a restart must change it.
+    let started = || -> String {
+        server
+            .admin()
+            .query_one("SELECT pg_postmaster_start_time()::text", &[])
+            .unwrap()
+            .get(0)
+    };
+    let before = started();
     let restarted = AtomicBool::new(false);
     let (ok, failed, errors) = std::thread::scope(|s| {
         let writer = s.spawn(|| {
@@ -104,10 +113,10 @@ fn a_server_restart_mid_workload_loses_nothing_and_half_writes_nothing() {
         ok.len(),
         failed.len()
     );
-    assert!(
-        !failed.is_empty(),
-        "the restart did not interrupt the writer"
-    );
+    // The server really restarted while the writer ran (creates before it, and at least 50
+    // after it, the loop's condition). Whether a create failed depends on where the restart
+    // fell: between two creates, the pool may hand out a new connection and nothing fails.
+    assert_ne!(started(), before, "the server did not restart");
     assert!(
         ok.len() >= 50,
         "the writer did not carry on after the restart"
