@@ -15,13 +15,7 @@ fn server() -> Option<String> {
 }
 
 fn cv(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("credvault").unwrap();
-    c.env("CREDVAULT_DIR", dir)
-        .env_remove("CREDVAULT_MASTER_KEY")
-        .env_remove("CREDVAULT_TENANT")
-        .env_remove("CREDVAULT_DATABASE_URL")
-        .env("CREDVAULT_ACTOR", "tester");
-    c
+    common::credvault_in(dir)
 }
 
 fn ok(dir: &Path, args: &[&str], stdin: &str) -> String {

@@ -12,15 +12,7 @@ use common::service;
 mod common;
 
 fn cv(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("credvault").unwrap();
-    c.env("CREDVAULT_DIR", dir)
-        .env_remove("CREDVAULT_MASTER_KEY")
-        .env_remove("CREDVAULT_TENANT")
-        .env_remove("CREDVAULT_DATABASE_URL")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_ENDPOINT_URL_STS")
-        .env("CREDVAULT_ACTOR", "tester");
-    c
+    common::credvault_in(dir)
 }
 
 /// Runs `credvault ARGS`: exit code and stdout.

@@ -35,3 +35,17 @@ pub(crate) fn service(var: &str) -> Option<String> {
         _ => None,
     }
 }
+
+/// `credvault` on the vault in `dir`, as actor `tester`, with none of the caller's settings
+/// that would point it elsewhere (master key, tenant, database, AWS endpoints).
+pub(crate) fn credvault_in(dir: &std::path::Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("credvault").unwrap();
+    c.env("CREDVAULT_DIR", dir)
+        .env_remove("CREDVAULT_MASTER_KEY")
+        .env_remove("CREDVAULT_TENANT")
+        .env_remove("CREDVAULT_DATABASE_URL")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_ENDPOINT_URL_STS")
+        .env("CREDVAULT_ACTOR", "tester");
+    c
+}
