@@ -72,6 +72,28 @@ impl AuditKey {
         self.verifies(&head_message(seq, hash), tag)
     }
 
+    /// The tag of a document the vault writes outside the log under this key (a backup):
+    /// HMAC-SHA256 over the framed parts `label` and `body` (each as its length, u64 big
+    /// endian, then its bytes; docs/formats.md). The body is not copied.
+    pub fn document_tag(&self, label: &str, body: &[u8]) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.mac);
+        for part in [label.as_bytes(), body] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
+    /// Whether `tag` is [`document_tag`](Self::document_tag) of `label` and `body` (constant
+    /// time).
+    pub fn check_document_tag(&self, label: &str, body: &[u8], tag: &[u8; 32]) -> bool {
+        let ours = self.document_tag(label, body);
+        // Compare tags under a fresh HMAC so the comparison's timing says nothing about them.
+        hmac::verify(&self.mac, &ours, hmac::sign(&self.mac, tag).as_ref()).is_ok()
+    }
+
     fn tag_of(&self, msg: &[u8]) -> [u8; 32] {
         let tag = hmac::sign(&self.mac, msg);
         let mut out = [0u8; 32];

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod backup;
 mod dlp;
 mod fernet;
 mod keychain;
@@ -72,6 +73,14 @@ enum Command {
     /// decrypted), the audit log's chain continued in the database, in one transaction;
     /// checked before and verified after. Run it again if it was stopped: it resumes.
     MigrateStorage(vault::MigrateArgs),
+    /// Write a backup: a consistent snapshot of every row (sealed, verbatim) and of the whole
+    /// audit chain, authenticated under the audit key. It holds no key.
+    Backup(backup::BackupArgs),
+    /// Make a new vault (`--vault DIR`) from a backup: verified before anything is written and
+    /// after; the audit chain continues; every data key is rotated. Needs the vault's keys
+    /// (`--keys-from DIR`, or already in DIR). A PostgreSQL vault's backup restores as SQLite:
+    /// then `migrate-storage`.
+    Restore(backup::RestoreArgs),
     /// Rotate the master key or a tenant's data key.
     #[command(subcommand)]
     Rotate(vault::RotateCommand),
@@ -259,6 +268,8 @@ fn main() -> ExitCode {
         Command::Test(a) => vault::test(v, a),
         Command::Verify => vault::verify(v),
         Command::MigrateStorage(a) => vault::migrate_storage(v, a),
+        Command::Backup(a) => backup::backup(v, a),
+        Command::Restore(a) => backup::restore(v, a),
         Command::Rotate(cmd) => vault::rotate(v, cmd),
         Command::Fernet(cmd) => fernet::run(cmd, cli.json),
         Command::Totp(args) => totp::run_args(args, v, cli.json),

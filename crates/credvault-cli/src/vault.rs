@@ -291,7 +291,7 @@ fn lock_timeout() -> Result<std::time::Duration, Failure> {
 /// edit the database cannot lift it (decision 0013).
 pub(crate) const CLIENT_SEALED_ONLY_ENV: &str = "CREDVAULT_CLIENT_SEALED_ONLY";
 
-fn opts() -> Result<VaultOptions, Failure> {
+pub(crate) fn opts() -> Result<VaultOptions, Failure> {
     let mut store = credvault_store::StoreConfig::default();
     if let Some(v) = std::env::var_os(CLIENT_SEALED_ONLY_ENV) {
         let v = v.to_str().ok_or_else(|| {

@@ -139,3 +139,56 @@ fn migrate_storage_moves_a_sqlite_vault_and_it_keeps_working() {
     // The whole vault verifies from the database (`verify` exits non-zero otherwise).
     ok(&d, &["verify"], "");
 }
+
+#[test]
+fn a_postgres_vault_backs_up_restores_as_sqlite_and_moves_back() {
+    let Some(url) = server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("v");
+    let schema = format!("bk{}", std::process::id());
+    ok(
+        &d,
+        &["init", "--database", &url, "--database-schema", &schema],
+        "",
+    );
+    add_portal(&d, "pw-in-postgres");
+    let file = tmp.path().join("pg.cvb");
+    let out = ok(&d, &["backup", "-o", file.to_str().unwrap()], "");
+    assert!(out.contains("from postgres"), "{out}");
+    let r = tmp.path().join("restored");
+    let out = ok(
+        &r,
+        &[
+            "restore",
+            "--from",
+            file.to_str().unwrap(),
+            "--keys-from",
+            d.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.contains("verified"), "{out}");
+    assert!(r.join("vault.db").exists());
+    assert_eq!(
+        ok(&r, &["reveal", "portal", "--field", "password"], ""),
+        "pw-in-postgres\n"
+    );
+    // Back into PostgreSQL, in a schema of its own.
+    let schema2 = format!("bk2{}", std::process::id());
+    ok(
+        &r,
+        &[
+            "migrate-storage",
+            "--to",
+            &url,
+            "--database-schema",
+            &schema2,
+        ],
+        "",
+    );
+    assert_eq!(
+        ok(&r, &["reveal", "portal", "--field", "password"], ""),
+        "pw-in-postgres\n"
+    );
+    ok(&r, &["verify"], "");
+}

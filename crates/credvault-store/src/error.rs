@@ -10,6 +10,9 @@ use crate::storage::StorageError;
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A backup is malformed or does not authenticate ([`crate::backup`]).
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
     /// An argument is malformed (an id, a field name, a filter).
     #[error("invalid {what}: {reason}")]
     Invalid {

@@ -153,3 +153,12 @@ pub fn pgpass(data: &[u8]) {
         }
     }
 }
+
+/// Parses arbitrary bytes as a backup v1 (unauthenticated: the tag is not checked, so the body
+/// parser is reached) and re-encodes what parses: it must open under the key it was re-encoded
+/// with and parse to the same contents. Must never panic (other than on a broken round trip).
+pub fn backup_file(data: &[u8]) {
+    let key = credvault_audit::AuditKey::from_bytes(&[0x42; 32]);
+    let _ = crate::backup::parse(data, &crate::backup::BackupLimits::default());
+    let _ = crate::backup::testing::round_trip(data, &key);
+}

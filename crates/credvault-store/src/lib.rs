@@ -62,6 +62,7 @@
 //! - Times are Unix milliseconds (`i64`) everywhere in this crate.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 mod error;
 mod fields;
 #[doc(hidden)]
@@ -142,7 +143,7 @@ pub use tester::SshTester;
 pub use tester::{CredentialTester, FixedTester, TesterRegistry};
 #[cfg(feature = "sqlite")]
 pub use vault::{
-    read_audit_key, verify_vault_audit, AuditCheck, MasterSource, Vault, VaultOptions,
+    read_audit_key, verify_vault_audit, AuditCheck, MasterSource, Restored, Vault, VaultOptions,
     VaultVerification, MASTER_KEY_ENV,
 };
 #[cfg(all(feature = "sqlite", feature = "postgres"))]

@@ -1154,6 +1154,173 @@ impl PostgresStorage {
         Ok(n)
     }
 
+    /// The whole vault as it is at one instant (one repeatable-read, read-only transaction):
+    /// every row verbatim, the one-time-code state, and the audit chain as file-log segments
+    /// (those of a file log it was migrated from, then the database's records as one more).
+    /// Writers are not blocked.
+    ///
+    /// # Errors
+    /// [`StorageError`]; [`StorageError::Corrupt`] if the chain's tip and records disagree.
+    pub(crate) fn snapshot(&self) -> Result<crate::backup::Snapshot, StorageError> {
+        const PAGE: i64 = 1_000;
+        let mut conn = self.conn()?;
+        let mut tx = conn
+            .client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(pe)?;
+        let meta = |tx: &mut postgres::Transaction<'_>, key: &str| {
+            tx.query_opt("SELECT value FROM vault_meta WHERE key = $1", &[&key])
+                .map_err(pe)?
+                .map(|r| get::<String>(&r, 0, "vault_meta"))
+                .transpose()
+        };
+        let log_id = meta(&mut tx, "audit_log_id")?
+            .ok_or_else(|| corrupt("vault_meta", "no audit log id"))?;
+        let mut genesis = [0u8; 32];
+        hex::decode_to_slice(
+            meta(&mut tx, "audit_genesis_hash")?
+                .ok_or_else(|| corrupt("vault_meta", "no audit genesis hash"))?,
+            &mut genesis,
+        )
+        .map_err(|_| corrupt("vault_meta", "audit genesis hash"))?;
+        let records_authenticated = meta(&mut tx, "records_authenticated")?.as_deref() == Some("1");
+        let heads_authenticated = meta(&mut tx, "heads_authenticated")?.as_deref() == Some("1");
+        let tip = tx
+            .query_opt("SELECT audit_tip FROM writer_lock WHERE id = 1", &[])
+            .map_err(pe)?
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .and_then(|t| ChainTip::parse(&t))
+            .ok_or_else(|| corrupt("writer_lock", "audit tip"))?;
+        let tenants = tx
+            .query("SELECT id, name, created_at FROM tenants ORDER BY id", &[])
+            .map_err(pe)?
+            .iter()
+            .map(|r| {
+                Ok(TenantRow {
+                    id: TenantId::new(get::<String>(r, 0, "tenants")?)
+                        .map_err(|_| corrupt("tenants", "id"))?,
+                    name: get(r, 1, "tenants")?,
+                    created_at: get(r, 2, "tenants")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        let keys = tx
+            .query(
+                "SELECT tenant, key_id, wrapped, state, usage, created_at, mac FROM data_keys
+                 ORDER BY tenant, created_at, key_id",
+                &[],
+            )
+            .map_err(pe)?
+            .iter()
+            .map(key_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let credentials = tx
+            .query(
+                concat!(
+                    "SELECT ",
+                    cred_cols!(),
+                    " FROM credentials ORDER BY tenant, name, environment, id"
+                ),
+                &[],
+            )
+            .map_err(pe)?
+            .iter()
+            .map(cred_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut one_time = crate::storage::OneTimeState::default();
+        for r in tx
+            .query(
+                "SELECT key, step, retain_until FROM replay_guard ORDER BY key",
+                &[],
+            )
+            .map_err(pe)?
+        {
+            one_time.replay.push((
+                get(&r, 0, "replay_guard")?,
+                to_u64(get(&r, 1, "replay_guard")?),
+                to_u64(get(&r, 2, "replay_guard")?),
+            ));
+        }
+        for r in tx
+            .query(
+                "SELECT key, window_start, failures, locked_until FROM otp_throttle ORDER BY key",
+                &[],
+            )
+            .map_err(pe)?
+        {
+            one_time.throttle.push((
+                get(&r, 0, "otp_throttle")?,
+                OtpFailures {
+                    window_start: to_u64(get(&r, 1, "otp_throttle")?),
+                    failures: u32::try_from(get::<i64>(&r, 2, "otp_throttle")?).unwrap_or(u32::MAX),
+                    locked_until: to_u64(get(&r, 3, "otp_throttle")?),
+                },
+            ));
+        }
+        for r in tx
+            .query("SELECT key, next FROM hotp_counters ORDER BY key", &[])
+            .map_err(pe)?
+        {
+            one_time.hotp.push((
+                get(&r, 0, "hotp_counters")?,
+                to_u64(get(&r, 1, "hotp_counters")?),
+            ));
+        }
+        let mut audit_segments = tx
+            .query("SELECT bytes FROM audit_segments ORDER BY segment", &[])
+            .map_err(pe)?
+            .iter()
+            .map(|r| get::<Vec<u8>>(r, 0, "audit_segments"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut chain = Vec::new();
+        let mut after: i64 = -1;
+        loop {
+            let rows = tx
+                .query(
+                    "SELECT seq, line FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&after, &PAGE],
+                )
+                .map_err(pe)?;
+            for r in &rows {
+                after = get(r, 0, "audit_log")?;
+                chain.extend_from_slice(get::<&[u8]>(r, 1, "audit_log")?);
+            }
+            if rows.len() < PAGE as usize {
+                break;
+            }
+        }
+        tx.commit().map_err(pe)?;
+        // The tip names the last record; what was read must end there.
+        let last_seq = tip
+            .next_seq
+            .checked_sub(1)
+            .filter(|&s| i64::try_from(s).ok() == Some(after))
+            .ok_or_else(|| corrupt("audit_log", "the records end elsewhere than the tip"))?;
+        audit_segments.push(chain);
+        Ok(crate::backup::Snapshot {
+            source: "postgres".into(),
+            created_at: crate::backup::now_ms(),
+            tenants,
+            keys,
+            credentials,
+            one_time,
+            records_authenticated,
+            heads_authenticated,
+            audit_segments,
+            chain: crate::backup::ChainEnds {
+                log_id,
+                genesis,
+                last_seq,
+                head: tip.head,
+            },
+            sealing_key: None,
+            types: std::collections::BTreeMap::new(),
+        })
+    }
+
     /// Runs SQL on a pooled connection (tests simulate tampering at rest with it).
     #[doc(hidden)]
     pub fn execute_raw(&self, sql: &str) -> Result<(), StorageError> {

@@ -565,6 +565,101 @@ impl SqliteStorage {
         Ok(out)
     }
 
+    /// Writes a snapshot's rows into this new, empty database in one transaction, verbatim,
+    /// with `head` as its audit head (a restore).
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`] if the database holds a tenant already; [`StorageError`].
+    pub(crate) fn import(
+        &self,
+        snap: &crate::backup::Snapshot,
+        head: AuditHead,
+    ) -> Result<(), StorageError> {
+        self.write(|tx| {
+            let held: Option<i64> = tx
+                .query_row("SELECT 1 FROM tenants LIMIT 1", [], |r| r.get(0))
+                .optional()
+                .map_err(be)?;
+            if held.is_some() {
+                return Err(StorageError::Backend(
+                    "the database holds tenants already; restore into a new vault".into(),
+                ));
+            }
+            for t in &snap.tenants {
+                tx.execute(
+                    "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
+                    params![t.id.as_str(), t.name, t.created_at],
+                )
+                .map_err(be)?;
+            }
+            for k in &snap.keys {
+                tx.execute(
+                    "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at, mac)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        k.tenant.as_str(),
+                        key_bytes(&k.key_id),
+                        k.wrapped,
+                        k.state.as_str(),
+                        to_i64(k.usage),
+                        k.created_at,
+                        k.mac
+                    ],
+                )
+                .map_err(be)?;
+            }
+            let insert = format!(
+                "INSERT INTO credentials ({CRED_COLS}) VALUES (:tenant, :id, :name, :type,
+                 :environment, :description, :tags, :is_active, :expires_at, :created_by,
+                 :created_at, :updated_at, :version, :last_used_at, :last_tested,
+                 :test_status, :test_message, :public, :secret_fields, :key_id, :secret, :mac,
+                 :reveal)"
+            );
+            for c in &snap.credentials {
+                write_row(tx, &insert, c)?;
+            }
+            for (k, step, until) in &snap.one_time.replay {
+                tx.execute(
+                    "INSERT INTO replay_guard (key, step, retain_until) VALUES (?1, ?2, ?3)",
+                    params![k, to_i64(*step), to_i64(*until)],
+                )
+                .map_err(be)?;
+            }
+            for (k, f) in &snap.one_time.throttle {
+                tx.execute(
+                    "INSERT INTO otp_throttle (key, window_start, failures, locked_until)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        k,
+                        to_i64(f.window_start),
+                        i64::from(f.failures),
+                        to_i64(f.locked_until)
+                    ],
+                )
+                .map_err(be)?;
+            }
+            for (k, n) in &snap.one_time.hotp {
+                tx.execute(
+                    "INSERT INTO hotp_counters (key, next) VALUES (?1, ?2)",
+                    params![k, to_i64(*n)],
+                )
+                .map_err(be)?;
+            }
+            for (flag, on) in [
+                ("records_authenticated", snap.records_authenticated),
+                ("heads_authenticated", snap.heads_authenticated),
+            ] {
+                if on {
+                    set_flag(tx, flag)?;
+                } else {
+                    tx.execute("DELETE FROM vault_meta WHERE key = ?1", params![flag])
+                        .map_err(be)?;
+                }
+            }
+            set_head(tx, Some(head))
+        })
+    }
+
     /// Runs a statement on the raw connection (tests simulate tampering at rest with it).
     #[doc(hidden)]
     pub fn execute_raw(

@@ -31,6 +31,9 @@ use crate::storage::{AuditHead, Storage};
 use crate::store::{Store, StoreConfig};
 use crate::tester::TesterRegistry;
 
+mod backup;
+pub use backup::Restored;
+
 /// Environment variable that may hold the master key (base64 of 32 bytes, or a
 /// `credvault-keyring-v1` keyring); it takes precedence over `master.key`.
 pub const MASTER_KEY_ENV: &str = "CREDVAULT_MASTER_KEY";
@@ -679,6 +682,18 @@ impl Vault {
     /// replaced); [`StoreError::Busy`] if another process held
     /// a lock past the timeout; [`StoreError::Storage`].
     pub fn open(dir: &Path, options: VaultOptions) -> Result<Self, StoreError> {
+        if Self::restoring(dir) {
+            return Err(verr(
+                "vault",
+                dir,
+                "a restore into this directory did not finish: run the restore again",
+            ));
+        }
+        Self::open_unchecked(dir, options)
+    }
+
+    /// [`open`](Self::open) without the check for an unfinished restore.
+    fn open_unchecked(dir: &Path, options: VaultOptions) -> Result<Self, StoreError> {
         #[cfg(feature = "postgres")]
         if Self::database_config_path(dir).exists() {
             return Self::open_postgres(dir, options);
@@ -929,98 +944,36 @@ impl Vault {
                 reason,
             ));
         }
-        // Both write locks, held while the vault is read and copied.
+        // Both write locks, held while the vault is read and copied; nothing is written to
+        // it, so a second run sees it exactly as the first did.
         let db_file = Self::db_path(dir);
-        let guard =
-            rusqlite::Connection::open(&db_file).map_err(|e| verr("database", &db_file, e))?;
-        guard
-            .busy_timeout(options.lock_timeout)
-            .and_then(|()| guard.execute_batch("BEGIN IMMEDIATE"))
-            .map_err(|_| StoreError::Busy {
-                resource: "database",
-            })?;
         let audit_dir = Self::audit_dir(dir);
-        let lock_path = audit_dir.join("audit.lock");
-        let lock = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| verr("audit log", &lock_path, e))?;
-        lock_within(&lock, options.lock_timeout, "audit log")?;
-
-        // Nothing is written to the vault: a second run sees it exactly as the first did.
-        let source = SqliteStorage::open(&db_file, options.sqlite)?;
-        if !source.records_authenticated()? || !source.heads_authenticated()? {
-            return Err(verr(
-                "vault",
-                dir,
-                "is from before record MACs or head tags: open it once with this version first",
-            ));
-        }
+        let locks = Self::lock_sqlite(dir, &options)?;
+        let (snap, audit_records) = Self::sqlite_snapshot(dir, &options, &locks)?;
         let audit_key = read_audit_key(dir)?;
-        let check = verify_vault_audit(dir, &audit_key, source.audit_head()?, None)?;
-        if !check.is_intact() {
-            return Err(verr(
-                "audit log",
-                &audit_dir,
-                "does not verify (run `credvault audit verify`); fix it before migrating",
-            ));
-        }
         let sealer = {
             let (keyring, _) = Self::load_master(dir, &options)?;
             Self::load_sealer(dir, &*keyring)?
         };
-        let tenants = source.tenants()?;
-        let mut keys = Vec::new();
-        let mut credentials = Vec::new();
-        for t in &tenants {
-            keys.extend(source.data_keys(&t.id)?);
-            credentials.extend(source.credentials(&t.id, &crate::storage::ListFilter::new())?);
-        }
-        let segments = segment_paths(&audit_dir).map_err(|e| verr("audit log", &audit_dir, e))?;
-        let report = check.report;
-        let (Some(log_id), Some(last_seq), Some(head_hex), None) = (
-            report.log_id.clone(),
-            report.last_seq,
-            report.head.clone(),
-            &report.problem,
-        ) else {
-            return Err(verr(
-                "audit log",
-                &audit_dir,
-                "does not verify; fix it before migrating",
-            ));
-        };
-        let mut head = [0u8; 32];
-        hex::decode_to_slice(&head_hex, &mut head)
-            .map_err(|_| verr("audit log", &audit_dir, "its head is not hex"))?;
-        let genesis_hash = find_record_hash(&segments, 0)
-            .map_err(|e| verr("audit log", &audit_dir, e))?
-            .ok_or_else(|| verr("audit log", &audit_dir, "has no genesis record"))?;
-        let audit_segments = segments
-            .iter()
-            .map(|p| std::fs::read(p).map_err(|e| verr("audit log", p, e)))
-            .collect::<Result<Vec<_>, _>>()?;
         let mut log_config = LogConfig::default();
         if let Some(s) = &sealer {
             log_config = log_config.sealed_with(s.clone());
         }
-        let key_copy = AuditKey::from_text(&audit_key.to_hex())
-            .map_err(|e| verr("audit key", &Self::audit_key_path(dir), e))?;
-        let writer = credvault_audit::ChainWriter::new(key_copy, &log_id, &log_config);
+        let writer = credvault_audit::ChainWriter::new(audit_key, &snap.chain.log_id, &log_config);
         let data = Import {
-            tenants,
-            keys,
-            credentials,
-            one_time: source.one_time_state()?,
-            records_authenticated: source.records_authenticated()?,
-            heads_authenticated: source.heads_authenticated()?,
-            audit_segments,
+            tenants: snap.tenants,
+            keys: snap.keys,
+            credentials: snap.credentials,
+            one_time: snap.one_time,
+            records_authenticated: snap.records_authenticated,
+            heads_authenticated: snap.heads_authenticated,
+            audit_segments: snap.audit_segments,
             audit_tip: credvault_audit::ChainTip {
-                next_seq: last_seq + 1,
-                head,
+                next_seq: snap.chain.last_seq + 1,
+                head: snap.chain.head,
                 since_checkpoint: 0,
             },
-            genesis_hash,
+            genesis_hash: snap.chain.genesis,
             event: credvault_audit::AuditEvent::new(
                 crate::store::verify::VAULT_WIDE,
                 actor,
@@ -1069,13 +1022,7 @@ impl Vault {
             text.as_bytes(),
             "database settings",
         )?;
-        drop(source);
-        guard
-            .execute_batch("ROLLBACK")
-            .map_err(|e| verr("database", &db_file, e))?;
-        drop(guard);
-        let _ = lock.unlock();
-        drop(lock);
+        drop(locks);
         for suffix in ["", "-wal", "-shm"] {
             let from = PathBuf::from(format!("{}{suffix}", db_file.display()));
             if from.exists() {
@@ -1153,7 +1100,7 @@ impl Vault {
                 tenants: copied.0,
                 data_keys: copied.1,
                 credentials: copied.2,
-                audit_records: report.records,
+                audit_records,
                 resumed,
             },
         ))
@@ -1667,9 +1614,19 @@ fn verify_audit_segments(
 
 /// The `hash` of the record with sequence number `seq`, scanning the segments.
 fn find_record_hash(segments: &[PathBuf], seq: u64) -> std::io::Result<Option<[u8; 32]>> {
-    let needle = format!("\"seq\":{seq},");
     for p in segments.iter().rev() {
         let text = std::fs::read(p)?;
+        if let Some(h) = find_record_hash_in(&[&text], seq) {
+            return Ok(Some(h));
+        }
+    }
+    Ok(None)
+}
+
+/// [`find_record_hash`] in segments held in memory.
+fn find_record_hash_in(segments: &[&[u8]], seq: u64) -> Option<[u8; 32]> {
+    let needle = format!("\"seq\":{seq},");
+    for text in segments.iter().rev() {
         for line in text.split(|b| *b == b'\n') {
             if !line.windows(needle.len()).any(|w| w == needle.as_bytes()) {
                 continue;
@@ -1683,12 +1640,12 @@ fn find_record_hash(segments: &[PathBuf], seq: u64) -> std::io::Result<Option<[u
             let mut h = [0u8; 32];
             if let Some(s) = v.get("hash").and_then(|h| h.as_str()) {
                 if hex::decode_to_slice(s, &mut h).is_ok() {
-                    return Ok(Some(h));
+                    return Some(h);
                 }
             }
         }
     }
-    Ok(None)
+    None
 }
 
 /// Reads a vault's audit key (for verification without opening the vault for writing).
