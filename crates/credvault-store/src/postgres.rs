@@ -51,7 +51,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use credvault_audit::{
     Anchor, AuditEvent, AuditKey, ChainRecord, ChainTip, ChainWriter, LogConfig,
@@ -387,6 +387,8 @@ pub struct PostgresStorage {
     appends: Mutex<Appends>,
     /// Signalled when a batch of standalone appends is written.
     appended: Condvar,
+    /// Signalled when a standalone append is queued (for a writer collecting its batch).
+    arrived: Condvar,
     /// Tenant rows read so far (they never change): see [`tenant`](Storage::tenant).
     tenants: Mutex<HashMap<TenantId, TenantRow>>,
 }
@@ -397,12 +399,29 @@ const TENANT_CACHE: usize = 65_536;
 /// Standalone appends of one process: one writes a batch while the others queue theirs.
 #[derive(Default)]
 struct Appends {
-    queue: Vec<(u64, Vec<AuditEvent>)>,
+    queue: Vec<Pending>,
     next_ticket: u64,
     done: HashMap<u64, Result<AuditHead, Arc<StorageError>>>,
     writing: bool,
     /// The chain tip as this process last wrote or read it; `None` when unknown.
     tip: Option<ChainTip>,
+    /// When each thread that appended lately last did: how many callers a batch can expect.
+    callers: HashMap<std::thread::ThreadId, Instant>,
+}
+
+/// A thread that has not appended for this long is not expected in the next batch.
+const CALLER_WINDOW: Duration = Duration::from_millis(2);
+
+/// How long a batch's writer waits at most for the other callers it expects (PostgreSQL's
+/// own `commit_delay`, with `commit_siblings` counted per process). A single caller never
+/// waits.
+const COLLECT_MAX: Duration = Duration::from_micros(100);
+
+/// A caller's part of a batch: its records and, for a create, its row.
+struct Pending {
+    ticket: u64,
+    events: Vec<AuditEvent>,
+    row: Option<CredentialRow>,
 }
 
 /// A batch's error, for each caller whose records were in it (the variants a caller acts on
@@ -783,6 +802,7 @@ impl PostgresStorage {
             chain: None,
             appends: Mutex::new(Appends::default()),
             appended: Condvar::new(),
+            arrived: Condvar::new(),
             tenants: Mutex::new(HashMap::new()),
         };
         s.migrate(options.schema.as_deref())?;
@@ -1403,14 +1423,159 @@ impl PostgresStorage {
 }
 
 impl PostgresStorage {
-    /// Appends `events` by compare-and-set from `tip` (read when `None`), falling back to the
-    /// writer lock: the result, and the tip afterwards when known.
+    /// Group commit: queues `events` (and, for a create, its `row`); one caller at a time
+    /// writes everything queued in one statement ([`Self::append_standalone`]), the others
+    /// wait for the batch that holds theirs. Returns the head of the batch that committed
+    /// the caller's records, or its error: fail closed.
+    fn group(
+        &self,
+        w: &ChainWriter,
+        events: Vec<AuditEvent>,
+        row: Option<CredentialRow>,
+    ) -> Result<AuditHead, StorageError> {
+        let poisoned = || StorageError::Backend("internal: the append queue is poisoned".into());
+        let mut st = self.appends.lock().map_err(|_| poisoned())?;
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.queue.push(Pending {
+            ticket,
+            events,
+            row,
+        });
+        let now = Instant::now();
+        st.callers.insert(std::thread::current().id(), now);
+        st.callers
+            .retain(|_, last| now.saturating_duration_since(*last) < CALLER_WINDOW);
+        if st.writing {
+            self.arrived.notify_one();
+        }
+        // Batches this caller wrote after its own: a writer whose batch is done writes the
+        // next one too (the callers queued meanwhile need not wait for one of them to wake
+        // up), a few times at most, so its own return is not put off for long.
+        let mut served = 0;
+        loop {
+            let mine = st.done.contains_key(&ticket);
+            if mine && (st.writing || st.queue.is_empty() || served >= 2) {
+                if let Some(done) = st.done.remove(&ticket) {
+                    return done.map_err(|e| match Arc::try_unwrap(e) {
+                        Ok(e) => e,
+                        Err(e) => echo(&e),
+                    });
+                }
+            }
+            if st.writing {
+                st = self.appended.wait(st).map_err(|_| poisoned())?;
+                continue;
+            }
+            if mine {
+                served += 1;
+            }
+            st.writing = true;
+            // Other threads appending lately are probably about to again: wait a little for
+            // them, so that one statement carries all their records.
+            let expected = st.callers.len() - usize::from(mine);
+            if st.queue.len() < expected {
+                let deadline = Instant::now() + COLLECT_MAX;
+                while st.queue.len() < expected {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    st = self
+                        .arrived
+                        .wait_timeout(st, left)
+                        .map_err(|_| poisoned())?
+                        .0;
+                }
+            }
+            let batch = std::mem::take(&mut st.queue);
+            let tip = st.tip.take();
+            drop(st);
+            let (results, tip) = self.write_batch(w, tip, &batch);
+            st = self.appends.lock().map_err(|_| poisoned())?;
+            st.tip = tip;
+            st.writing = false;
+            for (p, r) in batch.iter().zip(results) {
+                st.done.insert(p.ticket, r);
+            }
+            self.appended.notify_all();
+        }
+    }
+
+    /// Writes a batch: all of it in one statement, or, if that is refused for a reason that
+    /// belongs to one caller (a name taken, a key no longer active), each caller's part on
+    /// its own under the writer lock, so that each gets its own result.
+    fn write_batch(
+        &self,
+        w: &ChainWriter,
+        tip: Option<ChainTip>,
+        batch: &[Pending],
+    ) -> (Vec<Result<AuditHead, Arc<StorageError>>>, Option<ChainTip>) {
+        let all: Vec<AuditEvent> = batch
+            .iter()
+            .flat_map(|p| p.events.iter().cloned())
+            .collect();
+        let rows: Vec<&CredentialRow> = batch.iter().filter_map(|p| p.row.as_ref()).collect();
+        match self.append_standalone(w, tip, &all, &rows) {
+            (Ok(head), tip) => (vec![Ok(head); batch.len()], tip),
+            (Err(Refusal::Rows(Some(e))), tip) if batch.len() == 1 => (vec![Err(Arc::new(e))], tip),
+            (Err(Refusal::Rows(_)), _) => {
+                let mut tip = None;
+                let results = batch
+                    .iter()
+                    .map(|p| {
+                        let r = self.write_locked(w, &p.events, p.row.as_ref());
+                        match r {
+                            Ok((head, t)) => {
+                                tip = t;
+                                Ok(head)
+                            }
+                            Err(e) => {
+                                tip = None;
+                                Err(Arc::new(e))
+                            }
+                        }
+                    })
+                    .collect();
+                (results, tip)
+            }
+            (Err(Refusal::Other(e)), tip) => {
+                let e = Arc::new(e);
+                (vec![Err(e); batch.len()], tip)
+            }
+        }
+    }
+
+    /// One caller's records (and row) under the writer lock.
+    fn write_locked(
+        &self,
+        w: &ChainWriter,
+        events: &[AuditEvent],
+        row: Option<&CredentialRow>,
+    ) -> Result<(AuditHead, Option<ChainTip>), StorageError> {
+        self.write(|db| {
+            if let Some(row) = row {
+                check_key_use(db, row)?;
+                write_row(db, INSERT_CREDENTIAL, row)?;
+            }
+            let head = append_records(db, w, events)?;
+            set_head(db, Some(head))?;
+            Ok((head, read_tip(db)?))
+        })
+    }
+
+    /// Appends `events` (and inserts `rows`) by compare-and-set from `tip` (read when
+    /// `None`), falling back to the writer lock: the result, and the tip afterwards when
+    /// known.
     fn append_standalone(
         &self,
         w: &ChainWriter,
         mut tip: Option<ChainTip>,
         events: &[AuditEvent],
-    ) -> (Result<AuditHead, StorageError>, Option<ChainTip>) {
+        rows: &[&CredentialRow],
+    ) -> (Result<AuditHead, Refusal>, Option<ChainTip>) {
+        let other = |e| (Err(Refusal::Other(e)), None);
+        let mut missed: Option<ChainTip> = None;
         for _ in 0..APPEND_ATTEMPTS {
             let from = match tip.take() {
                 Some(t) => t,
@@ -1423,49 +1588,41 @@ impl PostgresStorage {
                         .ok_or_else(|| corrupt("writer_lock", "audit tip"))
                 }) {
                     Ok(t) => t,
-                    Err(e) => return (Err(e), None),
+                    Err(e) => return other(e),
                 },
             };
+            if missed.is_some_and(|m| m == from) && !rows.is_empty() {
+                // The tip had not moved: a row's key is no longer active. The writer lock
+                // tells which, row by row.
+                return (Err(Refusal::Rows(None)), Some(from));
+            }
             let (a, head) = match chain_records(w, &from, events) {
                 Ok(x) => x,
-                Err(e) => return (Err(e), None),
+                Err(e) => return other(e),
             };
-            let (seqs, kinds, lines) = record_columns(&a.records);
             // Not through `read`, which retries on a lost connection: a statement whose
             // answer was lost may have committed, and would then be recorded twice.
-            let moved = self.conn().and_then(|mut conn| {
-                let PgConn { client, stmts } = &mut *conn;
-                let mut db = Db {
-                    c: client,
-                    stmts,
-                    locked: None,
-                };
-                db.query(
-                    "WITH moved AS (
-                        UPDATE writer_lock SET audit_tip = $4, audit_head = $5
-                        WHERE id = 1 AND audit_tip = $6 RETURNING 1
-                     ), records AS (
-                        INSERT INTO audit_log (seq, kind, line)
-                        SELECT r.* FROM unnest($1::bigint[], $2::text[], $3::bytea[]) AS r
-                        WHERE EXISTS (SELECT 1 FROM moved)
-                     )
-                     SELECT 1 FROM moved",
-                    &[
-                        &seqs,
-                        &kinds,
-                        &lines,
-                        &a.tip.to_text(),
-                        &head.to_meta(),
-                        &from.to_text(),
-                    ],
-                )
-            });
+            let moved = match self.conn() {
+                Ok(mut conn) => cas_statement(&mut conn, &a, &head, &from, rows),
+                Err(e) => return other(e),
+            };
             match moved {
-                Ok(rows) if !rows.is_empty() => return (Ok(head), Some(a.tip)),
-                Ok(_) => {}
+                Ok(true) => return (Ok(head), Some(a.tip)),
+                Ok(false) => missed = Some(from),
+                // A row refused by a constraint: nothing was written.
+                Err(e) if !rows.is_empty() && row_refusal(&e) => {
+                    let e = match rows {
+                        [row] => Some(map_row_error(e, row)),
+                        _ => None,
+                    };
+                    return (Err(Refusal::Rows(e)), Some(from));
+                }
                 // Perhaps committed: the tip is not known.
-                Err(e) => return (Err(e), None),
+                Err(e) => return other(pe(e)),
             }
+        }
+        if !rows.is_empty() {
+            return (Err(Refusal::Rows(None)), None);
         }
         match self.write(|db| {
             let head = append_records(db, w, events)?;
@@ -1473,9 +1630,175 @@ impl PostgresStorage {
             Ok((head, read_tip(db)?))
         }) {
             Ok((head, tip)) => (Ok(head), tip),
-            Err(e) => (Err(e), None),
+            Err(e) => other(e),
         }
     }
+}
+
+/// The chain a create's hook appends to: its events, to be written with the row.
+struct Collect(Vec<AuditEvent>);
+
+impl AuditChain for Collect {
+    fn append(&mut self, events: &[AuditEvent]) -> Result<AuditHead, HookError> {
+        self.0.extend_from_slice(events);
+        // The head is known once the batch is written; the caller of a create has no use for
+        // it (the storage moves the head itself).
+        Ok(AuditHead {
+            seq: 0,
+            hash: [0; 32],
+            tag: None,
+        })
+    }
+}
+
+/// Why a batch was not written in one statement.
+enum Refusal {
+    /// For a reason that may belong to one of its rows: the error when the batch was one
+    /// row's, else `None` (write each caller's part alone, under the writer lock).
+    Rows(Option<StorageError>),
+    /// Any other failure, shared by every caller in the batch.
+    Other(StorageError),
+}
+
+/// Whether a statement failed on a row's constraint (a name taken, an unknown key).
+fn row_refusal(e: &postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::FOREIGN_KEY_VIOLATION)
+}
+
+/// The compare-and-set append: the records, the new tip and head, and `rows` (creates whose
+/// data keys must still be active), all or nothing, only if the tip is still `from`. Whether
+/// it moved the tip.
+fn cas_statement(
+    conn: &mut PgConn,
+    a: &credvault_audit::Appended,
+    head: &AuditHead,
+    from: &ChainTip,
+    rows: &[&CredentialRow],
+) -> Result<bool, postgres::Error> {
+    let PgConn { client, stmts } = conn;
+    let (seqs, kinds, lines) = record_columns(&a.records);
+    let new_tip = a.tip.to_text();
+    let head = head.to_meta();
+    let from = from.to_text();
+    if rows.is_empty() {
+        let sql = "WITH moved AS (
+                UPDATE writer_lock SET audit_tip = $4, audit_head = $5
+                WHERE id = 1 AND audit_tip = $6 RETURNING 1
+             ), records AS (
+                INSERT INTO audit_log (seq, kind, line)
+                SELECT r.* FROM unnest($1::bigint[], $2::text[], $3::bytea[]) AS r
+                WHERE EXISTS (SELECT 1 FROM moved)
+             )
+             SELECT 1 FROM moved";
+        let st = prepared(client, stmts, sql)?;
+        let out = client.query(&st, &[&seqs, &kinds, &lines, &new_tip, &head, &from])?;
+        return Ok(!out.is_empty());
+    }
+    let sql = concat!(
+        "WITH moved AS (
+            UPDATE writer_lock SET audit_tip = $4, audit_head = $5
+            WHERE id = 1 AND audit_tip = $6
+              AND NOT EXISTS (
+                SELECT 1 FROM unnest($7::text[], $26::bytea[]) AS k(tenant, key_id)
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM data_keys d
+                    WHERE d.tenant = k.tenant AND d.key_id = k.key_id AND d.state = 'active'))
+            RETURNING 1
+         ), records AS (
+            INSERT INTO audit_log (seq, kind, line)
+            SELECT r.* FROM unnest($1::bigint[], $2::text[], $3::bytea[]) AS r
+            WHERE EXISTS (SELECT 1 FROM moved)
+         ), rows AS (
+            INSERT INTO credentials (",
+        cred_cols!(),
+        ")
+            SELECT c.* FROM unnest($7::text[], $8::text[], $9::text[], $10::text[],
+                $11::text[], $12::text[], $13::text[], $14::boolean[], $15::bigint[],
+                $16::text[], $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[],
+                $21::bigint[], $22::text[], $23::text[], $24::text[], $25::text[],
+                $26::bytea[], $27::bytea[], $28::bytea[], $29::text[]) AS c
+            WHERE EXISTS (SELECT 1 FROM moved)
+         )
+         SELECT 1 FROM moved"
+    );
+    let col = |f: fn(&CredentialRow) -> String| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let tenant = col(|r| r.tenant.as_str().to_owned());
+    let id = col(|r| r.id.as_str().to_owned());
+    let name = col(|r| r.name.clone());
+    let ty = col(|r| r.type_name.clone());
+    let env = col(|r| r.environment.clone());
+    let desc = col(|r| r.description.clone());
+    let tags = col(|r| json(&r.tags));
+    let active: Vec<bool> = rows.iter().map(|r| r.is_active).collect();
+    let expires: Vec<Option<i64>> = rows.iter().map(|r| r.expires_at).collect();
+    let created_by = col(|r| r.created_by.clone());
+    let created: Vec<i64> = rows.iter().map(|r| r.created_at).collect();
+    let updated: Vec<i64> = rows.iter().map(|r| r.updated_at).collect();
+    let version: Vec<i64> = rows.iter().map(|r| to_i64(r.version)).collect();
+    let used: Vec<Option<i64>> = rows.iter().map(|r| r.last_used_at).collect();
+    let tested: Vec<Option<i64>> = rows.iter().map(|r| r.last_tested).collect();
+    let status: Vec<Option<&str>> = rows.iter().map(|r| r.test_status.as_deref()).collect();
+    let message: Vec<Option<&str>> = rows.iter().map(|r| r.test_message.as_deref()).collect();
+    let public: Vec<&str> = rows.iter().map(|r| r.public.as_str()).collect();
+    let secret_fields = col(|r| json(&r.secret_fields));
+    let key: Vec<&[u8]> = rows
+        .iter()
+        .map(|r| r.key_id.as_bytes().as_slice())
+        .collect();
+    let secret: Vec<&[u8]> = rows.iter().map(|r| r.secret.as_slice()).collect();
+    let mac: Vec<&[u8]> = rows.iter().map(|r| r.mac.as_slice()).collect();
+    let reveal = col(|r| json(&r.reveal));
+    let st = prepared(client, stmts, sql)?;
+    let out = client.query(
+        &st,
+        &[
+            &seqs,
+            &kinds,
+            &lines,
+            &new_tip,
+            &head,
+            &from,
+            &tenant,
+            &id,
+            &name,
+            &ty,
+            &env,
+            &desc,
+            &tags,
+            &active,
+            &expires,
+            &created_by,
+            &created,
+            &updated,
+            &version,
+            &used,
+            &tested,
+            &status,
+            &message,
+            &public,
+            &secret_fields,
+            &key,
+            &secret,
+            &mac,
+            &reveal,
+        ],
+    )?;
+    Ok(!out.is_empty())
+}
+
+/// `sql` prepared on this connection (once).
+fn prepared(
+    client: &mut postgres::Client,
+    stmts: &mut HashMap<&'static str, Statement>,
+    sql: &'static str,
+) -> Result<Statement, postgres::Error> {
+    if let Some(s) = stmts.get(sql) {
+        return Ok(s.clone());
+    }
+    let s = client.prepare(sql)?;
+    stmts.insert(sql, s.clone());
+    Ok(s)
 }
 
 type Tx<'a, 'b> = Db<'a, postgres::Transaction<'b>>;
@@ -2037,7 +2360,25 @@ impl Storage for PostgresStorage {
         })
     }
 
+    /// With the audit chain in the database, a create is group-committed like a standalone
+    /// record: its row goes into the compare-and-set statement that appends its record
+    /// (with the other callers' rows and records), on the condition that its data key is
+    /// still active; the writer lock is taken only when that statement is refused, to find
+    /// which row it was refused for.
     fn insert_credential(&self, row: &CredentialRow, hook: Hook<'_>) -> Result<(), StorageError> {
+        if let Some(w) = &self.chain {
+            let mut collected = Collect(Vec::new());
+            let head = hook(&mut collected).map_err(StorageError::Hook)?;
+            if collected.0.is_empty() {
+                // The hook recorded elsewhere (a file log or a sink): the row alone.
+                return self.write(|db| {
+                    check_key_use(db, row)?;
+                    write_row(db, INSERT_CREDENTIAL, row)?;
+                    set_head(db, head)
+                });
+            }
+            return self.group(w, collected.0, Some(row.clone())).map(|_| ());
+        }
         self.write(|db| {
             check_key_use(db, row)?;
             write_row(db, INSERT_CREDENTIAL, row)?;
@@ -2459,44 +2800,7 @@ impl Storage for PostgresStorage {
         let Some(w) = &self.chain else {
             return NoChain.append(events).map(Some).map_err(StorageError::Hook);
         };
-        let poisoned = || StorageError::Backend("internal: the append queue is poisoned".into());
-        let mut st = self.appends.lock().map_err(|_| poisoned())?;
-        let ticket = st.next_ticket;
-        st.next_ticket += 1;
-        st.queue.push((ticket, events.to_vec()));
-        // Batches this caller wrote after its own: a writer whose batch is done writes the
-        // next one too (the callers queued meanwhile need not wait for one of them to wake
-        // up), a few times at most, so its own return is not put off for long.
-        let mut served = 0;
-        loop {
-            let mine = st.done.contains_key(&ticket);
-            if mine && (st.writing || st.queue.is_empty() || served >= 2) {
-                if let Some(done) = st.done.remove(&ticket) {
-                    return done.map(Some).map_err(|e| echo(&e));
-                }
-            }
-            if st.writing {
-                st = self.appended.wait(st).map_err(|_| poisoned())?;
-                continue;
-            }
-            if mine {
-                served += 1;
-            }
-            st.writing = true;
-            let batch = std::mem::take(&mut st.queue);
-            let tip = st.tip.take();
-            drop(st);
-            let all: Vec<AuditEvent> = batch.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
-            let (result, tip) = self.append_standalone(w, tip, &all);
-            let result = result.map_err(Arc::new);
-            st = self.appends.lock().map_err(|_| poisoned())?;
-            st.tip = tip;
-            st.writing = false;
-            for (t, _) in batch {
-                st.done.insert(t, result.clone());
-            }
-            self.appended.notify_all();
-        }
+        self.group(w, events.to_vec(), None).map(Some)
     }
 
     fn authenticate_records(

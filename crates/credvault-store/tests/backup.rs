@@ -537,7 +537,7 @@ fn backups_under_writes(src: &Path, v: &Vault, tmp: &Path) {
         let check = r.verify().unwrap();
         assert!(check.is_ok(), "backup {i}: {check:?}");
         assert_eq!(
-            rows(&r, &[t.clone()]).len(),
+            rows(&r, std::slice::from_ref(&t)).len(),
             report.backup.credentials - 6,
             "backup {i}: globex's rows and acme's"
         );
