@@ -271,6 +271,59 @@ mod chain {
         assert_eq!(actions.iter().filter(|a| **a == accessed).count(), 400);
     }
 
+    /// Creates are group-committed with their records (decision 0017): 2 nodes x 8 threads,
+    /// each creating 10 credentials of its own and, all at once, one named `shared`. Every
+    /// own create succeeds; of the 16 `shared` creates exactly one does and the others get
+    /// `NameTaken` (a refused batch is written caller by caller); the chain holds one
+    /// `created` record per row and none for a refused create.
+    #[test]
+    fn concurrent_creates_with_a_clashing_name_are_each_decided_once() {
+        let Some(server) = pg::server() else { return };
+        let (schema, nodes, t, _) = two_nodes_and_a_token(&server);
+        let barrier = std::sync::Barrier::new(16);
+        let outcomes: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
+            let mut handles = Vec::new();
+            for (k, n) in nodes.iter().enumerate() {
+                for i in 0..8 {
+                    let (t, barrier) = (&t, &barrier);
+                    handles.push(s.spawn(move || {
+                        let scope = n.tenant(t, format!("worker-{k}-{i}")).unwrap();
+                        let new = |name: String| {
+                            NewCredential::new("http_bearer_token", name, json!({"token": "x"}))
+                        };
+                        for j in 0..10 {
+                            scope.create(new(format!("own-{k}-{i}-{j}"))).unwrap();
+                            if j == 4 {
+                                barrier.wait();
+                            }
+                        }
+                        barrier.wait();
+                        scope.create(new("shared".into())).map(|_| ())
+                    }));
+                }
+            }
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1);
+        for o in outcomes.iter().filter(|o| o.is_err()) {
+            assert!(matches!(o, Err(StoreError::NameTaken { .. })), "{o:?}");
+        }
+        for n in &nodes {
+            n.flush().unwrap();
+        }
+        let rows = nodes[0]
+            .storage()
+            .credentials(&t, &Default::default())
+            .unwrap();
+        assert_eq!(rows.len(), 1 + 160 + 1, "api, the own ones, one shared");
+        let actions = pg::actions(&server.export_chain(&schema), &key());
+        let created = Action::Created.to_string();
+        assert_eq!(
+            actions.iter().filter(|a| **a == created).count(),
+            rows.len()
+        );
+    }
+
     #[test]
     fn one_record_per_committed_operation_none_for_a_refused_one_from_two_nodes() {
         let Some(server) = pg::server() else { return };
