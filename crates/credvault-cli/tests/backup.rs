@@ -3,43 +3,9 @@
 //! and a vault that verifies; a restore without them, or of an altered file, writes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-
 mod common;
 
-fn run(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
-    common::credvault_in(dir)
-        .args(args)
-        .write_stdin(stdin)
-        .output()
-        .unwrap()
-}
-
-fn ok(dir: &Path, args: &[&str], stdin: &str) -> String {
-    let out = run(dir, args, stdin);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn add_portal(dir: &Path, password: &str) {
-    ok(
-        dir,
-        &[
-            "add",
-            "website_login",
-            "portal",
-            "--field",
-            "login_url=https://x.example/login",
-            "--field",
-            "username=bot",
-        ],
-        password,
-    );
-}
+use common::{add_portal, ok_in as ok, run_in as run};
 
 #[test]
 fn backup_then_restore_into_a_new_directory_gives_the_vault_back() {

@@ -18,32 +18,7 @@ fn cv(dir: &Path) -> Command {
     common::credvault_in(dir)
 }
 
-fn ok(dir: &Path, args: &[&str], stdin: &str) -> String {
-    let out = cv(dir).args(args).write_stdin(stdin).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Adds the website login `portal`, its password read from stdin.
-fn add_portal(dir: &Path, password: &str) {
-    ok(
-        dir,
-        &[
-            "add",
-            "website_login",
-            "portal",
-            "--field",
-            "login_url=https://x.example/login",
-            "--field",
-            "username=bot",
-        ],
-        password,
-    );
-}
+use common::{add_portal, ok_in as ok};
 
 fn copy_dir(from: &Path, to: &PathBuf) {
     std::fs::create_dir_all(to).unwrap();

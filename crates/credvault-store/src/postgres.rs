@@ -1142,7 +1142,6 @@ impl PostgresStorage {
     /// # Errors
     /// [`StorageError`]; an I/O error on `out` as [`StorageError::Backend`].
     pub fn export_audit(&self, out: &mut dyn std::io::Write) -> Result<u64, StorageError> {
-        const PAGE: i64 = 1_000;
         let mut conn = self.conn()?;
         let mut tx = conn
             .client
@@ -1151,25 +1150,7 @@ impl PostgresStorage {
             .read_only(true)
             .start()
             .map_err(pe)?;
-        let mut after: i64 = -1;
-        let mut n = 0u64;
-        loop {
-            let rows = tx
-                .query(
-                    "SELECT seq, line FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-                    &[&after, &PAGE],
-                )
-                .map_err(pe)?;
-            for r in &rows {
-                after = get(r, 0, "audit_log")?;
-                out.write_all(get::<&[u8]>(r, 1, "audit_log")?)
-                    .map_err(|e| StorageError::Backend(format!("audit export: {e}")))?;
-                n += 1;
-            }
-            if rows.len() < PAGE as usize {
-                break;
-            }
-        }
+        let (n, _) = write_chain(&mut tx, out)?;
         tx.commit().map_err(pe)?;
         Ok(n)
     }
@@ -1182,7 +1163,6 @@ impl PostgresStorage {
     /// # Errors
     /// [`StorageError`]; [`StorageError::Corrupt`] if the chain's tip and records disagree.
     pub(crate) fn snapshot(&self) -> Result<crate::backup::Snapshot, StorageError> {
-        const PAGE: i64 = 1_000;
         let mut conn = self.conn()?;
         let mut tx = conn
             .client
@@ -1296,22 +1276,7 @@ impl PostgresStorage {
             .map(|r| get::<Vec<u8>>(r, 0, "audit_segments"))
             .collect::<Result<Vec<_>, _>>()?;
         let mut chain = Vec::new();
-        let mut after: i64 = -1;
-        loop {
-            let rows = tx
-                .query(
-                    "SELECT seq, line FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-                    &[&after, &PAGE],
-                )
-                .map_err(pe)?;
-            for r in &rows {
-                after = get(r, 0, "audit_log")?;
-                chain.extend_from_slice(get::<&[u8]>(r, 1, "audit_log")?);
-            }
-            if rows.len() < PAGE as usize {
-                break;
-            }
-        }
+        let (_, after) = write_chain(&mut tx, &mut chain)?;
         tx.commit().map_err(pe)?;
         // The tip names the last record; what was read must end there.
         let last_seq = tip
@@ -1648,6 +1613,34 @@ impl AuditChain for Collect {
             hash: [0; 32],
             tag: None,
         })
+    }
+}
+
+/// Writes the chain's record lines, in order, read in pages within `tx`: how many, and the
+/// last one's sequence number (-1 for none).
+fn write_chain(
+    tx: &mut postgres::Transaction<'_>,
+    out: &mut dyn std::io::Write,
+) -> Result<(u64, i64), StorageError> {
+    const PAGE: i64 = 1_000;
+    let mut after: i64 = -1;
+    let mut n = 0u64;
+    loop {
+        let rows = tx
+            .query(
+                "SELECT seq, line FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &PAGE],
+            )
+            .map_err(pe)?;
+        for r in &rows {
+            after = get(r, 0, "audit_log")?;
+            out.write_all(get::<&[u8]>(r, 1, "audit_log")?)
+                .map_err(|e| StorageError::Backend(format!("audit export: {e}")))?;
+            n += 1;
+        }
+        if rows.len() < PAGE as usize {
+            return Ok((n, after));
+        }
     }
 }
 

@@ -9,7 +9,8 @@ use std::path::Path;
 use credvault_store::backup::{parse, BackupError, BackupLimits};
 use credvault_store::storage::CredentialRow;
 use credvault_store::{
-    AuditKey, CredentialId, NewCredential, SqliteStorage, StoreError, TenantId, Vault, VaultOptions,
+    AuditKey, CredentialId, NewCredential, Restored, SqliteStorage, StoreError, TenantId, Vault,
+    VaultOptions,
 };
 use serde_json::json;
 
@@ -130,6 +131,19 @@ fn keys_only(from: &Path, to: &Path) {
     }
 }
 
+/// Restores `bytes` into `dst`, a new directory given the keys of the vault in `src`.
+fn restore_into(src: &Path, dst: &Path, bytes: &[u8]) -> (Vault, Restored) {
+    keys_only(src, dst);
+    Vault::restore(
+        dst,
+        bytes,
+        &BackupLimits::default(),
+        VaultOptions::default(),
+        "ops",
+    )
+    .unwrap()
+}
+
 fn backup_of(v: &Vault) -> Vec<u8> {
     let mut out = Vec::new();
     let summary = v.backup(&mut out).unwrap();
@@ -174,15 +188,7 @@ fn a_backup_restores_every_row_the_chain_and_the_one_time_state_and_verifies() {
     );
 
     let dst = tmp.path().join("dst");
-    keys_only(&src, &dst);
-    let (r, report) = Vault::restore(
-        &dst,
-        &bytes,
-        &BackupLimits::default(),
-        VaultOptions::default(),
-        "ops",
-    )
-    .unwrap();
+    let (r, report) = restore_into(&src, &dst, &bytes);
     assert_eq!(report.rotated_tenants, 2, "{report:?}");
     assert!(r.seals_audit());
     // Every secret reads back; every row but its data key is as it was (a restore rotates
@@ -399,15 +405,7 @@ fn a_postgres_vault_backs_up_restores_as_sqlite_and_moves_back() {
     v.close().unwrap();
 
     let dst = tmp.path().join("dst");
-    keys_only(&src, &dst);
-    let (r, report) = Vault::restore(
-        &dst,
-        &bytes,
-        &BackupLimits::default(),
-        VaultOptions::default(),
-        "ops",
-    )
-    .unwrap();
+    let (r, report) = restore_into(&src, &dst, &bytes);
     assert!(!r.is_postgres());
     assert_eq!(report.backup.credentials, c.secrets.len() + 2);
     let events = r.audit_events(&Default::default()).unwrap().events;
@@ -525,15 +523,7 @@ fn backups_under_writes(src: &Path, v: &Vault, tmp: &Path) {
     });
     for (i, b) in backups.iter().enumerate() {
         let dst = tmp.join(format!("r{i}"));
-        keys_only(src, &dst);
-        let (r, report) = Vault::restore(
-            &dst,
-            b,
-            &BackupLimits::default(),
-            VaultOptions::default(),
-            "ops",
-        )
-        .unwrap();
+        let (r, report) = restore_into(src, &dst, b);
         let check = r.verify().unwrap();
         assert!(check.is_ok(), "backup {i}: {check:?}");
         assert_eq!(

@@ -49,3 +49,40 @@ pub(crate) fn credvault_in(dir: &std::path::Path) -> assert_cmd::Command {
         .env("CREDVAULT_ACTOR", "tester");
     c
 }
+
+/// `credvault` on the vault in `dir` with `args` and `stdin`: its output, whatever the status.
+pub(crate) fn run_in(dir: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    credvault_in(dir)
+        .args(args)
+        .write_stdin(stdin)
+        .output()
+        .unwrap()
+}
+
+/// [`run_in`] that must succeed: its stdout.
+pub(crate) fn ok_in(dir: &std::path::Path, args: &[&str], stdin: &str) -> String {
+    let out = run_in(dir, args, stdin);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Adds the website login `portal` to the vault in `dir`, its password read from stdin.
+pub(crate) fn add_portal(dir: &std::path::Path, password: &str) {
+    ok_in(
+        dir,
+        &[
+            "add",
+            "website_login",
+            "portal",
+            "--field",
+            "login_url=https://x.example/login",
+            "--field",
+            "username=bot",
+        ],
+        password,
+    );
+}
