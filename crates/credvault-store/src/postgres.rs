@@ -1143,13 +1143,7 @@ impl PostgresStorage {
     /// [`StorageError`]; an I/O error on `out` as [`StorageError::Backend`].
     pub fn export_audit(&self, out: &mut dyn std::io::Write) -> Result<u64, StorageError> {
         let mut conn = self.conn()?;
-        let mut tx = conn
-            .client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(pe)?;
+        let mut tx = read_snapshot(&mut conn.client)?;
         let (n, _) = write_chain(&mut tx, out)?;
         tx.commit().map_err(pe)?;
         Ok(n)
@@ -1164,13 +1158,7 @@ impl PostgresStorage {
     /// [`StorageError`]; [`StorageError::Corrupt`] if the chain's tip and records disagree.
     pub(crate) fn snapshot(&self) -> Result<crate::backup::Snapshot, StorageError> {
         let mut conn = self.conn()?;
-        let mut tx = conn
-            .client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(pe)?;
+        let mut tx = read_snapshot(&mut conn.client)?;
         let meta = |tx: &mut postgres::Transaction<'_>, key: &str| {
             tx.query_opt("SELECT value FROM vault_meta WHERE key = $1", &[&key])
                 .map_err(pe)?
@@ -1614,6 +1602,16 @@ impl AuditChain for Collect {
             tag: None,
         })
     }
+}
+
+/// A repeatable-read, read-only transaction: every statement in it sees one instant.
+fn read_snapshot(client: &mut postgres::Client) -> Result<postgres::Transaction<'_>, StorageError> {
+    client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(pe)
 }
 
 /// Writes the chain's record lines, in order, read in pages within `tx`: how many, and the

@@ -321,6 +321,25 @@ fn write_row(
         .map_err(|e| map_unique(e, row))
 }
 
+/// Inserts a data key row, verbatim.
+fn insert_key(tx: &rusqlite::Transaction<'_>, key: &DataKeyRow) -> Result<(), StorageError> {
+    tx.execute(
+        "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at, mac)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            key.tenant.as_str(),
+            key_bytes(&key.key_id),
+            key.wrapped,
+            key.state.as_str(),
+            to_i64(key.usage),
+            key.created_at,
+            key.mac
+        ],
+    )
+    .map_err(be)?;
+    Ok(())
+}
+
 fn set_head(tx: &rusqlite::Transaction<'_>, head: Option<AuditHead>) -> Result<(), StorageError> {
     let Some(h) = head else { return Ok(()) };
     let cur = read_head(tx)?;
@@ -593,20 +612,7 @@ impl SqliteStorage {
                 .map_err(be)?;
             }
             for k in &snap.keys {
-                tx.execute(
-                    "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at, mac)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
-                        k.tenant.as_str(),
-                        key_bytes(&k.key_id),
-                        k.wrapped,
-                        k.state.as_str(),
-                        to_i64(k.usage),
-                        k.created_at,
-                        k.mac
-                    ],
-                )
-                .map_err(be)?;
+                insert_key(tx, k)?;
             }
             let insert = format!(
                 "INSERT INTO credentials ({CRED_COLS}) VALUES (:tenant, :id, :name, :type,
@@ -737,20 +743,7 @@ impl Storage for SqliteStorage {
                     tenant: tenant.id.to_string(),
                 });
             }
-            tx.execute(
-                "INSERT INTO data_keys (tenant, key_id, wrapped, state, usage, created_at, mac)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    key.tenant.as_str(),
-                    key_bytes(&key.key_id),
-                    key.wrapped,
-                    key.state.as_str(),
-                    to_i64(key.usage),
-                    key.created_at,
-                    key.mac
-                ],
-            )
-            .map_err(be)?;
+            insert_key(tx, key)?;
             hook_in(tx, hook)
         })
     }
