@@ -191,6 +191,14 @@ fn a_backup_restores_every_row_the_chain_and_the_one_time_state_and_verifies() {
     let (r, report) = restore_into(&src, &dst, &bytes);
     assert_eq!(report.rotated_tenants, 2, "{report:?}");
     assert!(r.seals_audit());
+    // The directory the operator made by hand (create_dir_all: 0755 under the usual umask)
+    // is owner-only now.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dst).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "restored vault directory mode {mode:o}");
+    }
     // Every secret reads back; every row but its data key is as it was (a restore rotates
     // each tenant's key, so the ciphertexts and MACs are new).
     for (t, id, field, value) in &c.secrets {

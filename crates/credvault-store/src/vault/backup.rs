@@ -259,7 +259,9 @@ impl Vault {
         let snap = crate::backup::open(backup, &key, limits)?;
         check_chain(&snap, &key)?;
         // Nothing is written until the backup is known good; from here on, the marker says a
-        // restore is under way.
+        // restore is under way. The directory was made by hand (the keys were put in it):
+        // narrowed to owner-only like one `init` makes.
+        create_private_dir(dir, "vault directory")?;
         if marker.exists() {
             Self::clear_restore(dir)?;
         } else {
