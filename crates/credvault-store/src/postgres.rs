@@ -68,8 +68,8 @@ use crate::pgpass::{lookup, PgpassQuery, MAX_PGPASS_LEN};
 use crate::storage::codec::{check_version, corrupt, json, key_id, to_i64, to_u64};
 use crate::storage::{
     AuditChain, AuditHead, CredentialRow, DataKeyRow, Hook, HookError, KeyState, ListFilter,
-    NoChain, OtpFailures, OtpThrottle, RecordMacs, Reseal, Storage, StorageError, TenantRow,
-    TestRecord,
+    NoChain, OtpFailures, OtpThrottle, RecordMacs, Reseal, RowGuard, Storage, StorageError,
+    TenantRow, TestRecord,
 };
 
 /// The schema, one entry per version, numbered as the SQLite backend's (the same rules at each
@@ -391,7 +391,13 @@ pub struct PostgresStorage {
     arrived: Condvar,
     /// Tenant rows read so far (they never change): see [`tenant`](Storage::tenant).
     tenants: Mutex<HashMap<TenantId, TenantRow>>,
+    /// Credential rows read for accesses, which a guarded append checks are still current:
+    /// see [`credential_for_access`](Storage::credential_for_access).
+    kept: Mutex<HashMap<(TenantId, CredentialId), CredentialRow>>,
 }
+
+/// How many credential rows a storage keeps for accesses (emptied when full).
+const KEPT_ROWS: usize = 65_536;
 
 /// How many tenant rows a storage keeps in memory.
 const TENANT_CACHE: usize = 65_536;
@@ -417,11 +423,13 @@ const CALLER_WINDOW: Duration = Duration::from_millis(2);
 /// waits.
 const COLLECT_MAX: Duration = Duration::from_micros(100);
 
-/// A caller's part of a batch: its records and, for a create, its row.
+/// A caller's part of a batch: its records, for a create its row, for a guarded append the
+/// rows that must still be as read.
 struct Pending {
     ticket: u64,
     events: Vec<AuditEvent>,
     row: Option<CredentialRow>,
+    guards: Vec<RowGuard>,
 }
 
 /// A batch's error, for each caller whose records were in it (the variants a caller acts on
@@ -804,6 +812,7 @@ impl PostgresStorage {
             appended: Condvar::new(),
             arrived: Condvar::new(),
             tenants: Mutex::new(HashMap::new()),
+            kept: Mutex::new(HashMap::new()),
         };
         s.migrate(options.schema.as_deref())?;
         Ok(s)
@@ -1385,6 +1394,7 @@ impl PostgresStorage {
         w: &ChainWriter,
         events: Vec<AuditEvent>,
         row: Option<CredentialRow>,
+        guards: Vec<RowGuard>,
     ) -> Result<AuditHead, StorageError> {
         let poisoned = || StorageError::Backend("internal: the append queue is poisoned".into());
         let mut st = self.appends.lock().map_err(|_| poisoned())?;
@@ -1394,6 +1404,7 @@ impl PostgresStorage {
             ticket,
             events,
             row,
+            guards,
         });
         let now = Instant::now();
         st.callers.insert(std::thread::current().id(), now);
@@ -1469,7 +1480,8 @@ impl PostgresStorage {
             .flat_map(|p| p.events.iter().cloned())
             .collect();
         let rows: Vec<&CredentialRow> = batch.iter().filter_map(|p| p.row.as_ref()).collect();
-        match self.append_standalone(w, tip, &all, &rows) {
+        let guards: Vec<&RowGuard> = batch.iter().flat_map(|p| p.guards.iter()).collect();
+        match self.append_standalone(w, tip, &all, &rows, &guards) {
             (Ok(head), tip) => (vec![Ok(head); batch.len()], tip),
             (Err(Refusal::Rows(Some(e))), tip) if batch.len() == 1 => (vec![Err(Arc::new(e))], tip),
             (Err(Refusal::Rows(_)), _) => {
@@ -1477,7 +1489,7 @@ impl PostgresStorage {
                 let results = batch
                     .iter()
                     .map(|p| {
-                        let r = self.write_locked(w, &p.events, p.row.as_ref());
+                        let r = self.write_locked(w, &p.events, p.row.as_ref(), &p.guards);
                         match r {
                             Ok((head, t)) => {
                                 tip = t;
@@ -1499,14 +1511,29 @@ impl PostgresStorage {
         }
     }
 
-    /// One caller's records (and row) under the writer lock.
+    /// One caller's records (and row) under the writer lock, if its guarded rows are still
+    /// as read ([`StorageError::Stale`] otherwise).
     fn write_locked(
         &self,
         w: &ChainWriter,
         events: &[AuditEvent],
         row: Option<&CredentialRow>,
+        guards: &[RowGuard],
     ) -> Result<(AuditHead, Option<ChainTip>), StorageError> {
         self.write(|db| {
+            for g in guards {
+                let r = db.query_opt(
+                    "SELECT mac FROM credentials WHERE tenant = $1 AND id = $2",
+                    &[&g.tenant.as_str(), &g.id.as_str()],
+                )?;
+                let current = r
+                    .as_ref()
+                    .map(|r| get::<&[u8]>(r, 0, "credentials"))
+                    .transpose()?;
+                if current != Some(g.mac.as_slice()) {
+                    return Err(StorageError::Stale { what: "credential" });
+                }
+            }
             if let Some(row) = row {
                 check_key_use(db, row)?;
                 write_row(db, INSERT_CREDENTIAL, row)?;
@@ -1526,7 +1553,11 @@ impl PostgresStorage {
         mut tip: Option<ChainTip>,
         events: &[AuditEvent],
         rows: &[&CredentialRow],
+        guards: &[&RowGuard],
     ) -> (Result<AuditHead, Refusal>, Option<ChainTip>) {
+        // A compare-and-set that changes nothing although the tip did not move was refused by
+        // a row: a create's key no longer active, or a guarded row changed.
+        let by_rows = !rows.is_empty() || !guards.is_empty();
         let other = |e| (Err(Refusal::Other(e)), None);
         let mut missed: Option<ChainTip> = None;
         for _ in 0..APPEND_ATTEMPTS {
@@ -1544,9 +1575,9 @@ impl PostgresStorage {
                     Err(e) => return other(e),
                 },
             };
-            if missed.is_some_and(|m| m == from) && !rows.is_empty() {
-                // The tip had not moved: a row's key is no longer active. The writer lock
-                // tells which, row by row.
+            if missed.is_some_and(|m| m == from) && by_rows {
+                // The tip had not moved: a row's key is no longer active, or a guarded row
+                // changed. The writer lock tells which, caller by caller.
                 return (Err(Refusal::Rows(None)), Some(from));
             }
             let (a, head) = match chain_records(w, &from, events) {
@@ -1556,7 +1587,7 @@ impl PostgresStorage {
             // Not through `read`, which retries on a lost connection: a statement whose
             // answer was lost may have committed, and would then be recorded twice.
             let moved = match self.conn() {
-                Ok(mut conn) => cas_statement(&mut conn, &a, &head, &from, rows),
+                Ok(mut conn) => cas_statement(&mut conn, &a, &head, &from, rows, guards),
                 Err(e) => return other(e),
             };
             match moved {
@@ -1574,7 +1605,7 @@ impl PostgresStorage {
                 Err(e) => return other(pe(e)),
             }
         }
-        if !rows.is_empty() {
+        if by_rows {
             return (Err(Refusal::Rows(None)), None);
         }
         match self.write(|db| {
@@ -1658,24 +1689,33 @@ fn row_refusal(e: &postgres::Error) -> bool {
 }
 
 /// The compare-and-set append: the records, the new tip and head, and `rows` (creates whose
-/// data keys must still be active), all or nothing, only if the tip is still `from`. Whether
-/// it moved the tip.
+/// data keys must still be active), all or nothing, only if the tip is still `from` and every
+/// guarded row still has the MAC it had when read. Whether it moved the tip.
 fn cas_statement(
     conn: &mut PgConn,
     a: &credvault_audit::Appended,
     head: &AuditHead,
     from: &ChainTip,
     rows: &[&CredentialRow],
+    guards: &[&RowGuard],
 ) -> Result<bool, postgres::Error> {
     let PgConn { client, stmts } = conn;
     let (seqs, kinds, lines) = record_columns(&a.records);
     let new_tip = a.tip.to_text();
     let head = head.to_meta();
     let from = from.to_text();
+    let g_tenant: Vec<&str> = guards.iter().map(|g| g.tenant.as_str()).collect();
+    let g_id: Vec<&str> = guards.iter().map(|g| g.id.as_str()).collect();
+    let g_mac: Vec<&[u8]> = guards.iter().map(|g| g.mac.as_slice()).collect();
     if rows.is_empty() {
         let sql = "WITH moved AS (
                 UPDATE writer_lock SET audit_tip = $4, audit_head = $5
-                WHERE id = 1 AND audit_tip = $6 RETURNING 1
+                WHERE id = 1 AND audit_tip = $6
+                  AND NOT EXISTS (
+                    SELECT 1 FROM unnest($7::text[], $8::text[], $9::bytea[]) AS g(tenant, id, mac)
+                    WHERE (SELECT c.mac FROM credentials c
+                           WHERE c.tenant = g.tenant AND c.id = g.id) IS DISTINCT FROM g.mac)
+                RETURNING 1
              ), records AS (
                 INSERT INTO audit_log (seq, kind, line)
                 SELECT r.* FROM unnest($1::bigint[], $2::text[], $3::bytea[]) AS r
@@ -1683,7 +1723,12 @@ fn cas_statement(
              )
              SELECT 1 FROM moved";
         let st = prepared(client, stmts, sql)?;
-        let out = client.query(&st, &[&seqs, &kinds, &lines, &new_tip, &head, &from])?;
+        let out = client.query(
+            &st,
+            &[
+                &seqs, &kinds, &lines, &new_tip, &head, &from, &g_tenant, &g_id, &g_mac,
+            ],
+        )?;
         return Ok(!out.is_empty());
     }
     let sql = concat!(
@@ -1695,6 +1740,10 @@ fn cas_statement(
                 WHERE NOT EXISTS (
                     SELECT 1 FROM data_keys d
                     WHERE d.tenant = k.tenant AND d.key_id = k.key_id AND d.state = 'active'))
+              AND NOT EXISTS (
+                SELECT 1 FROM unnest($30::text[], $31::text[], $32::bytea[]) AS g(tenant, id, mac)
+                WHERE (SELECT c.mac FROM credentials c
+                       WHERE c.tenant = g.tenant AND c.id = g.id) IS DISTINCT FROM g.mac)
             RETURNING 1
          ), records AS (
             INSERT INTO audit_log (seq, kind, line)
@@ -1773,6 +1822,9 @@ fn cas_statement(
             &secret,
             &mac,
             &reveal,
+            &g_tenant,
+            &g_id,
+            &g_mac,
         ],
     )?;
     Ok(!out.is_empty())
@@ -2368,7 +2420,9 @@ impl Storage for PostgresStorage {
                     set_head(db, head)
                 });
             }
-            return self.group(w, collected.0, Some(row.clone())).map(|_| ());
+            return self
+                .group(w, collected.0, Some(row.clone()), Vec::new())
+                .map(|_| ());
         }
         self.write(|db| {
             check_key_use(db, row)?;
@@ -2395,6 +2449,33 @@ impl Storage for PostgresStorage {
             .map(cred_from_row)
             .transpose()
         })
+    }
+
+    /// A row read before for an access, else read now (and kept): the guarded append that
+    /// records the access checks it is still the row in the database.
+    fn credential_for_access(
+        &self,
+        tenant: &TenantId,
+        id: &CredentialId,
+    ) -> Result<Option<CredentialRow>, StorageError> {
+        let key = (tenant.clone(), id.clone());
+        if let Some(row) = self.kept.lock().ok().and_then(|k| k.get(&key).cloned()) {
+            return Ok(Some(row));
+        }
+        let row = self.credential(tenant, id)?;
+        if let (Some(r), Ok(mut kept)) = (&row, self.kept.lock()) {
+            if kept.len() >= KEPT_ROWS {
+                kept.clear();
+            }
+            kept.insert(key, r.clone());
+        }
+        Ok(row)
+    }
+
+    fn forget_credential(&self, tenant: &TenantId, id: &CredentialId) {
+        if let Ok(mut kept) = self.kept.lock() {
+            kept.remove(&(tenant.clone(), id.clone()));
+        }
     }
 
     fn credential_by_name(
@@ -2462,6 +2543,8 @@ impl Storage for PostgresStorage {
         expected_version: u64,
         hook: Hook<'_>,
     ) -> Result<(), StorageError> {
+        // A kept copy would only cost a failed guarded append.
+        self.forget_credential(&row.tenant, &row.id);
         self.write(|db| {
             check_version(version_of(db, &row.tenant, &row.id)?, expected_version)?;
             check_key_use(db, row)?;
@@ -2477,6 +2560,7 @@ impl Storage for PostgresStorage {
         expected_version: u64,
         hook: Hook<'_>,
     ) -> Result<(), StorageError> {
+        self.forget_credential(tenant, id);
         self.write(|db| {
             check_version(version_of(db, tenant, id)?, expected_version)?;
             hook_in(db, self.chain.as_ref(), hook)?;
@@ -2544,6 +2628,9 @@ impl Storage for PostgresStorage {
     }
 
     fn reseal(&self, tenant: &TenantId, batch: &[Reseal]) -> Result<usize, StorageError> {
+        for r in batch {
+            self.forget_credential(tenant, &r.id);
+        }
         self.write(|db| {
             let st = db.st("UPDATE credentials SET key_id = $5, secret = $6, mac = $7
                  WHERE tenant = $1 AND id = $2 AND version = $3 AND key_id = $4")?;
@@ -2791,7 +2878,23 @@ impl Storage for PostgresStorage {
         let Some(w) = &self.chain else {
             return NoChain.append(events).map(Some).map_err(StorageError::Hook);
         };
-        self.group(w, events.to_vec(), None).map(Some)
+        self.group(w, events.to_vec(), None, Vec::new()).map(Some)
+    }
+
+    /// As [`append_audit`](Storage::append_audit), in the same compare-and-set statement, with
+    /// the guarded rows' MACs checked in it: a batch one of whose rows changed is written
+    /// caller by caller under the writer lock, where that caller gets
+    /// [`StorageError::Stale`].
+    fn append_audit_guarded(
+        &self,
+        events: &[AuditEvent],
+        guards: &[RowGuard],
+    ) -> Result<Option<AuditHead>, StorageError> {
+        let Some(w) = &self.chain else {
+            return NoChain.append(events).map(Some).map_err(StorageError::Hook);
+        };
+        self.group(w, events.to_vec(), None, guards.to_vec())
+            .map(Some)
     }
 
     fn authenticate_records(

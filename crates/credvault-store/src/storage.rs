@@ -145,6 +145,13 @@ pub enum StorageError {
         /// What conflicted (`database`).
         resource: &'static str,
     },
+    /// A row an append was guarded by changed since it was read
+    /// ([`Storage::append_audit_guarded`]): nothing was written.
+    #[error("the {what} row changed since it was read; nothing was written")]
+    Stale {
+        /// What changed (`credential`).
+        what: &'static str,
+    },
     /// A statement ran past the backend's statement timeout and was cancelled; nothing was
     /// written.
     #[error("the {resource} cancelled a statement that ran past its statement timeout; nothing was written")]
@@ -278,6 +285,18 @@ pub struct CredentialRow {
     /// The record MAC over every field above except the last-use and test columns, under a
     /// key derived from the data key `key_id` names; empty for a row written before record
     /// MACs. The backend stores it verbatim; the store computes and checks it.
+    pub mac: Vec<u8>,
+}
+
+/// A row an access was decided on, as [`Storage::append_audit_guarded`] requires it to still
+/// be: the credential, with the record MAC it had when read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowGuard {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The credential.
+    pub id: CredentialId,
+    /// Its record MAC when read.
     pub mac: Vec<u8>,
 }
 
@@ -447,6 +466,23 @@ pub trait Storage: Send + Sync {
         id: &CredentialId,
     ) -> Result<Option<CredentialRow>, StorageError>;
 
+    /// A credential for an access that is then recorded with
+    /// [`append_audit_guarded`](Self::append_audit_guarded): a backend may answer from a copy
+    /// it read before, since that append checks, in the statement that records the access,
+    /// that the row is still the one the access was decided on. The default reads the row.
+    fn credential_for_access(
+        &self,
+        tenant: &TenantId,
+        id: &CredentialId,
+    ) -> Result<Option<CredentialRow>, StorageError> {
+        self.credential(tenant, id)
+    }
+
+    /// Drops any copy of the row kept for [`credential_for_access`](Self::credential_for_access).
+    fn forget_credential(&self, tenant: &TenantId, id: &CredentialId) {
+        let _ = (tenant, id);
+    }
+
     /// A credential by name and environment: the active one, or else the most recently
     /// updated inactive one.
     fn credential_by_name(
@@ -605,6 +641,22 @@ pub trait Storage: Send + Sync {
         events: &[credvault_audit::AuditEvent],
     ) -> Result<Option<AuditHead>, StorageError> {
         NoChain.append(events).map(Some).map_err(StorageError::Hook)
+    }
+
+    /// [`append_audit`](Self::append_audit), only if every guarded row still has the MAC it
+    /// had when read, checked with the append: else [`StorageError::Stale`] and nothing is
+    /// appended. The default appends (its [`credential_for_access`](Self::credential_for_access)
+    /// read the row just before, as every access did).
+    ///
+    /// # Errors
+    /// [`StorageError::Stale`]; as [`append_audit`](Self::append_audit).
+    fn append_audit_guarded(
+        &self,
+        events: &[credvault_audit::AuditEvent],
+        guards: &[RowGuard],
+    ) -> Result<Option<AuditHead>, StorageError> {
+        let _ = guards;
+        self.append_audit(events)
     }
 }
 

@@ -244,6 +244,68 @@ mod chain {
         assert_eq!(pg::actions(&server.export_chain(&schema), &key()), want);
     }
 
+    /// A reveal is decided on the row the node read for an earlier access, with no read of
+    /// its own, and recorded only if that row is still the one in the database (the record's
+    /// statement checks its MAC). Whatever the other node does to the credential meanwhile,
+    /// the next reveal on this node sees it: a new secret is revealed, a deactivation or an
+    /// expiry refuses (recorded as a denial, no access recorded), a reactivation allows again,
+    /// a delete finds nothing; and the chain holds exactly what happened.
+    #[test]
+    fn a_node_never_reveals_from_a_row_another_node_changed() {
+        use credvault_store::CredentialUpdate;
+        let Some(server) = pg::server() else { return };
+        let (schema, [n1, n2], t, c) = two_nodes_and_a_token(&server);
+        let (s1, s2) = (
+            n1.tenant(&t, "alice").unwrap(),
+            n2.tenant(&t, "bob").unwrap(),
+        );
+        let token = |s: &credvault_store::Scope<'_>| {
+            s.reveal(&c.id, &["token"], None)
+                .map(|r| r.expose_secret("token").unwrap().to_owned())
+        };
+        let denied =
+            |r: Result<String, StoreError>| matches!(r, Err(StoreError::AccessDenied { .. }));
+        // Node 1 reads the row, twice (the second time from what it kept).
+        assert_eq!(token(&s1).unwrap(), "tok-1");
+        assert_eq!(token(&s1).unwrap(), "tok-1");
+        // Node 2 changes the secret: node 1 reveals the new one.
+        s2.update(
+            &c.id,
+            CredentialUpdate::new().fields(json!({"token": "tok-2"})),
+        )
+        .unwrap();
+        assert_eq!(token(&s1).unwrap(), "tok-2");
+        // Node 2 deactivates it: node 1 refuses, then allows once it is active again.
+        s2.update(&c.id, CredentialUpdate::new().active(false))
+            .unwrap();
+        assert!(denied(token(&s1)));
+        s2.update(&c.id, CredentialUpdate::new().active(true))
+            .unwrap();
+        assert_eq!(token(&s1).unwrap(), "tok-2");
+        // Node 2 makes it expire: node 1 refuses.
+        s2.update(&c.id, CredentialUpdate::new().expires_at(Some(1)))
+            .unwrap();
+        assert!(denied(token(&s1)));
+        s2.update(&c.id, CredentialUpdate::new().expires_at(None))
+            .unwrap();
+        assert_eq!(token(&s1).unwrap(), "tok-2");
+        // Node 2 deletes it: node 1 finds nothing.
+        s2.delete(&c.id, None).unwrap();
+        assert!(matches!(token(&s1), Err(StoreError::NotFound { .. })));
+        n1.flush().unwrap();
+        n2.flush().unwrap();
+        let actions = pg::actions(&server.export_chain(&schema), &key());
+        let count = |a: Action| {
+            let a = a.to_string();
+            actions.iter().filter(|x| **x == a).count()
+        };
+        // tok-1 twice, tok-2 three times; two refusals and the unknown id after the delete.
+        assert_eq!(count(Action::Accessed), 5, "{actions:?}");
+        assert_eq!(count(Action::AccessDenied), 3, "{actions:?}");
+        assert_eq!(count(Action::Updated), 5, "{actions:?}");
+        assert_eq!(count(Action::Deleted), 1, "{actions:?}");
+    }
+
     /// Concurrent reveals are group-committed per node: 2 nodes x 8 threads x 25 reveals give
     /// 400 `accessed` records, each once, in one verified chain.
     #[test]

@@ -399,8 +399,24 @@ impl Scope<'_> {
         fields: &[&str],
         service: Option<&str>,
     ) -> Result<Revealed, StoreError> {
+        // First on the backend's copy of the row, if it keeps one and the copy allows the
+        // access: nothing refused is recorded on a copy, and the access is recorded only if
+        // the row is still as read (one statement on PostgreSQL, no read). Anything else is
+        // decided again on the row as it is now.
+        if let Some(row) = self.kept_for_access(id)? {
+            if let Ok((revealed, event)) =
+                self.reveal_row(&row, fields, service, Purpose::Show, true)
+            {
+                if let Some(head) = self.store.record_access(&event, &row)? {
+                    self.store
+                        .note_use(&self.tenant, &row.id, self.store.now(), head);
+                    return Ok(revealed);
+                }
+            }
+            self.store.storage.forget_credential(&self.tenant, id);
+        }
         let row = self.load_for_access(id)?;
-        let (revealed, event) = self.reveal_row(&row, fields, service, Purpose::Show)?;
+        let (revealed, event) = self.reveal_row(&row, fields, service, Purpose::Show, false)?;
         let head = self.store.record(&event)?;
         self.store
             .note_use(&self.tenant, &row.id, self.store.now(), head);
@@ -429,7 +445,7 @@ impl Scope<'_> {
         let mut events = Vec::with_capacity(requests.len());
         for (row, (_, fields)) in rows.iter().zip(requests) {
             let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
-            let (revealed, event) = self.reveal_row(row, &fields, service, Purpose::Use)?;
+            let (revealed, event) = self.reveal_row(row, &fields, service, Purpose::Use, false)?;
             out.push(revealed);
             events.push(event);
         }
@@ -442,13 +458,15 @@ impl Scope<'_> {
     }
 
     /// Decrypts the fields asked for from an access-checked row, and builds (does not record)
-    /// the `accessed` event.
+    /// the `accessed` event. `quiet`: a refusal or failure is not recorded (the row is a kept
+    /// copy, and the caller decides again on the row as it is now).
     pub(crate) fn reveal_row(
         &self,
         row: &Authentic,
         fields: &[&str],
         service: Option<&str>,
         purpose: Purpose,
+        quiet: bool,
     ) -> Result<(Revealed, AuditEvent), StoreError> {
         let ty = self.store.registry.get(&row.type_name);
         // The type's policy, or the credential's own where it set a stricter one.
@@ -472,6 +490,11 @@ impl Scope<'_> {
         for f in fields {
             let p = policy(f);
             if !purpose.allows(p) {
+                if quiet {
+                    return Err(StoreError::AccessDenied {
+                        reason: DenyReason::Forbidden,
+                    });
+                }
                 self.store.record_quietly(
                     &self
                         .event(Action::AccessDenied)
@@ -515,7 +538,9 @@ impl Scope<'_> {
         let pt = match self.store.open_row(row) {
             Ok(p) => p,
             Err(e) => {
-                self.failed(Action::AccessFailed, row, "sealed data does not open");
+                if !quiet {
+                    self.failed(Action::AccessFailed, row, "sealed data does not open");
+                }
                 return Err(e);
             }
         };

@@ -30,7 +30,9 @@ use sealing::data_key_context;
 use crate::error::StoreError;
 use crate::ids::{CredentialId, TenantId};
 use crate::keys::{CacheConfig, KeyCache};
-use crate::storage::{AuditChain, AuditHead, CredentialRow, HookError, OtpThrottle, Storage};
+use crate::storage::{
+    AuditChain, AuditHead, CredentialRow, HookError, OtpThrottle, Storage, StorageError,
+};
 
 use crate::tester::TesterRegistry;
 
@@ -440,6 +442,37 @@ impl Store {
         }
     }
 
+    /// Records an access decided on `row`: with the backend's audit chain, only if the row is
+    /// still as read ([`Storage::append_audit_guarded`]); `Ok(None)` outer when it changed
+    /// (nothing recorded).
+    fn record_access(
+        &self,
+        event: &AuditEvent,
+        row: &CredentialRow,
+    ) -> Result<Option<Option<AuditHead>>, StoreError> {
+        match &self.audit {
+            AuditTarget::Storage => {
+                let guard = crate::storage::RowGuard {
+                    tenant: row.tenant.clone(),
+                    id: row.id.clone(),
+                    mac: row.mac.clone(),
+                };
+                match self
+                    .storage
+                    .append_audit_guarded(std::slice::from_ref(event), &[guard])
+                {
+                    Ok(head) => Ok(Some(head)),
+                    Err(StorageError::Stale { .. }) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            other => other
+                .record_batch(std::slice::from_ref(event))
+                .map(Some)
+                .map_err(StoreError::from),
+        }
+    }
+
     /// Records an event whose failure must not mask the error being returned.
     fn record_quietly(&self, event: &AuditEvent) {
         let _ = self.record(event);
@@ -574,6 +607,28 @@ impl Scope<'_> {
             return Err(deny(DenyReason::Expired, resource(&row)));
         }
         Ok(row)
+    }
+
+    /// The backend's copy of a row for an access ([`Storage::credential_for_access`]), if the
+    /// copy allows it (authentic, active, not expired); `None` otherwise, and nothing
+    /// recorded but a MAC mismatch. An access decided on it must be recorded with
+    /// [`Store::record_access`].
+    fn kept_for_access(&self, id: &CredentialId) -> Result<Option<Authentic>, StoreError> {
+        let Some(row) = self.store.storage.credential_for_access(&self.tenant, id)? else {
+            return Ok(None);
+        };
+        let row = match self.store.authenticated(row, &self.actor) {
+            Ok(r) => r,
+            Err(e) => {
+                self.store.storage.forget_credential(&self.tenant, id);
+                return Err(e);
+            }
+        };
+        if row.is_active && row.expires_at.is_none_or(|e| e > self.store.now()) {
+            return Ok(Some(row));
+        }
+        self.store.storage.forget_credential(&self.tenant, id);
+        Ok(None)
     }
 
     /// Refuses plaintext secrets for a client-sealed-only tenant, recording the denial.
