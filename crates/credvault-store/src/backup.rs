@@ -611,8 +611,12 @@ fn split<'a>(bytes: &'a [u8], limits: &BackupLimits) -> Result<(&'a [u8], [u8; 3
         .strip_prefix(b"\nmac:")
         .and_then(|t| t.strip_suffix(b"\n"))
         .ok_or(BackupError::NotABackup)?;
-    let mut tag = [0u8; 32];
-    hex::decode_to_slice(hex_tag, &mut tag).map_err(|_| BackupError::NotABackup)?;
+    // Lower-case hex only, as the body's hashes: one spelling per tag, so no changed bit
+    // (the case bit of a hex letter) still opens.
+    let tag = std::str::from_utf8(hex_tag)
+        .ok()
+        .and_then(|t| hash32("mac", t).ok())
+        .ok_or(BackupError::NotABackup)?;
     Ok((body, tag))
 }
 
