@@ -2875,10 +2875,7 @@ impl Storage for PostgresStorage {
     /// statement. Each caller returns once the batch holding its events committed (with that
     /// batch's head), or with its error: fail closed, as before.
     fn append_audit(&self, events: &[AuditEvent]) -> Result<Option<AuditHead>, StorageError> {
-        let Some(w) = &self.chain else {
-            return NoChain.append(events).map(Some).map_err(StorageError::Hook);
-        };
-        self.group(w, events.to_vec(), None, Vec::new()).map(Some)
+        self.append_audit_guarded(events, &[])
     }
 
     /// As [`append_audit`](Storage::append_audit), in the same compare-and-set statement, with

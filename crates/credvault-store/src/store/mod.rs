@@ -600,13 +600,21 @@ impl Scope<'_> {
         };
         // Nothing of the row (its flags, expiry, fields) is trusted before its MAC is checked.
         let row = self.store.authenticated(row, &self.actor)?;
-        if !row.is_active {
-            return Err(deny(DenyReason::Inactive, resource(&row)));
-        }
-        if row.expires_at.is_some_and(|e| e <= self.store.now()) {
-            return Err(deny(DenyReason::Expired, resource(&row)));
+        if let Some(reason) = self.refusal(&row) {
+            return Err(deny(reason, resource(&row)));
         }
         Ok(row)
+    }
+
+    /// Why an access to an authentic `row` is refused now (inactive, expired), if it is.
+    fn refusal(&self, row: &CredentialRow) -> Option<DenyReason> {
+        if !row.is_active {
+            Some(DenyReason::Inactive)
+        } else if row.expires_at.is_some_and(|e| e <= self.store.now()) {
+            Some(DenyReason::Expired)
+        } else {
+            None
+        }
     }
 
     /// The backend's copy of a row for an access ([`Storage::credential_for_access`]), if the
@@ -624,7 +632,7 @@ impl Scope<'_> {
                 return Err(e);
             }
         };
-        if row.is_active && row.expires_at.is_none_or(|e| e > self.store.now()) {
+        if self.refusal(&row).is_none() {
             return Ok(Some(row));
         }
         self.store.storage.forget_credential(&self.tenant, id);
