@@ -85,6 +85,19 @@ impl WrappedKey {
         Ok(bytes)
     }
 
+    /// The header without its last field (the payload length), for a provider whose payload
+    /// length is only known after the provider answered (a KMS ciphertext blob). Binding this
+    /// prefix binds everything but the length, which [`parse`](Self::parse) checks against
+    /// the bytes present.
+    pub fn header_prefix_for(
+        master: &MasterKeyRef,
+        data_key_id: KeyId,
+    ) -> Result<Vec<u8>, FormatError> {
+        let mut h = Self::header_for(master, data_key_id, 1)?;
+        h.truncate(h.len() - 2);
+        Ok(h)
+    }
+
     /// Builds a wrapped key from its parts (for providers).
     pub fn from_parts(
         master: MasterKeyRef,
@@ -179,6 +192,11 @@ impl WrappedKey {
         &self.bytes[..self.payload_start]
     }
 
+    /// The header without the payload length (see [`header_prefix_for`](Self::header_prefix_for)).
+    pub fn header_prefix(&self) -> &[u8] {
+        &self.bytes[..self.payload_start - 2]
+    }
+
     /// The provider-specific payload.
     pub fn payload(&self) -> &[u8] {
         &self.bytes[self.payload_start..]
@@ -216,6 +234,15 @@ pub enum ProviderError {
     /// file unreadable). Callers must fail closed.
     #[error("master key provider {provider:?} unavailable: {reason}")]
     Unavailable {
+        /// Provider id.
+        provider: String,
+        /// Why (no secret material).
+        reason: String,
+    },
+    /// The provider refused this caller: wrong PIN, a KMS key policy or IAM denial, a
+    /// disabled key. Distinct from [`Unavailable`](Self::Unavailable): retrying will not help.
+    #[error("master key provider {provider:?} denied access: {reason}")]
+    Denied {
         /// Provider id.
         provider: String,
         /// Why (no secret material).
@@ -266,6 +293,18 @@ pub trait MasterKey: Send + Sync {
         ctx: &EncryptionContext,
     ) -> Result<DataKey, ProviderError>;
 
+    /// Generates a new data key and wraps it under the active version, bound to `ctx`. The
+    /// default draws the key from the OS generator and calls [`wrap`](Self::wrap); a KMS
+    /// with its own data-key generation (AWS `GenerateDataKey`) overrides it.
+    fn generate(&self, ctx: &EncryptionContext) -> Result<(DataKey, WrappedKey), ProviderError> {
+        let key = DataKey::generate().map_err(|e| ProviderError::Unavailable {
+            provider: self.provider_id().to_owned(),
+            reason: e.to_string(),
+        })?;
+        let wrapped = self.wrap(&key, ctx)?;
+        Ok((key, wrapped))
+    }
+
     /// Re-wraps under the active version. The data key never leaves the library (and, for a
     /// KMS offering re-encryption, need not leave the provider: override this).
     fn rewrap(
@@ -286,14 +325,10 @@ pub fn needs_rewrap(provider: &dyn MasterKey, wrapped: &WrappedKey) -> Result<bo
 }
 
 /// Generates a new data key and wraps it: what a store does when it creates a tenant.
+/// (The provider's [`MasterKey::generate`]: a KMS may generate it.)
 pub fn generate_data_key(
     provider: &dyn MasterKey,
     ctx: &EncryptionContext,
 ) -> Result<(DataKey, WrappedKey), ProviderError> {
-    let key = DataKey::generate().map_err(|e| ProviderError::Unavailable {
-        provider: provider.provider_id().to_owned(),
-        reason: e.to_string(),
-    })?;
-    let wrapped = provider.wrap(&key, ctx)?;
-    Ok((key, wrapped))
+    provider.generate(ctx)
 }

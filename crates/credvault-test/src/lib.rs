@@ -10,8 +10,9 @@
 //! ```
 //! let mut keyring = credvault_envelope::LocalKeyring::generate().unwrap();
 //! credvault_test::master_key_conformance(&keyring).unwrap();
+//! let before = credvault_envelope::LocalKeyring::from_secret_text(&keyring.export_secret_text()).unwrap();
 //! keyring.rotate().unwrap();
-//! credvault_test::master_key_conformance(&keyring).unwrap();
+//! credvault_test::master_key_rotation_conformance(&before, &keyring).unwrap();
 //! ```
 #![forbid(unsafe_code)]
 
@@ -187,6 +188,71 @@ pub fn master_key_conformance(provider: &dyn MasterKey) -> Result<(), Violation>
         dbg.clone()
     })?;
     Ok(())
+}
+
+/// Checks a provider across a rotation: `before` is the provider as it was, `after` the same
+/// provider once a new version was made (a new key file version, a new token object). A key
+/// wrapped before must still open after, be flagged for rewrap, and rewrap to the new active
+/// version; the new version must wrap and open too.
+pub fn master_key_rotation_conformance(
+    before: &dyn MasterKey,
+    after: &dyn MasterKey,
+) -> Result<(), Violation> {
+    let a = ctx("tenant-rot");
+    let fail = |rule: &'static str| {
+        move |e: ProviderError| Violation {
+            suite: "master key",
+            rule,
+            detail: e.to_string(),
+        }
+    };
+    let old_version = before
+        .active_version()
+        .map_err(fail("active_version before"))?;
+    let (dek, wrapped) = generate_data_key(before, &a).map_err(fail("wrap before rotation"))?;
+    let new_version = after
+        .active_version()
+        .map_err(fail("active_version after"))?;
+    check(
+        before.provider_id() == after.provider_id(),
+        "a rotation keeps the provider id",
+        || format!("{} vs {}", before.provider_id(), after.provider_id()),
+    )?;
+    check(
+        new_version > old_version,
+        "rotation makes a newer version active",
+        || format!("{old_version} -> {new_version}"),
+    )?;
+    let back = after
+        .unwrap(&wrapped, &a)
+        .map_err(fail("an old version still unwraps after rotation"))?;
+    check(
+        back.expose_secret() == dek.expose_secret(),
+        "an old version unwraps to the same key",
+        String::new,
+    )?;
+    check(
+        needs_rewrap(after, &wrapped).unwrap_or(false),
+        "a key under an old version needs rewrap",
+        String::new,
+    )?;
+    let re = after
+        .rewrap(&wrapped, &a)
+        .map_err(fail("rewrap after rotation"))?;
+    check(
+        re.master_key().version == new_version,
+        "rewrap uses the new version",
+        || re.master_key().to_string(),
+    )?;
+    let k = after
+        .unwrap(&re, &a)
+        .map_err(fail("a rewrapped key unwraps"))?;
+    check(
+        k.expose_secret() == dek.expose_secret(),
+        "rewrap keeps the key",
+        String::new,
+    )?;
+    master_key_conformance(after)
 }
 
 mod audit;
