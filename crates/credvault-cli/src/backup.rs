@@ -123,7 +123,7 @@ fn copy_keys(from: &Path, dir: &Path) -> Result<Vec<&'static str>, Failure> {
     b.create(dir)
         .map_err(|e| Failure::new(format!("vault directory {}: {e}", dir.display())))?;
     let mut copied = Vec::new();
-    for name in ["master.key", "audit.key"] {
+    for name in ["master.key", "audit.key", crate::master::URI_FILE] {
         let src = from.join(name);
         if !src.exists() {
             continue;
@@ -167,7 +167,7 @@ pub(crate) fn restore(args: &VaultArgs, a: RestoreArgs) -> Result<Output, Failur
         Some(from) => copy_keys(from, &dir)?,
         None => Vec::new(),
     };
-    let (v, r) = Vault::restore(&dir, &bytes, &limits, opts()?, &args.actor()).map_err(fail)?;
+    let (v, r) = Vault::restore(&dir, &bytes, &limits, opts(&dir)?, &args.actor()).map_err(fail)?;
     v.close().map_err(fail)?;
     let text = format!(
         "restored vault {}: {}\n  verified: the backup authenticated under the audit key, its audit chain and the restored vault verify\n  audit chain continues: record {} is vault_restored\n  data keys rotated in {} tenant(s) (their usage counters were the backup's){}\n",

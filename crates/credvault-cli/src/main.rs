@@ -10,6 +10,7 @@ mod backup;
 mod dlp;
 mod fernet;
 mod keychain;
+mod master;
 mod process;
 mod quickstart;
 mod schema;
@@ -84,6 +85,10 @@ enum Command {
     /// Rotate the master key or a tenant's data key.
     #[command(subcommand)]
     Rotate(vault::RotateCommand),
+    /// Check the vault's master-key provider end to end: reachable, a key generated, wrapped
+    /// and unwrapped, (PKCS#11) its key objects sensitive and not extractable, and the vault
+    /// opening with it. Exit 0 only when every check passes.
+    Doctor,
     /// Fernet tokens, interoperable with Python `cryptography` (genkey, encrypt, decrypt, rotate).
     #[command(subcommand)]
     Fernet(fernet::FernetCommand),
@@ -271,6 +276,7 @@ fn main() -> ExitCode {
         Command::Backup(a) => backup::backup(v, a),
         Command::Restore(a) => backup::restore(v, a),
         Command::Rotate(cmd) => vault::rotate(v, cmd),
+        Command::Doctor => master::doctor(&v.dir()),
         Command::Fernet(cmd) => fernet::run(cmd, cli.json),
         Command::Totp(args) => totp::run_args(args, v, cli.json),
         Command::Audit(cmd) => audit::run(cmd, v, cli.json),

@@ -228,8 +228,18 @@ pub(crate) struct RmArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum RotateCommand {
     /// Rotate the master key: a new version wraps every tenant's data key; no secret is
-    /// re-encrypted. Old versions are retired once they wrap nothing.
-    Master,
+    /// re-encrypted. Old versions are retired once they wrap nothing (key files). With
+    /// `--to URI`, move every data key to another provider or key instead (a key file to an
+    /// HSM, say): resumable (run it again after an interruption), audited, verified; the old
+    /// provider is not needed afterwards.
+    Master {
+        /// The provider to move to (see `init --master`); made when it does not exist yet.
+        #[arg(long, value_name = "URI")]
+        to: Option<String>,
+        /// Allow a kernel-keyring target (forgotten at reboot).
+        #[arg(long)]
+        volatile_keychain: bool,
+    },
     /// Rotate a tenant's data key: every credential is re-encrypted (resumable; run it again
     /// after an interruption).
     Tenant {
@@ -291,7 +301,16 @@ fn lock_timeout() -> Result<std::time::Duration, Failure> {
 /// edit the database cannot lift it (decision 0013).
 pub(crate) const CLIENT_SEALED_ONLY_ENV: &str = "CREDVAULT_CLIENT_SEALED_ONLY";
 
-pub(crate) fn opts() -> Result<VaultOptions, Failure> {
+pub(crate) fn opts(dir: &Path) -> Result<VaultOptions, Failure> {
+    let options = base_opts()?;
+    Ok(match crate::master::provider_for(dir)? {
+        Some(p) => options.master_key(p),
+        None => options,
+    })
+}
+
+/// [`opts`] without the vault's own provider (for a vault not made yet).
+fn base_opts() -> Result<VaultOptions, Failure> {
     let mut store = credvault_store::StoreConfig::default();
     if let Some(v) = std::env::var_os(CLIENT_SEALED_ONLY_ENV) {
         let v = v.to_str().ok_or_else(|| {
@@ -320,7 +339,7 @@ pub(crate) fn opts() -> Result<VaultOptions, Failure> {
 const DATABASE_CA_ENV: &str = "CREDVAULT_DATABASE_CA";
 
 fn open(args: &VaultArgs) -> Result<Vault, Failure> {
-    Vault::open(&args.dir(), opts()?).map_err(fail)
+    Vault::open(&args.dir(), opts(&args.dir())?).map_err(fail)
 }
 
 pub(crate) fn tenant_id(t: &str) -> Result<TenantId, Failure> {
@@ -343,7 +362,7 @@ pub(crate) fn with_vault<T>(
     args: &VaultArgs,
     f: impl FnOnce(&Vault) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
-    with_vault_opts(args, opts()?, f)
+    with_vault_opts(args, opts(&args.dir())?, f)
 }
 
 /// [`with_vault`] with other options.
@@ -377,6 +396,17 @@ pub(crate) struct InitArgs {
     /// The schema of that database the vault's tables go in (default: the role's search_path).
     #[arg(long, value_name = "NAME", requires = "database")]
     database_schema: Option<String>,
+    /// Where the master key lives, as a URI (recorded in `master.uri`; never a secret):
+    /// `file:PATH`, `env:VAR`, `keychain:SERVICE/ACCOUNT[?store=...]`,
+    /// `pkcs11:token=T;object=O?module-path=P[&pin-source=F]` (PIN from the file or
+    /// CREDVAULT_PKCS11_PIN), `aws-kms://KEY-ID|ARN|alias/NAME`. A file, keychain entry or
+    /// PKCS#11 key object that does not exist yet is made. Default: `master.key` in the vault.
+    #[arg(long, value_name = "URI")]
+    master: Option<String>,
+    /// Allow a kernel-keyring (`keychain:` on Linux) master key: it is forgotten at reboot,
+    /// so keep a copy elsewhere.
+    #[arg(long)]
+    volatile_keychain: bool,
 }
 
 /// `credvault migrate-storage` options.
@@ -396,8 +426,8 @@ pub(crate) fn migrate_storage(args: &VaultArgs, a: MigrateArgs) -> Result<Output
     if let Some(s) = &a.database_schema {
         db = db.schema(s.clone());
     }
-    let (v, r) =
-        Vault::migrate_to_postgres(&args.dir(), db, opts()?, &args.actor()).map_err(fail)?;
+    let (v, r) = Vault::migrate_to_postgres(&args.dir(), db, opts(&args.dir())?, &args.actor())
+        .map_err(fail)?;
     let dir = v.dir().display().to_string();
     close(v)?;
     let url = credvault_store::redact_database_url(&a.to);
@@ -423,7 +453,26 @@ pub(crate) fn migrate_storage(args: &VaultArgs, a: MigrateArgs) -> Result<Output
 }
 
 pub(crate) fn init(args: &VaultArgs, a: InitArgs) -> Result<Output, Failure> {
-    let mut options = opts()?;
+    let dir = args.dir();
+    let mut options = base_opts()?;
+    let mut made_key = false;
+    let master_uri = match &a.master {
+        Some(m) => {
+            let uri = crate::master::parse_uri("--master", m)?;
+            if Vault::exists(&dir) {
+                return Err(fail(credvault_store::StoreError::Vault {
+                    what: "vault",
+                    path: dir.display().to_string(),
+                    reason: "already holds a vault".to_owned(),
+                }));
+            }
+            let (provider, made) = crate::master::open_or_create(&uri, &dir, a.volatile_keychain)?;
+            made_key = made;
+            options = options.master_key(provider);
+            Some(uri)
+        }
+        None => None,
+    };
     if a.seal_audit {
         options = options.seal_audit();
     }
@@ -434,7 +483,10 @@ pub(crate) fn init(args: &VaultArgs, a: InitArgs) -> Result<Output, Failure> {
         }
         options = options.database(db);
     }
-    let v = Vault::init(&args.dir(), options).map_err(fail)?;
+    let v = Vault::init(&dir, options).map_err(fail)?;
+    if let Some(uri) = &master_uri {
+        crate::master::write_uri(&dir.join(crate::master::URI_FILE), uri)?;
+    }
     let t = tenant_id(DEFAULT_TENANT)?;
     v.store()
         .create_tenant(&t, "Default", &args.actor())
@@ -445,9 +497,16 @@ pub(crate) fn init(args: &VaultArgs, a: InitArgs) -> Result<Output, Failure> {
     } else {
         String::new()
     };
-    let master = match v.master_source() {
-        credvault_store::MasterSource::Env => format!("from {}", credvault_store::MASTER_KEY_ENV),
-        other => other.to_string(),
+    let master = match (&master_uri, v.master_source()) {
+        (Some(uri), _) => format!(
+            "{uri} ({}; recorded in {dir}/{})",
+            if made_key { "made now" } else { "existing key" },
+            crate::master::URI_FILE
+        ),
+        (None, credvault_store::MasterSource::Env) => {
+            format!("from {}", credvault_store::MASTER_KEY_ENV)
+        }
+        (None, other) => format!("{other} (owner-only)"),
     };
     let (database, audit) = match &a.database {
         Some(url) => (
@@ -462,7 +521,7 @@ pub(crate) fn init(args: &VaultArgs, a: InitArgs) -> Result<Output, Failure> {
     close(v)?;
     Ok(Output::Text {
         text: format!(
-            "initialised vault {dir}\n  database   {database}\n  master key {master} (owner-only)\n  audit key  {dir}/audit.key (owner-only)\n  audit log  {audit}{sealed}\n  tenant     {DEFAULT_TENANT}\n"
+            "initialised vault {dir}\n  database   {database}\n  master key {master}\n  audit key  {dir}/audit.key (owner-only)\n  audit log  {audit}{sealed}\n  tenant     {DEFAULT_TENANT}\n"
         ),
         json: json!({"vault": dir, "tenant": DEFAULT_TENANT, "master_key": master, "database": database}),
     })
@@ -996,7 +1055,7 @@ pub(crate) fn test(args: &VaultArgs, n: TestArgs) -> Result<Output, Failure> {
             Arc::new(AwsStsTester::new(out).with_endpoint(url)),
         );
     }
-    let options = opts()?.testers(testers);
+    let options = opts(&args.dir())?.testers(testers);
     with_vault_opts(args, options, |v| {
         let (scope, info) = find(v, &n.target, &n.name, args.actor())?;
         let out = scope.test(&info.id).map_err(fail)?;
@@ -1019,6 +1078,117 @@ pub(crate) fn test(args: &VaultArgs, n: TestArgs) -> Result<Output, Failure> {
     })
 }
 
+/// `rotate master` for a provider named in `master.uri`: a new version where it keeps keys
+/// (a PKCS#11 object, a keychain keyring's version), then every data key re-wrapped.
+fn rotate_master_in_place(args: &VaultArgs) -> Result<Output, Failure> {
+    let dir = args.dir();
+    let uri = crate::master::current_uri(&dir)?;
+    // Opened first: a vault the key does not open is not touched.
+    let v = open(args)?;
+    close(v)?;
+    let version =
+        credvault_kms::rotate(&uri).map_err(|e| crate::master::kms_failure("master key", e))?;
+    let v = open(args)?;
+    let (bar, mut tick) = progress_bar("re-wrapping data keys");
+    let rep = v.rewrap_to_active(&args.actor(), &mut tick).map_err(fail)?;
+    bar.finish_and_clear();
+    close(v)?;
+    if !rep.failed.is_empty() {
+        return Err(Failure::new(format!(
+            "{} data key(s) could not be re-wrapped; run it again (older versions still open them)",
+            rep.failed.len()
+        )));
+    }
+    Ok(Output::Text {
+        text: format!(
+            "master key rotated in {uri}: version {version} is active; {} data key(s) re-wrapped, {} already current\n",
+            rep.rewrapped, rep.current
+        ),
+        json: json!({"master_key": uri.to_string(), "version": version, "rewrapped": rep.rewrapped, "current": rep.current}),
+    })
+}
+
+/// `rotate master --to URI`: every data key (and the audit sealing key) moves to another
+/// provider. `master.uri` names the new one and `master.previous.uri` the old one until the
+/// move is done and verified with the new provider alone; killed at any point, the vault
+/// opens with both, and running it again finishes.
+fn move_master(args: &VaultArgs, to: &str, volatile_ok: bool) -> Result<Output, Failure> {
+    use crate::master::{read_uri, write_uri, PREVIOUS_URI_FILE, URI_FILE};
+    let dir = args.dir();
+    let to = crate::master::parse_uri("--to", to)?;
+    let (uri_file, prev_file) = (dir.join(URI_FILE), dir.join(PREVIOUS_URI_FILE));
+    let resumed = read_uri(&prev_file)?.is_some();
+    let from = match read_uri(&prev_file)? {
+        Some(prev) => {
+            match read_uri(&uri_file)? {
+                // Stopped between recording the old provider and the new one.
+                None => write_uri(&uri_file, &to)?,
+                Some(u) if u == prev => write_uri(&uri_file, &to)?,
+                Some(u) if u == to => {}
+                Some(u) => {
+                    return Err(Failure::usage(format!(
+                        "a move to {u} did not finish: run `rotate master --to` with that URI first"
+                    )))
+                }
+            }
+            prev
+        }
+        None => crate::master::current_uri(&dir)?,
+    };
+    if !resumed {
+        if from == to {
+            return Err(Failure::usage("--to: that is the vault's master key already; `rotate master` without --to makes a new version"));
+        }
+        // The vault opens with its current key before anything changes.
+        let v = open(args)?;
+        let old_id = v.store().master_key().provider_id().to_owned();
+        close(v)?;
+        let (new, _) = crate::master::open_or_create(&to, &dir, volatile_ok)?;
+        if new.provider_id() == old_id {
+            return Err(Failure::usage(format!(
+                "--to: {to} is the same provider kind ({old_id}) as the vault's key: a local keyring moves by copying its key text (`credvault`'s key file into the keychain entry, say), not by re-wrapping"
+            )));
+        }
+        write_uri(&prev_file, &from)?;
+        write_uri(&uri_file, &to)?;
+    }
+    let v = open(args)?;
+    let (bar, mut tick) = progress_bar("moving data keys");
+    let rep = v.rewrap_to_active(&args.actor(), &mut tick).map_err(fail)?;
+    bar.finish_and_clear();
+    close(v)?;
+    if !rep.failed.is_empty() {
+        return Err(Failure::new(format!(
+            "{} data key(s) could not be moved; the old provider is still used for them: run it again",
+            rep.failed.len()
+        )));
+    }
+    // Verified with the new provider alone before the old one is let go.
+    let new = credvault_kms::open(&to).map_err(|e| crate::master::kms_failure("master key", e))?;
+    let alone = base_opts()?.master_key(new);
+    let v = Vault::open(&dir, alone).map_err(fail)?;
+    let check = v.store().check_master_key_all().map_err(fail);
+    close(v)?;
+    check?;
+    std::fs::remove_file(&prev_file)
+        .map_err(|e| Failure::new(format!("{}: {e}", prev_file.display())))?;
+    let left = match &from {
+        credvault_kms::MasterUri::File(p) => {
+            format!("; the old key file {} is no longer needed", p.display())
+        }
+        _ => String::new(),
+    };
+    Ok(Output::Text {
+        text: format!(
+            "master key moved{}: {from} -> {to}\n  {} data key(s) re-wrapped, {} already there; every data key opens with the new provider alone{left}\n",
+            if resumed { " (resumed)" } else { "" },
+            rep.rewrapped,
+            rep.current
+        ),
+        json: json!({"from": from.to_string(), "to": to.to_string(), "rewrapped": rep.rewrapped, "current": rep.current, "resumed": resumed}),
+    })
+}
+
 fn progress_bar(label: &'static str) -> (indicatif::ProgressBar, impl FnMut(Progress)) {
     let bar =
         indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
@@ -1037,7 +1207,16 @@ fn progress_bar(label: &'static str) -> (indicatif::ProgressBar, impl FnMut(Prog
 
 pub(crate) fn rotate(args: &VaultArgs, cmd: RotateCommand) -> Result<Output, Failure> {
     match cmd {
-        RotateCommand::Master => {
+        RotateCommand::Master {
+            to: Some(to),
+            volatile_keychain,
+        } => move_master(args, &to, volatile_keychain),
+        RotateCommand::Master { to: None, .. }
+            if crate::master::read_uri(&args.dir().join(crate::master::URI_FILE))?.is_some() =>
+        {
+            rotate_master_in_place(args)
+        }
+        RotateCommand::Master { to: None, .. } => {
             let v = open(args)?;
             let (bar, mut tick) = progress_bar("re-wrapping data keys");
             let (v, rep, retired) = v.rotate_master(&args.actor(), &mut tick).map_err(fail)?;

@@ -20,7 +20,9 @@ use credvault_audit::{
     LogError, VerifyOptions, VerifyReport,
 };
 use credvault_audit::{AesGcmSealer, Events, Query};
-use credvault_envelope::{DataKey, EncryptionContext, LocalKeyring, MasterKey, WrappedKey};
+use credvault_envelope::{
+    needs_rewrap, DataKey, EncryptionContext, LocalKeyring, MasterKey, WrappedKey,
+};
 use credvault_schema::Registry;
 use zeroize::Zeroizing;
 
@@ -826,7 +828,12 @@ impl Vault {
             store = store.with_testers(testers.clone());
         }
         // A wrong key fails here, naming where it came from, not at the first operation.
+        // An outage or a refusal is told as the provider told it (fail closed, one line).
         store.check_master_key().map_err(|e| match e {
+            StoreError::MasterKey(
+                p @ (credvault_envelope::ProviderError::Unavailable { .. }
+                | credvault_envelope::ProviderError::Denied { .. }),
+            ) => StoreError::MasterKey(p),
             StoreError::MasterKey(_) => StoreError::Vault {
                 what: "master key",
                 path: master.to_string(),
@@ -1373,6 +1380,38 @@ impl Vault {
                 .map_err(|e| verr("master key", &path, e))?;
         }
         Ok((vault, report, retired))
+    }
+
+    /// Re-wraps every data key, and the audit sealing key, that the vault's provider does not
+    /// hold under its active version: after a provider made a new version (a PKCS#11 object,
+    /// a keychain keyring's version), or when the provider is a
+    /// move from one provider to another (`credvault_kms::Migrating`). Nothing is
+    /// re-encrypted; each re-wrap is a compare-and-set, audited per tenant. Killed at any
+    /// point, every data key still unwraps (under the old version or the new); run it again
+    /// to finish.
+    ///
+    /// # Errors
+    /// [`StoreError::MasterKey`] when the provider fails; [`StoreError::Storage`].
+    pub fn rewrap_to_active(
+        &self,
+        actor: &str,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<MasterRotation, StoreError> {
+        let report = self.store.rotate_master(actor, progress)?;
+        let master = Arc::clone(self.store.master_key());
+        if let Some(wrapped) = Self::read_sealing_key(&self.dir)? {
+            if needs_rewrap(&*master, &wrapped)? {
+                let rewrapped = master.rewrap(&wrapped, &sealing_context()?).map_err(|e| {
+                    verr(
+                        "audit sealing key",
+                        &Self::audit_sealing_key_path(&self.dir),
+                        e,
+                    )
+                })?;
+                Self::save_sealing_key(&self.dir, &rewrapped)?;
+            }
+        }
+        Ok(report)
     }
 
     /// Flushes pending writes and closes the audit log (with a final checkpoint).

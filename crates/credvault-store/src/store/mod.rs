@@ -374,6 +374,27 @@ impl Store {
         self
     }
 
+    /// Checks that the master key opens *every* data key of every tenant (not only one, as
+    /// opening a vault does): after moving to another provider, before the old one is let go.
+    ///
+    /// # Errors
+    /// [`StoreError::MasterKey`] for the first key it does not open; [`StoreError::Storage`].
+    pub fn check_master_key_all(&self) -> Result<(), StoreError> {
+        for t in self.storage.tenants()? {
+            for row in self.storage.data_keys(&t.id)? {
+                let wrapped =
+                    WrappedKey::parse(&row.wrapped).map_err(|e| StoreError::MasterKey(e.into()))?;
+                self.master.unwrap(&wrapped, &data_key_context(&t.id)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The master-key provider this store wraps and unwraps data keys with.
+    pub fn master_key(&self) -> &Arc<dyn MasterKey> {
+        &self.master
+    }
+
     /// Checks that the master key opens this store's data keys: tenants' data keys are tried
     /// in order until one unwraps (nothing to check in a store without tenants). One
     /// tampered key row does not stop the vault from opening: it fails on use, as an integrity
