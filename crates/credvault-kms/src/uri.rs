@@ -83,6 +83,16 @@ impl MasterUri {
     /// [`UriError`] naming the part at fault: unknown scheme, empty or over-long parts, a
     /// `pin-value` (a PIN must not be written into a URI), bad percent-encoding.
     pub fn parse(s: &str) -> Result<Self, UriError> {
+        let uri = Self::parse_unchecked(s)?;
+        // Percent-encoding may write a part longer than it was read (`@` becomes `%40`):
+        // what parses must also write back within the limit, so it can be read again.
+        if uri.to_string().len() > MAX_URI_LEN {
+            return Err(err("uri", "longer than 4096 bytes once written canonically"));
+        }
+        Ok(uri)
+    }
+
+    fn parse_unchecked(s: &str) -> Result<Self, UriError> {
         if s.len() > MAX_URI_LEN {
             return Err(err("uri", "longer than 4096 bytes"));
         }
