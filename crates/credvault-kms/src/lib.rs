@@ -43,11 +43,13 @@ use credvault_envelope::{KeyringError, LocalKeyring, MasterKey, ProviderError};
 pub mod aws;
 #[cfg(feature = "keychain")]
 pub mod keychain;
+mod metered;
 mod migrating;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 mod uri;
 
+pub use metered::{MasterKeyCounts, Metered, OPERATIONS};
 pub use migrating::Migrating;
 pub use uri::{MasterUri, Pkcs11Uri, UriError, KEYCHAIN_STORES, MAX_URI_LEN};
 

@@ -342,9 +342,12 @@ impl Pkcs11MasterKey {
                 .map_err(|e| ck(&self.id, "C_FindObjects", e))?;
             let mut found = BTreeMap::new();
             for h in handles {
-                let attrs = s
-                    .get_attributes(h, &[AttributeType::Label])
-                    .map_err(|e| ck(&self.id, "C_GetAttributeValue", e))?;
+                let attrs = match s.get_attributes(h, &[AttributeType::Label]) {
+                    Ok(a) => a,
+                    // Destroyed (by another process) between the search and this read.
+                    Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => continue,
+                    Err(e) => return Err(ck(&self.id, "C_GetAttributeValue", e)),
+                };
                 for a in attrs {
                     if let Attribute::Label(l) = a {
                         if let Some(v) = self.version_of(&l) {
@@ -470,18 +473,20 @@ impl Pkcs11MasterKey {
         self.with_session(|s| {
             let mut out = Vec::new();
             for (version, h) in handles {
-                let attrs = s
-                    .get_attributes(
-                        h,
-                        &[
-                            AttributeType::Label,
-                            AttributeType::Token,
-                            AttributeType::Sensitive,
-                            AttributeType::Extractable,
-                            AttributeType::ValueLen,
-                        ],
-                    )
-                    .map_err(|e| ck(&self.id, "C_GetAttributeValue", e))?;
+                let attrs = match s.get_attributes(
+                    h,
+                    &[
+                        AttributeType::Label,
+                        AttributeType::Token,
+                        AttributeType::Sensitive,
+                        AttributeType::Extractable,
+                        AttributeType::ValueLen,
+                    ],
+                ) {
+                    Ok(a) => a,
+                    Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => continue,
+                    Err(e) => return Err(ck(&self.id, "C_GetAttributeValue", e)),
+                };
                 let mut o = KeyObject {
                     version,
                     label: String::new(),

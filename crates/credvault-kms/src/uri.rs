@@ -87,7 +87,10 @@ impl MasterUri {
         // Percent-encoding may write a part longer than it was read (`@` becomes `%40`):
         // what parses must also write back within the limit, so it can be read again.
         if uri.to_string().len() > MAX_URI_LEN {
-            return Err(err("uri", "longer than 4096 bytes once written canonically"));
+            return Err(err(
+                "uri",
+                "longer than 4096 bytes once written canonically",
+            ));
         }
         Ok(uri)
     }

@@ -87,3 +87,22 @@ fn the_kernel_keyring_holds_a_keyring_that_moves_without_rewrapping() {
         other => panic!("a missing entry gave {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn every_master_key_use_is_counted_by_operation_and_outcome() {
+    let k: std::sync::Arc<dyn MasterKey> = std::sync::Arc::new(LocalKeyring::generate().unwrap());
+    let m = credvault_kms::Metered::new(k);
+    let (_, w) = generate_data_key(&m, &ctx()).unwrap();
+    m.unwrap(&w, &ctx()).unwrap();
+    m.unwrap(&w, &ctx()).unwrap();
+    let other = EncryptionContext::new().with("tenant", "other").unwrap();
+    assert!(m.unwrap(&w, &other).is_err());
+    m.rewrap(&w, &ctx()).unwrap();
+    let c = m.counts();
+    // wrap, unwrap, rewrap, generate
+    assert_eq!(c.ok, [0, 2, 1, 1]);
+    assert_eq!(c.failed, [0, 1, 0, 0]);
+    assert_eq!(c.unavailable, [0, 0, 0, 0]);
+    assert_eq!(c.denied, [0, 0, 0, 0]);
+    credvault_test::master_key_conformance(&m).unwrap();
+}
