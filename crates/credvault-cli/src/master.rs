@@ -150,6 +150,7 @@ pub(crate) fn doctor(dir: &Path) -> Result<Output, Failure> {
     match credvault_kms::open(&uri) {
         Err(e) => step("reachable", Err(e.to_string()), &mut lines),
         Ok(p) => {
+            let p = Arc::new(credvault_kms::Metered::new(p));
             step(
                 "reachable",
                 Ok(format!(
@@ -185,6 +186,19 @@ pub(crate) fn doctor(dir: &Path) -> Result<Output, Failure> {
                 ),
                 Err(e) => step("round trip", Err(e.to_string()), &mut lines),
             }
+            let c = p.counts();
+            let calls: Vec<String> = credvault_kms::OPERATIONS
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| c.ok[*i] + c.unavailable[*i] + c.denied[*i] + c.failed[*i] > 0)
+                .map(|(i, op)| {
+                    format!(
+                        "{op} {} ok, {} unavailable, {} denied, {} failed",
+                        c.ok[i], c.unavailable[i], c.denied[i], c.failed[i]
+                    )
+                })
+                .collect();
+            lines.push(format!("  calls {}", calls.join("; ")));
             #[cfg(feature = "pkcs11")]
             if let MasterUri::Pkcs11(pu) = &uri {
                 match credvault_kms::pkcs11::Pkcs11MasterKey::open(pu)

@@ -60,6 +60,20 @@ impl Store {
                             &k.wrapped,
                             new.as_bytes(),
                         )? {
+                            // Each master-key use on record: which data key, from which
+                            // master key (provider and version) to which.
+                            self.record(
+                                &AuditEvent::new(
+                                    k.tenant.as_str(),
+                                    actor,
+                                    Action::Other("key_used".into()),
+                                )
+                                .with_details(Details::KeyUsed {
+                                    key: k.key_id.to_string(),
+                                    master: new.master_key().to_string(),
+                                    operation: format!("rewrap from {}", w.master_key()),
+                                }),
+                            )?;
                             out.rewrapped += 1;
                             per_tenant.insert(k.tenant.to_string(), Some(w.master_key().version));
                         }

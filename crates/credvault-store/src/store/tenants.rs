@@ -45,7 +45,13 @@ impl Store {
             mac: Vec::new(),
         };
         key.mac = data_key_mac(&mac_key(&dek), &tenant, &key);
-        let event = AuditEvent::new(id.as_str(), actor, Action::Other("tenant_created".into()));
+        // The data key's wrap is on record: which key, under which master key.
+        let event = AuditEvent::new(id.as_str(), actor, Action::Other("tenant_created".into()))
+            .with_details(Details::KeyUsed {
+                key: dek.id().to_string(),
+                master: wrapped.master_key().to_string(),
+                operation: "wrap".into(),
+            });
         self.storage
             .create_tenant(&tenant, &key, &mut |c| self.audit.record_in(c, &event))?;
         self.tenant_info(&tenant)
