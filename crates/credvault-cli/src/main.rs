@@ -46,8 +46,9 @@ enum Command {
     ///
     /// With `--vault DIR` the vault is kept in DIR (which must not hold one).
     Quickstart,
-    /// Create a vault: directory, database, master key and audit key files (owner-only), audit
-    /// log, and the `default` tenant.
+    /// Create a vault: directory, database, audit key file (owner-only), audit log, and the
+    /// `default` tenant; the master key in a key file outside the directory (the config
+    /// directory; `master.uri` names it) or where `--master URI` says.
     Init(vault::InitArgs),
     /// Tenants (workspaces), each with its own data key.
     #[command(subcommand)]

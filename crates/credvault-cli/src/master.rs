@@ -67,12 +67,18 @@ pub(crate) fn write_uri(path: &Path, uri: &MasterUri) -> Result<(), Failure> {
 }
 
 /// The provider the vault in `dir` names, if it names one (with the one a move is leaving).
+/// A `file:` key is left to the store, which reads `master.uri` itself (so that its
+/// rotation can save and retire versions).
 pub(crate) fn provider_for(dir: &Path) -> Result<Option<Arc<dyn MasterKey>>, Failure> {
     let Some(uri) = read_uri(&dir.join(URI_FILE))? else {
         return Ok(None);
     };
+    let previous = read_uri(&dir.join(PREVIOUS_URI_FILE))?;
+    if matches!(uri, MasterUri::File(_)) && previous.is_none() {
+        return Ok(None);
+    }
     let new = credvault_kms::open(&uri).map_err(|e| kms_failure("master key", e))?;
-    match read_uri(&dir.join(PREVIOUS_URI_FILE))? {
+    match previous {
         Some(prev) => {
             let old = credvault_kms::open(&prev)
                 .map_err(|e| kms_failure("master key being moved from", e))?;
@@ -93,6 +99,41 @@ pub(crate) fn current_uri(dir: &Path) -> Result<MasterUri, Failure> {
     let abs =
         std::path::absolute(dir.join("master.key")).unwrap_or_else(|_| dir.join("master.key"));
     Ok(MasterUri::File(abs))
+}
+
+/// Where `credvault init` puts a new vault's key file when no `--master` is given: outside
+/// the vault directory, so a copy of the directory carries no key. Under
+/// `$CREDVAULT_CONFIG_DIR`, else `$XDG_CONFIG_HOME/credvault`, else `~/.config/credvault`:
+/// `keys/NAME-HASH.master.key` (NAME the directory's name, HASH of its absolute path).
+pub(crate) fn default_key_file(dir: &Path) -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let base = std::env::var_os("CREDVAULT_CONFIG_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CONFIG_HOME").map(|x| PathBuf::from(x).join("credvault")))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config").join("credvault"))
+        })
+        .unwrap_or_else(|| PathBuf::from(".credvault-config"));
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    let digest = ring::digest::digest(&ring::digest::SHA256, abs.as_os_str().as_encoded_bytes());
+    let name: String = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    base.join("keys").join(format!(
+        "{name}-{}.master.key",
+        hex::encode(&digest.as_ref()[..6])
+    ))
 }
 
 /// Parses `--master`/`--to`.

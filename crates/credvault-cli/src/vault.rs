@@ -471,6 +471,14 @@ pub(crate) fn init(args: &VaultArgs, a: InitArgs) -> Result<Output, Failure> {
             options = options.master_key(provider);
             Some(uri)
         }
+        // The default: a key file outside the vault directory (unless the key comes from
+        // CREDVAULT_MASTER_KEY).
+        None if std::env::var_os(credvault_store::MASTER_KEY_ENV).is_none() => {
+            let path = crate::master::default_key_file(&dir);
+            options = options.master_key_file(path.clone());
+            made_key = true;
+            Some(credvault_kms::MasterUri::File(path))
+        }
         None => None,
     };
     if a.seal_audit {
@@ -485,7 +493,10 @@ pub(crate) fn init(args: &VaultArgs, a: InitArgs) -> Result<Output, Failure> {
     }
     let v = Vault::init(&dir, options).map_err(fail)?;
     if let Some(uri) = &master_uri {
-        crate::master::write_uri(&dir.join(crate::master::URI_FILE), uri)?;
+        // (The store wrote it for a key file it made.)
+        if !dir.join(crate::master::URI_FILE).exists() {
+            crate::master::write_uri(&dir.join(crate::master::URI_FILE), uri)?;
+        }
     }
     let t = tenant_id(DEFAULT_TENANT)?;
     v.store()
@@ -1212,7 +1223,8 @@ pub(crate) fn rotate(args: &VaultArgs, cmd: RotateCommand) -> Result<Output, Fai
             volatile_keychain,
         } => move_master(args, &to, volatile_keychain),
         RotateCommand::Master { to: None, .. }
-            if crate::master::read_uri(&args.dir().join(crate::master::URI_FILE))?.is_some() =>
+            if crate::master::read_uri(&args.dir().join(crate::master::URI_FILE))?
+                .is_some_and(|u| !matches!(u, credvault_kms::MasterUri::File(_))) =>
         {
             rotate_master_in_place(args)
         }

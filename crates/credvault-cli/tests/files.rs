@@ -17,6 +17,7 @@ fn run(vault: &Path, args: &[&str], stdin: &str) -> std::process::Output {
         .arg(bin)
         .args(args)
         .env("CREDVAULT_DIR", vault)
+        .env("CREDVAULT_CONFIG_DIR", vault.with_extension("config"))
         .env_remove("CREDVAULT_MASTER_KEY")
         .env("CREDVAULT_ACTOR", "tester")
         .write_stdin(stdin)

@@ -111,6 +111,19 @@ impl Kms {
     }
 }
 
+/// The key file a move left behind, as its report names it (`the old key file PATH is no
+/// longer needed`): outside the vault directory since `init` no longer puts it there.
+fn old_key_file(dir: &Path, report: &str) -> PathBuf {
+    let p = report
+        .split("the old key file ")
+        .nth(1)
+        .and_then(|r| r.split(" is no longer needed").next())
+        .unwrap_or_else(|| panic!("no old key file in: {report}"));
+    let p = PathBuf::from(p);
+    assert!(!p.starts_with(dir), "{}", p.display());
+    p
+}
+
 fn vault() -> (tempfile::TempDir, PathBuf) {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("vault");
@@ -165,7 +178,7 @@ fn a_key_file_vault_moves_into_the_hsm_and_the_file_is_not_needed_afterwards() {
     assert!(!dir.join("master.previous.uri").exists());
 
     // The old provider is removed: everything still opens, the sealed audit log included.
-    std::fs::remove_file(dir.join("master.key")).unwrap();
+    std::fs::remove_file(old_key_file(&dir, &moved)).unwrap();
     assert_eq!(reveal(&dir).trim_end(), PASSWORD);
     let verify = run_in(&dir, &["verify"], "");
     assert!(
@@ -222,6 +235,7 @@ fn a_move_killed_half_way_opens_with_both_providers_and_finishes_when_run_again(
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("credvault"))
         .args(["rotate", "master", "--to", &to])
         .env("CREDVAULT_DIR", &dir)
+        .env("CREDVAULT_CONFIG_DIR", common::config_dir(&dir))
         .env_remove("CREDVAULT_MASTER_KEY")
         .env("AWS_ENDPOINT_URL_KMS", &k.url)
         .env("AWS_REGION", "us-east-1")
@@ -252,7 +266,7 @@ fn a_move_killed_half_way_opens_with_both_providers_and_finishes_when_run_again(
     let out = k.ok(&dir, &["rotate", "master", "--to", &to], "");
     assert!(out.contains("(resumed)"), "{out}");
     assert!(!dir.join("master.previous.uri").exists());
-    std::fs::remove_file(dir.join("master.key")).unwrap();
+    std::fs::remove_file(old_key_file(&dir, &out)).unwrap();
     assert_eq!(
         k.ok(&dir, &["reveal", "portal", "--field", "password"], "")
             .trim_end(),

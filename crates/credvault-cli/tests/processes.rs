@@ -18,6 +18,7 @@ const BUSY: i32 = 75;
 fn cmd(vault: &Path, lock_timeout: Option<&str>) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_credvault"));
     c.env("CREDVAULT_DIR", vault)
+        .env("CREDVAULT_CONFIG_DIR", vault.with_extension("config"))
         .env_remove("CREDVAULT_MASTER_KEY")
         .env_remove("CREDVAULT_TENANT")
         .env_remove("CREDVAULT_LOCK_TIMEOUT")

@@ -64,6 +64,7 @@ impl V {
     fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("credvault").unwrap();
         c.env("CREDVAULT_DIR", &self.path)
+            .env("CREDVAULT_CONFIG_DIR", self.path.with_extension("config"))
             .env_remove("CREDVAULT_MASTER_KEY")
             .env_remove("CREDVAULT_TENANT")
             .env("CREDVAULT_ACTOR", "tester")

@@ -24,6 +24,7 @@ fn one_gib_of_output_is_masked_in_bounded_memory() {
     let cv = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_credvault"));
         c.env("CREDVAULT_DIR", &vault)
+            .env("CREDVAULT_CONFIG_DIR", vault.with_extension("config"))
             .env_remove("CREDVAULT_MASTER_KEY");
         c
     };

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
@@ -27,9 +27,16 @@ impl V {
         v
     }
 
+    /// The master key file `credvault init` made (named in `master.uri`).
+    fn key_file(&self) -> PathBuf {
+        let uri = std::fs::read_to_string(self.path.join("master.uri")).unwrap();
+        PathBuf::from(uri.trim_end().strip_prefix("file:").unwrap())
+    }
+
     fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("credvault").unwrap();
         c.env("CREDVAULT_DIR", &self.path)
+            .env("CREDVAULT_CONFIG_DIR", self.path.with_extension("config"))
             .env_remove("CREDVAULT_MASTER_KEY")
             .env_remove("CREDVAULT_TENANT")
             .env("CREDVAULT_ACTOR", "tester");
@@ -84,7 +91,26 @@ fn add_login(v: &V, name: &str, password: &str) -> String {
 #[test]
 fn init_creates_private_files_and_refuses_twice() {
     let v = V::new();
-    for f in ["vault.db", "master.key", "audit.key"] {
+    // The master key file is not beside the database: a copy of the vault directory carries
+    // no key. `master.uri` names it, in an owner-only directory of the config dir.
+    assert!(!v.path.join("master.key").exists());
+    let key = v.key_file();
+    assert!(
+        key.starts_with(v.path.with_extension("config")),
+        "{}",
+        key.display()
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(mode(key.parent().unwrap()), 0o700);
+        assert_eq!(mode(&v.path.join("master.uri")) & 0o022, 0);
+    }
+    let out = v.ok(&["doctor"], "");
+    assert!(out.contains(&format!("file:{}", key.display())), "{out}");
+    for f in ["vault.db", "audit.key"] {
         let meta = std::fs::metadata(v.path.join(f)).unwrap();
         #[cfg(unix)]
         {
@@ -590,7 +616,7 @@ fn rotations_keep_every_credential_and_the_log_verifies() {
         serde_json::from_str(&v.ok(&["--json", "audit", "verify"], "")).unwrap();
     assert_eq!(j["intact"], true);
     // The master key from the environment cannot be rotated here.
-    let key = std::fs::read_to_string(v.path.join("master.key")).unwrap();
+    let key = std::fs::read_to_string(v.key_file()).unwrap();
     let out = v
         .cmd()
         .env("CREDVAULT_MASTER_KEY", key)
@@ -655,6 +681,7 @@ fn add_prompts_for_missing_secrets_on_a_terminal() {
             "/dev/null",
         ])
         .env("CREDVAULT_DIR", &v.path)
+        .env("CREDVAULT_CONFIG_DIR", v.path.with_extension("config"))
         .env_remove("CREDVAULT_MASTER_KEY")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -82,6 +82,9 @@ pub struct VaultOptions {
     pub master_from_env: bool,
     /// A master key provider; takes precedence over the environment and `master.key`.
     pub master_key: Option<Arc<dyn MasterKey>>,
+    /// [`init`](Vault::init) only: make the master key file here instead of `master.key` in
+    /// the vault directory ([`master_key_file`](Self::master_key_file)).
+    pub master_key_file: Option<PathBuf>,
     /// How long a write waits for another process's write lock on the database or the audit
     /// log before failing with [`StoreError::Busy`] (default 5 s).
     pub lock_timeout: Duration,
@@ -173,6 +176,7 @@ impl Default for VaultOptions {
             store: StoreConfig::default(),
             master_from_env: false,
             master_key: None,
+            master_key_file: None,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             testers: None,
             seal_audit: false,
@@ -228,6 +232,15 @@ impl VaultOptions {
     /// Uses `provider` as the master key (no `master.key` file is written or read).
     pub fn master_key(mut self, provider: Arc<dyn MasterKey>) -> Self {
         self.master_key = Some(provider);
+        self
+    }
+
+    /// [`init`](Vault::init) makes the master key file at `path` (owner-only, its missing
+    /// directories 0700), outside the vault directory, and records `file:PATH` in the vault's
+    /// `master.uri`: a copy of the vault directory then carries no key. Every later open reads
+    /// the key from there.
+    pub fn master_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.master_key_file = Some(path.into());
         self
     }
 
@@ -575,12 +588,26 @@ impl Vault {
         }
         create_private_dir(dir, "vault directory")?;
         if options.master_key.is_none() && !options.env_key() {
-            let mk = Self::master_key_path(dir);
+            let mk = match &options.master_key_file {
+                Some(p) => std::path::absolute(p).map_err(|e| verr("master key", p, e))?,
+                None => Self::master_key_path(dir),
+            };
             if mk.exists() {
                 return Err(verr("master key", &mk, "exists already"));
             }
+            if let Some(parent) = mk.parent().filter(|p| !p.exists()) {
+                create_private_dir(parent, "master key directory")?;
+            }
             let k = LocalKeyring::generate().map_err(|e| verr("master key", &mk, e))?;
             write_private(&mk, k.export_secret_text().as_bytes(), "master key")?;
+            if options.master_key_file.is_some() {
+                let line = format!("file:{}\n", mk.display());
+                write_private(
+                    &Self::master_uri_path(dir),
+                    line.as_bytes(),
+                    "master key URI",
+                )?;
+            }
         }
         let ak = Self::audit_key_path(dir);
         if !ak.exists() {
@@ -634,9 +661,40 @@ impl Vault {
                 .map_err(|e| verr("master key", Path::new(MASTER_KEY_ENV), e))?;
             return Ok((Arc::new(k), MasterSource::Env));
         }
-        let p = Self::master_key_path(dir);
+        let p = Self::master_key_file_of(dir)?;
         let k = KeyFile::open(&p)?;
         Ok((Arc::new(k), MasterSource::File(p)))
+    }
+
+    /// `master.uri` in `dir`: where a vault made by another program (the CLI) records its
+    /// master key. A provider URI, never a secret.
+    pub fn master_uri_path(dir: &Path) -> PathBuf {
+        dir.join("master.uri")
+    }
+
+    /// The vault's master key file: the one `master.uri` names (`file:PATH`), else
+    /// `master.key` in `dir`. A `master.uri` naming a provider (an HSM, a KMS) is an error
+    /// telling the caller to open it and pass it with [`VaultOptions::master_key`].
+    fn master_key_file_of(dir: &Path) -> Result<PathBuf, StoreError> {
+        let uri_path = Self::master_uri_path(dir);
+        let text = match std::fs::read_to_string(&uri_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self::master_key_path(dir))
+            }
+            Err(e) => return Err(verr("master key URI", &uri_path, e)),
+        };
+        let uri = text.trim_end_matches(['\n', '\r']);
+        match uri.strip_prefix("file:") {
+            Some(p) if !p.is_empty() && uri.len() <= 4096 => {
+                Ok(PathBuf::from(p.strip_prefix("//").unwrap_or(p)))
+            }
+            _ => Err(verr(
+                "master key",
+                &uri_path,
+                "is kept by a provider (an HSM, a KMS, a keychain): open it with credvault_kms::open and pass it with VaultOptions::master_key",
+            )),
+        }
     }
 
     /// Opens the vault in `dir`, or creates it there if `dir` holds none. Several processes

@@ -36,11 +36,20 @@ pub(crate) fn service(var: &str) -> Option<String> {
     }
 }
 
+/// Where `credvault init` puts the key file of the vault in `dir` in tests: beside it, in the
+/// test's temporary directory (never the developer's `~/.config`).
+pub(crate) fn config_dir(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut s = dir.as_os_str().to_owned();
+    s.push(".config");
+    std::path::PathBuf::from(s)
+}
+
 /// `credvault` on the vault in `dir`, as actor `tester`, with none of the caller's settings
 /// that would point it elsewhere (master key, tenant, database, AWS endpoints).
 pub(crate) fn credvault_in(dir: &std::path::Path) -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("credvault").unwrap();
     c.env("CREDVAULT_DIR", dir)
+        .env("CREDVAULT_CONFIG_DIR", config_dir(dir))
         .env_remove("CREDVAULT_MASTER_KEY")
         .env_remove("CREDVAULT_TENANT")
         .env_remove("CREDVAULT_DATABASE_URL")
