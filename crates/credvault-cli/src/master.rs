@@ -136,6 +136,121 @@ pub(crate) fn default_key_file(dir: &Path) -> std::path::PathBuf {
     ))
 }
 
+/// True for a URI whose key is a local keyring's text (a file, a variable, a keychain entry).
+pub(crate) fn holds_key_text(uri: &MasterUri) -> bool {
+    matches!(
+        uri,
+        MasterUri::File(_) | MasterUri::Env(_) | MasterUri::Keychain { .. }
+    )
+}
+
+fn load_keyring(uri: &MasterUri) -> Result<Option<credvault_envelope::LocalKeyring>, Failure> {
+    use credvault_envelope::LocalKeyring;
+    let f = |e: KmsError| kms_failure("master key", e);
+    match uri {
+        MasterUri::File(p) if !p.exists() => Ok(None),
+        MasterUri::File(p) => LocalKeyring::from_file(p)
+            .map(Some)
+            .map_err(|e| f(e.into())),
+        MasterUri::Env(v) => LocalKeyring::from_env(v).map(Some).map_err(|e| f(e.into())),
+        #[cfg(feature = "keychain")]
+        MasterUri::Keychain {
+            service, account, ..
+        } => {
+            let kind = credvault_kms::keychain_store(uri).map_err(f)?;
+            if !credvault_kms::keychain::exists(kind, service, account).map_err(f)? {
+                return Ok(None);
+            }
+            credvault_kms::keychain::load(kind, service, account)
+                .map(Some)
+                .map_err(f)
+        }
+        other => Err(Failure::usage(format!("{other}: not a local keyring"))),
+    }
+}
+
+/// `rotate master --to` between two homes of a local keyring (a key file into the keychain,
+/// say): the key text is copied, nothing is re-wrapped. A target that holds another keyring
+/// is refused; the vault must open with the target alone before `master.uri` is changed.
+pub(crate) fn copy_local_keyring(
+    args: &crate::vault::VaultArgs,
+    from: &MasterUri,
+    to: &MasterUri,
+    volatile_ok: bool,
+) -> Result<Output, Failure> {
+    let dir = args.dir();
+    let keyring = load_keyring(from)?
+        .ok_or_else(|| Failure::new(format!("{from}: the vault's key is not there")))?;
+    let text = keyring.export_secret_text();
+    match load_keyring(to)? {
+        Some(there) if *there.export_secret_text() != *text => {
+            return Err(Failure::usage(format!(
+                "--to: {to} holds another keyring; choose an empty place"
+            )))
+        }
+        Some(_) => {}
+        None => match to {
+            MasterUri::File(p) => {
+                if let Some(parent) = p
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+                {
+                    let mut b = std::fs::DirBuilder::new();
+                    b.recursive(true);
+                    #[cfg(unix)]
+                    {
+                        use std::os::unix::fs::DirBuilderExt;
+                        b.mode(0o700);
+                    }
+                    b.create(parent)
+                        .map_err(|e| Failure::new(format!("{}: {e}", parent.display())))?;
+                }
+                keyring
+                    .save_to_file(p)
+                    .map_err(|e| kms_failure("master key", e.into()))?;
+            }
+            #[cfg(feature = "keychain")]
+            MasterUri::Keychain {
+                service, account, ..
+            } => {
+                let kind =
+                    credvault_kms::keychain_store(to).map_err(|e| kms_failure("master key", e))?;
+                if kind.forgets_at_reboot() && !volatile_ok {
+                    return Err(Failure::usage(format!(
+                        "{to}: the kernel keyring forgets its keys at reboot, and losing the master key loses the vault; keep a copy elsewhere and pass --volatile-keychain, or use ?store=secret-service"
+                    )));
+                }
+                credvault_kms::keychain::save(kind, service, account, &keyring)
+                    .map_err(|e| kms_failure("master key", e))?;
+            }
+            other => {
+                return Err(Failure::usage(format!(
+                    "--to: {other}: set the variable to the key text yourself"
+                )))
+            }
+        },
+    }
+    let _ = volatile_ok;
+    // The vault must open with the new home alone before it is recorded.
+    let alone = credvault_kms::open(to).map_err(|e| kms_failure("master key", e))?;
+    let opts = crate::vault::opts(&dir)?.master_key(alone);
+    let v = credvault_store::Vault::open(&dir, opts).map_err(crate::vault::fail)?;
+    let check = v.store().check_master_key_all().map_err(crate::vault::fail);
+    let _ = v.close();
+    check?;
+    write_uri(&dir.join(URI_FILE), to)?;
+    let left = match from {
+        MasterUri::File(p) => format!("; the old key file {} is no longer needed", p.display()),
+        _ => String::new(),
+    };
+    Ok(Output::Text {
+        text: format!(
+            "master key moved: {from} -> {to}\n  the keyring's text was copied (a local keyring either way): nothing re-wrapped; every data key opens from the new place alone{left}\n"
+        ),
+        json: json!({"from": from.to_string(), "to": to.to_string(), "rewrapped": 0, "copied": true}),
+    })
+}
+
 /// Parses `--master`/`--to`.
 pub(crate) fn parse_uri(flag: &str, s: &str) -> Result<MasterUri, Failure> {
     MasterUri::parse(s).map_err(|e| Failure::usage(format!("{flag}: {e}")))

@@ -1154,6 +1154,9 @@ fn move_master(args: &VaultArgs, to: &str, volatile_ok: bool) -> Result<Output, 
         let v = open(args)?;
         let old_id = v.store().master_key().provider_id().to_owned();
         close(v)?;
+        if old_id == credvault_envelope::LOCAL_PROVIDER_ID && crate::master::holds_key_text(&to) {
+            return crate::master::copy_local_keyring(args, &from, &to, volatile_ok);
+        }
         let (new, _) = crate::master::open_or_create(&to, &dir, volatile_ok)?;
         if new.provider_id() == old_id {
             return Err(Failure::usage(format!(

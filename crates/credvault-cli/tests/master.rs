@@ -367,3 +367,49 @@ fn the_kernel_keyring_is_refused_as_the_only_home_of_a_master_key_unless_asked()
     add_portal(&dir, PASSWORD);
     assert_eq!(reveal(&dir).trim_end(), PASSWORD);
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_key_file_moves_into_the_keychain_by_copying_its_text_nothing_rewrapped() {
+    let (d, dir) = vault();
+    ok_in(&dir, &["init"], "");
+    add_portal(&dir, PASSWORD);
+    let uri = format!("keychain:{}/master", unique("cv-move"));
+    let out = run_in(
+        &dir,
+        &["rotate", "master", "--to", &uri, "--volatile-keychain"],
+        "",
+    );
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(std::env::var_os("CI").is_none(), "kernel keyring: {err}");
+        eprintln!("kernel keyring unavailable ({err}): skipped outside CI");
+        return;
+    }
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert!(report.contains("nothing re-wrapped"), "{report}");
+    std::fs::remove_file(old_key_file(&dir, &report)).unwrap();
+    assert_eq!(reveal(&dir).trim_end(), PASSWORD);
+    // And on to a key file of the operator's choosing; a place holding another keyring is
+    // refused.
+    let file = d.path().join("keys/elsewhere.key");
+    let out = ok_in(
+        &dir,
+        &[
+            "rotate",
+            "master",
+            "--to",
+            &format!("file:{}", file.display()),
+        ],
+        "",
+    );
+    assert!(out.contains("nothing re-wrapped"), "{out}");
+    assert_eq!(reveal(&dir).trim_end(), PASSWORD);
+    let (_d2, other) = vault();
+    ok_in(&other, &["init"], "");
+    let theirs = std::fs::read_to_string(other.join("master.uri")).unwrap();
+    let out = run_in(&dir, &["rotate", "master", "--to", theirs.trim_end()], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another keyring"));
+    assert_eq!(reveal(&dir).trim_end(), PASSWORD);
+}
