@@ -1,6 +1,6 @@
 //! Master-key providers for credvault, named by one URI: a local key file or variable, the OS
 //! keychain, a PKCS#11 token (HSM), or AWS KMS. Each is a
-//! [`MasterKey`](credvault_envelope::MasterKey) that passes
+//! `credvault_envelope::MasterKey` that passes
 //! `credvault_test::master_key_conformance` against the real component.
 //!
 //! ```
