@@ -239,16 +239,21 @@ pub(crate) fn copy_local_keyring(
     let _ = v.close();
     check?;
     write_uri(&dir.join(URI_FILE), to)?;
-    let left = match from {
-        MasterUri::File(p) => format!("; the old key file {} is no longer needed", p.display()),
-        _ => String::new(),
-    };
+    let left = left_behind(from);
     Ok(Output::Text {
         text: format!(
             "master key moved: {from} -> {to}\n  the keyring's text was copied (a local keyring either way): nothing re-wrapped; every data key opens from the new place alone{left}\n"
         ),
         json: json!({"from": from.to_string(), "to": to.to_string(), "rewrapped": 0, "copied": true}),
     })
+}
+
+/// What a move leaves behind for the operator to remove (the old key file).
+pub(crate) fn left_behind(from: &MasterUri) -> String {
+    match from {
+        MasterUri::File(p) => format!("; the old key file {} is no longer needed", p.display()),
+        _ => String::new(),
+    }
 }
 
 /// Parses `--master`/`--to`.

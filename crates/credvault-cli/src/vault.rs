@@ -1186,12 +1186,7 @@ fn move_master(args: &VaultArgs, to: &str, volatile_ok: bool) -> Result<Output, 
     check?;
     std::fs::remove_file(&prev_file)
         .map_err(|e| Failure::new(format!("{}: {e}", prev_file.display())))?;
-    let left = match &from {
-        credvault_kms::MasterUri::File(p) => {
-            format!("; the old key file {} is no longer needed", p.display())
-        }
-        _ => String::new(),
-    };
+    let left = crate::master::left_behind(&from);
     Ok(Output::Text {
         text: format!(
             "master key moved{}: {from} -> {to}\n  {} data key(s) re-wrapped, {} already there; every data key opens with the new provider alone{left}\n",

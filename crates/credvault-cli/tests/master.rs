@@ -30,6 +30,16 @@ fn unique(prefix: &str) -> String {
     )
 }
 
+/// The HSM tests take turns: SoftHSM2's file store may answer CKR_GENERAL_ERROR when two
+/// processes change one token at the same moment.
+static HSM_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn hsm_turn() -> std::sync::MutexGuard<'static, ()> {
+    HSM_TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A PKCS#11 URI for a new key object in the test token, or `None` outside CI without one.
 fn hsm_uri() -> Option<String> {
     let module = service("CREDVAULT_TEST_PKCS11_MODULE")?;
@@ -132,6 +142,7 @@ fn vault() -> (tempfile::TempDir, PathBuf) {
 
 #[test]
 fn a_vault_whose_master_key_is_in_the_hsm_works_rotates_and_passes_doctor() {
+    let _turn = hsm_turn();
     let Some(uri) = hsm_uri() else { return };
     let (_d, dir) = vault();
     let out = ok_in(&dir, &["init", "--master", &uri], "");
@@ -167,6 +178,7 @@ fn a_vault_whose_master_key_is_in_the_hsm_works_rotates_and_passes_doctor() {
 
 #[test]
 fn a_key_file_vault_moves_into_the_hsm_and_the_file_is_not_needed_afterwards() {
+    let _turn = hsm_turn();
     let Some(uri) = hsm_uri() else { return };
     let (_d, dir) = vault();
     ok_in(&dir, &["init", "--seal-audit"], "");
@@ -196,6 +208,7 @@ fn a_key_file_vault_moves_into_the_hsm_and_the_file_is_not_needed_afterwards() {
 
 #[test]
 fn a_wrong_pin_or_a_missing_token_is_one_line_naming_the_provider_and_changes_nothing() {
+    let _turn = hsm_turn();
     let Some(uri) = hsm_uri() else { return };
     let (d, dir) = vault();
     ok_in(&dir, &["init", "--master", &uri], "");

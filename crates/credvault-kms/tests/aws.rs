@@ -55,43 +55,15 @@ impl Kms {
         AwsKmsMasterKey::open(key, &self.options(&self.url, &self.full)).unwrap()
     }
 
-    /// What an operator does in the KMS console, with the SDK itself.
     fn admin<T>(
         &self,
         f: impl FnOnce(aws_sdk_kms::Client) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>>,
     ) -> T {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let conf = aws_sdk_kms::Config::builder()
-            .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
-            .http_client(http)
-            .endpoint_url(&self.url)
-            .region(aws_sdk_kms::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_kms::config::Credentials::new(
-                self.full.access_key_id.clone(),
-                self.full.secret_access_key.as_str().to_owned(),
-                None,
-                None,
-                "test",
-            ))
-            .build();
-        rt.block_on(f(aws_sdk_kms::Client::from_conf(conf)))
+        common::kms_admin(&self.url, &self.full, f)
     }
 
     fn create_key(&self) -> String {
-        self.admin(|c| {
-            Box::pin(async move {
-                let out = c.create_key().send().await.unwrap();
-                out.key_metadata().unwrap().key_id().to_owned()
-            })
-        })
+        common::create_kms_key(&self.url, &self.full)
     }
 
     fn alias(&self, alias: &str, key: &str, update: bool) {

@@ -38,37 +38,7 @@ fn provider(url: &str) -> Option<AwsKmsMasterKey> {
         max_attempts: 2,
     };
     // A key made for this test, through KMS directly; then opened through `url`.
-    let key = {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let conf = aws_sdk_kms::Config::builder()
-            .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
-            .http_client(http)
-            .endpoint_url(&admin)
-            .region(aws_sdk_kms::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_kms::config::Credentials::new(
-                creds.access_key_id.clone(),
-                creds.secret_access_key.as_str().to_owned(),
-                None,
-                None,
-                "test",
-            ))
-            .build();
-        let c = aws_sdk_kms::Client::from_conf(conf);
-        rt.block_on(c.create_key().send())
-            .unwrap()
-            .key_metadata()
-            .unwrap()
-            .key_id()
-            .to_owned()
-    };
+    let key = common::create_kms_key(&admin, &creds);
     Some(AwsKmsMasterKey::open(&key, &options(url)).unwrap())
 }
 

@@ -15,10 +15,20 @@ struct Token {
     module: String,
     label: String,
     pin_file: PathBuf,
+    /// Held for the whole test: SoftHSM2's file store answers CKR_GENERAL_ERROR when another
+    /// process (`pkcs11-tool` in two of these tests) changes the token while this one
+    /// generates a key, so the tests of this file take turns.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn token() -> Option<Token> {
+    let turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     Some(Token {
+        _turn: turn,
         module: common::service_env("CREDVAULT_TEST_PKCS11_MODULE", "SoftHSM2")?,
         label: common::service_env("CREDVAULT_TEST_PKCS11_TOKEN", "SoftHSM2")?,
         pin_file: common::service_env("CREDVAULT_TEST_PKCS11_PIN_FILE", "SoftHSM2")?.into(),

@@ -91,3 +91,47 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
         let _ = to.shutdown(Shutdown::Write);
     });
 }
+
+/// Runs `f` with an SDK client of moto's KMS at `url` (what an operator does in the KMS
+/// console: make keys, move aliases, disable keys).
+#[cfg(feature = "aws-kms")]
+pub(crate) fn kms_admin<T>(
+    url: &str,
+    creds: &credvault_kms::aws::StaticCredentials,
+    f: impl FnOnce(aws_sdk_kms::Client) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>>,
+) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let conf = aws_sdk_kms::Config::builder()
+        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+        .http_client(http)
+        .endpoint_url(url)
+        .region(aws_sdk_kms::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kms::config::Credentials::new(
+            creds.access_key_id.clone(),
+            creds.secret_access_key.as_str().to_owned(),
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    rt.block_on(f(aws_sdk_kms::Client::from_conf(conf)))
+}
+
+/// A new KMS key's id.
+#[cfg(feature = "aws-kms")]
+pub(crate) fn create_kms_key(url: &str, creds: &credvault_kms::aws::StaticCredentials) -> String {
+    kms_admin(url, creds, |c| {
+        Box::pin(async move {
+            let out = c.create_key().send().await.unwrap();
+            out.key_metadata().unwrap().key_id().to_owned()
+        })
+    })
+}
