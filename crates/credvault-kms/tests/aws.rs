@@ -113,6 +113,9 @@ fn a_kms_key_passes_conformance_by_id_and_by_alias() {
     assert_eq!(by_id.provider_id(), format!("aws-kms:{key}"));
     credvault_test::master_key_conformance(&by_id).unwrap();
 
+    // By ARN, as `aws-kms://arn:aws:kms:...` gives it: the same key.
+    assert!(by_id.arn().starts_with("arn:aws:kms:"), "{}", by_id.arn());
+    assert_eq!(k.open(by_id.arn()).provider_id(), by_id.provider_id());
     let alias = format!("alias/{}", common::unique("cv"));
     k.alias(&alias, &key, false);
     let by_alias = k.open(&alias);

@@ -26,6 +26,16 @@ fn each_scheme_parses_to_its_parts() {
         }
     );
     assert_eq!(
+        MasterUri::parse(
+            "aws-kms://arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        )
+        .unwrap(),
+        MasterUri::AwsKms {
+            key: "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+                .into()
+        }
+    );
+    assert_eq!(
         MasterUri::parse("aws-kms://alias/credvault").unwrap(),
         MasterUri::AwsKms {
             key: "alias/credvault".into()
