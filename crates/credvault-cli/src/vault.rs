@@ -400,7 +400,9 @@ pub(crate) struct InitArgs {
     /// `file:PATH`, `env:VAR`, `keychain:SERVICE/ACCOUNT[?store=...]`,
     /// `pkcs11:token=T;object=O?module-path=P[&pin-source=F]` (PIN from the file or
     /// CREDVAULT_PKCS11_PIN), `aws-kms://KEY-ID|ARN|alias/NAME`. A file, keychain entry or
-    /// PKCS#11 key object that does not exist yet is made. Default: `master.key` in the vault.
+    /// PKCS#11 key object that does not exist yet is made. Default: a key file outside the
+    /// vault directory (`$CREDVAULT_CONFIG_DIR`, `$XDG_CONFIG_HOME/credvault` or
+    /// `~/.config/credvault`, under `keys/`), or `CREDVAULT_MASTER_KEY` when it is set.
     #[arg(long, value_name = "URI")]
     master: Option<String>,
     /// Allow a kernel-keyring (`keychain:` on Linux) master key: it is forgotten at reboot,
@@ -1128,8 +1130,9 @@ fn move_master(args: &VaultArgs, to: &str, volatile_ok: bool) -> Result<Output, 
     let dir = args.dir();
     let to = crate::master::parse_uri("--to", to)?;
     let (uri_file, prev_file) = (dir.join(URI_FILE), dir.join(PREVIOUS_URI_FILE));
-    let resumed = read_uri(&prev_file)?.is_some();
-    let from = match read_uri(&prev_file)? {
+    let previous = read_uri(&prev_file)?;
+    let resumed = previous.is_some();
+    let from = match previous {
         Some(prev) => {
             match read_uri(&uri_file)? {
                 // Stopped between recording the old provider and the new one.
