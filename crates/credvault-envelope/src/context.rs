@@ -7,11 +7,24 @@
 //! `count: u16 BE` followed by, for each entry, `key_len: u16 BE ‖ key ‖ value_len: u16 BE ‖
 //! value`. Lengths make the encoding injective: no two contexts encode alike.
 
+//!
+//! Envelope v1 authenticates that encoding itself. Envelope v2 authenticates its SHA-256
+//! digest under a domain string ([`EncryptionContext::v2_digest`]), computed once per context
+//! object, so the AEAD's associated data stays 32 bytes however large the context is.
+
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
 
 use crate::error::ContextError;
+
+/// What envelope v2's context digest hashes before the canonical encoding: a domain string
+/// naming the format version, a NUL, and the suite id (1, AES-256-GCM).
+pub const V2_DIGEST_DOMAIN: &[u8] = b"credvault envelope v2 context\0\x01";
 
 /// Most entries in one context.
 pub const MAX_ENTRIES: usize = 64;
@@ -33,13 +46,32 @@ pub const MAX_ENCODED_LEN: usize = 8 * 1024;
 /// assert_eq!(ctx.get("tenant"), Some("acme"));
 /// # Ok::<(), credvault_envelope::ContextError>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone)]
 pub struct EncryptionContext {
     entries: BTreeMap<String, String>,
     /// Canonical encoding followed by zeros up to a multiple of 16 bytes, so the AEAD's
     /// associated data can be assembled with aligned 16-byte block copies.
     encoded: Vec<u8>,
     encoded_len: usize,
+    /// Envelope v2's digest of the encoding, computed on first use (reset by `insert`).
+    digest: OnceLock<[u8; 32]>,
+}
+
+impl PartialEq for EncryptionContext {
+    /// Equal entries (whether a digest was computed yet does not matter).
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for EncryptionContext {}
+
+impl fmt::Debug for EncryptionContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptionContext")
+            .field("entries", &self.entries)
+            .finish()
+    }
 }
 
 impl Default for EncryptionContext {
@@ -55,6 +87,7 @@ impl EncryptionContext {
             entries: BTreeMap::new(),
             encoded: pad16(vec![0, 0]),
             encoded_len: 2,
+            digest: OnceLock::new(),
         }
     }
 
@@ -110,6 +143,7 @@ impl EncryptionContext {
         let encoded = encode(&self.entries);
         self.encoded_len = encoded.len();
         self.encoded = pad16(encoded);
+        self.digest = OnceLock::new();
         Ok(())
     }
 
@@ -136,6 +170,18 @@ impl EncryptionContext {
     /// The canonical encoding that goes into the associated data.
     pub fn canonical_bytes(&self) -> &[u8] {
         &self.encoded[..self.encoded_len]
+    }
+
+    /// `SHA-256(V2_DIGEST_DOMAIN ‖ canonical encoding)`: what envelope v2 authenticates in
+    /// place of the encoding. Computed once per context object, on first use; a context kept
+    /// and reused across seals and opens pays for it once.
+    pub fn v2_digest(&self) -> &[u8; 32] {
+        self.digest.get_or_init(|| {
+            let mut h = Sha256::new();
+            h.update(V2_DIGEST_DOMAIN);
+            h.update(self.canonical_bytes());
+            h.finalize().into()
+        })
     }
 
     /// The canonical encoding zero-padded to a multiple of 16 bytes.

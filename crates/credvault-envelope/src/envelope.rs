@@ -1,8 +1,8 @@
-//! Envelope format v1: one secret sealed under one data key.
+//! Envelope formats v1 and v2: one secret sealed under one data key.
 //!
 //! ```text
 //! offset  size  field
-//! 0       1     version       = 0x01
+//! 0       1     version       = 0x02 (0x01 for v1)
 //! 1       1     suite id      = 0x01 (AES-256-GCM, random 96-bit nonce)
 //! 2       16    data key id
 //! 18      12    nonce
@@ -10,8 +10,15 @@
 //! 30+n    16    tag
 //! ```
 //!
-//! Associated data = bytes 0..18 (the header) ‖ the context's canonical encoding. The full
-//! specification, with frozen vectors, is in `docs/formats.md`.
+//! The two versions share this layout and differ only in the associated data:
+//! - v1: the header, zero-padded to 32 bytes ‖ the context's canonical encoding;
+//! - v2 (written since 0.2): `SHA-256(domain ‖ canonical encoding)`, 32 bytes computed once per
+//!   context object ([`EncryptionContext::v2_digest`]). The domain names the version and the
+//!   suite; the key id is bound by the key itself (a tag verifies only under the data key that
+//!   made it, and the opener refuses a header naming another key before any decryption).
+//!
+//! Every v1 envelope keeps opening. The full specification, with frozen vectors for both, is in
+//! `docs/formats.md`.
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +32,10 @@ use crate::key::{DataKey, KeyId, Plaintext, KEY_ID_LEN};
 use crate::nonce;
 
 /// The envelope format version this library writes.
-pub const ENVELOPE_VERSION: u8 = 1;
+pub const ENVELOPE_VERSION: u8 = 2;
+/// The first envelope format version, still opened (and written only by the vector hook
+/// [`hazmat::seal_envelope_v1_with_nonce`](crate::hazmat::seal_envelope_v1_with_nonce)).
+pub const ENVELOPE_VERSION_V1: u8 = 1;
 /// Bytes of the authenticated header (version, suite, key id).
 pub const HEADER_LEN: usize = 2 + KEY_ID_LEN;
 /// Bytes before the ciphertext (header and nonce): the prefix to reserve for
@@ -99,7 +109,7 @@ impl EnvelopeHeader {
             });
         }
         let version = envelope[0];
-        if version != ENVELOPE_VERSION {
+        if version != ENVELOPE_VERSION && version != ENVELOPE_VERSION_V1 {
             return Err(FormatError::UnsupportedVersion {
                 what: "envelope",
                 version,
@@ -156,20 +166,20 @@ impl fmt::Debug for EnvelopeHeader {
     }
 }
 
-fn header_bytes(suite: Suite, key_id: KeyId) -> [u8; HEADER_LEN] {
+fn header_bytes(version: u8, suite: Suite, key_id: KeyId) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
-    h[0] = ENVELOPE_VERSION;
+    h[0] = version;
     h[1] = suite.id();
     h[2..].copy_from_slice(key_id.as_bytes());
     h
 }
 
-/// Length of the associated data's first part: the header, zero-padded to two 16-byte blocks.
+/// Length of v1's associated data's first part: the header, zero-padded to two 16-byte blocks.
 const AAD_PREFIX_LEN: usize = 32;
 
-fn aad_prefix(suite: Suite, key_id: KeyId) -> [u8; AAD_PREFIX_LEN] {
+fn aad_prefix_v1(suite: Suite, key_id: KeyId) -> [u8; AAD_PREFIX_LEN] {
     let mut p = [0u8; AAD_PREFIX_LEN];
-    p[..HEADER_LEN].copy_from_slice(&header_bytes(suite, key_id));
+    p[..HEADER_LEN].copy_from_slice(&header_bytes(ENVELOPE_VERSION_V1, suite, key_id));
     p
 }
 
@@ -177,7 +187,7 @@ fn aad_prefix(suite: Suite, key_id: KeyId) -> [u8; AAD_PREFIX_LEN] {
 #[repr(align(16))]
 struct AadBuf([u8; 256]);
 
-/// Calls `f` with the associated data: header ‖ zero padding to 32 bytes ‖ canonical context.
+/// Calls `f` with v1's associated data: header ‖ zero padding to 32 bytes ‖ canonical context.
 ///
 /// The buffer is assembled with aligned 16-byte block copies, matching how GHASH reads it back
 /// (unaligned byte copies cost a store-forwarding stall per block; see docs/PERFORMANCE.md).
@@ -241,9 +251,11 @@ impl Default for UsageLimits {
 pub struct OpeningKey {
     id: KeyId,
     aead: AeadKey,
-    /// Header of every envelope this key seals or opens (version 1, suite 1, this key id),
-    /// padded: the constant first part of the associated data.
+    /// The v1 header for this key (version 1, suite 1, this key id), padded: the constant
+    /// first part of v1's associated data.
     aad_prefix: [u8; AAD_PREFIX_LEN],
+    /// The header of every envelope this key seals (version 2, suite 1, this key id).
+    header: [u8; HEADER_LEN],
 }
 
 impl OpeningKey {
@@ -262,7 +274,8 @@ impl OpeningKey {
         Self {
             id: key.id(),
             aead,
-            aad_prefix: aad_prefix(Suite::Aes256GcmRandomNonce, key.id()),
+            aad_prefix: aad_prefix_v1(Suite::Aes256GcmRandomNonce, key.id()),
+            header: header_bytes(ENVELOPE_VERSION, Suite::Aes256GcmRandomNonce, key.id()),
         }
     }
 
@@ -272,8 +285,9 @@ impl OpeningKey {
     }
 
     /// Parses the header and checks that it names this key. Afterwards the envelope's header
-    /// bytes equal `self.aad_prefix[..HEADER_LEN]` (version 1 and suite 1 are the only ones
-    /// `parse` accepts), so callers authenticate with the precomputed prefix.
+    /// bytes equal `self.header` (v2) or `self.aad_prefix[..HEADER_LEN]` (v1): versions 1 and
+    /// 2 with suite 1 are the only ones `parse` accepts, so callers authenticate with the
+    /// precomputed prefix ([`Self::authenticate`]).
     fn check(&self, envelope: &[u8]) -> Result<EnvelopeHeader, OpenError> {
         let header = EnvelopeHeader::parse(envelope)?;
         if header.key_id != self.id {
@@ -283,6 +297,20 @@ impl OpeningKey {
             });
         }
         Ok(header)
+    }
+
+    /// Calls `f` with the associated data of an envelope of `header`'s version under `ctx`.
+    fn authenticate<R>(
+        &self,
+        header: &EnvelopeHeader,
+        ctx: &EncryptionContext,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> R {
+        if header.version == ENVELOPE_VERSION_V1 {
+            with_aad(&self.aad_prefix, ctx, f)
+        } else {
+            f(ctx.v2_digest())
+        }
     }
 
     /// Opens `envelope` sealed under this key and `ctx`.
@@ -302,7 +330,7 @@ impl OpeningKey {
         let mut out = Plaintext::new(envelope[PREFIX_LEN..].to_vec(), header.plaintext_len);
         let (body, tag) = out.buf_mut().split_at_mut(header.plaintext_len);
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| DecryptError)?;
-        with_aad(&self.aad_prefix, ctx, |aad| {
+        self.authenticate(header, ctx, |aad| {
             self.aead.open_in_place(&header.nonce, aad, body, tag)
         })?;
         Ok(out)
@@ -321,7 +349,7 @@ impl OpeningKey {
         let (prefix_and_body, tag) = envelope.split_at_mut(PREFIX_LEN + header.plaintext_len);
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| DecryptError)?;
         let body = &mut prefix_and_body[PREFIX_LEN..];
-        with_aad(&self.aad_prefix, ctx, |aad| {
+        self.authenticate(&header, ctx, |aad| {
             self.aead.open_in_place(&header.nonce, aad, body, tag)
         })?;
         Ok(body)
@@ -464,13 +492,24 @@ impl SealingKey {
         self.seal_in_place_with_nonce(ctx, buffer, nonce)
     }
 
-    /// The sealing step with a given nonce. Only [`seal_in_place`](Self::seal_in_place) (random
-    /// nonce) and the hazmat vector hook call it.
+    /// The sealing step with a given nonce, writing the current version (v2). Only
+    /// [`seal_in_place`](Self::seal_in_place) (random nonce) and the hazmat vector hook call it.
     pub(crate) fn seal_in_place_with_nonce(
         &self,
         ctx: &EncryptionContext,
         buffer: &mut Vec<u8>,
         nonce: [u8; NONCE_LEN],
+    ) -> Result<(), SealError> {
+        self.seal_version(ctx, buffer, nonce, ENVELOPE_VERSION)
+    }
+
+    /// Seals as `version` (1 or 2). Version 1 is written only by the hazmat vector hook.
+    pub(crate) fn seal_version(
+        &self,
+        ctx: &EncryptionContext,
+        buffer: &mut Vec<u8>,
+        nonce: [u8; NONCE_LEN],
+        version: u8,
     ) -> Result<(), SealError> {
         if buffer.len() < PREFIX_LEN {
             return Err(SealError::BufferTooShort {
@@ -486,11 +525,19 @@ impl SealingKey {
             });
         }
         self.reserve()?;
-        let tag = with_aad(&self.opener.aad_prefix, ctx, |aad| {
-            self.opener
-                .aead
-                .seal_in_place(&nonce, aad, &mut buffer[PREFIX_LEN..])
-        });
+        let body = &mut buffer[PREFIX_LEN..];
+        let aead = &self.opener.aead;
+        let (tag, header) = if version == ENVELOPE_VERSION_V1 {
+            let tag = with_aad(&self.opener.aad_prefix, ctx, |aad| {
+                aead.seal_in_place(&nonce, aad, body)
+            });
+            let mut header = [0u8; HEADER_LEN];
+            header.copy_from_slice(&self.opener.aad_prefix[..HEADER_LEN]);
+            (tag, header)
+        } else {
+            let tag = aead.seal_in_place(&nonce, ctx.v2_digest(), body);
+            (tag, self.opener.header)
+        };
         let tag = match tag {
             Ok(t) => t,
             // Unreachable: GCM's per-message limit (~64 GiB) is far above MAX_PLAINTEXT_LEN.
@@ -501,7 +548,7 @@ impl SealingKey {
                 })
             }
         };
-        buffer[..HEADER_LEN].copy_from_slice(&self.opener.aad_prefix[..HEADER_LEN]);
+        buffer[..HEADER_LEN].copy_from_slice(&header);
         buffer[HEADER_LEN..PREFIX_LEN].copy_from_slice(&nonce);
         buffer.extend_from_slice(&tag);
         Ok(())

@@ -81,16 +81,33 @@ impl core::fmt::Debug for RawAesGcm {
     }
 }
 
-/// Seals an envelope with a caller-chosen nonce, to check the frozen format vectors in
-/// `docs/formats.md`. Never use a nonce twice under one key.
+/// Seals an envelope (the current version, v2) with a caller-chosen nonce, to check the
+/// frozen format vectors in `docs/formats.md`. Never use a nonce twice under one key.
 pub fn seal_envelope_with_nonce(
     key: &crate::SealingKey,
     nonce: &[u8; NONCE_LEN],
     plaintext: &[u8],
     ctx: &crate::EncryptionContext,
 ) -> Result<Vec<u8>, crate::SealError> {
-    let mut buf = vec![0u8; crate::PREFIX_LEN];
+    let mut buf = Vec::with_capacity(crate::OVERHEAD + plaintext.len());
+    buf.resize(crate::PREFIX_LEN, 0);
     buf.extend_from_slice(plaintext);
     key.seal_in_place_with_nonce(ctx, &mut buf, *nonce)?;
+    Ok(buf)
+}
+
+/// Seals an envelope in the **v1** format (header and context encoding as associated data)
+/// with a caller-chosen nonce, to check v1's frozen vectors. The library writes v2; v1
+/// envelopes keep opening.
+pub fn seal_envelope_v1_with_nonce(
+    key: &crate::SealingKey,
+    nonce: &[u8; NONCE_LEN],
+    plaintext: &[u8],
+    ctx: &crate::EncryptionContext,
+) -> Result<Vec<u8>, crate::SealError> {
+    let mut buf = Vec::with_capacity(crate::OVERHEAD + plaintext.len());
+    buf.resize(crate::PREFIX_LEN, 0);
+    buf.extend_from_slice(plaintext);
+    key.seal_version(ctx, &mut buf, *nonce, crate::envelope::ENVELOPE_VERSION_V1)?;
     Ok(buf)
 }

@@ -8,6 +8,7 @@
 //!   provider.
 //! - [`hazmat`]: explicit-nonce AES-GCM for test vectors only.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 extern crate alloc;
@@ -27,8 +28,9 @@ mod nonce;
 pub use aead::Backend;
 pub use context::EncryptionContext;
 pub use envelope::{
-    EnvelopeHeader, OpeningKey, SealingKey, Suite, UsageLimits, ENVELOPE_VERSION, HEADER_LEN,
-    MAX_ENVELOPE_LEN, MAX_PLAINTEXT_LEN, MAX_SEALS_PER_KEY, OVERHEAD, PREFIX_LEN,
+    EnvelopeHeader, OpeningKey, SealingKey, Suite, UsageLimits, ENVELOPE_VERSION,
+    ENVELOPE_VERSION_V1, HEADER_LEN, MAX_ENVELOPE_LEN, MAX_PLAINTEXT_LEN, MAX_SEALS_PER_KEY,
+    OVERHEAD, PREFIX_LEN,
 };
 pub use error::{
     ContextError, DecryptError, FormatError, OpenError, RandomError, ResealError, SealError,

@@ -32,7 +32,7 @@ proptest! {
         let mut env = vec![version, suite];
         env.extend_from_slice(&body);
         let parsed = EnvelopeHeader::parse(&env);
-        let well_formed = version == 1 && suite == 1 && env.len() >= OVERHEAD;
+        let well_formed = (version == 1 || version == 2) && suite == 1 && env.len() >= OVERHEAD;
         prop_assert_eq!(parsed.is_ok(), well_formed);
         if let Ok(h) = parsed {
             let id = h.key_id();

@@ -148,3 +148,42 @@ proptest! {
         prop_assert!(other.unwrap(&w1, &c).is_err());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Envelopes written in the v1 format keep opening, refuse any bit flip and any other
+    /// context, and move to v2 when resealed; v2 refuses another context the same way.
+    #[test]
+    fn v1_keeps_opening_and_reseals_to_v2(
+        pt in prop::collection::vec(any::<u8>(), 0..64),
+        nonce in any::<[u8; 12]>(),
+        seed in any::<u8>(),
+        t in name(),
+        f in name(),
+        f2 in name(),
+    ) {
+        prop_assume!(f != f2);
+        let k = key(seed);
+        let c = ctx(&t, &f);
+        let other = ctx(&t, &f2);
+        for b in Backend::ALL {
+            let s = SealingKey::with_backend(&k, *b);
+            let v1 = credvault_envelope::hazmat::seal_envelope_v1_with_nonce(&s, &nonce, &pt, &c).unwrap();
+            prop_assert_eq!(v1[0], 1);
+            let opened = s.open(&v1, &c).unwrap();
+            prop_assert_eq!(opened.expose_secret(), &pt[..]);
+            prop_assert!(s.open(&v1, &other).is_err());
+            for bit in 0..v1.len() * 8 {
+                let mut x = v1.clone();
+                x[bit / 8] ^= 1 << (bit % 8);
+                prop_assert!(s.open(&x, &c).is_err(), "bit {} opened", bit);
+            }
+            let v2 = s.reseal_from(s.opener(), &v1, &c).unwrap();
+            prop_assert_eq!(v2[0], 2);
+            let opened = s.open(&v2, &c).unwrap();
+            prop_assert_eq!(opened.expose_secret(), &pt[..]);
+            prop_assert!(s.open(&v2, &other).is_err());
+        }
+    }
+}

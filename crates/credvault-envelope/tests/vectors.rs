@@ -1,9 +1,9 @@
 //! Frozen format vectors (docs/formats.md), produced by an independent Python implementation
 //! (`tests/data/gen_vectors.py`, Python `cryptography`). Any change to the byte layout of
-//! envelope v1 or wrapped key v1 breaks these tests.
+//! envelope v1 or v2 or wrapped key v1 breaks these tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use credvault_envelope::hazmat::seal_envelope_with_nonce;
+use credvault_envelope::hazmat::{seal_envelope_v1_with_nonce, seal_envelope_with_nonce};
 use credvault_envelope::{
     Backend, DataKey, EncryptionContext, EnvelopeHeader, KeyId, LocalKeyring, MasterKey,
     OpeningKey, SealingKey, WrappedKey,
@@ -23,6 +23,9 @@ struct EnvCase {
     nonce: String,
     context: Vec<(String, String)>,
     context_encoded: String,
+    /// v2 only.
+    #[serde(default)]
+    context_digest: Option<String>,
     plaintext: String,
     envelope: String,
 }
@@ -74,7 +77,8 @@ fn envelope_v1_vectors() {
 
             let sealer = SealingKey::with_backend(&key, *backend);
             let nonce: [u8; 12] = h(&t.nonce).try_into().unwrap();
-            let sealed = seal_envelope_with_nonce(&sealer, &nonce, &h(&t.plaintext), &c).unwrap();
+            let sealed =
+                seal_envelope_v1_with_nonce(&sealer, &nonce, &h(&t.plaintext), &c).unwrap();
             assert_eq!(
                 hex::encode(sealed),
                 t.envelope,
@@ -82,6 +86,72 @@ fn envelope_v1_vectors() {
                 t.name
             );
         }
+    }
+}
+
+#[test]
+fn envelope_v2_vectors() {
+    let file: EnvFile = serde_json::from_str(include_str!("data/envelope_v2.json")).unwrap();
+    assert_eq!(file.tests.len(), 4);
+    for backend in Backend::ALL {
+        for t in &file.tests {
+            let id = KeyId::from_hex(&t.key_id).unwrap();
+            let key = DataKey::from_slice(id, &h(&t.key)).unwrap();
+            let c = ctx(&t.context);
+            assert_eq!(
+                hex::encode(c.canonical_bytes()),
+                t.context_encoded,
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                Some(hex::encode(c.v2_digest())),
+                t.context_digest,
+                "{}: context digest",
+                t.name
+            );
+            let expected = h(&t.envelope);
+            let header = EnvelopeHeader::parse(&expected).unwrap();
+            assert_eq!(header.version(), 2);
+            assert_eq!(header.key_id(), id, "{}", t.name);
+            assert_eq!(hex::encode(header.nonce()), t.nonce);
+
+            let opener = OpeningKey::with_backend(&key, *backend);
+            let opened = opener.open(&expected, &c).unwrap();
+            assert_eq!(opened.expose_secret(), &h(&t.plaintext)[..], "{}", t.name);
+
+            let sealer = SealingKey::with_backend(&key, *backend);
+            let nonce: [u8; 12] = h(&t.nonce).try_into().unwrap();
+            let sealed = seal_envelope_with_nonce(&sealer, &nonce, &h(&t.plaintext), &c).unwrap();
+            assert_eq!(
+                hex::encode(&sealed),
+                t.envelope,
+                "{} seal on {backend:?}",
+                t.name
+            );
+
+            // The version byte is authenticated: the same bytes relabelled v1 do not open.
+            let mut relabelled = expected.clone();
+            relabelled[0] = 1;
+            assert!(opener.open(&relabelled, &c).is_err(), "{}", t.name);
+        }
+    }
+}
+
+#[test]
+fn v1_and_v2_of_the_same_input_differ_only_in_the_associated_data() {
+    let v1: EnvFile = serde_json::from_str(include_str!("data/envelope_v1.json")).unwrap();
+    let v2: EnvFile = serde_json::from_str(include_str!("data/envelope_v2.json")).unwrap();
+    for (a, b) in v1.tests.iter().zip(&v2.tests) {
+        assert_eq!(a.name, b.name);
+        let (a, b) = (h(&a.envelope), h(&b.envelope));
+        assert_eq!((a[0], b[0]), (1, 2));
+        assert_eq!(a.len(), b.len());
+        // Same header after the version, same nonce, same ciphertext (CTR mode does not
+        // depend on the associated data); only the tag differs.
+        let tag = a.len() - 16;
+        assert_eq!(a[1..tag], b[1..tag]);
+        assert_ne!(a[tag..], b[tag..]);
     }
 }
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Independent implementation of credvault envelope v1 and local wrapped-key v1 (docs/formats.md),
-written against the spec with Python `cryptography`, used once to produce the frozen vectors in
-envelope_v1.json and wrapped_key_v1.json. Re-running it must reproduce the files byte for byte.
+"""Independent implementation of credvault envelope v1 and v2 and local wrapped-key v1
+(docs/formats.md), written against the spec with Python `cryptography`, used once to produce the
+frozen vectors in envelope_v1.json, envelope_v2.json and wrapped_key_v1.json. Re-running it must
+reproduce the files byte for byte.
 
     python3 gen_vectors.py > /dev/null   # writes both JSON files next to this script
 """
-import json, os, struct, base64
+import hashlib, json, os, struct, base64
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -21,6 +22,14 @@ def ctx_encode(pairs):
 def envelope(key, key_id, nonce, pairs, pt):
     header = bytes([1, 1]) + key_id
     aad = header + bytes(32 - len(header)) + ctx_encode(pairs)  # header zero-padded to 32 bytes
+    ct_tag = AESGCM(key).encrypt(nonce, pt, aad)
+    return header + nonce + ct_tag
+
+V2_DOMAIN = b"credvault envelope v2 context\x00\x01"
+
+def envelope_v2(key, key_id, nonce, pairs, pt):
+    header = bytes([2, 1]) + key_id
+    aad = hashlib.sha256(V2_DOMAIN + ctx_encode(pairs)).digest()
     ct_tag = AESGCM(key).encrypt(nonce, pt, aad)
     return header + nonce + ct_tag
 
@@ -48,6 +57,28 @@ for name, nonce, pairs, pt in [
     cases.append({"name": name, "key": h(key), "key_id": h(key_id), "nonce": h(nonce),
                   "context": [[k, v] for k, v in pairs], "context_encoded": h(ctx_encode(pairs)),
                   "plaintext": h(pt), "envelope": h(envelope(key, key_id, nonce, pairs, pt))})
+
+ENVELOPE_CASES = [
+    ("empty plaintext, empty context", bytes(12), [], b""),
+    ("password field", bytes.fromhex("000102030405060708090a0b"),
+     [("tenant", "acme"), ("credential", "cred_01"), ("field", "password"), ("environment", "production")],
+     b"correct horse battery staple"),
+    ("unicode context and 300-byte secret", bytes.fromhex("ffffffffffffffffffffffff"),
+     [("tenant", "t\u00e9nant-\u00fc"), ("field", "api_key"), ("z", ""), ("a", "first")],
+     bytes((i * 7 + 3) % 256 for i in range(300))),
+    ("context longer than 256 bytes", bytes.fromhex("0c0b0a090807060504030201"),
+     [("tenant", "acme"), ("note", "n" * 300)], b"x"),
+]
+v2cases = []
+for name, nonce, pairs, pt in ENVELOPE_CASES:
+    v2cases.append({"name": name, "key": h(key), "key_id": h(key_id), "nonce": h(nonce),
+                    "context": [[k, v] for k, v in pairs], "context_encoded": h(ctx_encode(pairs)),
+                    "context_digest": h(hashlib.sha256(V2_DOMAIN + ctx_encode(pairs)).digest()),
+                    "plaintext": h(pt), "envelope": h(envelope_v2(key, key_id, nonce, pairs, pt))})
+with open(os.path.join(HERE, "envelope_v2.json"), "w") as f:
+    json.dump({"source": "tests/data/gen_vectors.py (Python cryptography AESGCM and hashlib, independent of the Rust code)",
+               "format": "credvault envelope v2", "tests": v2cases}, f, indent=1)
+    f.write("\n")
 
 with open(os.path.join(HERE, "envelope_v1.json"), "w") as f:
     json.dump({"source": "tests/data/gen_vectors.py (Python cryptography AESGCM, independent of the Rust code)",
