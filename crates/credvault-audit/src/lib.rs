@@ -43,6 +43,7 @@
 //!   its [`ProblemKind`]; [`read_events`] with a [`Query`], exported by [`write_jsonl`] and
 //!   [`write_csv`].
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod chain;
 mod event;

@@ -54,6 +54,7 @@
 //! - [`CredentialType::authenticate`], [`CredentialType::test_request`]: `{{field}}` templates
 //!   rendered into request parts (held as secrets).
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 /// The built-in credential types ([`Registry::with_builtins`]) and their fields, generated
 /// from the catalog (`catalog/*.json`) by a test that fails when this list drifts from it.

@@ -61,6 +61,7 @@
 //!   [`VaultOptions::lock_timeout`]), and opaque crypto failures.
 //! - Times are Unix milliseconds (`i64`) everywhere in this crate.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod backup;
 mod error;

@@ -15,6 +15,7 @@
 //! credvault_test::master_key_rotation_conformance(&before, &keyring).unwrap();
 //! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use credvault_envelope::{
     generate_data_key, needs_rewrap, EncryptionContext, MasterKey, ProviderError, WrappedKey,
