@@ -15,7 +15,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use credvault_benches::{log_text, mix, secret};
+use credvault_benches::{log_text_with, long_prefix_decoy, long_prefix_secret, mix, secret};
 use credvault_dlp::{MaskerBuilder, Scanner};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -26,12 +26,25 @@ fn prefixed_secret(i: u64) -> String {
 }
 
 fn bench(c: &mut Criterion) {
-    run(c, "dlp_1mib_log", secret);
-    run(c, "dlp_1mib_log_shared_prefix", prefixed_secret);
+    run(c, "dlp_1mib_log", secret, None);
+    run(c, "dlp_1mib_log_shared_prefix", prefixed_secret, None);
+    // Issue 22: `sk-proj-`, `ghp_` and JWT secrets, with ten times as many unknown tokens of
+    // the same families in the text (every candidate start must be confirmed or refused).
+    run(
+        c,
+        "dlp_1mib_log_long_prefixes",
+        long_prefix_secret,
+        Some(long_prefix_decoy),
+    );
 }
 
-fn run(c: &mut Criterion, group: &str, secret: fn(u64) -> String) {
-    let text = log_text(secret);
+fn run(
+    c: &mut Criterion,
+    group: &str,
+    secret: fn(u64) -> String,
+    decoy: Option<fn(u64) -> String>,
+) {
+    let text = log_text_with(secret, decoy);
     let secrets: Vec<String> = (0..1000).map(secret).collect();
     let mut b = MaskerBuilder::new();
     for (i, s) in secrets.iter().enumerate() {

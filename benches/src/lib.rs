@@ -51,9 +51,47 @@ pub fn secret(i: u64) -> String {
     }
 }
 
+/// 1,000 secrets sharing long prefixes, in three families as real ones come: OpenAI project
+/// keys (`sk-proj-` + 48 alphanumerics), GitHub tokens (`ghp_` + 36), and HS256 JWTs (the same
+/// 36-byte header `eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.`, a payload that starts alike, and a
+/// signature).
+pub fn long_prefix_secret(i: u64) -> String {
+    let tail = |n: usize, salt: u64| alnum(i, n, salt);
+    match i % 3 {
+        0 => format!("sk-proj-{}", tail(48, 5)),
+        1 => format!("ghp_{}", tail(36, 6)),
+        _ => format!(
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLT{}.{}",
+            tail(24, 7),
+            tail(43, 8)
+        ),
+    }
+}
+
+/// A token of the same families that is *not* one of the known secrets (salted apart), for
+/// the lines that carry other people's tokens: they share the known ones' prefixes.
+pub fn long_prefix_decoy(i: u64) -> String {
+    long_prefix_secret(i + 1_000_000)
+}
+
+fn alnum(i: u64, n: usize, salt: u64) -> String {
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..n)
+        .map(|k| {
+            ALNUM[(mix(i * 1000 + salt * 100 + k as u64) % ALNUM.len() as u64) as usize] as char
+        })
+        .collect()
+}
+
 /// About 1 MiB of application log lines: requests, SQL, JSON, stack traces; every 200th line
 /// holds a known secret and every 97th a card number or an email address.
 pub fn log_text(secret: fn(u64) -> String) -> String {
+    log_text_with(secret, None)
+}
+
+/// [`log_text`], plus, when `decoy` is given, a line with an unknown token of the same shape
+/// every 20th line (ten for each known secret).
+pub fn log_text_with(secret: fn(u64) -> String, decoy: Option<fn(u64) -> String>) -> String {
     let mut s = String::with_capacity(1 << 20);
     let mut i = 0u64;
     while s.len() < (1 << 20) {
@@ -71,6 +109,12 @@ pub fn log_text(secret: fn(u64) -> String) -> String {
             s.push_str(&format!(
                 "2026-11-22T10:00:00Z ERROR auth failed token={}\n",
                 secret(i % 1000)
+            ));
+        }
+        if let Some(decoy) = decoy.filter(|_| i.is_multiple_of(20)) {
+            s.push_str(&format!(
+                "2026-11-22T10:00:00Z DEBUG upstream call authorization=Bearer {}\n",
+                decoy(i)
             ));
         }
         if i.is_multiple_of(97) {

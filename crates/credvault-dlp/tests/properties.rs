@@ -258,3 +258,34 @@ proptest! {
         prop_assert!(credvault_dlp::fuzzing::gated_search_agrees(&secrets, &text, true));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Secrets sharing long prefixes (`sk-proj-`, `ghp_`, a JWT header), in text full of
+    /// unknown tokens with the same prefixes and of cut-off secrets: the gated search (every
+    /// encoded form included) finds exactly what a plain search over the same forms finds.
+    #[test]
+    fn shared_long_prefixes_equal_plain_aho_corasick(
+        tails in proptest::collection::vec((0usize..3, "[A-Za-z0-9]{4,12}"), 1..8),
+        glue in proptest::collection::vec((0usize..8, 0usize..3, "[A-Za-z0-9]{0,10}", "[ =:\n]{1,2}", any::<u8>()), 0..16),
+    ) {
+        const PREFIXES: [&str; 3] = ["sk-proj-", "ghp_", "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."];
+        let secrets: Vec<String> =
+            tails.iter().map(|(p, t)| format!("{}{t}", PREFIXES[*p])).collect();
+        let mut text = Vec::new();
+        for (i, how, other, sep, enc) in &glue {
+            let s = &secrets[i % secrets.len()];
+            match how {
+                // The secret in one of its forms (raw, base64, hex, percent, JSON...).
+                0 => text.extend_from_slice(encode(s, *enc, b"", b"").as_bytes()),
+                // An unknown token with the same prefix.
+                1 => text.extend_from_slice(format!("{}{other}", PREFIXES[i % 3]).as_bytes()),
+                // A secret cut short.
+                _ => text.extend_from_slice(&s.as_bytes()[..s.len() - 1]),
+            }
+            text.extend_from_slice(sep.as_bytes());
+        }
+        prop_assert!(credvault_dlp::fuzzing::gated_search_agrees(&secrets, &text, true));
+    }
+}
