@@ -101,7 +101,8 @@ pub enum BackupError {
     },
 }
 
-/// Now, Unix milliseconds.
+/// Now, Unix milliseconds (for the backends that write backups).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
