@@ -18,6 +18,8 @@
 #   SANITIZER=none       none | address (the code under test is forbid(unsafe_code); CI's smoke
 #                        run replays the committed corpus under AddressSanitizer)
 #   MAX_INPUT=4096       inputs kept in the committed corpus are at most this many bytes
+#   MAX_CORPUS=1048576   bytes a committed corpus may hold: the largest inputs go first (their
+#                        count is printed), so the repository stays small
 #   COVERAGE=1           0 to skip the coverage pass
 #   LLVM_COV, LLVM_PROFDATA  the LLVM tools matching nightly's LLVM (default: llvm-22's)
 #   OUT=fuzz/campaign-out  logs, the working corpora and results.tsv
@@ -31,6 +33,7 @@ SLOW_SECONDS=${SLOW_SECONDS:-1200}
 JOBS=${JOBS:-2}
 SANITIZER=${SANITIZER:-none}
 MAX_INPUT=${MAX_INPUT:-4096}
+MAX_CORPUS=${MAX_CORPUS:-1048576}
 COVERAGE=${COVERAGE:-1}
 OUT=${OUT:-fuzz/campaign-out}
 LLVM_COV=${LLVM_COV:-$(command -v llvm-cov-22 || echo /usr/lib/llvm-22/bin/llvm-cov)}
@@ -48,6 +51,16 @@ crate_of() {
   local c
   c=$(grep -o 'credvault_[a-z]*' "fuzz/fuzz_targets/$1.rs" | head -n1)
   echo "crates/${c//_/-}/src"
+}
+
+# Drops a corpus's largest inputs until it holds at most MAX_CORPUS bytes.
+bound_corpus() {
+  local dir=$1 dropped
+  dropped=$(find "$dir" -type f -printf '%s %p\n' | sort -n |
+    awk -v cap="$MAX_CORPUS" '{t += $1; if (t > cap) print $2}' | tee "$dir.drop" | wc -l)
+  xargs -r rm -f <"$dir.drop"
+  rm -f "$dir.drop"
+  [ "$dropped" -eq 0 ] || echo "$(basename "$dir"): dropped the $dropped largest inputs (corpus bound $MAX_CORPUS bytes)"
 }
 
 run_one() {
@@ -72,6 +85,7 @@ run_one() {
   cargo +nightly fuzz run "${FLAGS[@]}" "$t" "$min" "$work" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
     -merge=1 -max_len="$MAX_INPUT" >"$OUT/$t.merge.log" 2>&1
   find "$min" -type f -size +"$MAX_INPUT"c -delete
+  bound_corpus "$min"
   rm -rf "fuzz/corpus/$t"
   mv "$min" "fuzz/corpus/$t"
   local execs secs cpu cov ft files bytes
