@@ -89,11 +89,7 @@ pub fn seal_envelope_with_nonce(
     plaintext: &[u8],
     ctx: &crate::EncryptionContext,
 ) -> Result<Vec<u8>, crate::SealError> {
-    let mut buf = Vec::with_capacity(crate::OVERHEAD + plaintext.len());
-    buf.resize(crate::PREFIX_LEN, 0);
-    buf.extend_from_slice(plaintext);
-    key.seal_in_place_with_nonce(ctx, &mut buf, *nonce)?;
-    Ok(buf)
+    seal_version(key, nonce, plaintext, ctx, crate::ENVELOPE_VERSION)
 }
 
 /// Seals an envelope in the **v1** format (header and context encoding as associated data)
@@ -105,9 +101,19 @@ pub fn seal_envelope_v1_with_nonce(
     plaintext: &[u8],
     ctx: &crate::EncryptionContext,
 ) -> Result<Vec<u8>, crate::SealError> {
+    seal_version(key, nonce, plaintext, ctx, crate::ENVELOPE_VERSION_V1)
+}
+
+fn seal_version(
+    key: &crate::SealingKey,
+    nonce: &[u8; NONCE_LEN],
+    plaintext: &[u8],
+    ctx: &crate::EncryptionContext,
+    version: u8,
+) -> Result<Vec<u8>, crate::SealError> {
     let mut buf = Vec::with_capacity(crate::OVERHEAD + plaintext.len());
     buf.resize(crate::PREFIX_LEN, 0);
     buf.extend_from_slice(plaintext);
-    key.seal_version(ctx, &mut buf, *nonce, crate::envelope::ENVELOPE_VERSION_V1)?;
+    key.seal_version(ctx, &mut buf, *nonce, version)?;
     Ok(buf)
 }

@@ -44,20 +44,6 @@ def h(b): return b.hex()
 
 key = bytes(range(32))
 key_id = bytes.fromhex("00112233445566778899aabbccddeeff")
-cases = []
-for name, nonce, pairs, pt in [
-    ("empty plaintext, empty context", bytes(12), [], b""),
-    ("password field", bytes.fromhex("000102030405060708090a0b"),
-     [("tenant", "acme"), ("credential", "cred_01"), ("field", "password"), ("environment", "production")],
-     b"correct horse battery staple"),
-    ("unicode context and 300-byte secret", bytes.fromhex("ffffffffffffffffffffffff"),
-     [("tenant", "t\u00e9nant-\u00fc"), ("field", "api_key"), ("z", ""), ("a", "first")],
-     bytes((i * 7 + 3) % 256 for i in range(300))),
-]:
-    cases.append({"name": name, "key": h(key), "key_id": h(key_id), "nonce": h(nonce),
-                  "context": [[k, v] for k, v in pairs], "context_encoded": h(ctx_encode(pairs)),
-                  "plaintext": h(pt), "envelope": h(envelope(key, key_id, nonce, pairs, pt))})
-
 ENVELOPE_CASES = [
     ("empty plaintext, empty context", bytes(12), [], b""),
     ("password field", bytes.fromhex("000102030405060708090a0b"),
@@ -69,6 +55,13 @@ ENVELOPE_CASES = [
     ("context longer than 256 bytes", bytes.fromhex("0c0b0a090807060504030201"),
      [("tenant", "acme"), ("note", "n" * 300)], b"x"),
 ]
+cases = []
+# v1 froze the first three cases.
+for name, nonce, pairs, pt in ENVELOPE_CASES[:3]:
+    cases.append({"name": name, "key": h(key), "key_id": h(key_id), "nonce": h(nonce),
+                  "context": [[k, v] for k, v in pairs], "context_encoded": h(ctx_encode(pairs)),
+                  "plaintext": h(pt), "envelope": h(envelope(key, key_id, nonce, pairs, pt))})
+
 v2cases = []
 for name, nonce, pairs, pt in ENVELOPE_CASES:
     v2cases.append({"name": name, "key": h(key), "key_id": h(key_id), "nonce": h(nonce),
