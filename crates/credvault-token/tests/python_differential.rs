@@ -49,3 +49,18 @@ fn agrees_with_python_on_every_token() {
     }
     assert_eq!((accepted, rejected), (98, 257));
 }
+
+/// Found by the `fernet_diff` fuzz target (fuzz/artifacts, 2026-12-06): a valid token with an
+/// `=` inside its text. The `fernet` crate refuses it (strict base64url); Python's
+/// `cryptography` 48 decrypts it (`urlsafe_b64decode` is lenient), and so must we. The
+/// expected verdicts are Python's, recorded by running it on this token.
+#[test]
+fn non_canonical_base64_decodes_as_python_does() {
+    let key = Fernet::new("WgF-M5ASxA-Bay3oRAepXBnyYDvdhC5xCr-VSMNmHvc=").unwrap();
+    let token = "gAAAAABlU-0YAgICAgICAgICAgICAgICAoeSpUar4QroBr69vy=_d3IqYrjkeqvuuka33xhJkNFSqze1b-zgGmuwgHX4ftwQ9ZT3o0nTt5TmxP-5y-_zcUUg=";
+    let opened = key.decrypt_at(token, None, 1_700_000_000).unwrap();
+    assert_eq!(opened.expose_secret(), b"xxxxxxxxxxxxxxxx");
+    assert_eq!(key.extract_timestamp(token).unwrap(), 1_699_999_000);
+    // Python: InvalidToken with ttl=60 at 1_700_000_000 (the token is 1,000 s old).
+    assert!(key.decrypt_at(token, Some(60), 1_700_000_000).is_err());
+}
