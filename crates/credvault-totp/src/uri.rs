@@ -91,7 +91,14 @@ impl Otp {
             "steam" => Otp::steam(secret)?,
             _ => return Err(bad("type must be totp or hotp")),
         };
-        Ok(otp.with_labels(issuer, account))
+        let otp = otp.with_labels(issuer, account);
+        // What parses must export to a URI that parses again: percent-encoding can make the
+        // labels up to three times longer than they were read (found by the otpauth_uri fuzz
+        // target), so the canonical form is held to the same limit as the input.
+        if otp.to_uri().len() > MAX_URI_LEN {
+            return Err(bad("its canonical form is longer than 4096 bytes"));
+        }
+        Ok(otp)
     }
 
     /// The otpauth (or steam) URI for this authenticator. It contains the secret.

@@ -269,3 +269,38 @@ fn failing_guard_fails_closed() {
         Err(VerifyError::GuardUnavailable(_))
     ));
 }
+
+/// Found by the otpauth_uri fuzz target (2026-12-06 campaign): a URI under the 4,096-byte limit
+/// whose raw control characters in the label export percent-encoded, three bytes each, so the
+/// exported URI was over the limit and did not parse back. Such a URI is now refused when read,
+/// with a typed error; one that fits after export round-trips.
+#[test]
+fn a_uri_whose_export_would_exceed_the_limit_is_refused_when_read() {
+    let found = std::fs::read("tests/data/fuzz-otpauth-export-too-long.bin").unwrap();
+    let found = std::str::from_utf8(&found).unwrap();
+    assert!(found.len() <= credvault_totp::MAX_URI_LEN);
+    assert!(matches!(
+        Otp::from_uri(found),
+        Err(OtpError::BadUri { reason }) if reason.contains("canonical form")
+    ));
+
+    let uri = |n: usize| {
+        format!(
+            "otpauth://totp/{}:alice?secret=JBSWY3DPEHPK3PXP",
+            "\u{e}".repeat(n)
+        )
+    };
+    let long = uri(1_400);
+    assert!(long.len() < credvault_totp::MAX_URI_LEN);
+    assert!(matches!(Otp::from_uri(&long), Err(OtpError::BadUri { .. })));
+
+    // The issuer is exported twice (label and `issuer=`), 3 bytes a character: 500 fit.
+    let fits = Otp::from_uri(&uri(500)).unwrap();
+    let again = Otp::from_uri(&fits.to_uri()).unwrap();
+    assert_eq!(again.issuer(), fits.issuer());
+    assert_eq!(again.account(), Some("alice"));
+    assert_eq!(
+        again.secret().expose_secret(),
+        fits.secret().expose_secret()
+    );
+}
