@@ -50,7 +50,7 @@ fn agrees_with_python_on_every_token() {
     assert_eq!((accepted, rejected), (98, 257));
 }
 
-/// Found by the `fernet_diff` fuzz target (fuzz/artifacts, 2026-12-06): a valid token with an
+/// Found by the `fernet_diff` fuzz target (2026-12-06 campaign): a valid token with an
 /// `=` inside its text. The `fernet` crate refuses it (strict base64url); Python's
 /// `cryptography` 48 decrypts it (`urlsafe_b64decode` is lenient), and so must we. The
 /// expected verdicts are Python's, recorded by running it on this token.
@@ -63,4 +63,10 @@ fn non_canonical_base64_decodes_as_python_does() {
     assert_eq!(key.extract_timestamp(token).unwrap(), 1_699_999_000);
     // Python: InvalidToken with ttl=60 at 1_700_000_000 (the token is 1,000 s old).
     assert!(key.decrypt_at(token, Some(60), 1_700_000_000).is_err());
+
+    // The other way round (found by the same target): 99 characters with one `=`, which the
+    // `fernet` crate decrypts and Python refuses ("Incorrect padding"), with or without a TTL.
+    let token = "gAAAAABlU_EAAAAAAAAAAAAAAAAAAAAAAG5SmKuub1LAukH2A5UDvaExATJ0j-OlzXjgm1Y0DmTD7KVxvHX4XT52MoO18Z1Ccw=";
+    assert!(key.decrypt_at(token, None, 1_700_000_000).is_err());
+    assert!(key.decrypt_at(token, Some(1 << 30), 1_700_000_000).is_err());
 }

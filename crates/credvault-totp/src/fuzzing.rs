@@ -3,7 +3,7 @@
 use crate::{extract_code, FixedClock, Otp, TotpSecret};
 
 /// Parses arbitrary text as an otpauth/steam URI; what parses must export and re-parse to the
-/// same parameters.
+/// same parameters and labels.
 pub fn otpauth_uri(data: &[u8]) {
     let Ok(text) = core::str::from_utf8(data) else {
         return;
@@ -12,6 +12,9 @@ pub fn otpauth_uri(data: &[u8]) {
         let again = Otp::from_uri(&otp.to_uri());
         assert!(again.is_ok_and(|a| a.kind() == otp.kind()
             && a.digits() == otp.digits()
+            && a.algorithm() == otp.algorithm()
+            && a.issuer() == otp.issuer()
+            && a.account() == otp.account()
             && a.secret().expose_secret() == otp.secret().expose_secret()));
     }
 }

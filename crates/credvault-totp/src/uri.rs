@@ -107,9 +107,15 @@ impl Otp {
         if self.kind == Kind::Steam {
             return Zeroizing::new(format!("steam://{}", secret.as_str()));
         }
-        let label = match (&self.issuer, &self.account) {
+        // The label reads back to the same issuer and account: a colon (literal or `%3A`)
+        // separates them, so an issuer that contains one stays out of the label (the `issuer`
+        // parameter carries it, and wins when read), and an account that contains one follows
+        // an issuer prefix, or an empty one (found by the otpauth_uri fuzz target).
+        let label_issuer = self.issuer.as_deref().filter(|i| !i.contains(':'));
+        let label = match (label_issuer, &self.account) {
             (Some(i), Some(a)) => format!("{}:{}", encode(i), encode(a)),
             (Some(i), None) => format!("{}:", encode(i)),
+            (None, Some(a)) if a.contains(':') => format!(":{}", encode(a)),
             (None, Some(a)) => encode(a),
             (None, None) => String::new(),
         };

@@ -304,3 +304,40 @@ fn a_uri_whose_export_would_exceed_the_limit_is_refused_when_read() {
         fits.secret().expose_secret()
     );
 }
+
+/// Found by the otpauth_uri fuzz target (2026-12-06 campaign): an `issuer` parameter with a
+/// colon in it was exported in front of the label's separator, so the account read back longer
+/// (and, here, the URI over the limit). Labels now read back exactly, whatever colons the issuer
+/// and the account hold.
+#[test]
+fn issuers_and_accounts_with_colons_read_back_exactly() {
+    let found = std::fs::read("tests/data/fuzz-otpauth-issuer-with-colon.bin").unwrap();
+    let first = Otp::from_uri(std::str::from_utf8(&found).unwrap()).unwrap();
+    let again = Otp::from_uri(&first.to_uri()).unwrap();
+    assert_eq!(
+        (again.issuer(), again.account()),
+        (first.issuer(), first.account())
+    );
+
+    for (issuer, account) in [
+        (Some("ACME: EU"), Some("alice")),
+        (Some("ACME: EU"), Some("a:b")),
+        (None, Some("a:b")),
+        (Some("ACME"), Some("a:b")),
+        (Some("ACME:"), None),
+        (Some("ACME"), None),
+        (None, Some("alice")),
+        (None, None),
+    ] {
+        let o = Otp::totp(TotpSecret::parse(B32).unwrap(), Algorithm::Sha1, 6, 30)
+            .unwrap()
+            .with_labels(issuer.map(str::to_owned), account.map(str::to_owned));
+        let back = Otp::from_uri(&o.to_uri()).unwrap();
+        assert_eq!(
+            (back.issuer(), back.account()),
+            (issuer, account),
+            "{}",
+            o.to_uri().as_str()
+        );
+    }
+}
