@@ -104,7 +104,7 @@ impl Otp {
     /// The otpauth (or steam) URI for this authenticator. It contains the secret.
     pub fn to_uri(&self) -> Zeroizing<String> {
         let secret = self.secret.to_base32();
-        if self.kind == Kind::Steam {
+        if self.kind == Kind::Steam && self.issuer.is_none() && self.account.is_none() {
             return Zeroizing::new(format!("steam://{}", secret.as_str()));
         }
         // The label reads back to the same issuer and account: a colon (literal or `%3A`)
@@ -129,6 +129,14 @@ impl Otp {
             .as_deref()
             .map(|i| format!("&issuer={}", encode(i)))
             .unwrap_or_default();
+        if self.kind == Kind::Steam {
+            // `steam://` has no room for labels (found by the otpauth_uri fuzz target: they
+            // were lost); Steam's algorithm and digits are fixed.
+            return Zeroizing::new(format!(
+                "otpauth://steam/{label}?secret={}{issuer}",
+                secret.as_str()
+            ));
+        }
         Zeroizing::new(format!(
             "otpauth://{host}/{label}?secret={}{issuer}&algorithm={}&digits={}{extra}",
             secret.as_str(),

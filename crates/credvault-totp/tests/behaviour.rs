@@ -341,3 +341,28 @@ fn issuers_and_accounts_with_colons_read_back_exactly() {
         );
     }
 }
+
+/// Found by the otpauth_uri fuzz target (2026-12-06 campaign): a Steam authenticator read from
+/// `otpauth://steam/LABEL?...` exported as `steam://SECRET`, which has no room for labels, so
+/// they were lost. With labels it now exports as `otpauth://steam/...`; without, as before.
+#[test]
+fn steam_labels_survive_export() {
+    let found = std::fs::read("tests/data/fuzz-otpauth-steam-labels.bin").unwrap();
+    let first = Otp::from_uri(std::str::from_utf8(&found).unwrap()).unwrap();
+    assert_eq!(first.kind(), Kind::Steam);
+    assert_eq!(first.account(), Some("C hn@example.com"));
+    let uri = first.to_uri();
+    assert!(uri.starts_with("otpauth://steam/"), "{}", uri.as_str());
+    let again = Otp::from_uri(&uri).unwrap();
+    assert_eq!(
+        (again.kind(), again.account()),
+        (Kind::Steam, first.account())
+    );
+    assert_eq!(
+        again.code_at(1_700_000_000).to_string(),
+        first.code_at(1_700_000_000).to_string()
+    );
+
+    let bare = Otp::steam(TotpSecret::parse(B32).unwrap()).unwrap();
+    assert!(bare.to_uri().starts_with("steam://"));
+}
