@@ -6,7 +6,6 @@
 //! Canonical encoding (frozen, `docs/formats.md`): entries sorted by key bytes, then
 //! `count: u16 BE` followed by, for each entry, `key_len: u16 BE ‖ key ‖ value_len: u16 BE ‖
 //! value`. Lengths make the encoding injective: no two contexts encode alike.
-
 //!
 //! Envelope v1 authenticates that encoding itself. Envelope v2 authenticates its SHA-256
 //! digest under a domain string ([`EncryptionContext::v2_digest`]), computed once per context

@@ -299,14 +299,15 @@ impl OpeningKey {
         Ok(header)
     }
 
-    /// Calls `f` with the associated data of an envelope of `header`'s version under `ctx`.
+    /// Calls `f` with the associated data of an envelope of `version` (1 or 2) under `ctx`:
+    /// the one place that decides it, for sealing and opening alike.
     fn authenticate<R>(
         &self,
-        header: &EnvelopeHeader,
+        version: u8,
         ctx: &EncryptionContext,
         f: impl FnOnce(&[u8]) -> R,
     ) -> R {
-        if header.version == ENVELOPE_VERSION_V1 {
+        if version == ENVELOPE_VERSION_V1 {
             with_aad(&self.aad_prefix, ctx, f)
         } else {
             f(ctx.v2_digest())
@@ -330,7 +331,7 @@ impl OpeningKey {
         let mut out = Plaintext::new(envelope[PREFIX_LEN..].to_vec(), header.plaintext_len);
         let (body, tag) = out.buf_mut().split_at_mut(header.plaintext_len);
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| DecryptError)?;
-        self.authenticate(header, ctx, |aad| {
+        self.authenticate(header.version, ctx, |aad| {
             self.aead.open_in_place(&header.nonce, aad, body, tag)
         })?;
         Ok(out)
@@ -349,7 +350,7 @@ impl OpeningKey {
         let (prefix_and_body, tag) = envelope.split_at_mut(PREFIX_LEN + header.plaintext_len);
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| DecryptError)?;
         let body = &mut prefix_and_body[PREFIX_LEN..];
-        self.authenticate(&header, ctx, |aad| {
+        self.authenticate(header.version, ctx, |aad| {
             self.aead.open_in_place(&header.nonce, aad, body, tag)
         })?;
         Ok(body)
@@ -526,18 +527,9 @@ impl SealingKey {
         }
         self.reserve()?;
         let body = &mut buffer[PREFIX_LEN..];
-        let aead = &self.opener.aead;
-        let (tag, header) = if version == ENVELOPE_VERSION_V1 {
-            let tag = with_aad(&self.opener.aad_prefix, ctx, |aad| {
-                aead.seal_in_place(&nonce, aad, body)
-            });
-            let mut header = [0u8; HEADER_LEN];
-            header.copy_from_slice(&self.opener.aad_prefix[..HEADER_LEN]);
-            (tag, header)
-        } else {
-            let tag = aead.seal_in_place(&nonce, ctx.v2_digest(), body);
-            (tag, self.opener.header)
-        };
+        let tag = self.opener.authenticate(version, ctx, |aad| {
+            self.opener.aead.seal_in_place(&nonce, aad, body)
+        });
         let tag = match tag {
             Ok(t) => t,
             // Unreachable: GCM's per-message limit (~64 GiB) is far above MAX_PLAINTEXT_LEN.
@@ -548,7 +540,12 @@ impl SealingKey {
                 })
             }
         };
-        buffer[..HEADER_LEN].copy_from_slice(&header);
+        let header = if version == ENVELOPE_VERSION_V1 {
+            &self.opener.aad_prefix[..HEADER_LEN]
+        } else {
+            &self.opener.header[..]
+        };
+        buffer[..HEADER_LEN].copy_from_slice(header);
         buffer[HEADER_LEN..PREFIX_LEN].copy_from_slice(&nonce);
         buffer.extend_from_slice(&tag);
         Ok(())
