@@ -91,11 +91,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
-    let alg = match sel % 3 {
-        0 => Algorithm::A128CbcHs256,
-        1 => Algorithm::A192CbcHs384,
-        _ => Algorithm::A256CbcHs512,
-    };
+    let alg = credvault_token::fuzzing::algorithm(sel);
     let k = alg.key_len();
     if rest.len() < k + 17 {
         return;

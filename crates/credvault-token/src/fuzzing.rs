@@ -20,16 +20,21 @@ pub fn fernet_token(data: &[u8]) {
     }
 }
 
+/// The RFC 7518 algorithm a fuzz input's selector byte picks (`sel % 3`).
+pub fn algorithm(sel: u8) -> Algorithm {
+    match sel % 3 {
+        0 => Algorithm::A128CbcHs256,
+        1 => Algorithm::A192CbcHs384,
+        _ => Algorithm::A256CbcHs512,
+    }
+}
+
 /// Opens arbitrary bytes (first byte picks the algorithm) as `IV ‖ E ‖ T`.
 pub fn cbc_hmac_open(data: &[u8]) {
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
-    let alg = match sel % 3 {
-        0 => Algorithm::A128CbcHs256,
-        1 => Algorithm::A192CbcHs384,
-        _ => Algorithm::A256CbcHs512,
-    };
+    let alg = algorithm(sel);
     if let Ok(k) = CbcHmacKey::new(alg, &vec![3u8; alg.key_len()]) {
         let _ = k.open(b"aad", rest);
     }
