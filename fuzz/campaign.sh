@@ -4,7 +4,10 @@
 #   fuzz/campaign.sh [TARGET...]
 #
 # Each target runs until RUNS executions, or SLOW_SECONDS of CPU time for a target too slow to
-# reach them (below ~8k executions/s at the defaults), starting from the committed corpus
+# reach them (below ~8k executions/s at the defaults). The budget is CPU time, not wall time:
+# libFuzzer runs in chunks of at most CHUNK_SECONDS, and the CPU seconds each chunk got are
+# summed, so a busy machine (or a paused campaign) makes the run longer, not smaller. It starts
+# from the committed corpus
 # (fuzz/corpus/T) and the seeds (fuzz/seeds/T), with fuzz/dict/T.dict when there is one. Then
 # the corpus is merged and minimised (libFuzzer -merge=1), inputs over MAX_INPUT bytes are
 # dropped, and the result replaces fuzz/corpus/T (commit it: CI's smoke run starts from it).
@@ -14,6 +17,7 @@
 # Settings (environment):
 #   RUNS=10000000        executions per target
 #   SLOW_SECONDS=1200    the cap for a slow target (20 CPU-minutes)
+#   CHUNK_SECONDS=300    wall seconds one libFuzzer run may take before the budget is re-counted
 #   JOBS=2               targets at once (one process each)
 #   SANITIZER=none       none | address (the code under test is forbid(unsafe_code); CI's smoke
 #                        run replays the committed corpus under AddressSanitizer)
@@ -30,6 +34,7 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-10000000}
 SLOW_SECONDS=${SLOW_SECONDS:-1200}
+CHUNK_SECONDS=${CHUNK_SECONDS:-300}
 JOBS=${JOBS:-2}
 SANITIZER=${SANITIZER:-none}
 MAX_INPUT=${MAX_INPUT:-4096}
@@ -70,16 +75,32 @@ run_one() {
   mkdir -p "$work" "$min" "fuzz/corpus/$t" "fuzz/seeds/$t"
   [ -f "fuzz/dict/$t.dict" ] && dict=("-dict=fuzz/dict/$t.dict")
   start=$(date +%s)
-  # CPU seconds (user + system) of the run go to $OUT/$t.cpu: under load they are fewer than
-  # the wall-clock seconds that -max_total_time bounds.
-  local TIMEFORMAT='%U %S'
-  if ! { time cargo +nightly fuzz run "${FLAGS[@]}" "$t" "$work" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
-      -runs="$RUNS" -max_total_time="$SLOW_SECONDS" -print_final_stats=1 "${dict[@]}" >"$log" 2>&1; } 2>"$OUT/$t.cpu"; then
-    echo "$t: CRASH (input under fuzz/artifacts/$t; log $log)" >&2
-    tail -n 40 "$log" >&2
-    echo "$t" >>"$OUT/crashed"
-    return 0
-  fi
+  # CPU seconds (user + system) of each chunk: under load they are fewer than its wall seconds,
+  # which -max_total_time bounds, so chunks run until the CPU budget or RUNS is spent.
+  local TIMEFORMAT='%U %S' chunk=0 cpu_used=0 done_execs=0 left runs_left n
+  : >"$log"
+  while :; do
+    left=$((SLOW_SECONDS - cpu_used))
+    runs_left=$((RUNS - done_execs))
+    [ "$left" -gt 0 ] && [ "$runs_left" -gt 0 ] || break
+    if ! { time cargo +nightly fuzz run "${FLAGS[@]}" "$t" "$work" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+        -runs="$runs_left" -max_total_time="$((left < CHUNK_SECONDS ? left : CHUNK_SECONDS))" \
+        -print_final_stats=1 "${dict[@]}" >"$log.chunk" 2>&1; } 2>"$OUT/$t.cpu.chunk"; then
+      cat "$log.chunk" >>"$log"
+      echo "$t: CRASH (input under fuzz/artifacts/$t; log $log)" >&2
+      tail -n 40 "$log.chunk" >&2
+      echo "$t" >>"$OUT/crashed"
+      return 0
+    fi
+    cat "$log.chunk" >>"$log"
+    n=$(grep -E '^stat::number_of_executed_units' "$log.chunk" | awk '{print $2}')
+    done_execs=$((done_execs + ${n:-0}))
+    # Rounded up, so a chunk always counts at least one second and the loop ends.
+    cpu_used=$((cpu_used + $(awk '{printf "%d", $1 + $2 + 0.999}' "$OUT/$t.cpu.chunk")))
+    chunk=$((chunk + 1))
+  done
+  rm -f "$log.chunk" "$OUT/$t.cpu.chunk"
+  echo "$cpu_used $done_execs $chunk" >"$OUT/$t.cpu"
   end=$(date +%s)
   # Merge the new inputs with the committed corpus and the seeds into a minimal set.
   cargo +nightly fuzz run "${FLAGS[@]}" "$t" "$min" "$work" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
@@ -89,8 +110,8 @@ run_one() {
   rm -rf "fuzz/corpus/$t"
   mv "$min" "fuzz/corpus/$t"
   local execs secs cpu cov ft files bytes
-  cpu=$(awk '{printf "%d", $1 + $2}' "$OUT/$t.cpu")
-  execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}')
+  cpu=$cpu_used
+  execs=$done_execs
   secs=$((end - start))
   cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -n1 | awk '{print $2}')
   ft=$(grep -Eo 'ft: [0-9]+' "$log" | tail -n1 | awk '{print $2}')
