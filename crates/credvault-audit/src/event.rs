@@ -159,16 +159,13 @@ impl EventId {
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let h = hex::encode(self.0);
-        write!(
-            f,
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+        // 8-4-4-4-12 hex digits, built on the stack and written once.
+        let mut buf = [b'-'; 36];
+        for (bytes, at) in [(0..4, 0), (4..6, 9), (6..8, 14), (8..10, 19), (10..16, 24)] {
+            let n = 2 * bytes.len();
+            hex::encode_to_slice(&self.0[bytes], &mut buf[at..at + n]).map_err(|_| fmt::Error)?;
+        }
+        f.write_str(core::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
     }
 }
 

@@ -49,8 +49,11 @@ pub const MAX_ENCODED_LEN: usize = 8 * 1024;
 pub struct EncryptionContext {
     entries: BTreeMap<String, String>,
     /// Canonical encoding followed by zeros up to a multiple of 16 bytes, so the AEAD's
-    /// associated data can be assembled with aligned 16-byte block copies.
-    encoded: Vec<u8>,
+    /// associated data can be assembled with aligned 16-byte block copies. Built on first
+    /// use (reset by `insert`): a context built entry by entry encodes once, not per entry,
+    /// and one only used for envelope v2 (which authenticates the digest) never does.
+    encoded: OnceLock<Vec<u8>>,
+    /// Length of the canonical encoding (without the padding), kept as entries are added.
     encoded_len: usize,
     /// Envelope v2's digest of the encoding, computed on first use (reset by `insert`).
     digest: OnceLock<[u8; 32]>,
@@ -84,7 +87,7 @@ impl EncryptionContext {
     pub fn new() -> Self {
         Self {
             entries: BTreeMap::new(),
-            encoded: pad16(vec![0, 0]),
+            encoded: OnceLock::new(),
             encoded_len: 2,
             digest: OnceLock::new(),
         }
@@ -139,9 +142,8 @@ impl EncryptionContext {
             });
         }
         self.entries.insert(key, value);
-        let encoded = encode(&self.entries);
-        self.encoded_len = encoded.len();
-        self.encoded = pad16(encoded);
+        self.encoded_len = new_len;
+        self.encoded = OnceLock::new();
         self.digest = OnceLock::new();
         Ok(())
     }
@@ -168,7 +170,7 @@ impl EncryptionContext {
 
     /// The canonical encoding that goes into the associated data.
     pub fn canonical_bytes(&self) -> &[u8] {
-        &self.encoded[..self.encoded_len]
+        &self.padded_bytes()[..self.encoded_len]
     }
 
     /// `SHA-256(V2_DIGEST_DOMAIN ‖ canonical encoding)`: what envelope v2 authenticates in
@@ -176,38 +178,36 @@ impl EncryptionContext {
     /// and reused across seals and opens pays for it once.
     pub fn v2_digest(&self) -> &[u8; 32] {
         self.digest.get_or_init(|| {
+            // The encoding is streamed into the hash as `encode` would lay it out (one
+            // function writes both), so no encoding is built for v2.
             let mut h = Sha256::new();
             h.update(V2_DIGEST_DOMAIN);
-            h.update(self.canonical_bytes());
+            write_canonical(&self.entries, |b| h.update(b));
             h.finalize().into()
         })
     }
 
     /// The canonical encoding zero-padded to a multiple of 16 bytes.
     pub(crate) fn padded_bytes(&self) -> &[u8] {
-        &self.encoded
+        self.encoded.get_or_init(|| {
+            let mut out = Vec::with_capacity(self.encoded_len.div_ceil(16) * 16);
+            write_canonical(&self.entries, |b| out.extend_from_slice(b));
+            debug_assert_eq!(out.len(), self.encoded_len);
+            out.resize(out.len().div_ceil(16) * 16, 0);
+            out
+        })
     }
 }
 
-fn pad16(mut v: Vec<u8>) -> Vec<u8> {
-    v.resize(v.len().div_ceil(16) * 16, 0);
-    v
-}
-
-fn encode(entries: &BTreeMap<String, String>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        2 + entries
-            .iter()
-            .map(|(k, v)| 4 + k.len() + v.len())
-            .sum::<usize>(),
-    );
+/// The canonical encoding, piece by piece: entry count, then each entry's key length, key,
+/// value length and value, lengths as big-endian u16, entries in key order.
+fn write_canonical(entries: &BTreeMap<String, String>, mut out: impl FnMut(&[u8])) {
     // Lengths were checked against limits far below u16::MAX on insert.
-    out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+    out(&(entries.len() as u16).to_be_bytes());
     for (k, v) in entries {
-        out.extend_from_slice(&(k.len() as u16).to_be_bytes());
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(&(v.len() as u16).to_be_bytes());
-        out.extend_from_slice(v.as_bytes());
+        out(&(k.len() as u16).to_be_bytes());
+        out(k.as_bytes());
+        out(&(v.len() as u16).to_be_bytes());
+        out(v.as_bytes());
     }
-    out
 }

@@ -15,6 +15,7 @@
 //! are overwritten in the database file; the WAL keeps old page images until its next
 //! checkpoint (see the threat model).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -149,8 +150,48 @@ const MIGRATIONS: &[&str] = &[
 /// the last transactions (never corrupt the database). `secure_delete` is on, so deleted rows
 /// are overwritten in the database file; the WAL keeps old page images until its next
 /// checkpoint (see the threat model).
+///
+/// **Repeated accesses.** A row read for an access (a reveal) is kept, with SQLite's own
+/// answer to "has anything changed": `PRAGMA data_version` (moves when any other connection,
+/// in any process, commits) and this connection's changed-row count. The next access to the
+/// same credential returns the copy only while both are unchanged, which costs one small
+/// statement instead of reading and decoding the row (decision 0021).
 pub struct SqliteStorage {
     conn: Mutex<Connection>,
+    /// Rows read for accesses, each with the database's state when it was read (see
+    /// [`Storage::credential_for_access`]). Locked inside `conn`'s lock, never alone.
+    kept: Mutex<HashMap<CredentialId, Kept>>,
+}
+
+/// How many rows [`SqliteStorage`] keeps for accesses; the set is emptied when full.
+const KEPT_ROWS: usize = 65_536;
+
+/// A row kept for accesses and the state of the database it was read in.
+struct Kept {
+    row: CredentialRow,
+    state: DbState,
+}
+
+/// What changes whenever any row of the database may have changed: `PRAGMA data_version`
+/// (moves when another connection, in this process or another, commits) and this
+/// connection's own count of changed rows (`sqlite3_total_changes`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct DbState {
+    data_version: i64,
+    own_changes: u64,
+}
+
+impl DbState {
+    fn of(c: &Connection) -> Result<Self, StorageError> {
+        let data_version = c
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(be)?;
+        Ok(Self {
+            data_version,
+            own_changes: c.total_changes(),
+        })
+    }
 }
 
 impl std::fmt::Debug for SqliteStorage {
@@ -174,9 +215,22 @@ fn key_bytes(k: &KeyId) -> &[u8] {
     k.as_bytes()
 }
 
-const CRED_COLS: &str = "tenant, id, name, type, environment, description, tags, is_active, \
-    expires_at, created_by, created_at, updated_at, version, last_used_at, last_tested, \
-    test_status, test_message, public, secret_fields, key_id, secret, mac, reveal";
+macro_rules! cred_cols {
+    () => {
+        "tenant, id, name, type, environment, description, tags, is_active, \
+         expires_at, created_by, created_at, updated_at, version, last_used_at, last_tested, \
+         test_status, test_message, public, secret_fields, key_id, secret, mac, reveal"
+    };
+}
+
+const CRED_COLS: &str = cred_cols!();
+
+/// One credential by primary key.
+const CRED_BY_ID: &str = concat!(
+    "SELECT ",
+    cred_cols!(),
+    " FROM credentials WHERE tenant = ?1 AND id = ?2"
+);
 
 fn cred_from_row(r: &Row<'_>) -> Result<CredentialRow, StorageError> {
     let get_s = |i: usize| r.get::<_, String>(i).map_err(be);
@@ -210,6 +264,20 @@ fn cred_from_row(r: &Row<'_>) -> Result<CredentialRow, StorageError> {
         mac: r.get(21).map_err(be)?,
         reveal: serde_json::from_str(&get_s(22)?).map_err(|_| corrupt("credentials", "reveal"))?,
     })
+}
+
+/// Reads one credential row on `c`.
+fn read_credential(
+    c: &Connection,
+    tenant: &TenantId,
+    id: &CredentialId,
+) -> Result<Option<CredentialRow>, StorageError> {
+    let mut s = c.prepare_cached(CRED_BY_ID).map_err(be)?;
+    let mut rows = s.query(params![tenant.as_str(), id.as_str()]).map_err(be)?;
+    match rows.next().map_err(be)? {
+        Some(r) => Ok(Some(cred_from_row(r)?)),
+        None => Ok(None),
+    }
 }
 
 fn key_from_row(r: &Row<'_>) -> Result<DataKeyRow, StorageError> {
@@ -497,6 +565,7 @@ impl SqliteStorage {
         }
         Ok(Self {
             conn: Mutex::new(conn),
+            kept: Mutex::new(HashMap::new()),
         })
     }
 
@@ -939,16 +1008,54 @@ impl Storage for SqliteStorage {
         tenant: &TenantId,
         id: &CredentialId,
     ) -> Result<Option<CredentialRow>, StorageError> {
+        read_credential(&*self.lock()?, tenant, id)
+    }
+
+    /// The row kept from an earlier access if nothing in the database can have changed since
+    /// it was read, else the row read now (and kept). "Nothing changed" is SQLite's own
+    /// answer: `PRAGMA data_version` is the same (no other connection, of this process or
+    /// another, committed) and so is this connection's count of changed rows. The state is
+    /// read before the row, so a commit between the two only costs a read next time. A copy
+    /// returned is the row as the database holds it at this call, as a fresh read would be.
+    fn credential_for_access(
+        &self,
+        tenant: &TenantId,
+        id: &CredentialId,
+    ) -> Result<Option<CredentialRow>, StorageError> {
         let c = self.lock()?;
-        let mut s = c
-            .prepare_cached(&format!(
-                "SELECT {CRED_COLS} FROM credentials WHERE tenant = ?1 AND id = ?2"
-            ))
-            .map_err(be)?;
-        let mut rows = s.query(params![tenant.as_str(), id.as_str()]).map_err(be)?;
-        match rows.next().map_err(be)? {
-            Some(r) => Ok(Some(cred_from_row(r)?)),
-            None => Ok(None),
+        let state = DbState::of(&c)?;
+        let Ok(mut kept) = self.kept.lock() else {
+            return read_credential(&c, tenant, id);
+        };
+        if let Some(k) = kept.get(id) {
+            if k.state == state && k.row.tenant == *tenant {
+                return Ok(Some(k.row.clone()));
+            }
+        }
+        let row = read_credential(&c, tenant, id)?;
+        match &row {
+            Some(r) => {
+                if kept.len() >= KEPT_ROWS {
+                    kept.clear();
+                }
+                kept.insert(
+                    id.clone(),
+                    Kept {
+                        row: r.clone(),
+                        state,
+                    },
+                );
+            }
+            None => {
+                kept.remove(id);
+            }
+        }
+        Ok(row)
+    }
+
+    fn forget_credential(&self, _tenant: &TenantId, id: &CredentialId) {
+        if let Ok(mut kept) = self.kept.lock() {
+            kept.remove(id);
         }
     }
 

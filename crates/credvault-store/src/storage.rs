@@ -467,9 +467,12 @@ pub trait Storage: Send + Sync {
     ) -> Result<Option<CredentialRow>, StorageError>;
 
     /// A credential for an access that is then recorded with
-    /// [`append_audit_guarded`](Self::append_audit_guarded): a backend may answer from a copy
-    /// it read before, since that append checks, in the statement that records the access,
-    /// that the row is still the one the access was decided on. The default reads the row.
+    /// [`append_audit_guarded`](Self::append_audit_guarded). A backend may answer from a copy
+    /// it read before when it knows the copy is still the row: SQLite when its own change
+    /// counters say nothing was committed since the copy was read (so the copy is what a read
+    /// now would return), PostgreSQL because that append checks, in the statement that
+    /// records the access, that the row is still the one the access was decided on. The
+    /// default reads the row.
     fn credential_for_access(
         &self,
         tenant: &TenantId,

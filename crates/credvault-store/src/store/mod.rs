@@ -113,12 +113,18 @@ impl AuditTarget {
     /// Records the events in order and waits once: the head after the last one (a log), or
     /// `None` (a sink, which has no head).
     fn record_batch(&self, events: &[AuditEvent]) -> Result<Option<AuditHead>, HookError> {
+        Ok(self.record_batch_untagged(events)?.map(|h| self.tagged(h)))
+    }
+
+    /// [`record_batch`](Self::record_batch) without the head's tag: for a head that is only
+    /// kept for [`Store::flush`], which tags the one it stores ([`tagged`](Self::tagged)).
+    fn record_batch_untagged(&self, events: &[AuditEvent]) -> Result<Option<AuditHead>, HookError> {
         match self {
             Self::Log(l) => match l.record_batch(events) {
                 Ok(r) => Ok(r.map(|r| AuditHead {
                     seq: r.seq,
                     hash: r.hash,
-                    tag: Some(l.head_tag(r.seq, &r.hash)),
+                    tag: None,
                 })),
                 Err(credvault_audit::LogError::LockTimeout { .. }) => Err(HookError::Busy),
                 Err(e) => Err(HookError::Refused(e.to_string())),
@@ -133,6 +139,19 @@ impl AuditTarget {
             Self::Storage => Err(HookError::Refused(
                 "the storage's audit chain is written through the storage".into(),
             )),
+        }
+    }
+}
+
+impl AuditTarget {
+    /// `head` with its tag, computed if missing (a log's heads are tagged under its key).
+    fn tagged(&self, head: AuditHead) -> AuditHead {
+        match self {
+            Self::Log(l) if head.tag.is_none() => AuditHead {
+                tag: Some(l.head_tag(head.seq, &head.hash)),
+                ..head
+            },
+            _ => head,
         }
     }
 }
@@ -487,8 +506,9 @@ impl Store {
                     Err(e) => Err(e.into()),
                 }
             }
+            // The head only goes to `note_use`: `flush` tags the one it stores.
             other => other
-                .record_batch(std::slice::from_ref(event))
+                .record_batch_untagged(std::slice::from_ref(event))
                 .map(Some)
                 .map_err(StoreError::from),
         }
@@ -508,8 +528,9 @@ impl Store {
             Ok(mut p) => std::mem::take(&mut *p),
             Err(_) => return Ok(()),
         };
-        // Every pending read has a tenant, so the head goes out with the first one.
-        let mut head = taken.head;
+        // Every pending read has a tenant, so the head goes out with the first one, tagged
+        // (a reveal leaves the tag to this point: only the head stored needs one).
+        let mut head = taken.head.map(|h| self.audit.tagged(h));
         for (tenant, uses) in taken.uses {
             let uses: Vec<(CredentialId, i64)> = uses.into_iter().collect();
             self.storage.record_use(&tenant, &uses, head.take())?;
