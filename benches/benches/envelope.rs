@@ -2,10 +2,11 @@
 //! run. The `ring_raw_in_place` peer gets the same associated data as an envelope v2 (the
 //! 32-byte context digest), so that ratio isolates our overhead: nonce generation, header,
 //! usage counter, buffer handling. `ring_raw_in_place_no_aad` is a plain ring call with no
-//! associated data; `ring_copy_then_seal` seals a fresh copy, the work `seal` does. The
-//! `credvault_*_v1` rows seal and open the v1 format (header and context encoding as associated
-//! data, 126 bytes here) in the same run. `cargo run -p credvault-benches --bin bench-report`
-//! prints the ratios.
+//! associated data; `ring_copy_then_seal` seals a fresh copy, the work `seal` does, and
+//! `ring_copy_then_open` opens a copy of a stored envelope into a new buffer, the work `open`
+//! does. The `credvault_*_v1` rows seal and open the v1 format (header and context encoding as
+//! associated data, 126 bytes here) in the same run. `cargo run -p credvault-benches --bin
+//! bench-report` prints the ratios.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
@@ -163,6 +164,23 @@ fn bench(c: &mut Criterion) {
                         .unwrap()
                         .len(),
                 )
+            })
+        });
+        // Peer: ring opening a stored envelope into a new buffer (the ciphertext and tag copied
+        // out of a shared slice, opened in place, the plaintext handed back owned), the work
+        // `open` does; ring has no call that opens from one buffer into another.
+        let mut stored = sealed.clone();
+        stored.extend_from_slice(tag.as_ref());
+        g.bench_function("ring_copy_then_open", |b| {
+            b.iter(|| {
+                let mut out = black_box(&stored[..]).to_vec();
+                let n = Nonce::assume_unique_for_key([3; 12]);
+                let len = ring_key
+                    .open_in_place(n, Aad::from(&aad[..]), &mut out)
+                    .unwrap()
+                    .len();
+                out.truncate(len);
+                black_box(out)
             })
         });
         let mut plain_sealed = pt.clone();
