@@ -396,9 +396,6 @@ pub struct PostgresStorage {
     kept: Mutex<HashMap<(TenantId, CredentialId), CredentialRow>>,
 }
 
-/// How many credential rows a storage keeps for accesses (emptied when full).
-const KEPT_ROWS: usize = 65_536;
-
 /// How many tenant rows a storage keeps in memory.
 const TENANT_CACHE: usize = 65_536;
 
@@ -2464,10 +2461,7 @@ impl Storage for PostgresStorage {
         }
         let row = self.credential(tenant, id)?;
         if let (Some(r), Ok(mut kept)) = (&row, self.kept.lock()) {
-            if kept.len() >= KEPT_ROWS {
-                kept.clear();
-            }
-            kept.insert(key, r.clone());
+            crate::storage::keep(&mut kept, key, r.clone());
         }
         Ok(row)
     }

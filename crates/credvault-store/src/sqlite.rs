@@ -159,12 +159,10 @@ const MIGRATIONS: &[&str] = &[
 pub struct SqliteStorage {
     conn: Mutex<Connection>,
     /// Rows read for accesses, each with the database's state when it was read (see
-    /// [`Storage::credential_for_access`]). Locked inside `conn`'s lock, never alone.
+    /// [`Storage::credential_for_access`]). When both locks are held, `conn`'s is taken
+    /// first.
     kept: Mutex<HashMap<CredentialId, Kept>>,
 }
-
-/// How many rows [`SqliteStorage`] keeps for accesses; the set is emptied when full.
-const KEPT_ROWS: usize = 65_536;
 
 /// A row kept for accesses and the state of the database it was read in.
 struct Kept {
@@ -1034,18 +1032,14 @@ impl Storage for SqliteStorage {
         }
         let row = read_credential(&c, tenant, id)?;
         match &row {
-            Some(r) => {
-                if kept.len() >= KEPT_ROWS {
-                    kept.clear();
-                }
-                kept.insert(
-                    id.clone(),
-                    Kept {
-                        row: r.clone(),
-                        state,
-                    },
-                );
-            }
+            Some(r) => crate::storage::keep(
+                &mut kept,
+                id.clone(),
+                Kept {
+                    row: r.clone(),
+                    state,
+                },
+            ),
             None => {
                 kept.remove(id);
             }

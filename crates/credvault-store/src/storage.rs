@@ -669,6 +669,25 @@ pub(crate) fn hotp_may_advance(current: u64, from: u64, to: u64) -> bool {
     current == from && to > from
 }
 
+/// How many credential rows a backend keeps for accesses
+/// ([`Storage::credential_for_access`]); the set is emptied when full.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) const KEPT_ROWS: usize = 65_536;
+
+/// Puts `value` in a backend's set of rows kept for accesses, emptying the set first when it
+/// holds [`KEPT_ROWS`]: the one bound every backend's set follows.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn keep<K: std::hash::Hash + Eq, V>(
+    kept: &mut std::collections::HashMap<K, V>,
+    key: K,
+    value: V,
+) {
+    if kept.len() >= KEPT_ROWS {
+        kept.clear();
+    }
+    kept.insert(key, value);
+}
+
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl AuditHead {
     /// The head as backends store it: `SEQ:HASH` or `SEQ:HASH:TAG` (hex).

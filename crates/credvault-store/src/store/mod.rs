@@ -141,9 +141,7 @@ impl AuditTarget {
             )),
         }
     }
-}
 
-impl AuditTarget {
     /// `head` with its tag, computed if missing (a log's heads are tagged under its key).
     fn tagged(&self, head: AuditHead) -> AuditHead {
         match self {
