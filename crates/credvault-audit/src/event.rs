@@ -229,6 +229,9 @@ pub enum Action {
     /// A stored record failed its integrity check (changed outside the vault); nothing was
     /// used or revealed.
     IntegrityFailure,
+    /// A request to a network gateway: one record per request, whatever it did (the store's
+    /// own records of what it did carry the same `request_id`).
+    Request,
     /// An action this version does not know (written by a newer version, or by an application).
     Other(String),
 }
@@ -249,12 +252,13 @@ impl Action {
             Self::TotpGenerated => "totp_generated",
             Self::DlpDetected => "dlp_detected",
             Self::IntegrityFailure => "integrity_failure",
+            Self::Request => "request",
             Self::Other(s) => s,
         }
     }
 
     /// Every action this version knows, in a stable order.
-    pub const KNOWN: [Action; 12] = [
+    pub const KNOWN: [Action; 13] = [
         Self::Created,
         Self::Updated,
         Self::Deleted,
@@ -267,6 +271,7 @@ impl Action {
         Self::TotpGenerated,
         Self::DlpDetected,
         Self::IntegrityFailure,
+        Self::Request,
     ];
 }
 
@@ -561,6 +566,22 @@ pub enum Details {
         master: String,
         /// The operation: `unwrap`.
         operation: String,
+    },
+    /// For `request`: what a gateway was asked and what it answered (never a key, a header
+    /// value or a body).
+    Request {
+        /// HTTP method.
+        method: String,
+        /// The route as declared (`/api/credentials/{id}`), not the path, so that no value in
+        /// a path reaches the log; `unmatched` for a path no route serves.
+        route: String,
+        /// The HTTP status sent.
+        status: u16,
+        /// Time from the request's arrival to the response, in microseconds.
+        latency_us: u64,
+        /// The API key's public id, when one was presented and recognised.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        api_key: Option<String>,
     },
     /// Details written by a newer version.
     #[serde(other)]

@@ -69,6 +69,14 @@ impl serde::Serialize for TenantId {
     }
 }
 
+/// Checked as [`TenantId::new`] checks: a stored or received id that breaks a rule is an error.
+impl<'de> serde::Deserialize<'de> for TenantId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for TenantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -154,7 +162,12 @@ mod tests {
         assert!(TenantId::new("a.b-c_9").is_ok());
         for bad in ["", "-x", "a b", "ü", &"x".repeat(65)] {
             assert!(TenantId::new(bad).is_err(), "{bad:?}");
+            // Deserialising checks the same rules.
+            let json = serde_json::to_string(bad).unwrap();
+            assert!(serde_json::from_str::<TenantId>(&json).is_err(), "{bad:?}");
         }
+        let t: TenantId = serde_json::from_str("\"a.b-c_9\"").unwrap();
+        assert_eq!(serde_json::to_string(&t).unwrap(), "\"a.b-c_9\"");
     }
 
     #[test]

@@ -71,6 +71,19 @@ fn events() -> Vec<AuditEvent> {
                 reason: DenyReason::Expired,
             }),
     );
+    out.push(
+        AuditEvent::new("t", "apikey:0123456789ab", Action::Request)
+            .with_source_ip("127.0.0.1")
+            .with_client_host("vault.example.test")
+            .with_request_id("req-1")
+            .with_details(Details::Request {
+                method: "GET".into(),
+                route: "/api/credentials/{id}".into(),
+                status: 200,
+                latency_us: 1234,
+                api_key: Some("0123456789ab".into()),
+            }),
+    );
     out
 }
 

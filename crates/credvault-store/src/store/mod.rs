@@ -512,6 +512,17 @@ impl Store {
         }
     }
 
+    /// Records an application's own event (a gateway's request record, say) through this
+    /// store's audit target, with the same fail-closed rule as the store's records: an error
+    /// means the event is not recorded and the caller must not act as if it were (a gateway
+    /// sends no response for a request whose record failed).
+    ///
+    /// # Errors
+    /// [`StoreError::Audit`] or [`StoreError::Storage`] when the record could not be made.
+    pub fn record_event(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.record(event).map(|_| ())
+    }
+
     /// Records an event whose failure must not mask the error being returned.
     fn record_quietly(&self, event: &AuditEvent) {
         let _ = self.record(event);
@@ -565,6 +576,7 @@ pub struct Scope<'s> {
     tenant: TenantId,
     actor: String,
     source_ip: Option<String>,
+    client_host: Option<String>,
     request_id: Option<String>,
 }
 
@@ -584,6 +596,12 @@ impl Scope<'_> {
         self
     }
 
+    /// Records the host name the caller addressed (a gateway's `Host`) in audit events.
+    pub fn with_client_host(mut self, host: impl Into<String>) -> Self {
+        self.client_host = Some(host.into());
+        self
+    }
+
     /// Records a request id in audit events.
     pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
         self.request_id = Some(id.into());
@@ -599,6 +617,9 @@ impl Scope<'_> {
         let mut e = AuditEvent::new(self.tenant.as_str(), self.actor.as_str(), action);
         if let Some(ip) = &self.source_ip {
             e = e.with_source_ip(ip.as_str());
+        }
+        if let Some(h) = &self.client_host {
+            e = e.with_client_host(h.as_str());
         }
         if let Some(r) = &self.request_id {
             e = e.with_request_id(r.as_str());

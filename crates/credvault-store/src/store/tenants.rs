@@ -110,6 +110,7 @@ impl Store {
             tenant: id.clone(),
             actor,
             source_ip: None,
+            client_host: None,
             request_id: None,
         })
     }
