@@ -17,6 +17,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "https")]
+pub mod https;
+
 use credvault_envelope::{
     generate_data_key, needs_rewrap, EncryptionContext, MasterKey, ProviderError, WrappedKey,
 };
