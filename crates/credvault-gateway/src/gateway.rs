@@ -1,0 +1,849 @@
+//! The router: host to tenant, API key, rate limits, the routes, and one audit record per
+//! request.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use credvault_store::audit::{Action, Details, EventId, Outcome};
+use credvault_store::{AuditEvent, CredentialId, ListFilter, Store, TenantId};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+
+use crate::apikey::{ApiScope, KeyError, KeyInfo, KeyStore, RateLimit};
+use crate::error::ApiError;
+use crate::server::ConnInfo;
+
+/// Longest `Host` name accepted.
+const MAX_HOST_LEN: usize = 253;
+/// Most fields one reveal may name.
+const MAX_REVEAL_FIELDS: usize = 64;
+/// Longest `service` label.
+const MAX_SERVICE_LEN: usize = 128;
+
+/// The gateway's settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// Host name (lower-case, no port) to the one tenant it serves.
+    pub hosts: BTreeMap<String, TenantId>,
+    /// Proxies whose `X-Forwarded-For` is believed (their own address is the peer's); from any
+    /// other peer the header is ignored.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Rate limit of a key without its own (default 50/s).
+    pub key_rate: RateLimit,
+    /// Rate limit of a whole tenant (default 500/s).
+    pub tenant_rate: RateLimit,
+    /// Per-tenant limits instead of `tenant_rate`.
+    pub tenant_rates: BTreeMap<TenantId, RateLimit>,
+    /// Largest request body (default 1 MiB).
+    pub body_limit: usize,
+    /// Longest time a request may take (default 30 s).
+    pub request_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            hosts: BTreeMap::new(),
+            trusted_proxies: Vec::new(),
+            key_rate: RateLimit {
+                count: 50,
+                per_seconds: 1,
+            },
+            tenant_rate: RateLimit {
+                count: 500,
+                per_seconds: 1,
+            },
+            tenant_rates: BTreeMap::new(),
+            body_limit: 1 << 20,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Serves `tenant` on `host` (case-insensitive; no port).
+    ///
+    /// # Errors
+    /// `host` is not a valid host name.
+    pub fn host(mut self, host: &str, tenant: TenantId) -> Result<Self, KeyError> {
+        let h = normalise_host(host).ok_or_else(|| KeyError::Invalid {
+            what: "host",
+            reason: "expected a host name or address without a port".into(),
+        })?;
+        self.hosts.insert(h, tenant);
+        Ok(self)
+    }
+
+    /// Believes `X-Forwarded-For` from `proxy`.
+    pub fn trust_proxy(mut self, proxy: IpAddr) -> Self {
+        self.trusted_proxies.push(proxy);
+        self
+    }
+
+    /// Sets the default per-key rate limit.
+    pub fn key_rate(mut self, r: RateLimit) -> Self {
+        self.key_rate = r;
+        self
+    }
+
+    /// Sets the default per-tenant rate limit.
+    pub fn tenant_rate(mut self, r: RateLimit) -> Self {
+        self.tenant_rate = r;
+        self
+    }
+
+    /// Sets one tenant's rate limit.
+    pub fn tenant_rate_for(mut self, t: TenantId, r: RateLimit) -> Self {
+        self.tenant_rates.insert(t, r);
+        self
+    }
+
+    /// Sets the body limit.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Sets the request time limit.
+    pub fn request_timeout(mut self, t: Duration) -> Self {
+        self.request_timeout = t;
+        self
+    }
+}
+
+/// Lower-case host without a port, or `None` if it is not a plausible host name or address.
+fn normalise_host(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        // [v6]:port
+        let end = rest.find(']')?;
+        let after = &rest[end + 1..];
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        &raw[..end + 2]
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, p)) if is_port(p) => h,
+            Some(_) => return None,
+            None => raw,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty()
+        || host.len() > MAX_HOST_LEN
+        || !host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'[' | b']' | b':')
+        })
+    {
+        return None;
+    }
+    Some(host.to_ascii_lowercase())
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn quota(r: RateLimit) -> Quota {
+    let count = NonZeroU32::new(r.count).unwrap_or(NonZeroU32::MIN);
+    let period = Duration::from_secs(u64::from(r.per_seconds.max(1))) / r.count.max(1);
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(count))
+        .allow_burst(count)
+}
+
+/// Who is asking, decided before the route runs.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    pub(crate) tenant: TenantId,
+    pub(crate) key: KeyInfo,
+    pub(crate) source_ip: String,
+    pub(crate) host: String,
+    pub(crate) request_id: String,
+}
+
+impl Caller {
+    fn actor(&self) -> String {
+        format!("apikey:{}", self.key.id)
+    }
+
+    fn require(&self, scope: ApiScope) -> Result<(), ApiError> {
+        if self.key.policy.scopes.contains(&scope) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "insufficient_scope",
+                format!("this API key lacks the `{scope}` scope"),
+            ))
+        }
+    }
+}
+
+/// The route that served a request, filled in after routing.
+#[derive(Clone, Default)]
+struct RouteSlot(Arc<OnceLock<String>>);
+
+/// What the audit record of a request needs from the gate.
+struct Seen {
+    tenant: String,
+    key: Option<String>,
+    source_ip: String,
+    host: Option<String>,
+    request_id: String,
+}
+
+struct Shared {
+    store: Store,
+    keys: Arc<KeyStore>,
+    cfg: GatewayConfig,
+    key_limiter: DefaultKeyedRateLimiter<String>,
+    tenant_limiter: DefaultKeyedRateLimiter<String>,
+    own_limits: Mutex<HashMap<String, (RateLimit, Arc<DefaultDirectRateLimiter>)>>,
+    tenant_own: HashMap<String, DefaultDirectRateLimiter>,
+    clock: DefaultClock,
+}
+
+/// The gateway: a store, a key store and settings; [`router`](Self::router) makes the axum
+/// router to serve (with [`serve`](crate::serve) or any hyper server that inserts a
+/// [`ConnInfo`] into each request's extensions).
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("hosts", &self.shared.cfg.hosts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway over `store` with API keys from `keys`.
+    pub fn new(store: Store, keys: Arc<KeyStore>, cfg: GatewayConfig) -> Self {
+        let tenant_own = cfg
+            .tenant_rates
+            .iter()
+            .map(|(t, r)| (t.as_str().to_owned(), RateLimiter::direct(quota(*r))))
+            .collect();
+        Self {
+            shared: Arc::new(Shared {
+                key_limiter: RateLimiter::keyed(quota(cfg.key_rate)),
+                tenant_limiter: RateLimiter::keyed(quota(cfg.tenant_rate)),
+                own_limits: Mutex::new(HashMap::new()),
+                tenant_own,
+                clock: DefaultClock::default(),
+                store,
+                keys,
+                cfg,
+            }),
+        }
+    }
+
+    /// The router: every route, the gate before them, limits around them.
+    pub fn router(&self) -> Router {
+        let api: Router<Arc<Shared>> = Router::new()
+            .route("/api/credentials/types", get(types))
+            .route("/api/credentials/types/{id}", get(type_one))
+            .route("/api/credentials", get(list))
+            .route("/api/credentials/{id}", get(get_one))
+            .route("/api/credentials/{id}/reveal", post(reveal))
+            .route("/api/credentials/{id}/totp", post(totp))
+            .route_layer(middleware::from_fn(note_route));
+        Router::new()
+            .route("/v1/sys/health", get(health))
+            .merge(api)
+            .fallback(fallback)
+            .with_state(Arc::clone(&self.shared))
+            .layer(DefaultBodyLimit::max(self.shared.cfg.body_limit))
+            .layer(middleware::from_fn_with_state(
+                Arc::clone(&self.shared),
+                gate,
+            ))
+    }
+}
+
+async fn note_route(req: Request, next: Next) -> Response {
+    if let (Some(slot), Some(path)) = (
+        req.extensions().get::<RouteSlot>(),
+        req.extensions().get::<MatchedPath>(),
+    ) {
+        let _ = slot.0.set(path.as_str().to_owned());
+    }
+    next.run(req).await
+}
+
+async fn health() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn fallback() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+fn header_str<'h>(h: &'h HeaderMap, name: &header::HeaderName) -> Option<&'h str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The key presented: `Authorization: Bearer KEY` or `X-Api-Key: KEY`.
+fn presented_key(h: &HeaderMap) -> Option<&str> {
+    if let Some(v) = header_str(h, &header::AUTHORIZATION) {
+        let (scheme, rest) = v.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim());
+    }
+    h.get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+impl Shared {
+    fn source_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.cfg.trusted_proxies.contains(&peer) {
+            return peer;
+        }
+        // The last address not itself a trusted proxy, from the right.
+        let mut ip = peer;
+        if let Some(v) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            for part in v.rsplit(',') {
+                match part.trim().parse::<IpAddr>() {
+                    Ok(a) => {
+                        ip = a;
+                        if !self.cfg.trusted_proxies.contains(&a) {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        ip
+    }
+
+    fn check_rate(&self, key: &KeyInfo) -> Result<(), ApiError> {
+        let wait = |nu: governor::NotUntil<<DefaultClock as Clock>::Instant>| {
+            let d = nu.wait_time_from(self.clock.now());
+            ApiError::rate_limited(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+        };
+        let tenant = key.policy.tenant.as_str();
+        match self.tenant_own.get(tenant) {
+            Some(l) => l.check().map_err(wait)?,
+            None => self
+                .tenant_limiter
+                .check_key(&tenant.to_owned())
+                .map_err(wait)?,
+        }
+        match key.policy.rate_limit {
+            Some(r) => {
+                let limiter = {
+                    let mut own = self.own_limits.lock().unwrap_or_else(|p| p.into_inner());
+                    match own.get(&key.id) {
+                        Some((have, l)) if *have == r => Arc::clone(l),
+                        _ => {
+                            let l = Arc::new(RateLimiter::direct(quota(r)));
+                            own.insert(key.id.clone(), (r, Arc::clone(&l)));
+                            l
+                        }
+                    }
+                };
+                limiter.check().map_err(wait)
+            }
+            None => self.key_limiter.check_key(&key.id).map_err(wait),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Everything before the route: host to tenant, key, tenant match, rate limits; after it, the
+/// request's audit record. A response goes out only once its record is written.
+async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = EventId::random().to_string();
+    let method = req.method().as_str().to_owned();
+    let conn = req.extensions().get::<ConnInfo>().cloned();
+    let peer = conn
+        .as_ref()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.peer.ip());
+    let source_ip = s.source_ip(peer, req.headers()).to_string();
+    let slot = RouteSlot::default();
+    req.extensions_mut().insert(slot.clone());
+
+    // Liveness is answered without a key, a host or a record: probes every second must not
+    // fill the audit log.
+    if req.uri().path() == "/v1/sys/health" {
+        return next.run(req).await;
+    }
+
+    let raw_host = header_str(req.headers(), &header::HOST)
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+    let host = raw_host.as_deref().and_then(normalise_host);
+    let mut seen = Seen {
+        tenant: String::new(),
+        key: None,
+        source_ip,
+        host: host.clone(),
+        request_id: request_id.clone(),
+    };
+
+    let presented = presented_key(req.headers()).map(str::to_owned);
+    let admitted = admit(&s, presented, host, conn.as_ref(), &mut seen).await;
+    let mut resp = match admitted {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            match tokio::time::timeout(s.cfg.request_timeout, next.run(req)).await {
+                Ok(r) => r,
+                Err(_) => ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    "the request took longer than the gateway allows",
+                )
+                .into_response(),
+            }
+        }
+        Err(e) => e.into_response(),
+    };
+
+    let status = resp.status().as_u16();
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let route = slot
+        .0
+        .get()
+        .cloned()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let outcome = match status {
+        200..=399 => Outcome::Success,
+        401 | 403 | 421 | 429 => Outcome::Denied,
+        _ => Outcome::Failure,
+    };
+    let actor = seen
+        .key
+        .as_ref()
+        .map_or_else(|| "anonymous".to_owned(), |k| format!("apikey:{k}"));
+    let mut event = AuditEvent::new(seen.tenant.as_str(), actor, Action::Request)
+        .with_source_ip(seen.source_ip.as_str())
+        .with_request_id(seen.request_id.as_str())
+        .with_outcome(outcome)
+        .with_details(Details::Request {
+            method: method.clone(),
+            route: route.clone(),
+            status,
+            latency_us,
+            api_key: seen.key.clone(),
+        });
+    if let Some(h) = &seen.host {
+        event = event.with_client_host(h.as_str());
+    }
+    let store = s.store.clone();
+    let recorded = tokio::task::spawn_blocking(move || store.record_event(&event)).await;
+    if !matches!(recorded, Ok(Ok(()))) {
+        tracing::error!(request_id = %request_id, "audit record failed; response withheld");
+        resp = ApiError::audit_unavailable().into_response();
+    }
+    tracing::info!(
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        status,
+        latency_us,
+        source_ip = %seen.source_ip,
+        host = seen.host.as_deref().unwrap_or(""),
+        api_key = seen.key.as_deref().unwrap_or(""),
+        "request"
+    );
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn admit(
+    s: &Arc<Shared>,
+    presented: Option<String>,
+    host: Option<String>,
+    conn: Option<&ConnInfo>,
+    seen: &mut Seen,
+) -> Result<Caller, ApiError> {
+    let misdirected = |m: &str| ApiError::new(StatusCode::MISDIRECTED_REQUEST, "unknown_host", m);
+    let host = host.ok_or_else(|| misdirected("the request names no valid host"))?;
+    let tenant = s
+        .cfg
+        .hosts
+        .get(&host)
+        .cloned()
+        .ok_or_else(|| misdirected("this gateway serves no tenant on that host"))?;
+    seen.tenant = tenant.as_str().to_owned();
+    // Over TLS the name in the handshake must be the Host: a connection opened for one
+    // tenant's name cannot carry another tenant's requests.
+    if let Some(sni) = conn.and_then(|c| c.sni.as_deref()) {
+        if normalise_host(sni).as_deref() != Some(host.as_str()) {
+            return Err(misdirected(
+                "the Host differs from the TLS server name of this connection",
+            ));
+        }
+    }
+    let Some(text) = presented else {
+        return Err(ApiError::unauthenticated(
+            "an API key is required: Authorization: Bearer <key>",
+        ));
+    };
+    let keys = Arc::clone(&s.keys);
+    let now = now_ms();
+    let ip = seen.source_ip.clone();
+    let key = tokio::task::spawn_blocking(move || {
+        let info = keys.authenticate(&text, now)?;
+        let _ = keys.note_use(&info, now, &ip);
+        Ok::<_, KeyError>(info)
+    })
+    .await
+    .map_err(|_| ApiError::internal())?;
+    let key = match key {
+        Ok(k) => k,
+        Err(e) => {
+            if let KeyError::Revoked { id }
+            | KeyError::Expired { id }
+            | KeyError::Integrity { id } = &e
+            {
+                seen.key = Some(id.clone());
+            }
+            return Err(e.into());
+        }
+    };
+    seen.key = Some(key.id.clone());
+    if key.policy.tenant != tenant {
+        return Err(ApiError::forbidden(
+            "wrong_tenant",
+            "this API key belongs to another tenant than this host's",
+        ));
+    }
+    s.check_rate(&key)?;
+    Ok(Caller {
+        tenant,
+        key,
+        source_ip: seen.source_ip.clone(),
+        host,
+        request_id: seen.request_id.clone(),
+    })
+}
+
+/// Runs a store call off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::internal())?
+}
+
+type Ext = axum::Extension<Caller>;
+
+fn credential_id(raw: &str) -> Result<CredentialId, ApiError> {
+    CredentialId::parse(raw).map_err(|_| ApiError::not_found("no such credential"))
+}
+
+/// A store scope for the caller: its tenant, its key as the actor, and the request's source
+/// IP, host and id on every record the store makes.
+fn scope<'s>(s: &'s Shared, c: &Caller) -> Result<credvault_store::Scope<'s>, ApiError> {
+    Ok(s.store
+        .tenant(&c.tenant, c.actor())?
+        .with_source_ip(c.source_ip.as_str())
+        .with_client_host(c.host.as_str())
+        .with_request_id(c.request_id.as_str()))
+}
+
+/// Whether the key's credential globs and environments cover `info`; a credential outside
+/// them is answered as absent, so that a narrow key learns nothing of the others.
+fn covered(c: &Caller, info: &credvault_store::CredentialInfo) -> Result<(), ApiError> {
+    if c.key.policy.covers(&info.name, &info.environment) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("no such credential"))
+    }
+}
+
+fn restricted(c: &Caller) -> bool {
+    !(c.key.policy.credentials.is_empty() && c.key.policy.environments.is_empty())
+}
+
+/// The body, or an error that names what is wrong and never echoes a value (serde's own
+/// messages quote the offending input, so they are not passed on).
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(|e| match e {
+        JsonRejection::JsonDataError(_) => ApiError::bad_request(
+            "request body: not the expected fields and types (unknown field, missing field or \
+             wrong type)",
+        ),
+        JsonRejection::JsonSyntaxError(_) => ApiError::bad_request("request body: not valid JSON"),
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            "request body: Content-Type must be application/json",
+        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "request body: larger than the gateway accepts",
+        ),
+        _ => ApiError::bad_request("request body: could not be read"),
+    })
+}
+
+async fn types(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): Ext,
+) -> Result<Response, ApiError> {
+    c.require(ApiScope::Read)?;
+    let list: Vec<_> = s.store.registry().iter().map(|t| t.definition()).collect();
+    Ok(Json(serde_json::json!({ "types": list })).into_response())
+}
+
+async fn type_one(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): Ext,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    c.require(ApiScope::Read)?;
+    let t = s
+        .store
+        .registry()
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found("no such credential type"))?;
+    Ok(Json(t.definition()).into_response())
+}
+
+/// Filters of `GET /api/credentials`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(rename = "type")]
+    type_name: Option<String>,
+    environment: Option<String>,
+    tag: Option<String>,
+    active: Option<bool>,
+}
+
+async fn list(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): Ext,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    c.require(ApiScope::Read)?;
+    let Query(q) = q.map_err(|_| {
+        ApiError::bad_request("query: expected only type, environment, tag and active=true|false")
+    })?;
+    let mut filter = ListFilter::new();
+    if let Some(t) = q.type_name {
+        filter = filter.type_name(t);
+    }
+    if let Some(e) = q.environment {
+        filter = filter.environment(e);
+    }
+    if let Some(t) = q.tag {
+        filter = filter.tag(t);
+    }
+    if let Some(a) = q.active {
+        filter = filter.active(a);
+    }
+    let items = blocking(move || {
+        let mut items = scope(&s, &c)?.list(&filter)?;
+        items.retain(|i| c.key.policy.covers(&i.name, &i.environment));
+        Ok(items)
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "credentials": items })).into_response())
+}
+
+async fn get_one(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): Ext,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    c.require(ApiScope::Read)?;
+    let id = credential_id(&id)?;
+    let info = blocking(move || {
+        let info = scope(&s, &c)?.get(&id)?;
+        covered(&c, &info)?;
+        Ok(info)
+    })
+    .await?;
+    Ok(Json(info).into_response())
+}
+
+/// Body of a reveal: the fields (none: every revealable secret field) and the service asking.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevealBody {
+    #[serde(default)]
+    fields: Vec<String>,
+    service: Option<String>,
+}
+
+fn service_label(c: &Caller, asked: Option<String>) -> Result<String, ApiError> {
+    let s = asked.unwrap_or_else(|| {
+        if c.key.policy.name.is_empty() {
+            "gateway".to_owned()
+        } else {
+            c.key.policy.name.clone()
+        }
+    });
+    if s.is_empty() || s.len() > MAX_SERVICE_LEN || s.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "service: 1-128 characters without control characters",
+        ));
+    }
+    Ok(s)
+}
+
+async fn reveal(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): Ext,
+    Path(id): Path<String>,
+    body: Result<Json<RevealBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    c.require(ApiScope::Reveal)?;
+    let id = credential_id(&id)?;
+    let body = json_body(body)?;
+    if body.fields.len() > MAX_REVEAL_FIELDS {
+        return Err(ApiError::bad_request("fields: at most 64"));
+    }
+    let service = service_label(&c, body.service)?;
+    let out = blocking(move || {
+        let scope = scope(&s, &c)?;
+        if restricted(&c) {
+            covered(&c, &scope.get(&id)?)?;
+        }
+        let names: Vec<&str> = body.fields.iter().map(String::as_str).collect();
+        let revealed = scope.reveal(&id, &names, Some(&service))?;
+        // Written straight from the revealed values into the body, with no copy in between;
+        // the body buffer itself belongs to the HTTP stack once sent.
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"id\":");
+        serde_json::to_writer(&mut out, id.as_str()).map_err(|_| ApiError::internal())?;
+        out.extend_from_slice(b",\"fields\":{");
+        for (i, name) in revealed.names().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, name).map_err(|_| ApiError::internal())?;
+            out.push(b':');
+            let v = revealed.expose_secret(name).unwrap_or_default();
+            serde_json::to_writer(&mut out, v).map_err(|_| ApiError::internal())?;
+        }
+        out.extend_from_slice(b"}}");
+        Ok(out)
+    })
+    .await?;
+    let mut resp = Response::new(axum::body::Body::from(out));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// Body of a TOTP code request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotpBody {
+    service: Option<String>,
+}
+
+async fn totp(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): Ext,
+    Path(id): Path<String>,
+    body: Option<Json<TotpBody>>,
+) -> Result<Response, ApiError> {
+    c.require(ApiScope::Totp)?;
+    let id = credential_id(&id)?;
+    let service = service_label(&c, body.and_then(|Json(b)| b.service))?;
+    let out = blocking(move || {
+        let scope = scope(&s, &c)?;
+        if restricted(&c) {
+            covered(&c, &scope.get(&id)?)?;
+        }
+        let code = scope.totp_code(&id, Some(&service))?;
+        Ok(serde_json::json!({
+            "code": code.expose_secret(),
+            "step": code.step,
+            "expires_at": code.expires_at,
+        }))
+    })
+    .await?;
+    let mut resp = Json(out).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn hosts_are_normalised_or_refused() {
+        for (raw, want) in [
+            ("Acme.Example.COM", Some("acme.example.com")),
+            ("acme.example.com:8443", Some("acme.example.com")),
+            ("acme.example.com.", Some("acme.example.com")),
+            ("127.0.0.1:80", Some("127.0.0.1")),
+            ("[::1]:8443", Some("[::1]")),
+            ("[::1]", Some("[::1]")),
+            ("", None),
+            ("acme.example.com:", None),
+            ("acme.example.com:99999999", None),
+            ("acme example.com", None),
+            ("acme/evil", None),
+            ("[::1]x", None),
+        ] {
+            assert_eq!(normalise_host(raw).as_deref(), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn the_presented_key_comes_from_bearer_or_x_api_key() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_key(&h), None);
+        h.insert("x-api-key", HeaderValue::from_static("cvk_x"));
+        assert_eq!(presented_key(&h), Some("cvk_x"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer  cvk_y "),
+        );
+        assert_eq!(presented_key(&h), Some("cvk_y"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(presented_key(&h), None, "another scheme is not a key");
+    }
+
+    proptest! {
+        #[test]
+        fn host_normalisation_never_panics_and_is_idempotent(raw in "\\PC{0,300}") {
+            if let Some(h) = normalise_host(&raw) {
+                prop_assert!(h.len() <= MAX_HOST_LEN);
+                prop_assert_eq!(h.to_ascii_lowercase(), h.clone());
+                prop_assert_eq!(normalise_host(&h), Some(h));
+            }
+        }
+    }
+}
