@@ -9,6 +9,7 @@ mod audit;
 mod backup;
 mod dlp;
 mod fernet;
+mod gateway;
 mod keychain;
 mod master;
 mod process;
@@ -116,6 +117,14 @@ enum Command {
     /// Copy stdin to stdout with the values of the given references masked (for pipelines
     /// that cannot use `run`).
     Mask(process::MaskArgs),
+    /// Serve the vault over TLS (crate credvault-gateway): each `--host` name serves one
+    /// tenant, clients present API keys (`credvault apikey create`), every request is rate
+    /// limited and audited. SIGHUP reloads the certificate; SIGTERM finishes requests in
+    /// flight and stops.
+    Serve(gateway::ServeArgs),
+    /// API keys for `serve`: create (shown once), list, revoke.
+    #[command(subcommand)]
+    Apikey(gateway::ApikeyCommand),
 }
 
 /// The bytes printed for a command's output (`json` as one line with `--json`, else `text`);
@@ -286,6 +295,8 @@ fn main() -> ExitCode {
         Command::Run(a) => process::run(v, a),
         Command::Inject(a) => process::inject(v, a),
         Command::Mask(a) => process::mask(v, a),
+        Command::Serve(a) => gateway::serve(v, a),
+        Command::Apikey(cmd) => gateway::apikey(v, cmd),
     };
     match result {
         Ok(Output::Exit(code)) => ExitCode::from(code),

@@ -1,0 +1,373 @@
+//! `credvault serve` and `credvault apikey`: the vault as a network service
+//! (crate `credvault-gateway`) and the keys its clients present.
+//!
+//! The gateway's keys live beside the vault: `DIR/gateway.db` (records, hashes only) and
+//! `DIR/gateway.key` (the server key their hashes and MACs derive from, owner-only).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use credvault_gateway::{
+    tls, ApiScope, Gateway, GatewayConfig, KeyInfo, KeyPolicy, KeyStore, RateLimit, ServeOptions,
+    ServerKey,
+};
+use credvault_store::audit::{Action, AuditEvent};
+use credvault_store::TenantId;
+
+use crate::vault::VaultArgs;
+use crate::{Failure, Output};
+
+/// `credvault serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CREDVAULT_LISTEN", default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// A host name and the one tenant served on it, `HOST=TENANT` (repeat for more; also
+    /// `CREDVAULT_HOSTS`, comma-separated). A request for any other host is refused.
+    #[arg(
+        long = "host",
+        value_name = "HOST=TENANT",
+        env = "CREDVAULT_HOSTS",
+        value_delimiter = ',',
+        required = true
+    )]
+    hosts: Vec<String>,
+    /// The server certificate chain (PEM); read again on SIGHUP.
+    #[arg(long, env = "CREDVAULT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM); read again on SIGHUP.
+    #[arg(long, env = "CREDVAULT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Also accept TLS 1.2 (TLS 1.3 only by default).
+    #[arg(long)]
+    tls12: bool,
+    /// Serve clear HTTP instead of TLS: refused unless the address is loopback.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    insecure_http: bool,
+    /// A proxy whose X-Forwarded-For is believed (repeat for more).
+    #[arg(
+        long = "trust-proxy",
+        value_name = "IP",
+        env = "CREDVAULT_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trust_proxy: Vec<IpAddr>,
+    /// Rate limit of a key without its own (`N/s` or `N/min`).
+    #[arg(long, value_name = "RATE", default_value = "50/s")]
+    key_rate: RateLimit,
+    /// Rate limit of each tenant (`N/s` or `N/min`).
+    #[arg(long, value_name = "RATE", default_value = "500/s")]
+    tenant_rate: RateLimit,
+    /// Largest request body in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    body_limit: usize,
+}
+
+/// `credvault apikey ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ApikeyCommand {
+    /// Make a key and print it once (`--json`: field `key`); only its keyed hash is kept.
+    Create(CreateArgs),
+    /// List keys (never a key): id, tenant, scopes, limits, expiry, revocation, last use.
+    List,
+    /// Revoke a key by id; it is refused from then on.
+    Revoke {
+        /// The key's id (the 12 characters after `cvk_`).
+        id: String,
+    },
+}
+
+/// `credvault apikey create`.
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// The one tenant the key works for.
+    #[arg(long)]
+    tenant: String,
+    /// What it may do: read, reveal, totp, proxy, test, write, admin (repeat or comma-separate).
+    #[arg(long = "scope", value_delimiter = ',', required = true)]
+    scopes: Vec<ApiScope>,
+    /// Only credentials whose names match a glob (`*`, `?`; repeat for more).
+    #[arg(long = "credential", value_name = "GLOB")]
+    credentials: Vec<String>,
+    /// Only credentials in these environments (repeat for more).
+    #[arg(long = "environment", value_name = "ENV")]
+    environments: Vec<String>,
+    /// Expiry: RFC 3339 time (`2027-01-01T00:00:00Z`).
+    #[arg(long, value_name = "TIME")]
+    expires: Option<String>,
+    /// Its own rate limit (`N/s` or `N/min`).
+    #[arg(long, value_name = "RATE")]
+    rate_limit: Option<RateLimit>,
+    /// A name for people (also the default `service` in its audit records).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+fn key_store(dir: &Path) -> Result<KeyStore, Failure> {
+    let server = ServerKey::load_or_create(&dir.join("gateway.key")).map_err(Failure::new)?;
+    KeyStore::open(&dir.join("gateway.db"), server).map_err(Failure::new)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn info_json(k: &KeyInfo) -> serde_json::Value {
+    serde_json::to_value(k).unwrap_or_default()
+}
+
+fn info_line(k: &KeyInfo) -> String {
+    let scopes: Vec<&str> = k.policy.scopes.iter().map(|s| s.as_str()).collect();
+    let mut line = format!(
+        "{}  tenant={}  scopes={}",
+        k.id,
+        k.policy.tenant.as_str(),
+        scopes.join(",")
+    );
+    if !k.policy.name.is_empty() {
+        line.push_str(&format!("  name={:?}", k.policy.name));
+    }
+    if !k.policy.credentials.is_empty() {
+        line.push_str(&format!("  credentials={}", k.policy.credentials.join(",")));
+    }
+    if !k.policy.environments.is_empty() {
+        line.push_str(&format!(
+            "  environments={}",
+            k.policy.environments.join(",")
+        ));
+    }
+    if let Some(r) = k.policy.rate_limit {
+        line.push_str(&format!("  rate={r}"));
+    }
+    if let Some(t) = k.policy.expires_at {
+        line.push_str(&format!("  expires={}", time_text(t)));
+    }
+    if let Some(t) = k.revoked_at {
+        line.push_str(&format!("  REVOKED {}", time_text(t)));
+    }
+    if let Some(t) = k.last_used_at {
+        line.push_str(&format!(
+            "  last-used={} from {}",
+            time_text(t),
+            k.last_ip.as_deref().unwrap_or("?")
+        ));
+    }
+    line
+}
+
+fn time_text(ms: i64) -> String {
+    credvault_store::audit::Timestamp::from_unix_millis(u64::try_from(ms).unwrap_or(0)).to_string()
+}
+
+/// Records a key change in the vault's audit log (fail-closed: an error is the command's).
+fn record(
+    vault: &credvault_store::Vault,
+    actor: &str,
+    tenant: &str,
+    action: &str,
+    id: &str,
+) -> Result<(), Failure> {
+    let event = AuditEvent::new(tenant, actor, Action::Other(action.into())).with_resource(
+        credvault_store::audit::Resource::credential(format!("apikey:{id}")),
+    );
+    vault.store().record_event(&event).map_err(Failure::new)
+}
+
+pub(crate) fn apikey(v: &VaultArgs, cmd: ApikeyCommand) -> Result<Output, Failure> {
+    let dir = v.dir();
+    let actor = v.actor();
+    match cmd {
+        ApikeyCommand::Create(a) => {
+            let tenant = TenantId::new(a.tenant.as_str()).map_err(Failure::usage)?;
+            let mut policy = KeyPolicy::new(tenant.clone(), a.scopes)
+                .credentials(a.credentials)
+                .environments(a.environments);
+            if let Some(n) = a.name {
+                policy = policy.name(n);
+            }
+            if let Some(r) = a.rate_limit {
+                policy = policy.rate_limit(r);
+            }
+            if let Some(t) = a.expires {
+                let ts: credvault_store::audit::Timestamp = t
+                    .parse()
+                    .map_err(|e| Failure::usage(format!("--expires: {e}")))?;
+                policy = policy.expires_at(i64::try_from(ts.as_unix_millis()).unwrap_or(i64::MAX));
+            }
+            crate::vault::with_vault(v, |vault| {
+                // The tenant must exist: a key for a tenant that does not is a typo.
+                vault
+                    .store()
+                    .tenant(&tenant, actor.as_str())
+                    .map_err(Failure::new)?;
+                let keys = key_store(&dir)?;
+                let new = keys.create(policy, now_ms()).map_err(Failure::new)?;
+                record(
+                    vault,
+                    &actor,
+                    tenant.as_str(),
+                    "apikey_created",
+                    &new.info.id,
+                )?;
+                let mut json = info_json(&new.info);
+                json["key"] = serde_json::Value::String(new.expose().to_owned());
+                Ok(Output::Text {
+                    text: format!(
+                        "{}\n\nid {} — the key is shown only now; store it in the client's \
+                         secret store.\n",
+                        new.expose(),
+                        new.info.id
+                    ),
+                    json,
+                })
+            })
+        }
+        ApikeyCommand::List => {
+            let keys = key_store(&dir)?;
+            let list = keys.list().map_err(Failure::new)?;
+            let text: String = list.iter().map(|k| info_line(k) + "\n").collect();
+            Ok(Output::Text {
+                text: if text.is_empty() {
+                    "no API keys\n".into()
+                } else {
+                    text
+                },
+                json: serde_json::Value::Array(list.iter().map(info_json).collect()),
+            })
+        }
+        ApikeyCommand::Revoke { id } => crate::vault::with_vault(v, |vault| {
+            let keys = key_store(&dir)?;
+            let info = keys.revoke(&id, now_ms()).map_err(Failure::new)?;
+            record(
+                vault,
+                &actor,
+                info.policy.tenant.as_str(),
+                "apikey_revoked",
+                &info.id,
+            )?;
+            Ok(Output::Text {
+                text: format!("revoked {}\n", info.id),
+                json: info_json(&info),
+            })
+        }),
+    }
+}
+
+fn parse_hosts(hosts: &[String], cfg: GatewayConfig) -> Result<GatewayConfig, Failure> {
+    let mut cfg = cfg;
+    for h in hosts {
+        let (host, tenant) = h
+            .split_once('=')
+            .ok_or_else(|| Failure::usage(format!("--host {h:?}: expected HOST=TENANT")))?;
+        let tenant =
+            TenantId::new(tenant.trim()).map_err(|e| Failure::usage(format!("--host: {e}")))?;
+        cfg = cfg
+            .host(host.trim(), tenant)
+            .map_err(|e| Failure::usage(format!("--host: {e}")))?;
+    }
+    Ok(cfg)
+}
+
+pub(crate) fn serve(v: &VaultArgs, a: ServeArgs) -> Result<Output, Failure> {
+    let dir = v.dir();
+    let mut cfg = parse_hosts(&a.hosts, GatewayConfig::default())?
+        .key_rate(a.key_rate)
+        .tenant_rate(a.tenant_rate)
+        .body_limit(a.body_limit);
+    for p in a.trust_proxy {
+        cfg = cfg.trust_proxy(p);
+    }
+    let cert = match (&a.tls_cert, &a.tls_key, a.insecure_http) {
+        (Some(c), Some(k), false) => Some(tls::ReloadingCert::load(c, k).map_err(Failure::new)?),
+        (None, None, true) => {
+            if !a.listen.ip().is_loopback() {
+                return Err(Failure::usage(
+                    "--insecure-http: clear HTTP is served on loopback addresses only",
+                ));
+            }
+            None
+        }
+        _ => {
+            return Err(Failure::usage(
+                "give --tls-cert and --tls-key (or --insecure-http on a loopback address)",
+            ))
+        }
+    };
+    let options = match &cert {
+        Some(c) => {
+            ServeOptions::tls(tls::server_config(Arc::clone(c), a.tls12).map_err(Failure::new)?)
+        }
+        None => ServeOptions::insecure_http(),
+    };
+    let vault =
+        credvault_store::Vault::open(&dir, crate::vault::opts(&dir)?).map_err(Failure::new)?;
+    for tenant in cfg.hosts.values() {
+        vault
+            .store()
+            .tenant(tenant, "gateway")
+            .map_err(|e| Failure::usage(format!("--host: {e}")))?;
+    }
+    let keys = Arc::new(key_store(&dir)?);
+    let gateway = Gateway::new(vault.store().clone(), keys, cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::new)?;
+    let listen = a.listen;
+    let result = rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| Failure::new(format!("--listen {listen}: {e}")))?;
+        let local = listener.local_addr().map_err(Failure::new)?;
+        // One line on stderr when ready, for scripts and tests waiting on the port.
+        eprintln!(
+            "credvault: serving on {}://{local}",
+            if cert.is_some() { "https" } else { "http" }
+        );
+        if let Some(c) = cert.clone() {
+            tokio::spawn(reload_on_hangup(c));
+        }
+        credvault_gateway::serve(listener, gateway.router(), options, shutdown_signal())
+            .await
+            .map_err(Failure::new)
+    });
+    drop(rt);
+    result?;
+    vault.close().map_err(Failure::new)?;
+    Ok(Output::Exit(0))
+}
+
+async fn reload_on_hangup(cert: Arc<tls::ReloadingCert>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match cert.reload() {
+            Ok(()) => eprintln!("credvault: TLS certificate reloaded"),
+            Err(e) => eprintln!("credvault: TLS certificate not reloaded (the old one stays): {e}"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    eprintln!("credvault: shutting down; finishing requests in flight");
+}

@@ -1,0 +1,294 @@
+//! `credvault serve` and `credvault apikey` end to end: a vault made with the CLI, a key made
+//! with the CLI, the real binary serving TLS on a loopback port, revocation taking effect on
+//! the next request, the certificate reloaded on SIGHUP, and a clean exit on SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::credvault_in;
+use credvault_test::https::{Ca, Client, Req};
+
+struct Server {
+    child: Child,
+    addr: std::net::SocketAddr,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(dir: &std::path::Path, args: &[&str]) -> Self {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("credvault"))
+            .env("CREDVAULT_DIR", dir)
+            .env("CREDVAULT_CONFIG_DIR", common::config_dir(dir))
+            .env_remove("CREDVAULT_MASTER_KEY")
+            .env_remove("CREDVAULT_TENANT")
+            .env_remove("CREDVAULT_DATABASE_URL")
+            .env("CREDVAULT_ACTOR", "tester")
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server's ready line");
+        let addr = line
+            .rsplit("://")
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("not a ready line: {line}"));
+        Self {
+            child,
+            addr,
+            stderr: rx,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn said(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .stderr
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(dir: &std::path::Path, args: &[&str], stdin: &str) -> String {
+    let out = credvault_in(dir)
+        .args(args)
+        .write_stdin(stdin)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn serve_answers_with_cli_made_keys_honours_revocation_reloads_on_sighup_and_stops_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    run(&dir, &["init"], "");
+    run(
+        &dir,
+        &[
+            "add",
+            "website_login",
+            "stripe-live",
+            "--field",
+            "login_url=https://x.example/login",
+            "--field",
+            "username=bot",
+        ],
+        "hunter2 but longer\n",
+    );
+    let made = run(
+        &dir,
+        &[
+            "--json",
+            "apikey",
+            "create",
+            "--tenant",
+            "default",
+            "--scope",
+            "read,reveal",
+            "--name",
+            "billing-bot",
+        ],
+        "",
+    );
+    let made: serde_json::Value = serde_json::from_str(&made).unwrap();
+    let key = made["key"].as_str().unwrap().to_owned();
+    let id = made["id"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("cvk_") && key[4..16] == id, "{key}");
+
+    let ca = Ca::new("cli test CA");
+    let (cert, private, first_der) = ca.leaf(&["acme.localhost"]);
+    let (cert_path, key_path) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, private).unwrap();
+    let server = Server::start(
+        &dir,
+        &[
+            "--host",
+            "acme.localhost=default",
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    let client = Client {
+        addr: server.addr,
+        ca: ca.der.clone(),
+    };
+
+    let list = client.send(Req::new("acme.localhost", "GET", "/api/credentials").key(&key));
+    assert_eq!(list.status, 200, "{}", String::from_utf8_lossy(&list.body));
+    let cred = list.json()["credentials"][0].clone();
+    assert_eq!(cred["name"], "stripe-live");
+    let path = format!("/api/credentials/{}/reveal", cred["id"].as_str().unwrap());
+    let rv = client.send(
+        Req::new("acme.localhost", "POST", &path)
+            .key(&key)
+            .body(br#"{"fields":["password"]}"#),
+    );
+    assert_eq!(rv.status, 200, "{}", String::from_utf8_lossy(&rv.body));
+    assert_eq!(rv.json()["fields"]["password"], "hunter2 but longer");
+
+    // The list shows the key's id and use, never the key.
+    let listed = run(&dir, &["apikey", "list"], "");
+    assert!(
+        listed.contains(&id) && listed.contains("billing-bot"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&key[16..]), "{listed}");
+
+    // Revoked in another process: refused on the next request.
+    run(&dir, &["apikey", "revoke", &id], "");
+    let r = client.send(Req::new("acme.localhost", "GET", "/api/credentials").key(&key));
+    assert_eq!(r.status, 401);
+    assert!(run(&dir, &["apikey", "list"], "").contains("REVOKED"));
+
+    // SIGHUP: a new certificate for new connections.
+    let (cert, private, second_der) = ca.leaf(&["acme.localhost"]);
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, private).unwrap();
+    let before = client
+        .connect("acme.localhost", client.config(&[&rustls::version::TLS13]))
+        .unwrap();
+    assert_eq!(before.conn.peer_certificates().unwrap()[0], first_der);
+    server.signal("HUP");
+    server.said("TLS certificate reloaded");
+    let after = client
+        .connect("acme.localhost", client.config(&[&rustls::version::TLS13]))
+        .unwrap();
+    assert_eq!(after.conn.peer_certificates().unwrap()[0], second_der);
+
+    // The key changes and the requests are in the vault's audit log.
+    let audit = run(&dir, &["--json", "audit", "show"], "");
+    for needle in [
+        "apikey_created",
+        "apikey_revoked",
+        "\"request\"",
+        "acme.localhost",
+    ] {
+        assert!(audit.contains(needle), "{needle} not in the audit log");
+    }
+    assert!(!audit.contains(&key[16..]));
+
+    let mut server = server;
+    server.signal("TERM");
+    let mut waited = 0;
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(waited < 600, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+        waited += 1;
+    };
+    assert!(status.success(), "{status:?}");
+    drop(before);
+    drop(after);
+}
+
+#[test]
+fn serve_refuses_clear_http_off_loopback_and_unknown_tenants() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    run(&dir, &["init"], "");
+    for (args, needle) in [
+        (
+            vec![
+                "serve",
+                "--listen",
+                "0.0.0.0:0",
+                "--host",
+                "a.localhost=default",
+                "--insecure-http",
+            ],
+            "loopback",
+        ),
+        (
+            vec![
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--host",
+                "a.localhost=nobody",
+                "--insecure-http",
+            ],
+            "nobody",
+        ),
+        (
+            vec![
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--host",
+                "a.localhost=default",
+            ],
+            "--tls-cert",
+        ),
+        (
+            vec!["apikey", "create", "--tenant", "nobody", "--scope", "read"],
+            "nobody",
+        ),
+        (
+            vec![
+                "apikey",
+                "create",
+                "--tenant",
+                "default",
+                "--scope",
+                "everything",
+            ],
+            "scope",
+        ),
+    ] {
+        let out = credvault_in(&dir).args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
