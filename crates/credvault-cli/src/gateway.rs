@@ -304,8 +304,9 @@ pub(crate) fn serve(v: &VaultArgs, a: ServeArgs) -> Result<Output, Failure> {
         }
         None => ServeOptions::insecure_http(),
     };
-    let vault =
-        credvault_store::Vault::open(&dir, crate::vault::opts(&dir)?).map_err(Failure::new)?;
+    let vault = Arc::new(
+        credvault_store::Vault::open(&dir, crate::vault::opts(&dir)?).map_err(Failure::new)?,
+    );
     for tenant in cfg.hosts.values() {
         vault
             .store()
@@ -314,6 +315,8 @@ pub(crate) fn serve(v: &VaultArgs, a: ServeArgs) -> Result<Output, Failure> {
     }
     let keys = Arc::new(key_store(&dir)?);
     let gateway = Gateway::new(vault.store().clone(), keys, cfg);
+    let reader = Arc::clone(&vault);
+    gateway.set_audit_reader(Arc::new(move |q| reader.audit_events(q)));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -338,7 +341,11 @@ pub(crate) fn serve(v: &VaultArgs, a: ServeArgs) -> Result<Output, Failure> {
     });
     drop(rt);
     result?;
-    vault.close().map_err(Failure::new)?;
+    // The router (and the audit reader's handle) went with the runtime: the vault is ours
+    // again, and closing it writes the final checkpoint.
+    if let Ok(vault) = Arc::try_unwrap(vault) {
+        vault.close().map_err(Failure::new)?;
+    }
     Ok(Output::Exit(0))
 }
 

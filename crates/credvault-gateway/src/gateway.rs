@@ -14,8 +14,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use credvault_store::audit::{Action, Details, EventId, Outcome};
+use credvault_store::audit::{Action, Details, EventId, Events, Outcome, Query as AuditQuery};
 use credvault_store::{AuditEvent, CredentialId, ListFilter, Store, TenantId};
+use credvault_store::{CredentialUpdate, NewCredential};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
@@ -165,6 +166,38 @@ fn quota(r: RateLimit) -> Quota {
         .allow_burst(count)
 }
 
+/// Every route this router serves, static segments before parameters (the order the router
+/// prefers them in), for naming the route of a request the gate refuses before routing.
+const ROUTES: &[&str] = &[
+    "/v1/sys/health",
+    "/metrics",
+    "/openapi.json",
+    "/api/credentials/types",
+    "/api/credentials/types/{id}",
+    "/api/credentials",
+    "/api/credentials/{id}",
+    "/api/credentials/{id}/reveal",
+    "/api/credentials/{id}/totp",
+    "/api/credentials/{id}/test",
+    "/api/credentials/{id}/audit-logs",
+];
+
+/// The declared route `path` falls under (a `{...}` segment matches any one non-empty segment).
+fn route_of(path: &str) -> Option<&'static str> {
+    ROUTES.iter().copied().find(|r| {
+        let mut want = r.split('/');
+        let mut got = path.split('/');
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w.starts_with('{') && !g.is_empty() => {}
+                (Some(w), Some(g)) if w == g => {}
+                _ => return false,
+            }
+        }
+    })
+}
+
 /// Who is asking, decided before the route runs.
 #[derive(Clone, Debug)]
 pub(crate) struct Caller {
@@ -214,7 +247,13 @@ struct Shared {
     own_limits: Mutex<HashMap<String, (RateLimit, Arc<DefaultDirectRateLimiter>)>>,
     tenant_own: HashMap<String, DefaultDirectRateLimiter>,
     clock: DefaultClock,
+    audit_reader: OnceLock<AuditReader>,
+    metrics: crate::metrics::Metrics,
 }
+
+/// Reads the vault's audit events matching a query (for `GET .../audit-logs`).
+pub type AuditReader =
+    Arc<dyn Fn(&AuditQuery) -> Result<Events, credvault_store::StoreError> + Send + Sync>;
 
 /// The gateway: a store, a key store and settings; [`router`](Self::router) makes the axum
 /// router to serve (with [`serve`](crate::serve) or any hyper server that inserts a
@@ -247,6 +286,8 @@ impl Gateway {
                 own_limits: Mutex::new(HashMap::new()),
                 tenant_own,
                 clock: DefaultClock::default(),
+                audit_reader: OnceLock::new(),
+                metrics: crate::metrics::Metrics::new(),
                 store,
                 keys,
                 cfg,
@@ -254,18 +295,31 @@ impl Gateway {
         }
     }
 
+    /// Serves `GET /api/credentials/{id}/audit-logs` from `reader` (`Vault::audit_events`, say);
+    /// without one that route answers 501. Set once; a second call changes nothing.
+    pub fn set_audit_reader(&self, reader: AuditReader) {
+        let _ = self.shared.audit_reader.set(reader);
+    }
+
     /// The router: every route, the gate before them, limits around them.
     pub fn router(&self) -> Router {
         let api: Router<Arc<Shared>> = Router::new()
             .route("/api/credentials/types", get(types))
             .route("/api/credentials/types/{id}", get(type_one))
-            .route("/api/credentials", get(list))
-            .route("/api/credentials/{id}", get(get_one))
+            .route("/api/credentials", get(list).post(create))
+            .route(
+                "/api/credentials/{id}",
+                get(get_one).put(update).delete(delete_one),
+            )
             .route("/api/credentials/{id}/reveal", post(reveal))
             .route("/api/credentials/{id}/totp", post(totp))
+            .route("/api/credentials/{id}/test", post(test_one))
+            .route("/api/credentials/{id}/audit-logs", get(audit_logs))
             .route_layer(middleware::from_fn(note_route));
         Router::new()
             .route("/v1/sys/health", get(health))
+            .route("/metrics", get(metrics))
+            .route("/openapi.json", get(openapi))
             .merge(api)
             .fallback(fallback)
             .with_state(Arc::clone(&self.shared))
@@ -289,6 +343,27 @@ async fn note_route(req: Request, next: Next) -> Response {
 
 async fn health() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let mut resp = s.metrics.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}
+
+/// The native API's OpenAPI 3.1 document (also `docs/openapi.json`).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+async fn openapi() -> Response {
+    let mut resp = OPENAPI.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 async fn fallback() -> ApiError {
@@ -339,12 +414,18 @@ impl Shared {
             ApiError::rate_limited(d.as_secs() + u64::from(d.subsec_nanos() > 0))
         };
         let tenant = key.policy.tenant.as_str();
+        let refused = |kind: &'static str| {
+            move |nu| {
+                self.metrics.rate_limited(kind);
+                wait(nu)
+            }
+        };
         match self.tenant_own.get(tenant) {
-            Some(l) => l.check().map_err(wait)?,
+            Some(l) => l.check().map_err(refused("tenant"))?,
             None => self
                 .tenant_limiter
                 .check_key(&tenant.to_owned())
-                .map_err(wait)?,
+                .map_err(refused("tenant"))?,
         }
         match key.policy.rate_limit {
             Some(r) => {
@@ -359,9 +440,9 @@ impl Shared {
                         }
                     }
                 };
-                limiter.check().map_err(wait)
+                limiter.check().map_err(refused("key"))
             }
-            None => self.key_limiter.check_key(&key.id).map_err(wait),
+            None => self.key_limiter.check_key(&key.id).map_err(refused("key")),
         }
     }
 }
@@ -377,7 +458,8 @@ fn now_ms() -> i64 {
 async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = EventId::random().to_string();
-    let method = req.method().as_str().to_owned();
+    // Extension methods are allowed by HTTP; a long one is cut in the record.
+    let method: String = req.method().as_str().chars().take(16).collect();
     let conn = req.extensions().get::<ConnInfo>().cloned();
     let peer = conn
         .as_ref()
@@ -385,10 +467,14 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
     let source_ip = s.source_ip(peer, req.headers()).to_string();
     let slot = RouteSlot::default();
     req.extensions_mut().insert(slot.clone());
+    let path = req.uri().path().to_owned();
 
-    // Liveness is answered without a key, a host or a record: probes every second must not
-    // fill the audit log.
-    if req.uri().path() == "/v1/sys/health" {
+    // Liveness, metrics and the API document are answered without a key, a host or a record:
+    // probes and scrapes every few seconds must not fill the audit log.
+    if matches!(
+        req.uri().path(),
+        "/v1/sys/health" | "/metrics" | "/openapi.json"
+    ) {
         return next.run(req).await;
     }
 
@@ -424,10 +510,12 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
 
     let status = resp.status().as_u16();
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    // The router's own match when the request got that far; else the same match made here.
     let route = slot
         .0
         .get()
         .cloned()
+        .or_else(|| route_of(&path).map(str::to_owned))
         .unwrap_or_else(|| "unmatched".to_owned());
     let outcome = match status {
         200..=399 => Outcome::Success,
@@ -456,8 +544,19 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
     let recorded = tokio::task::spawn_blocking(move || store.record_event(&event)).await;
     if !matches!(recorded, Ok(Ok(()))) {
         tracing::error!(request_id = %request_id, "audit record failed; response withheld");
+        s.metrics.audit_failure();
         resp = ApiError::audit_unavailable().into_response();
     }
+    let method_label = match method.as_str() {
+        m @ ("GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS") => m,
+        _ => "other",
+    };
+    s.metrics.request(
+        &route,
+        method_label,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     tracing::info!(
         request_id = %request_id,
         method = %method,
@@ -822,6 +921,36 @@ mod tests {
     }
 
     #[test]
+    fn routes_are_named_as_the_router_names_them() {
+        assert_eq!(route_of("/api/credentials"), Some("/api/credentials"));
+        assert_eq!(
+            route_of("/api/credentials/types"),
+            Some("/api/credentials/types")
+        );
+        assert_eq!(
+            route_of("/api/credentials/types/x"),
+            Some("/api/credentials/types/{id}")
+        );
+        assert_eq!(
+            route_of("/api/credentials/cred_1"),
+            Some("/api/credentials/{id}")
+        );
+        assert_eq!(
+            route_of("/api/credentials/cred_1/reveal"),
+            Some("/api/credentials/{id}/reveal")
+        );
+        for none in [
+            "/",
+            "/api",
+            "/api/credentials/",
+            "/api/credentials//reveal",
+            "/api/credentials/x/y",
+        ] {
+            assert_eq!(route_of(none), None, "{none}");
+        }
+    }
+
+    #[test]
     fn the_presented_key_comes_from_bearer_or_x_api_key() {
         let mut h = HeaderMap::new();
         assert_eq!(presented_key(&h), None);
@@ -846,4 +975,253 @@ mod tests {
             }
         }
     }
+}
+
+/// Body of `POST /api/credentials`. `fields` holds secret values: it is moved into a
+/// `NewCredential`, which wipes it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    #[serde(rename = "type")]
+    type_name: String,
+    name: String,
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    active: Option<bool>,
+    #[serde(default)]
+    expires_at: Option<i64>,
+    fields: serde_json::Value,
+}
+
+async fn create(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): Ext,
+    body: Result<Json<CreateBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    c.require(ApiScope::Write)?;
+    let mut b = json_body(body)?;
+    let environment = b
+        .environment
+        .take()
+        .unwrap_or_else(|| credvault_store::DEFAULT_ENVIRONMENT.to_owned());
+    if !c.key.policy.covers(&b.name, &environment) {
+        return Err(ApiError::forbidden(
+            "outside_key_scope",
+            "this API key may not make a credential with that name or environment",
+        ));
+    }
+    let fields = std::mem::take(&mut b.fields);
+    let mut new = NewCredential::new(
+        std::mem::take(&mut b.type_name),
+        std::mem::take(&mut b.name),
+        fields,
+    )
+    .environment(environment)
+    .tags(std::mem::take(&mut b.tags));
+    if let Some(d) = b.description.take() {
+        new = new.description(d);
+    }
+    if b.active == Some(false) {
+        new = new.inactive();
+    }
+    if let Some(t) = b.expires_at {
+        new = new.expires_at(t);
+    }
+    let info = blocking(move || Ok(scope(&s, &c)?.create(new)?)).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+/// Body of `PUT /api/credentials/{id}`: only what changes. `fields` is a patch (a field set to
+/// `null` is removed); `version`, when given, must be the credential's current one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    active: Option<bool>,
+    #[serde(default, with = "double_option")]
+    expires_at: Option<Option<i64>>,
+    #[serde(default)]
+    fields: Option<serde_json::Value>,
+    #[serde(default)]
+    version: Option<u64>,
+}
+
+/// `null` and absent told apart: absent leaves the expiry, `null` clears it.
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<i64>>, D::Error> {
+        Option::<i64>::deserialize(d).map(Some)
+    }
+}
+
+impl Drop for UpdateBody {
+    fn drop(&mut self) {
+        if let Some(f) = &mut self.fields {
+            wipe_json(f);
+        }
+    }
+}
+
+impl Drop for CreateBody {
+    fn drop(&mut self) {
+        wipe_json(&mut self.fields);
+    }
+}
+
+fn wipe_json(v: &mut serde_json::Value) {
+    use zeroize::Zeroize;
+    match v {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe_json),
+        serde_json::Value::Object(o) => o.values_mut().for_each(wipe_json),
+        _ => {}
+    }
+}
+
+async fn update(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): Ext,
+    Path(id): Path<String>,
+    body: Result<Json<UpdateBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    c.require(ApiScope::Write)?;
+    let id = credential_id(&id)?;
+    let mut b = json_body(body)?;
+    let info = blocking(move || {
+        let scope = scope(&s, &c)?;
+        let current = scope.get(&id)?;
+        covered(&c, &current)?;
+        if let Some(n) = &b.name {
+            if !c.key.policy.covers(n, &current.environment) {
+                return Err(ApiError::forbidden(
+                    "outside_key_scope",
+                    "this API key may not give the credential that name",
+                ));
+            }
+        }
+        let mut upd = CredentialUpdate::new();
+        if let Some(f) = b.fields.take() {
+            upd = upd.fields(f);
+        }
+        if let Some(n) = b.name.take() {
+            upd = upd.name(n);
+        }
+        if let Some(d) = b.description.take() {
+            upd = upd.description(d);
+        }
+        if let Some(t) = b.tags.take() {
+            upd = upd.tags(t);
+        }
+        if let Some(a) = b.active {
+            upd = upd.active(a);
+        }
+        if let Some(e) = b.expires_at {
+            upd = upd.expires_at(e);
+        }
+        if let Some(v) = b.version {
+            upd = upd.expect_version(v);
+        }
+        Ok(scope.update(&id, upd)?)
+    })
+    .await?;
+    Ok(Json(info).into_response())
+}
+
+/// Query of `DELETE /api/credentials/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    version: Option<u64>,
+}
+
+async fn delete_one(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): Ext,
+    Path(id): Path<String>,
+    q: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    c.require(ApiScope::Write)?;
+    let id = credential_id(&id)?;
+    let Query(q) = q.map_err(|_| ApiError::bad_request("query: expected only version=N"))?;
+    blocking(move || {
+        let scope = scope(&s, &c)?;
+        covered(&c, &scope.get(&id)?)?;
+        Ok(scope.delete(&id, q.version)?)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn test_one(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): Ext,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    c.require(ApiScope::Test)?;
+    let id = credential_id(&id)?;
+    let out = blocking(move || {
+        let scope = scope(&s, &c)?;
+        covered(&c, &scope.get(&id)?)?;
+        Ok(scope.test(&id)?)
+    })
+    .await?;
+    Ok(Json(serde_json::json!({
+        "status": out.status_str(),
+        "message": out.message,
+    }))
+    .into_response())
+}
+
+/// Query of `GET /api/credentials/{id}/audit-logs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditLogQuery {
+    limit: Option<usize>,
+}
+
+/// Most events one audit-log answer holds (the newest).
+const MAX_AUDIT_EVENTS: usize = 1000;
+
+async fn audit_logs(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): Ext,
+    Path(id): Path<String>,
+    q: Result<Query<AuditLogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    c.require(ApiScope::Admin)?;
+    let id = credential_id(&id)?;
+    let Query(q) = q.map_err(|_| ApiError::bad_request("query: expected only limit=N"))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_AUDIT_EVENTS);
+    let Some(reader) = s.audit_reader.get().cloned() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "unsupported",
+            "this gateway was started without access to the audit log",
+        ));
+    };
+    let out = blocking(move || {
+        covered(&c, &scope(&s, &c)?.get(&id)?)?;
+        let query = AuditQuery::new()
+            .tenant(c.tenant.as_str())
+            .resource(id.as_str());
+        let events = reader(&query)?.events;
+        let skip = events.len().saturating_sub(limit);
+        Ok(events.into_iter().skip(skip).collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "events": out })).into_response())
 }

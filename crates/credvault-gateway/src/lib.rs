@@ -27,10 +27,11 @@
 pub mod apikey;
 mod error;
 mod gateway;
+mod metrics;
 mod server;
 pub mod tls;
 
 pub use apikey::{ApiScope, KeyError, KeyInfo, KeyPolicy, KeyStore, NewKey, RateLimit, ServerKey};
 pub use error::ApiError;
-pub use gateway::{Gateway, GatewayConfig};
+pub use gateway::{AuditReader, Gateway, GatewayConfig, OPENAPI};
 pub use server::{serve, ConnInfo, ServeError, ServeOptions};

@@ -528,3 +528,248 @@ fn a_key_record_edited_in_the_database_is_refused() {
     let r = h.send(Req::new("acme.localhost", "GET", "/api/credentials").key(&other));
     assert_eq!((r.status, r.code().as_str()), (500, "integrity"));
 }
+
+#[test]
+fn credentials_are_created_updated_tested_and_deleted_within_the_key_s_reach() {
+    let h = Harness::start(|c| c);
+    let writer = h.key(
+        KeyPolicy::new(
+            tenant("acme"),
+            [
+                ApiScope::Read,
+                ApiScope::Reveal,
+                ApiScope::Write,
+                ApiScope::Test,
+                ApiScope::Admin,
+            ],
+        )
+        .credentials(["bot-*"]),
+    );
+    let reader = h.key(KeyPolicy::new(tenant("acme"), [ApiScope::Read]));
+    let new_body = br#"{"type":"website_login","name":"bot-one","environment":"staging","tags":["ci"],
+        "fields":{"login_url":"https://bot.example/login","username":"bot","password":"first secret value"}}"#;
+
+    // Scope and reach first.
+    let r = h.send(
+        Req::new("acme.localhost", "POST", "/api/credentials")
+            .key(&reader)
+            .body(new_body),
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "insufficient_scope"));
+    let outside = br#"{"type":"website_login","name":"prod-db","fields":{"login_url":"https://x.example","username":"u","password":"p"}}"#;
+    let r = h.send(
+        Req::new("acme.localhost", "POST", "/api/credentials")
+            .key(&writer)
+            .body(outside),
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "outside_key_scope"));
+
+    // Validation errors name the field, never the value.
+    let invalid = br#"{"type":"website_login","name":"bot-bad","fields":{"login_url":"not a url value 123","username":"u","password":"p"}}"#;
+    let r = h.send(
+        Req::new("acme.localhost", "POST", "/api/credentials")
+            .key(&writer)
+            .body(invalid),
+    );
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(
+        text.contains("login_url") && !text.contains("not a url value 123"),
+        "{text}"
+    );
+
+    let r = h.send(
+        Req::new("acme.localhost", "POST", "/api/credentials")
+            .key(&writer)
+            .body(new_body),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let made = r.json();
+    assert_eq!(made["environment"], "staging");
+    assert_eq!(made["fields"]["password"], credvault_store::SECRET_MARKER);
+    assert!(!String::from_utf8_lossy(&r.body).contains("first secret value"));
+    let id = made["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/credentials/{id}");
+
+    // A stale version is a conflict; the current one updates.
+    let r = h.send(
+        Req::new("acme.localhost", "PUT", &path)
+            .key(&writer)
+            .body(br#"{"fields":{"password":"second secret value"},"version":7}"#),
+    );
+    assert_eq!((r.status, r.code().as_str()), (409, "conflict"));
+    let r = h.send(Req::new("acme.localhost", "PUT", &path).key(&writer).body(
+        br#"{"fields":{"password":"second secret value"},"version":1,"description":"rotated"}"#,
+    ));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["version"], 2);
+    assert_eq!(r.json()["description"], "rotated");
+    let r = h.send(
+        Req::new("acme.localhost", "POST", &format!("{path}/reveal"))
+            .key(&writer)
+            .body(br#"{"fields":["password"]}"#),
+    );
+    assert_eq!(r.json()["fields"]["password"], "second secret value");
+    // Renaming out of the key's reach is refused.
+    let r = h.send(
+        Req::new("acme.localhost", "PUT", &path)
+            .key(&writer)
+            .body(br#"{"name":"prod-db"}"#),
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "outside_key_scope"));
+
+    // A type without a test says so; one with a test answers with the tester's verdict: this
+    // one's service is on loopback, which the outbound network policy refuses, so the verdict
+    // is an error and nothing was sent.
+    let r = h.send(Req::new("acme.localhost", "POST", &format!("{path}/test")).key(&writer));
+    assert_eq!((r.status, r.code().as_str()), (400, "unsupported"));
+    let api = br#"{"type":"openai_api_key","name":"bot-openai","fields":{"api_key":"sk-test-0123456789abcdef","base_url":"http://127.0.0.1:9/v1"}}"#;
+    let r = h.send(
+        Req::new("acme.localhost", "POST", "/api/credentials")
+            .key(&writer)
+            .body(api),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let api_id = r.json()["id"].as_str().unwrap().to_owned();
+    let r = h.send(
+        Req::new(
+            "acme.localhost",
+            "POST",
+            &format!("/api/credentials/{api_id}/test"),
+        )
+        .key(&writer),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["status"],
+        "error",
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(!String::from_utf8_lossy(&r.body).contains("sk-test"));
+
+    // Its audit trail, newest last, without values.
+    let r = h.send(Req::new("acme.localhost", "GET", &format!("{path}/audit-logs")).key(&writer));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let actions: Vec<String> = r.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    for want in ["created", "updated", "accessed"] {
+        assert!(
+            actions.iter().any(|a| a == want),
+            "{want} not in {actions:?}"
+        );
+    }
+    assert!(!String::from_utf8_lossy(&r.body).contains("secret value"));
+    let r = h.send(Req::new("acme.localhost", "GET", &format!("{path}/audit-logs")).key(&reader));
+    assert_eq!((r.status, r.code().as_str()), (403, "insufficient_scope"));
+
+    let r = h.send(Req::new("acme.localhost", "DELETE", &format!("{path}?version=1")).key(&writer));
+    assert_eq!((r.status, r.code().as_str()), (409, "conflict"));
+    let r = h.send(Req::new("acme.localhost", "DELETE", &path).key(&writer));
+    assert_eq!(r.status, 204);
+    let r = h.send(Req::new("acme.localhost", "GET", &path).key(&writer));
+    assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
+}
+
+#[test]
+fn the_openapi_document_is_the_committed_one_and_every_operation_in_it_is_served() {
+    let committed = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        credvault_gateway::OPENAPI,
+        committed,
+        "docs/openapi.json is the served one"
+    );
+    let h = Harness::start(|c| c);
+    let served = h.send(Req::new("acme.localhost", "GET", "/openapi.json"));
+    assert_eq!(served.status, 200);
+    let doc = served.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let key = h.key(KeyPolicy::new(tenant("acme"), ApiScope::ALL));
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in ["get", "post", "put", "delete"] {
+            let Some(op) = item.get(method) else { continue };
+            operations += 1;
+            let concrete = path
+                .replace("{id}", h.github.as_str())
+                .replace("types/{id}", "types/website_login");
+            let concrete = concrete.replace(
+                &format!("types/{}", h.github.as_str()),
+                "types/website_login",
+            );
+            let m = method.to_ascii_uppercase();
+            let r = h.send(Req::new("acme.localhost", &m, &concrete).key(&key).body(
+                if m == "PUT" {
+                    br#"{"description":"x"}"#
+                } else {
+                    b"{}"
+                },
+            ));
+            let documented: Vec<String> = op["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            assert!(
+                documented.contains(&r.status.to_string()),
+                "{m} {path}: {} not documented ({documented:?}): {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+            if op.get("security").is_none() {
+                // Audited: the record names the documented route.
+                assert_eq!(
+                    details(&request_record(&h, &r.request_id())).1,
+                    *path,
+                    "{m} {path}"
+                );
+            }
+        }
+    }
+    assert_eq!(operations, 14);
+    // A request refused before routing is recorded under the route it asked for.
+    let r = h.send(Req::new("acme.localhost", "GET", "/api/credentials"));
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        details(&request_record(&h, &r.request_id())).1,
+        "/api/credentials"
+    );
+}
+
+#[test]
+fn metrics_count_requests_refusals_and_latency_without_naming_keys_or_tenants() {
+    let h = Harness::start(|c| c);
+    let key = h.key(
+        KeyPolicy::new(tenant("acme"), all_scopes()).rate_limit(RateLimit {
+            count: 1,
+            per_seconds: 60,
+        }),
+    );
+    for _ in 0..3 {
+        h.send(Req::new("acme.localhost", "GET", "/api/credentials").key(&key));
+    }
+    let r = h.send(Req::new("acme.localhost", "GET", "/metrics"));
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    for needle in [
+        r#"credvault_gateway_requests_total{route="/api/credentials",method="GET",status="200"} 1"#,
+        r#"credvault_gateway_requests_total{route="/api/credentials",method="GET",status="429"} 2"#,
+        r#"credvault_gateway_rate_limited_total{limit="key"} 2"#,
+        r#"credvault_gateway_request_duration_seconds_count{route="/api/credentials"} 3"#,
+        "credvault_gateway_audit_failures_total 0",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    assert!(
+        !text.contains(&key[4..16]) && !text.contains("acme"),
+        "{text}"
+    );
+}

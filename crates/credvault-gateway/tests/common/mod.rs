@@ -19,7 +19,7 @@ pub const TOTP_SEED: &str = "JBSWY3DPEHPK3PXPJBSWY3DP";
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
-    pub vault: Vault,
+    pub vault: Arc<Vault>,
     pub keys: Arc<KeyStore>,
     pub addr: SocketAddr,
     pub ca: Ca,
@@ -54,7 +54,8 @@ impl Harness {
         options: impl FnOnce(Arc<rustls::ServerConfig>) -> ServeOptions,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let vault = Vault::init(&dir.path().join("vault"), VaultOptions::default()).unwrap();
+        let vault =
+            Arc::new(Vault::init(&dir.path().join("vault"), VaultOptions::default()).unwrap());
         let store = vault.store().clone();
         for t in ["acme", "globex"] {
             store.create_tenant(&tenant(t), t, "test").unwrap();
@@ -120,7 +121,10 @@ impl Harness {
             .unwrap()
             .host("globex.localhost", tenant("globex"))
             .unwrap());
-        let router = Gateway::new(store, Arc::clone(&keys), config).router();
+        let gateway = Gateway::new(store, Arc::clone(&keys), config);
+        let reader = Arc::clone(&vault);
+        gateway.set_audit_reader(Arc::new(move |q| reader.audit_events(q)));
+        let router = gateway.router();
         let options = options(tls::server_config(Arc::clone(&cert), false).unwrap());
 
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
