@@ -630,14 +630,10 @@ impl KeyStore {
     }
 
     fn stored(&self, id: &str) -> Result<Option<Stored>, KeyError> {
-        Ok(self
-            .conn()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"),
-                [id],
-                Stored::read,
-            )
-            .optional()?)
+        let conn = self.conn();
+        let mut st =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"))?;
+        Ok(st.query_row([id], Stored::read).optional()?)
     }
 
     /// Checks a stored record's MAC and reads its policy.

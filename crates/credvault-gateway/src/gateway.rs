@@ -541,7 +541,7 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
         event = event.with_client_host(h.as_str());
     }
     let store = s.store.clone();
-    let recorded = tokio::task::spawn_blocking(move || store.record_event(&event)).await;
+    let recorded = run_blocking(move || store.record_event(&event)).await;
     if !matches!(recorded, Ok(Ok(()))) {
         tracing::error!(request_id = %request_id, "audit record failed; response withheld");
         s.metrics.audit_failure();
@@ -607,13 +607,12 @@ async fn admit(
     let keys = Arc::clone(&s.keys);
     let now = now_ms();
     let ip = seen.source_ip.clone();
-    let key = tokio::task::spawn_blocking(move || {
+    let key = run_blocking(move || {
         let info = keys.authenticate(&text, now)?;
         let _ = keys.note_use(&info, now, &ip);
         Ok::<_, KeyError>(info)
     })
-    .await
-    .map_err(|_| ApiError::internal())?;
+    .await?;
     let key = match key {
         Ok(k) => k,
         Err(e) => {
@@ -643,13 +642,27 @@ async fn admit(
     })
 }
 
-/// Runs a store call off the async threads.
+/// Runs blocking work (a store call: SQLite, the audit log's write) without holding up other
+/// tasks. On a multi-threaded runtime it runs right here, after the worker hands its other
+/// tasks to another thread (`block_in_place`): no hop to the blocking pool and back, which
+/// cost more than the work itself. On a current-thread runtime it goes to the blocking pool.
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => Ok(tokio::task::block_in_place(f)),
+        _ => tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| ApiError::internal()),
+    }
+}
+
+/// Runs a store call (see [`run_blocking`]).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::internal())?
+    run_blocking(f).await?
 }
 
 type Ext = axum::Extension<Caller>;
