@@ -130,6 +130,9 @@ impl From<StoreError> for ApiError {
                 retry_after: Some(1),
                 ..Self::new(S::SERVICE_UNAVAILABLE, "busy", "the vault is busy; retry")
             },
+            StoreError::SealedRejected { .. } => {
+                Self::new(S::BAD_REQUEST, "sealed_rejected", e.to_string())
+            }
             StoreError::ClientSealedOnly | StoreError::Unsupported(_) => {
                 Self::new(S::BAD_REQUEST, "unsupported", e.to_string())
             }

@@ -14,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine as _;
 use credvault_store::audit::{Action, Details, EventId, Events, Outcome, Query as AuditQuery};
 use credvault_store::{AuditEvent, CredentialId, ListFilter, Store, TenantId};
 use credvault_store::{CredentialUpdate, NewCredential};
@@ -175,6 +176,8 @@ const ROUTES: &[&str] = &[
     "/api/credentials/types",
     "/api/credentials/types/{id}",
     "/api/credentials",
+    "/api/credentials/data-key",
+    "/api/credentials/sealed",
     "/api/credentials/{id}",
     "/api/credentials/{id}/reveal",
     "/api/credentials/{id}/totp",
@@ -307,6 +310,8 @@ impl Gateway {
             .route("/api/credentials/types", get(types))
             .route("/api/credentials/types/{id}", get(type_one))
             .route("/api/credentials", get(list).post(create))
+            .route("/api/credentials/data-key", post(data_key))
+            .route("/api/credentials/sealed", post(create_sealed))
             .route(
                 "/api/credentials/{id}",
                 get(get_one).put(update).delete(delete_one),
@@ -1237,4 +1242,89 @@ async fn audit_logs(
     })
     .await?;
     Ok(Json(serde_json::json!({ "events": out })).into_response())
+}
+
+async fn data_key(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): Ext,
+) -> Result<Response, ApiError> {
+    c.require(ApiScope::Write)?;
+    let out = blocking(move || {
+        let key = scope(&s, &c)?.client_data_key()?;
+        Ok(serde_json::json!({
+            "key_id": key.id().to_string(),
+            "key": base64::engine::general_purpose::STANDARD.encode(key.expose_secret()),
+        }))
+    })
+    .await?;
+    let mut resp = Json(out).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// Body of `POST /api/credentials/sealed`: a credential sealed by the client under the
+/// tenant's data key (`SealedCredential::seal`), the envelope in standard base64.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedBody {
+    id: String,
+    #[serde(rename = "type")]
+    type_name: String,
+    name: String,
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    public_fields: Option<serde_json::Value>,
+    envelope: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    expires_at: Option<i64>,
+}
+
+/// Largest envelope accepted (base64 text), well above any credential's.
+const MAX_ENVELOPE_B64: usize = 512 * 1024;
+
+async fn create_sealed(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): Ext,
+    body: Result<Json<SealedBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    c.require(ApiScope::Write)?;
+    let b = json_body(body)?;
+    let environment = b
+        .environment
+        .unwrap_or_else(|| credvault_store::DEFAULT_ENVIRONMENT.to_owned());
+    if !c.key.policy.covers(&b.name, &environment) {
+        return Err(ApiError::forbidden(
+            "outside_key_scope",
+            "this API key may not make a credential with that name or environment",
+        ));
+    }
+    if b.envelope.len() > MAX_ENVELOPE_B64 {
+        return Err(ApiError::bad_request("envelope: larger than 512 KiB"));
+    }
+    let envelope = base64::engine::general_purpose::STANDARD
+        .decode(b.envelope.as_bytes())
+        .map_err(|_| ApiError::bad_request("envelope: not standard base64"))?;
+    let id = CredentialId::parse(&b.id)
+        .map_err(|_| ApiError::bad_request("id: expected cred_ and 32 lower-case hex digits"))?;
+    let sealed = credvault_store::SealedCredential {
+        id,
+        type_name: b.type_name,
+        name: b.name,
+        environment,
+        public_fields: b
+            .public_fields
+            .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new())),
+        envelope,
+        description: b.description.unwrap_or_default(),
+        tags: b.tags,
+        expires_at: b.expires_at,
+    };
+    let info = blocking(move || Ok(scope(&s, &c)?.create_sealed(sealed)?)).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
 }

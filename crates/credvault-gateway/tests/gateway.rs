@@ -734,7 +734,7 @@ fn the_openapi_document_is_the_committed_one_and_every_operation_in_it_is_served
             }
         }
     }
-    assert_eq!(operations, 14);
+    assert_eq!(operations, 16);
     // A request refused before routing is recorded under the route it asked for.
     let r = h.send(Req::new("acme.localhost", "GET", "/api/credentials"));
     assert_eq!(r.status, 401);
@@ -772,4 +772,77 @@ fn metrics_count_requests_refusals_and_latency_without_naming_keys_or_tenants() 
         !text.contains(&key[4..16]) && !text.contains("acme"),
         "{text}"
     );
+}
+
+#[test]
+fn a_client_sealed_credential_is_verified_and_stored_as_sent() {
+    use base64::Engine as _;
+    let h = Harness::start(|c| c);
+    let key = h.key(KeyPolicy::new(
+        tenant("acme"),
+        [ApiScope::Write, ApiScope::Reveal, ApiScope::Read],
+    ));
+    let r = h.send(Req::new("acme.localhost", "POST", "/api/credentials/data-key").key(&key));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let v = r.json();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v["key"].as_str().unwrap())
+        .unwrap();
+    let key_id = credvault_store::KeyId::from_hex(v["key_id"].as_str().unwrap()).unwrap();
+    let data_key = credvault_store::DataKey::from_slice(key_id, &bytes).unwrap();
+    let ty = h.vault.store().credential_type("website_login").unwrap();
+    let sealed = credvault_store::SealedCredential::seal(
+        &data_key,
+        &tenant("acme"),
+        &ty,
+        credvault_store::NewCredential::new(
+            "website_login",
+            "sealed-login",
+            serde_json::json!({
+                "login_url": "https://sealed.example/login",
+                "username": "client",
+                "password": "sealed on the client",
+            }),
+        ),
+    )
+    .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = |envelope: &[u8]| {
+        serde_json::json!({
+            "id": sealed.id.as_str(),
+            "type": sealed.type_name,
+            "name": sealed.name,
+            "environment": sealed.environment,
+            "public_fields": sealed.public_fields,
+            "envelope": b64.encode(envelope),
+        })
+        .to_string()
+    };
+    // One flipped byte: refused, nothing stored.
+    let mut bad = sealed.envelope.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let r = h.send(
+        Req::new("acme.localhost", "POST", "/api/credentials/sealed")
+            .key(&key)
+            .body(body(&bad).as_bytes()),
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "sealed_rejected"));
+    let r = h.send(
+        Req::new("acme.localhost", "POST", "/api/credentials/sealed")
+            .key(&key)
+            .body(body(&sealed.envelope).as_bytes()),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = h.send(
+        Req::new(
+            "acme.localhost",
+            "POST",
+            &format!("/api/credentials/{}/reveal", sealed.id),
+        )
+        .key(&key)
+        .body(br#"{"fields":["password"]}"#),
+    );
+    assert_eq!(r.json()["fields"]["password"], "sealed on the client");
 }
