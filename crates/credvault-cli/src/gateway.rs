@@ -19,33 +19,37 @@ use credvault_store::TenantId;
 use crate::vault::VaultArgs;
 use crate::{Failure, Output};
 
-/// `credvault serve`.
+/// `credvault serve`. Every setting may also come from `--config FILE` (TOML, the same names
+/// with `_`: `listen`, `hosts = { "HOST" = "TENANT" }`, `tls_cert`, ...); a flag or variable
+/// wins over the file, the file over the default.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "CREDVAULT_LISTEN", default_value = "127.0.0.1:8443")]
-    listen: SocketAddr,
+    /// A TOML file with the settings below (unknown keys are refused).
+    #[arg(long, env = "CREDVAULT_SERVE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8443).
+    #[arg(long, env = "CREDVAULT_LISTEN")]
+    listen: Option<SocketAddr>,
     /// A host name and the one tenant served on it, `HOST=TENANT` (repeat for more; also
     /// `CREDVAULT_HOSTS`, comma-separated). A request for any other host is refused.
     #[arg(
         long = "host",
         value_name = "HOST=TENANT",
         env = "CREDVAULT_HOSTS",
-        value_delimiter = ',',
-        required = true
+        value_delimiter = ','
     )]
     hosts: Vec<String>,
     /// The server certificate chain (PEM); read again on SIGHUP.
-    #[arg(long, env = "CREDVAULT_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "CREDVAULT_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// The server certificate's private key (PEM); read again on SIGHUP.
-    #[arg(long, env = "CREDVAULT_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "CREDVAULT_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// Also accept TLS 1.2 (TLS 1.3 only by default).
     #[arg(long)]
     tls12: bool,
     /// Serve clear HTTP instead of TLS: refused unless the address is loopback.
-    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    #[arg(long)]
     insecure_http: bool,
     /// A proxy whose X-Forwarded-For is believed (repeat for more).
     #[arg(
@@ -55,15 +59,61 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     trust_proxy: Vec<IpAddr>,
-    /// Rate limit of a key without its own (`N/s` or `N/min`).
-    #[arg(long, value_name = "RATE", default_value = "50/s")]
-    key_rate: RateLimit,
-    /// Rate limit of each tenant (`N/s` or `N/min`).
-    #[arg(long, value_name = "RATE", default_value = "500/s")]
-    tenant_rate: RateLimit,
-    /// Largest request body in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
-    body_limit: usize,
+    /// Rate limit of a key without its own (`N/s` or `N/min`; default 50/s).
+    #[arg(long, value_name = "RATE")]
+    key_rate: Option<RateLimit>,
+    /// Rate limit of each tenant (`N/s` or `N/min`; default 500/s).
+    #[arg(long, value_name = "RATE")]
+    tenant_rate: Option<RateLimit>,
+    /// Largest request body in bytes (default 1 MiB).
+    #[arg(long, value_name = "BYTES")]
+    body_limit: Option<usize>,
+}
+
+/// The `--config` file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeFile {
+    listen: Option<SocketAddr>,
+    #[serde(default)]
+    hosts: std::collections::BTreeMap<String, String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    #[serde(default)]
+    tls12: bool,
+    #[serde(default)]
+    insecure_http: bool,
+    #[serde(default)]
+    trusted_proxies: Vec<IpAddr>,
+    key_rate: Option<String>,
+    tenant_rate: Option<String>,
+    /// Per-tenant rate limits.
+    #[serde(default)]
+    tenant_rates: std::collections::BTreeMap<String, String>,
+    body_limit: Option<usize>,
+}
+
+/// Largest config file read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+fn read_config(path: &Path) -> Result<ServeFile, Failure> {
+    use std::io::Read;
+    let what =
+        |e: &dyn std::fmt::Display| Failure::usage(format!("--config {}: {e}", path.display()));
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| what(&e))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(what(&"larger than 1 MiB"));
+    }
+    // toml's message names the key and the line; the file holds no secret (paths and names).
+    toml::from_str(&text).map_err(|e| what(&e.message().to_owned()))
+}
+
+fn rate(what: &str, text: &str) -> Result<RateLimit, Failure> {
+    text.parse()
+        .map_err(|e| Failure::usage(format!("--config {what}: {e}")))
 }
 
 /// `credvault apikey ...`.
@@ -275,22 +325,74 @@ fn parse_hosts(hosts: &[String], cfg: GatewayConfig) -> Result<GatewayConfig, Fa
 
 pub(crate) fn serve(v: &VaultArgs, a: ServeArgs) -> Result<Output, Failure> {
     let dir = v.dir();
-    let mut cfg = parse_hosts(&a.hosts, GatewayConfig::default())?
-        .key_rate(a.key_rate)
-        .tenant_rate(a.tenant_rate)
-        .body_limit(a.body_limit);
-    for p in a.trust_proxy {
+    let file = match &a.config {
+        Some(p) => read_config(p)?,
+        None => ServeFile::default(),
+    };
+    let listen = a
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
+    // Hosts from flags or variables replace the file's, as a whole.
+    let hosts: Vec<String> = if a.hosts.is_empty() {
+        file.hosts.iter().map(|(h, t)| format!("{h}={t}")).collect()
+    } else {
+        a.hosts.clone()
+    };
+    if hosts.is_empty() {
+        return Err(Failure::usage(
+            "no host to serve: give --host HOST=TENANT (or hosts in --config)",
+        ));
+    }
+    let key_rate = match (a.key_rate, &file.key_rate) {
+        (Some(r), _) => r,
+        (None, Some(t)) => rate("key_rate", t)?,
+        (None, None) => GatewayConfig::default().key_rate,
+    };
+    let tenant_rate = match (a.tenant_rate, &file.tenant_rate) {
+        (Some(r), _) => r,
+        (None, Some(t)) => rate("tenant_rate", t)?,
+        (None, None) => GatewayConfig::default().tenant_rate,
+    };
+    let mut cfg = parse_hosts(&hosts, GatewayConfig::default())?
+        .key_rate(key_rate)
+        .tenant_rate(tenant_rate)
+        .body_limit(
+            a.body_limit
+                .or(file.body_limit)
+                .unwrap_or(GatewayConfig::default().body_limit),
+        );
+    for (t, r) in &file.tenant_rates {
+        let id = TenantId::new(t.as_str())
+            .map_err(|e| Failure::usage(format!("--config tenant_rates: {e}")))?;
+        cfg = cfg.tenant_rate_for(id, rate("tenant_rates", r)?);
+    }
+    let proxies = if a.trust_proxy.is_empty() {
+        file.trusted_proxies
+    } else {
+        a.trust_proxy
+    };
+    for p in proxies {
         cfg = cfg.trust_proxy(p);
     }
-    let cert = match (&a.tls_cert, &a.tls_key, a.insecure_http) {
+    let tls_cert = a.tls_cert.or(file.tls_cert);
+    let tls_key = a.tls_key.or(file.tls_key);
+    let insecure = a.insecure_http || file.insecure_http;
+    let tls12 = a.tls12 || file.tls12;
+    let cert = match (&tls_cert, &tls_key, insecure) {
         (Some(c), Some(k), false) => Some(tls::ReloadingCert::load(c, k).map_err(Failure::new)?),
         (None, None, true) => {
-            if !a.listen.ip().is_loopback() {
+            if !listen.ip().is_loopback() {
                 return Err(Failure::usage(
                     "--insecure-http: clear HTTP is served on loopback addresses only",
                 ));
             }
             None
+        }
+        (_, _, true) => {
+            return Err(Failure::usage(
+                "--insecure-http and a TLS certificate: choose one",
+            ))
         }
         _ => {
             return Err(Failure::usage(
@@ -300,7 +402,7 @@ pub(crate) fn serve(v: &VaultArgs, a: ServeArgs) -> Result<Output, Failure> {
     };
     let options = match &cert {
         Some(c) => {
-            ServeOptions::tls(tls::server_config(Arc::clone(c), a.tls12).map_err(Failure::new)?)
+            ServeOptions::tls(tls::server_config(Arc::clone(c), tls12).map_err(Failure::new)?)
         }
         None => ServeOptions::insecure_http(),
     };
@@ -321,7 +423,6 @@ pub(crate) fn serve(v: &VaultArgs, a: ServeArgs) -> Result<Output, Failure> {
         .enable_all()
         .build()
         .map_err(Failure::new)?;
-    let listen = a.listen;
     let result = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -292,3 +292,77 @@ fn serve_refuses_clear_http_off_loopback_and_unknown_tenants() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn serve_takes_its_settings_from_a_toml_file_and_flags_win_over_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    run(&dir, &["init"], "");
+    let made = run(
+        &dir,
+        &[
+            "--json", "apikey", "create", "--tenant", "default", "--scope", "read",
+        ],
+        "",
+    );
+    let key = serde_json::from_str::<serde_json::Value>(&made).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ca = Ca::new("config test CA");
+    let (cert, private, _) = ca.leaf(&["from-file.localhost", "from-flag.localhost"]);
+    std::fs::write(tmp.path().join("cert.pem"), cert).unwrap();
+    std::fs::write(tmp.path().join("key.pem"), private).unwrap();
+    let config = tmp.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:1\"\ntls_cert = {:?}\ntls_key = {:?}\nkey_rate = \"2/min\"\n\
+             [hosts]\n\"from-file.localhost\" = \"default\"\n",
+            tmp.path().join("cert.pem"),
+            tmp.path().join("key.pem"),
+        ),
+    )
+    .unwrap();
+    // The file's listen address (port 1) loses to the flag's; its hosts and TLS files are used.
+    let server = Server::start(&dir, &["--config", config.to_str().unwrap()]);
+    let client = Client {
+        addr: server.addr,
+        ca: ca.der.clone(),
+    };
+    let get = |host| client.send(Req::new(host, "GET", "/api/credentials").key(&key));
+    assert_eq!(get("from-file.localhost").status, 200);
+    assert_eq!(get("from-flag.localhost").status, 421);
+    // The file's key rate (2/min) applies.
+    assert_eq!(get("from-file.localhost").status, 200);
+    assert_eq!(get("from-file.localhost").status, 429);
+    drop(server);
+
+    // Hosts given by flag replace the file's.
+    let server = Server::start(
+        &dir,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--host",
+            "from-flag.localhost=default",
+        ],
+    );
+    let client = Client {
+        addr: server.addr,
+        ca: ca.der.clone(),
+    };
+    let get = |host| client.send(Req::new(host, "GET", "/api/credentials").key(&key));
+    assert_eq!(get("from-flag.localhost").status, 200);
+    assert_eq!(get("from-file.localhost").status, 421);
+
+    // A misspelt key is refused, by name.
+    std::fs::write(&config, "lisen = \"127.0.0.1:0\"\n").unwrap();
+    let out = credvault_in(&dir)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lisen"), "{err}");
+}
