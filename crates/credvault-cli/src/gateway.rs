@@ -51,14 +51,15 @@ pub(crate) struct ServeArgs {
     /// Serve clear HTTP instead of TLS: refused unless the address is loopback.
     #[arg(long)]
     insecure_http: bool,
-    /// A proxy whose X-Forwarded-For is believed (repeat for more).
+    /// A proxy whose X-Forwarded-For is believed: an address or a range (`10.0.0.0/8`;
+    /// repeat for more).
     #[arg(
         long = "trust-proxy",
-        value_name = "IP",
+        value_name = "IP|CIDR",
         env = "CREDVAULT_TRUSTED_PROXIES",
         value_delimiter = ','
     )]
-    trust_proxy: Vec<IpAddr>,
+    trust_proxy: Vec<ProxyAddr>,
     /// Rate limit of a key without its own (`N/s` or `N/min`; default 50/s).
     #[arg(long, value_name = "RATE")]
     key_rate: Option<RateLimit>,
@@ -68,6 +69,22 @@ pub(crate) struct ServeArgs {
     /// Largest request body in bytes (default 1 MiB).
     #[arg(long, value_name = "BYTES")]
     body_limit: Option<usize>,
+}
+
+/// A trusted proxy: an address or a CIDR range.
+#[derive(Debug, Clone, Copy)]
+struct ProxyAddr(ipnet::IpNet);
+
+impl std::str::FromStr for ProxyAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map(Self)
+            .map_err(|_| "expected an IP address or a CIDR range such as 10.0.0.0/8".to_owned())
+    }
 }
 
 /// The `--config` file.
@@ -84,7 +101,7 @@ struct ServeFile {
     #[serde(default)]
     insecure_http: bool,
     #[serde(default)]
-    trusted_proxies: Vec<IpAddr>,
+    trusted_proxies: Vec<String>,
     key_rate: Option<String>,
     tenant_rate: Option<String>,
     /// Per-tenant rate limits.
@@ -369,11 +386,17 @@ pub(crate) fn serve(v: &VaultArgs, a: ServeArgs) -> Result<Output, Failure> {
     }
     let proxies = if a.trust_proxy.is_empty() {
         file.trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<ProxyAddr>()
+                    .map_err(|e| Failure::usage(format!("--config trusted_proxies: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?
     } else {
         a.trust_proxy
     };
     for p in proxies {
-        cfg = cfg.trust_proxy(p);
+        cfg = cfg.trust_proxy_range(p.0);
     }
     let tls_cert = a.tls_cert.or(file.tls_cert);
     let tls_key = a.tls_key.or(file.tls_key);

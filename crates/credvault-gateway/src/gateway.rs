@@ -39,9 +39,9 @@ const MAX_SERVICE_LEN: usize = 128;
 pub struct GatewayConfig {
     /// Host name (lower-case, no port) to the one tenant it serves.
     pub hosts: BTreeMap<String, TenantId>,
-    /// Proxies whose `X-Forwarded-For` is believed (their own address is the peer's); from any
-    /// other peer the header is ignored.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Proxies whose `X-Forwarded-For` is believed (their own address is the peer's), as
+    /// addresses or ranges; from any other peer the header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Rate limit of a key without its own (default 50/s).
     pub key_rate: RateLimit,
     /// Rate limit of a whole tenant (default 500/s).
@@ -90,7 +90,13 @@ impl GatewayConfig {
 
     /// Believes `X-Forwarded-For` from `proxy`.
     pub fn trust_proxy(mut self, proxy: IpAddr) -> Self {
-        self.trusted_proxies.push(proxy);
+        self.trusted_proxies.push(ipnet::IpNet::from(proxy));
+        self
+    }
+
+    /// Believes `X-Forwarded-For` from any address in `range` (`10.0.0.0/8`, say).
+    pub fn trust_proxy_range(mut self, range: ipnet::IpNet) -> Self {
+        self.trusted_proxies.push(range.trunc());
         self
     }
 
@@ -392,7 +398,8 @@ fn presented_key(h: &HeaderMap) -> Option<&str> {
 
 impl Shared {
     fn source_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.cfg.trusted_proxies.contains(&peer) {
+        let trusted = |a: &IpAddr| self.cfg.trusted_proxies.iter().any(|n| n.contains(a));
+        if !trusted(&peer) {
             return peer;
         }
         // The last address not itself a trusted proxy, from the right.
@@ -402,7 +409,7 @@ impl Shared {
                 match part.trim().parse::<IpAddr>() {
                     Ok(a) => {
                         ip = a;
-                        if !self.cfg.trusted_proxies.contains(&a) {
+                        if !trusted(&a) {
                             break;
                         }
                     }

@@ -372,6 +372,23 @@ fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
         Some("203.0.113.9"),
         "the address the trusted proxy saw"
     );
+    drop(h);
+    // Ranges: every trusted hop from the right is skipped, the first other address is the
+    // client's.
+    let h = Harness::start(|c| {
+        c.trust_proxy_range("127.0.0.0/8".parse().unwrap())
+            .trust_proxy_range("10.0.0.0/8".parse().unwrap())
+    });
+    let key = h.key(KeyPolicy::new(tenant("acme"), all_scopes()));
+    let r = h.send(
+        Req::new("acme.localhost", "GET", "/api/credentials/types")
+            .key(&key)
+            .header("X-Forwarded-For", "192.0.2.1, 198.51.100.7, 10.1.2.3"),
+    );
+    assert_eq!(
+        request_record(&h, &r.request_id()).source_ip.as_deref(),
+        Some("198.51.100.7")
+    );
 }
 
 #[test]
