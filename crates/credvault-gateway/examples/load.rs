@@ -84,7 +84,7 @@ fn drive<S: Send>(
 }
 
 /// One keep-alive HTTP/1.1 request on an open TLS stream; panics unless 200.
-fn keep_alive_post(
+fn keep_alive(
     s: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
     head: &[u8],
     buf: &mut Vec<u8>,
@@ -214,13 +214,16 @@ fn main() {
         h
     };
     let fields = ["login_url", "username", "password"];
+    // The floor: the same client, TLS and HTTP stack on a route that does no work and
+    // writes no record.
+    let health = b"GET /v1/sys/health HTTP/1.1\r\nHost: acme.localhost\r\n\r\n".to_vec();
 
     println!(
         "reveal of 3 fields, {seconds} s per measurement, audit NoSync, {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:>11}  {:>22}  {:>12}  {:>12}  {:>12}",
+        "{:>11}  {:>24}  {:>12}  {:>12}  {:>12}",
         "concurrency", "side", "requests/s", "p50 µs", "p99 µs"
     );
     let mut sent = 0usize;
@@ -245,15 +248,29 @@ fn main() {
                     Vec::with_capacity(4096),
                 )
             },
-            |(s, buf)| keep_alive_post(s, &head, buf),
+            |(s, buf)| keep_alive(s, &head, buf),
         );
         sent += gateway.requests;
+        let floor = drive(
+            c,
+            seconds,
+            |_| {
+                (
+                    client
+                        .connect("acme.localhost", client.config(&[&rustls::version::TLS13]))
+                        .unwrap(),
+                    Vec::with_capacity(4096),
+                )
+            },
+            |(s, buf)| keep_alive(s, &health, buf),
+        );
         for (side, r) in [
             ("in-process store", &direct),
             ("gateway over TLS", &gateway),
+            ("TLS+HTTP floor (health)", &floor),
         ] {
             println!(
-                "{c:>11}  {side:>22}  {:>12.0}  {:>12.1}  {:>12.1}",
+                "{c:>11}  {side:>24}  {:>12.0}  {:>12.1}  {:>12.1}",
                 r.rate(),
                 r.p50_us,
                 r.p99_us
@@ -262,7 +279,7 @@ fn main() {
         let ratio = gateway.rate() / direct.rate();
         let added_p99 = gateway.p99_us - direct.p99_us;
         println!(
-            "{c:>11}  {:>22}  {:>11.1}%  {:>12}  {:>+11.1}",
+            "{c:>11}  {:>24}  {:>11.1}%  {:>12}  {:>+11.1}",
             "gateway / in-process",
             ratio * 100.0,
             "",
@@ -272,6 +289,7 @@ fn main() {
             "concurrency": c,
             "in_process": {"rps": direct.rate(), "p50_us": direct.p50_us, "p99_us": direct.p99_us},
             "gateway_tls": {"rps": gateway.rate(), "p50_us": gateway.p50_us, "p99_us": gateway.p99_us},
+            "health_tls": {"rps": floor.rate(), "p50_us": floor.p50_us, "p99_us": floor.p99_us},
             "throughput_ratio": ratio,
             "added_p99_us": added_p99,
         }));
