@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::credvault_in;
+use common::{credvault_in, ok_in as run};
 use credvault_test::https::{Ca, Client, Req};
 
 struct Server {
@@ -86,20 +86,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn run(dir: &std::path::Path, args: &[&str], stdin: &str) -> String {
-    let out = credvault_in(dir)
-        .args(args)
-        .write_stdin(stdin)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

@@ -216,6 +216,15 @@ fn main() {
     let fields = ["login_url", "username", "password"];
     // The floor: the same client, TLS and HTTP stack on a route that does no work and
     // writes no record.
+    // One keep-alive connection per client thread.
+    let connect = |_| {
+        (
+            client
+                .connect("acme.localhost", client.config(&[&rustls::version::TLS13]))
+                .unwrap(),
+            Vec::with_capacity(4096),
+        )
+    };
     let health = b"GET /v1/sys/health HTTP/1.1\r\nHost: acme.localhost\r\n\r\n".to_vec();
 
     println!(
@@ -237,33 +246,9 @@ fn main() {
                 std::hint::black_box(scope.reveal(&id, &fields, Some("load")).unwrap());
             },
         );
-        let gateway = drive(
-            c,
-            seconds,
-            |_| {
-                (
-                    client
-                        .connect("acme.localhost", client.config(&[&rustls::version::TLS13]))
-                        .unwrap(),
-                    Vec::with_capacity(4096),
-                )
-            },
-            |(s, buf)| keep_alive(s, &head, buf),
-        );
+        let gateway = drive(c, seconds, connect, |(s, buf)| keep_alive(s, &head, buf));
         sent += gateway.requests;
-        let floor = drive(
-            c,
-            seconds,
-            |_| {
-                (
-                    client
-                        .connect("acme.localhost", client.config(&[&rustls::version::TLS13]))
-                        .unwrap(),
-                    Vec::with_capacity(4096),
-                )
-            },
-            |(s, buf)| keep_alive(s, &health, buf),
-        );
+        let floor = drive(c, seconds, connect, |(s, buf)| keep_alive(s, &health, buf));
         for (side, r) in [
             ("in-process store", &direct),
             ("gateway over TLS", &gateway),

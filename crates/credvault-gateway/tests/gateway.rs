@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use credvault_gateway::{ApiScope, KeyPolicy, RateLimit};
+use credvault_gateway::{ApiScope, GatewayConfig, KeyPolicy, RateLimit};
 use credvault_store::audit::{Action, Details, Outcome, Query};
 use credvault_store::{AuditEvent, SECRET_MARKER};
 
@@ -345,48 +345,46 @@ fn a_tenant_over_its_rate_is_refused_whatever_the_key() {
     assert_eq!(r.status, 200);
 }
 
-#[test]
-fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
-    let h = Harness::start(|c| c);
+/// The source IP recorded for a request carrying `X-Forwarded-For: xff` on a gateway set up
+/// by `cfg`.
+fn recorded_ip(cfg: impl FnOnce(GatewayConfig) -> GatewayConfig, xff: &str) -> Option<String> {
+    let h = Harness::start(cfg);
     let key = h.key(KeyPolicy::new(tenant("acme"), all_scopes()));
     let r = h.send(
         Req::new("acme.localhost", "GET", "/api/credentials/types")
             .key(&key)
-            .header("X-Forwarded-For", "203.0.113.9"),
+            .header("X-Forwarded-For", xff),
     );
+    request_record(&h, &r.request_id()).source_ip
+}
+
+#[test]
+fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
     assert_eq!(
-        request_record(&h, &r.request_id()).source_ip.as_deref(),
+        recorded_ip(|c| c, "203.0.113.9").as_deref(),
         Some("127.0.0.1"),
         "an untrusted peer cannot choose the recorded address"
     );
-    drop(h);
-    let h = Harness::start(|c| c.trust_proxy("127.0.0.1".parse().unwrap()));
-    let key = h.key(KeyPolicy::new(tenant("acme"), all_scopes()));
-    let r = h.send(
-        Req::new("acme.localhost", "GET", "/api/credentials/types")
-            .key(&key)
-            .header("X-Forwarded-For", "198.51.100.7, 203.0.113.9"),
-    );
     assert_eq!(
-        request_record(&h, &r.request_id()).source_ip.as_deref(),
+        recorded_ip(
+            |c| c.trust_proxy("127.0.0.1".parse().unwrap()),
+            "198.51.100.7, 203.0.113.9"
+        )
+        .as_deref(),
         Some("203.0.113.9"),
         "the address the trusted proxy saw"
     );
-    drop(h);
     // Ranges: every trusted hop from the right is skipped, the first other address is the
     // client's.
-    let h = Harness::start(|c| {
-        c.trust_proxy_range("127.0.0.0/8".parse().unwrap())
-            .trust_proxy_range("10.0.0.0/8".parse().unwrap())
-    });
-    let key = h.key(KeyPolicy::new(tenant("acme"), all_scopes()));
-    let r = h.send(
-        Req::new("acme.localhost", "GET", "/api/credentials/types")
-            .key(&key)
-            .header("X-Forwarded-For", "192.0.2.1, 198.51.100.7, 10.1.2.3"),
-    );
     assert_eq!(
-        request_record(&h, &r.request_id()).source_ip.as_deref(),
+        recorded_ip(
+            |c| {
+                c.trust_proxy_range("127.0.0.0/8".parse().unwrap())
+                    .trust_proxy_range("10.0.0.0/8".parse().unwrap())
+            },
+            "192.0.2.1, 198.51.100.7, 10.1.2.3"
+        )
+        .as_deref(),
         Some("198.51.100.7")
     );
 }
