@@ -21,10 +21,12 @@ use credvault_store::{CredentialUpdate, NewCredential};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
+use tower::ServiceExt as _;
 
 use crate::apikey::{ApiScope, KeyError, KeyInfo, KeyStore, RateLimit};
 use crate::error::ApiError;
 use crate::server::ConnInfo;
+use crate::vault_api;
 
 /// Longest `Host` name accepted.
 const MAX_HOST_LEN: usize = 253;
@@ -189,6 +191,14 @@ const ROUTES: &[&str] = &[
     "/api/credentials/{id}/totp",
     "/api/credentials/{id}/test",
     "/api/credentials/{id}/audit-logs",
+    "/v1/sys/seal-status",
+    "/v1/sys/init",
+    "/v1/auth/token/lookup-self",
+    "/v1/secret/data/{*path}",
+    "/v1/secret/metadata",
+    "/v1/secret/metadata/",
+    "/v1/secret/metadata/{*path}",
+    "/v1/secret/destroy/{*path}",
 ];
 
 /// The declared route `path` falls under (a `{...}` segment matches any one non-empty segment).
@@ -199,6 +209,10 @@ fn route_of(path: &str) -> Option<&'static str> {
         loop {
             match (want.next(), got.next()) {
                 (None, None) => return true,
+                // A `{*...}` segment takes the rest: one or more segments.
+                (Some(w), Some(g)) if w.starts_with("{*") => {
+                    return !g.is_empty() || got.next().is_some_and(|n| !n.is_empty());
+                }
                 (Some(w), Some(g)) if w.starts_with('{') && !g.is_empty() => {}
                 (Some(w), Some(g)) if w == g => {}
                 _ => return false,
@@ -222,7 +236,7 @@ impl Caller {
         format!("apikey:{}", self.key.id)
     }
 
-    fn require(&self, scope: ApiScope) -> Result<(), ApiError> {
+    pub(crate) fn require(&self, scope: ApiScope) -> Result<(), ApiError> {
         if self.key.policy.scopes.contains(&scope) {
             Ok(())
         } else {
@@ -247,7 +261,7 @@ struct Seen {
     request_id: String,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     store: Store,
     keys: Arc<KeyStore>,
     cfg: GatewayConfig,
@@ -326,9 +340,29 @@ impl Gateway {
             .route("/api/credentials/{id}/totp", post(totp))
             .route("/api/credentials/{id}/test", post(test_one))
             .route("/api/credentials/{id}/audit-logs", get(audit_logs))
+            .route("/v1/auth/token/lookup-self", get(vault_api::lookup_self))
+            .route(
+                "/v1/secret/data/{*path}",
+                get(vault_api::kv_read)
+                    .post(vault_api::kv_write)
+                    .put(vault_api::kv_write)
+                    .delete(vault_api::kv_delete),
+            )
+            .route("/v1/secret/metadata", get(vault_api::kv_metadata))
+            .route("/v1/secret/metadata/", get(vault_api::kv_metadata))
+            .route(
+                "/v1/secret/metadata/{*path}",
+                get(vault_api::kv_metadata).delete(vault_api::kv_metadata_delete),
+            )
+            .route(
+                "/v1/secret/destroy/{*path}",
+                post(vault_api::kv_destroy).put(vault_api::kv_destroy),
+            )
             .route_layer(middleware::from_fn(note_route));
-        Router::new()
-            .route("/v1/sys/health", get(health))
+        let inner = Router::new()
+            .route("/v1/sys/health", get(vault_api::health))
+            .route("/v1/sys/seal-status", get(vault_api::seal_status))
+            .route("/v1/sys/init", get(vault_api::init_status))
             .route("/metrics", get(metrics))
             .route("/openapi.json", get(openapi))
             .merge(api)
@@ -338,8 +372,27 @@ impl Gateway {
             .layer(middleware::from_fn_with_state(
                 Arc::clone(&self.shared),
                 gate,
-            ))
+            ));
+        // A layer on a router runs after routing; Vault's LIST verb has to become a GET
+        // before it, so the whole router sits behind a rewrite.
+        Router::new().fallback_service(inner.map_request(vault_list_to_get))
     }
+}
+
+/// Vault's `LIST` verb as Vault itself treats it: a GET with `list=true`.
+fn vault_list_to_get(mut req: Request) -> Request {
+    if req.method().as_str() == "LIST" {
+        let path = req.uri().path();
+        let pq = match req.uri().query() {
+            Some(q) => format!("{path}?{q}&list=true"),
+            None => format!("{path}?list=true"),
+        };
+        if let Ok(uri) = pq.parse() {
+            *req.uri_mut() = uri;
+            *req.method_mut() = axum::http::Method::GET;
+        }
+    }
+    req
 }
 
 async fn note_route(req: Request, next: Next) -> Response {
@@ -350,10 +403,6 @@ async fn note_route(req: Request, next: Next) -> Response {
         let _ = slot.0.set(path.as_str().to_owned());
     }
     next.run(req).await
-}
-
-async fn health() -> impl IntoResponse {
-    Json(serde_json::json!({ "status": "ok" }))
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
@@ -377,8 +426,13 @@ async fn openapi() -> Response {
     resp
 }
 
-async fn fallback() -> ApiError {
-    ApiError::not_found("no such route")
+async fn fallback(uri: axum::http::Uri) -> Response {
+    let e = ApiError::not_found("no such route");
+    if uri.path().starts_with("/v1/") {
+        vault_api::vault_error(e)
+    } else {
+        e.into_response()
+    }
 }
 
 fn header_str<'h>(h: &'h HeaderMap, name: &header::HeaderName) -> Option<&'h str> {
@@ -391,7 +445,8 @@ fn presented_key(h: &HeaderMap) -> Option<&str> {
         let (scheme, rest) = v.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim());
     }
-    h.get("x-api-key")
+    h.get("x-vault-token")
+        .or_else(|| h.get("x-api-key"))
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
 }
@@ -480,12 +535,13 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
     let slot = RouteSlot::default();
     req.extensions_mut().insert(slot.clone());
     let path = req.uri().path().to_owned();
+    let vault_shaped = path.starts_with("/v1/");
 
     // Liveness, metrics and the API document are answered without a key, a host or a record:
     // probes and scrapes every few seconds must not fill the audit log.
     if matches!(
         req.uri().path(),
-        "/v1/sys/health" | "/metrics" | "/openapi.json"
+        "/v1/sys/health" | "/v1/sys/seal-status" | "/v1/sys/init" | "/metrics" | "/openapi.json"
     ) {
         return next.run(req).await;
     }
@@ -517,6 +573,7 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
                 .into_response(),
             }
         }
+        Err(e) if vault_shaped => vault_api::vault_error(e),
         Err(e) => e.into_response(),
     };
 
@@ -557,7 +614,11 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
     if !matches!(recorded, Ok(Ok(()))) {
         tracing::error!(request_id = %request_id, "audit record failed; response withheld");
         s.metrics.audit_failure();
-        resp = ApiError::audit_unavailable().into_response();
+        resp = if vault_shaped {
+            vault_api::vault_error(ApiError::audit_unavailable())
+        } else {
+            ApiError::audit_unavailable().into_response()
+        };
     }
     let method_label = match method.as_str() {
         m @ ("GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS") => m,
@@ -671,7 +732,7 @@ async fn run_blocking<T: Send + 'static>(
 }
 
 /// Runs a store call (see [`run_blocking`]).
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     run_blocking(f).await?
@@ -685,7 +746,7 @@ fn credential_id(raw: &str) -> Result<CredentialId, ApiError> {
 
 /// A store scope for the caller: its tenant, its key as the actor, and the request's source
 /// IP, host and id on every record the store makes.
-fn scope<'s>(s: &'s Shared, c: &Caller) -> Result<credvault_store::Scope<'s>, ApiError> {
+pub(crate) fn scope<'s>(s: &'s Shared, c: &Caller) -> Result<credvault_store::Scope<'s>, ApiError> {
     Ok(s.store
         .tenant(&c.tenant, c.actor())?
         .with_source_ip(c.source_ip.as_str())
@@ -709,7 +770,7 @@ fn restricted(c: &Caller) -> bool {
 
 /// The body, or an error that names what is wrong and never echoes a value (serde's own
 /// messages quote the offending input, so they are not passed on).
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(crate) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(b)| b).map_err(|e| match e {
         JsonRejection::JsonDataError(_) => ApiError::bad_request(
             "request body: not the expected fields and types (unknown field, missing field or \
@@ -1107,7 +1168,7 @@ impl Drop for CreateBody {
     }
 }
 
-fn wipe_json(v: &mut serde_json::Value) {
+pub(crate) fn wipe_json(v: &mut serde_json::Value) {
     use zeroize::Zeroize;
     match v {
         serde_json::Value::String(s) => s.zeroize(),

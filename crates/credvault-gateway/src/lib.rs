@@ -30,6 +30,7 @@ mod gateway;
 mod metrics;
 mod server;
 pub mod tls;
+mod vault_api;
 
 pub use apikey::{ApiScope, KeyError, KeyInfo, KeyPolicy, KeyStore, NewKey, RateLimit, ServerKey};
 pub use error::ApiError;

@@ -13,7 +13,12 @@ use credvault_gateway::{
 use credvault_store::{CredentialId, NewCredential, TenantId, Vault, VaultOptions};
 pub use credvault_test::https::{Ca, Client, Req, Resp};
 
-pub const HOSTS: [&str; 3] = ["acme.localhost", "globex.localhost", "unmapped.localhost"];
+pub const HOSTS: [&str; 4] = [
+    "acme.localhost",
+    "globex.localhost",
+    "unmapped.localhost",
+    "127.0.0.1",
+];
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const TOTP_SEED: &str = "JBSWY3DPEHPK3PXPJBSWY3DP";
 

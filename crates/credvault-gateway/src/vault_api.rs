@@ -1,0 +1,476 @@
+//! A HashiCorp Vault HTTP API subset, so that Vault clients (the Python `hvac`, the `vault`
+//! CLI's HTTP calls, libraries that speak KV v2) work against credvault: the token header
+//! (`X-Vault-Token`) carries a credvault API key; responses and errors have Vault's envelope
+//! (`{"errors": [...]}`, 403 for a bad token).
+//!
+//! - `sys/health`, `sys/seal-status`, `sys/init` (never sealed, always initialised);
+//! - `auth/token/lookup-self`: the key's id, scopes (as policies), expiry;
+//! - KV v2 at `secret/`: `data/PATH` read, write (with `options.cas`), delete; `metadata/PATH`
+//!   read, `LIST` (and `?list=true`), delete; `destroy/PATH`. A secret at `PATH` is the
+//!   credential named `PATH` of type `kv_secret` in the `production` environment, its pairs one
+//!   sealed JSON object. Its version is the credential's. credvault keeps only the current
+//!   version: an older one reads as not found, and a delete removes the secret (Vault's soft
+//!   delete and undelete are not offered).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use credvault_store::audit::Timestamp;
+use credvault_store::{CredentialInfo, CredentialUpdate, ListFilter, NewCredential, StoreError};
+use serde::Deserialize;
+
+use crate::apikey::ApiScope;
+use crate::error::ApiError;
+use crate::gateway::{blocking, json_body, scope, Caller, Shared};
+
+/// The credential type KV secrets are kept as.
+pub(crate) const KV_TYPE: &str = "kv_secret";
+const KV_FIELD: &str = "data";
+const KV_ENVIRONMENT: &str = credvault_store::DEFAULT_ENVIRONMENT;
+/// Longest KV path.
+const MAX_PATH: usize = 256;
+
+/// An [`ApiError`] in Vault's shape: `{"errors": ["message"]}`; a missing or bad token is 403
+/// "permission denied", as Vault answers it.
+pub(crate) fn vault_error(e: ApiError) -> Response {
+    let (status, message) = match e.status {
+        StatusCode::UNAUTHORIZED => (StatusCode::FORBIDDEN, "permission denied".to_owned()),
+        s => (s, e.message.clone()),
+    };
+    let mut resp = (status, Json(serde_json::json!({ "errors": [message] }))).into_response();
+    if let Some(r) = e.retry_after {
+        if let Ok(v) = HeaderValue::from_str(&r.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    resp
+}
+
+/// A Vault response envelope around `data`.
+fn envelope(c: &Caller, data: serde_json::Value) -> Response {
+    Json(serde_json::json!({
+        "request_id": c.request_id,
+        "lease_id": "",
+        "renewable": false,
+        "lease_duration": 0,
+        "data": data,
+        "wrap_info": null,
+        "warnings": null,
+        "auth": null,
+    }))
+    .into_response()
+}
+
+fn time_text(ms: i64) -> String {
+    Timestamp::from_unix_millis(u64::try_from(ms).unwrap_or(0)).to_string()
+}
+
+pub(crate) async fn health() -> Response {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Json(serde_json::json!({
+        "status": "ok",
+        "initialized": true,
+        "sealed": false,
+        "standby": false,
+        "performance_standby": false,
+        "replication_performance_mode": "disabled",
+        "replication_dr_mode": "disabled",
+        "server_time_utc": now,
+        "version": concat!("credvault-", env!("CARGO_PKG_VERSION")),
+    }))
+    .into_response()
+}
+
+pub(crate) async fn seal_status() -> Response {
+    Json(serde_json::json!({
+        "type": "credvault",
+        "initialized": true,
+        "sealed": false,
+        "t": 1,
+        "n": 1,
+        "progress": 0,
+        "nonce": "",
+        "version": concat!("credvault-", env!("CARGO_PKG_VERSION")),
+        "migration": false,
+        "recovery_seal": false,
+        "storage_type": "credvault",
+    }))
+    .into_response()
+}
+
+pub(crate) async fn init_status() -> Response {
+    Json(serde_json::json!({ "initialized": true })).into_response()
+}
+
+pub(crate) async fn lookup_self(axum::Extension(c): axum::Extension<Caller>) -> Response {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let ttl = c
+        .key
+        .policy
+        .expires_at
+        .map_or(0, |t| (t.saturating_sub(now) / 1000).max(0));
+    let policies: Vec<&str> = c.key.policy.scopes.iter().map(|s| s.as_str()).collect();
+    envelope(
+        &c,
+        serde_json::json!({
+            "accessor": c.key.id,
+            "creation_time": c.key.created_at / 1000,
+            "creation_ttl": ttl,
+            "display_name": format!("apikey-{}", if c.key.policy.name.is_empty() { c.key.id.as_str() } else { c.key.policy.name.as_str() }),
+            "entity_id": "",
+            "expire_time": c.key.policy.expires_at.map(time_text),
+            "explicit_max_ttl": 0,
+            "id": "",
+            "meta": { "tenant": c.tenant.as_str(), "key_id": c.key.id },
+            "num_uses": 0,
+            "orphan": true,
+            "path": "auth/token/create",
+            "policies": policies,
+            "renewable": false,
+            "ttl": ttl,
+            "type": "service",
+        }),
+    )
+}
+
+/// A KV path: no leading or trailing `/`, no empty or `.`/`..` segment, no control
+/// characters, at most 256 bytes.
+fn kv_path(raw: &str) -> Result<String, ApiError> {
+    let p = raw.trim_matches('/');
+    if p.is_empty()
+        || p.len() > MAX_PATH
+        || p.chars().any(char::is_control)
+        || p.split('/').any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(ApiError::bad_request(
+            "path: 1-256 characters, segments not empty, `.` or `..`",
+        ));
+    }
+    Ok(p.to_owned())
+}
+
+fn covered(c: &Caller, name: &str) -> Result<(), ApiError> {
+    if c.key.policy.covers(name, KV_ENVIRONMENT) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "outside_key_scope",
+            "permission denied: the key does not reach this path",
+        ))
+    }
+}
+
+/// The KV secret at `name`, or `None`.
+fn find(
+    scope: &credvault_store::Scope<'_>,
+    name: &str,
+) -> Result<Option<CredentialInfo>, ApiError> {
+    match scope.find(name, KV_ENVIRONMENT) {
+        Ok(i) if i.type_name == KV_TYPE => Ok(Some(i)),
+        Ok(_) => Err(ApiError::bad_request(
+            "path: a credential of another type has this name",
+        )),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn version_meta(info: &CredentialInfo) -> serde_json::Value {
+    serde_json::json!({
+        "created_time": time_text(info.updated_at),
+        "custom_metadata": null,
+        "deletion_time": "",
+        "destroyed": false,
+        "version": info.version,
+    })
+}
+
+/// Query of a KV read.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ReadQuery {
+    version: Option<u64>,
+}
+
+pub(crate) async fn kv_read(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): axum::Extension<Caller>,
+    Path(raw): Path<String>,
+    q: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let run = async {
+        c.require(ApiScope::Reveal)?;
+        let name = kv_path(&raw)?;
+        covered(&c, &name)?;
+        let Query(q) = q.map_err(|_| ApiError::bad_request("query: expected version=N"))?;
+        let c2 = c.clone();
+        blocking(move || {
+            let scope = scope(&s, &c2)?;
+            let info = find(&scope, &name)?.ok_or_else(|| ApiError::not_found(""))?;
+            if q.version.is_some_and(|v| v != 0 && v != info.version) {
+                // Only the current version is kept.
+                return Err(ApiError::not_found(""));
+            }
+            let service = format!("vault-kv:{}", c2.key.id);
+            let revealed = scope.reveal(&info.id, &[KV_FIELD], Some(&service))?;
+            let text = revealed.expose_secret(KV_FIELD).unwrap_or("{}");
+            let data: serde_json::Value = serde_json::from_str(text).map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "integrity",
+                    "the stored secret is not a JSON object",
+                )
+            })?;
+            Ok(serde_json::json!({ "data": data, "metadata": version_meta(&info) }))
+        })
+        .await
+    };
+    match run.await {
+        Ok(data) => no_store(envelope(&c, data)),
+        Err(e) => vault_error(e),
+    }
+}
+
+fn no_store(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Body of a KV write.
+#[derive(Deserialize)]
+pub(crate) struct WriteBody {
+    data: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    options: WriteOptions,
+}
+
+#[derive(Default, Deserialize)]
+struct WriteOptions {
+    cas: Option<u64>,
+}
+
+impl Drop for WriteBody {
+    fn drop(&mut self) {
+        for v in self.data.values_mut() {
+            crate::gateway::wipe_json(v);
+        }
+    }
+}
+
+pub(crate) async fn kv_write(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): axum::Extension<Caller>,
+    Path(raw): Path<String>,
+    body: Result<Json<WriteBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let run = async {
+        c.require(ApiScope::Write)?;
+        let name = kv_path(&raw)?;
+        covered(&c, &name)?;
+        let mut b = json_body(body)?;
+        let text = zeroize::Zeroizing::new(
+            serde_json::to_string(&b.data).map_err(|_| ApiError::internal())?,
+        );
+        for v in b.data.values_mut() {
+            crate::gateway::wipe_json(v);
+        }
+        let cas = b.options.cas;
+        let c2 = c.clone();
+        blocking(move || {
+            let scope = scope(&s, &c2)?;
+            let fields = serde_json::json!({ KV_FIELD: text.as_str() });
+            let info = match find(&scope, &name)? {
+                Some(current) => {
+                    if cas == Some(0) {
+                        return Err(cas_mismatch());
+                    }
+                    let mut upd = CredentialUpdate::new().fields(fields);
+                    if let Some(v) = cas {
+                        upd = upd.expect_version(v);
+                    }
+                    scope.update(&current.id, upd).map_err(|e| match e {
+                        StoreError::VersionConflict { .. } => cas_mismatch(),
+                        e => e.into(),
+                    })?
+                }
+                None => {
+                    if cas.is_some_and(|v| v != 0) {
+                        return Err(cas_mismatch());
+                    }
+                    scope.create(
+                        NewCredential::new(KV_TYPE, name.as_str(), fields)
+                            .environment(KV_ENVIRONMENT),
+                    )?
+                }
+            };
+            Ok(version_meta(&info))
+        })
+        .await
+    };
+    match run.await {
+        Ok(data) => envelope(&c, data),
+        Err(e) => vault_error(e),
+    }
+}
+
+fn cas_mismatch() -> ApiError {
+    ApiError::bad_request("check-and-set parameter did not match the current version")
+}
+
+/// Deletes the secret at `raw` (data delete, metadata delete and destroy all remove it).
+async fn kv_remove(s: Arc<Shared>, c: Caller, raw: String) -> Response {
+    let run = async {
+        c.require(ApiScope::Write)?;
+        let name = kv_path(&raw)?;
+        covered(&c, &name)?;
+        let c2 = c.clone();
+        blocking(move || {
+            let scope = scope(&s, &c2)?;
+            if let Some(info) = find(&scope, &name)? {
+                scope.delete(&info.id, None)?;
+            }
+            Ok(())
+        })
+        .await
+    };
+    match run.await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => vault_error(e),
+    }
+}
+
+pub(crate) async fn kv_delete(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): axum::Extension<Caller>,
+    Path(raw): Path<String>,
+) -> Response {
+    kv_remove(s, c, raw).await
+}
+
+/// Body of `destroy`: the versions to destroy (the secret goes when its current one is named).
+#[derive(Deserialize)]
+pub(crate) struct DestroyBody {
+    versions: Vec<u64>,
+}
+
+pub(crate) async fn kv_destroy(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): axum::Extension<Caller>,
+    Path(raw): Path<String>,
+    body: Result<Json<DestroyBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let versions = match json_body(body) {
+        Ok(b) => b.versions,
+        Err(e) => return vault_error(e),
+    };
+    let name = match kv_path(&raw) {
+        Ok(n) => n,
+        Err(e) => return vault_error(e),
+    };
+    let (s2, c2) = (Arc::clone(&s), c.clone());
+    let current = blocking(move || {
+        c2.require(ApiScope::Write)?;
+        covered(&c2, &name)?;
+        Ok(find(&scope(&s2, &c2)?, &name)?.map(|i| i.version))
+    })
+    .await;
+    match current {
+        Ok(Some(v)) if versions.contains(&v) => kv_remove(s, c, raw).await,
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => vault_error(e),
+    }
+}
+
+/// Query of a metadata read: `list=true` lists the keys under the path.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MetadataQuery {
+    list: Option<bool>,
+}
+
+pub(crate) async fn kv_metadata(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): axum::Extension<Caller>,
+    raw: Option<Path<String>>,
+    q: Result<Query<MetadataQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let raw = raw.map(|Path(p)| p).unwrap_or_default();
+    let list = q.ok().and_then(|Query(q)| q.list).unwrap_or(false);
+    let run = async {
+        c.require(ApiScope::Read)?;
+        let c2 = c.clone();
+        if list {
+            let prefix = raw.trim_matches('/').to_owned();
+            blocking(move || {
+                let all = scope(&s, &c2)?.list(
+                    &ListFilter::new()
+                        .type_name(KV_TYPE)
+                        .environment(KV_ENVIRONMENT),
+                )?;
+                let mut keys: Vec<String> = all
+                    .iter()
+                    .filter(|i| c2.key.policy.covers(&i.name, KV_ENVIRONMENT))
+                    .filter_map(|i| {
+                        let rest = if prefix.is_empty() {
+                            i.name.as_str()
+                        } else {
+                            i.name.strip_prefix(prefix.as_str())?.strip_prefix('/')?
+                        };
+                        Some(match rest.split_once('/') {
+                            Some((dir, _)) => format!("{dir}/"),
+                            None => rest.to_owned(),
+                        })
+                    })
+                    .collect();
+                keys.sort_unstable();
+                keys.dedup();
+                if keys.is_empty() {
+                    return Err(ApiError::not_found(""));
+                }
+                Ok(serde_json::json!({ "keys": keys }))
+            })
+            .await
+        } else {
+            let name = kv_path(&raw)?;
+            covered(&c, &name)?;
+            blocking(move || {
+                let info = find(&scope(&s, &c2)?, &name)?.ok_or_else(|| ApiError::not_found(""))?;
+                let v = info.version.to_string();
+                Ok(serde_json::json!({
+                    "cas_required": false,
+                    "created_time": time_text(info.created_at),
+                    "current_version": info.version,
+                    "custom_metadata": null,
+                    "delete_version_after": "0s",
+                    "max_versions": 0,
+                    "oldest_version": info.version,
+                    "updated_time": time_text(info.updated_at),
+                    "versions": { v: {
+                        "created_time": time_text(info.updated_at),
+                        "deletion_time": "",
+                        "destroyed": false,
+                    }},
+                }))
+            })
+            .await
+        }
+    };
+    match run.await {
+        Ok(data) => envelope(&c, data),
+        Err(e) => vault_error(e),
+    }
+}
+
+pub(crate) async fn kv_metadata_delete(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(c): axum::Extension<Caller>,
+    Path(raw): Path<String>,
+) -> Response {
+    kv_remove(s, c, raw).await
+}

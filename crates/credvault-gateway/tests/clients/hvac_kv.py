@@ -1,0 +1,62 @@
+"""HashiCorp's Python client (hvac) against credvault's Vault-compatible API.
+
+Run by tests/vault_compat.rs: python hvac_kv.py URL TOKEN CA_FILE. Exits 0 only when every
+check holds; an assertion names the first that does not.
+"""
+import sys
+
+import hvac
+import hvac.exceptions
+
+url, token, ca = sys.argv[1], sys.argv[2], sys.argv[3]
+
+# A bad token: not authenticated, and a read is refused as Vault refuses it.
+bad = hvac.Client(url=url, token="cvk_000000000000000000000000000000000000000000000000", verify=ca)
+assert not bad.is_authenticated(), "a bad token is not authenticated"
+try:
+    bad.secrets.kv.v2.read_secret_version(path="app/db", raise_on_deleted_version=True)
+    raise AssertionError("a bad token read a secret")
+except hvac.exceptions.Forbidden:
+    pass
+
+client = hvac.Client(url=url, token=token, verify=ca)
+assert client.is_authenticated(), "the key authenticates as a token"
+assert client.sys.is_initialized()
+assert not client.sys.is_sealed()
+me = client.auth.token.lookup_self()["data"]
+assert "reveal" in me["policies"] and "write" in me["policies"], me
+
+# Write, read, check-and-set.
+w = client.secrets.kv.v2.create_or_update_secret(path="app/db", secret={"user": "svc", "password": "hvac secret one"})
+assert w["data"]["version"] == 1, w
+r = client.secrets.kv.v2.read_secret_version(path="app/db", raise_on_deleted_version=True)
+assert r["data"]["data"] == {"user": "svc", "password": "hvac secret one"}, r
+assert r["data"]["metadata"]["version"] == 1
+w = client.secrets.kv.v2.create_or_update_secret(path="app/db", secret={"user": "svc", "password": "hvac secret two"}, cas=1)
+assert w["data"]["version"] == 2, w
+try:
+    client.secrets.kv.v2.create_or_update_secret(path="app/db", secret={"x": "y"}, cas=1)
+    raise AssertionError("a stale cas was accepted")
+except hvac.exceptions.InvalidRequest:
+    pass
+r = client.secrets.kv.v2.read_secret_version(path="app/db", raise_on_deleted_version=True)
+assert r["data"]["data"]["password"] == "hvac secret two"
+
+# Metadata and lists.
+m = client.secrets.kv.v2.read_secret_metadata(path="app/db")
+assert m["data"]["current_version"] == 2, m
+client.secrets.kv.v2.create_or_update_secret(path="app/api/key", secret={"k": "v"})
+client.secrets.kv.v2.create_or_update_secret(path="other", secret={"k": "v"})
+keys = client.secrets.kv.v2.list_secrets(path="app")["data"]["keys"]
+assert keys == ["api/", "db"], keys
+keys = client.secrets.kv.v2.list_secrets(path="")["data"]["keys"]
+assert keys == ["app/", "other"], keys
+
+# Delete: gone.
+client.secrets.kv.v2.delete_metadata_and_all_versions(path="other")
+try:
+    client.secrets.kv.v2.read_secret_version(path="other", raise_on_deleted_version=True)
+    raise AssertionError("a deleted secret was read")
+except hvac.exceptions.InvalidPath:
+    pass
+print("hvac: ok")
