@@ -166,16 +166,8 @@ pub(crate) fn json_line(v: &serde_json::Value) -> zeroize::Zeroizing<Vec<u8>> {
     out
 }
 
-/// Wipes every string in a JSON value.
-pub(crate) fn wipe_json(v: &mut serde_json::Value) {
-    use zeroize::Zeroize;
-    match v {
-        serde_json::Value::String(s) => s.zeroize(),
-        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe_json),
-        serde_json::Value::Object(o) => o.values_mut().for_each(wipe_json),
-        _ => {}
-    }
-}
+/// Wipes every string in a JSON value (the store's, shared by the commands).
+pub(crate) use credvault_store::wipe_json;
 
 /// What a command produced: text for people and JSON for scripts, or raw bytes (a decrypted
 /// secret, written as is and wiped afterwards).

@@ -16,8 +16,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use credvault_store::audit::{Action, Details, EventId, Events, Outcome, Query as AuditQuery};
+use credvault_store::{wipe_json, CredentialUpdate, NewCredential};
 use credvault_store::{AuditEvent, CredentialId, ListFilter, Store, TenantId};
-use credvault_store::{CredentialUpdate, NewCredential};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
@@ -1165,16 +1165,6 @@ impl Drop for UpdateBody {
 impl Drop for CreateBody {
     fn drop(&mut self) {
         wipe_json(&mut self.fields);
-    }
-}
-
-pub(crate) fn wipe_json(v: &mut serde_json::Value) {
-    use zeroize::Zeroize;
-    match v {
-        serde_json::Value::String(s) => s.zeroize(),
-        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe_json),
-        serde_json::Value::Object(o) => o.values_mut().for_each(wipe_json),
-        _ => {}
     }
 }
 

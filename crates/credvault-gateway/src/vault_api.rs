@@ -259,7 +259,7 @@ struct WriteOptions {
 impl Drop for WriteBody {
     fn drop(&mut self) {
         for v in self.data.values_mut() {
-            crate::gateway::wipe_json(v);
+            credvault_store::wipe_json(v);
         }
     }
 }
@@ -279,7 +279,7 @@ pub(crate) async fn kv_write(
             serde_json::to_string(&b.data).map_err(|_| ApiError::internal())?,
         );
         for v in b.data.values_mut() {
-            crate::gateway::wipe_json(v);
+            credvault_store::wipe_json(v);
         }
         let cas = b.options.cas;
         let c2 = c.clone();

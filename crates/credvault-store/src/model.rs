@@ -14,8 +14,9 @@ use crate::storage::CredentialRow;
 /// The default environment.
 pub const DEFAULT_ENVIRONMENT: &str = "production";
 
-/// Wipes every string in a JSON value (the inputs that carried secret values).
-pub(crate) fn wipe_json(v: &mut serde_json::Value) {
+/// Wipes every string in a JSON value (the inputs that carried secret values): for JSON that
+/// held secrets on its way in or out (request bodies, command output) before it is dropped.
+pub fn wipe_json(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::String(s) => s.zeroize(),
         serde_json::Value::Array(a) => a.iter_mut().for_each(wipe_json),
