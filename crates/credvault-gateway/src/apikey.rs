@@ -472,40 +472,24 @@ impl ServerKey {
             path: path.display().to_string(),
             reason,
         };
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let bytes = Zeroizing::new(bytes);
-                let arr: &[u8; 32] = bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| err("expected exactly 32 bytes".into()))?;
-                Ok(Self::from_bytes(arr))
+        if !path.exists() {
+            let mut bytes = Zeroizing::new([0u8; 32]);
+            ring::rand::SystemRandom::new()
+                .fill(&mut bytes[..])
+                .map_err(|_| err("the system random generator failed".into()))?;
+            match credvault_store::files::write_new_private(path, &bytes[..]) {
+                // Another process may have won the race: whatever is there now is read below.
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(err(e.to_string()))
+                }
+                _ => {}
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut bytes = Zeroizing::new([0u8; 32]);
-                ring::rand::SystemRandom::new()
-                    .fill(&mut bytes[..])
-                    .map_err(|_| err("the system random generator failed".into()))?;
-                write_new_private(path, &bytes[..]).map_err(|e| err(e.to_string()))?;
-                // Another process may have won the race: use whatever is there now.
-                Self::load_existing(path)
-            }
-            Err(e) => Err(err(e.to_string())),
         }
-    }
-
-    fn load_existing(path: &Path) -> Result<Self, KeyError> {
-        let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| KeyError::ServerKey {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?);
+        let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| err(e.to_string()))?);
         let arr: &[u8; 32] = bytes
             .as_slice()
             .try_into()
-            .map_err(|_| KeyError::ServerKey {
-                path: path.display().to_string(),
-                reason: "expected exactly 32 bytes".into(),
-            })?;
+            .map_err(|_| err("expected exactly 32 bytes".into()))?;
         Ok(Self::from_bytes(arr))
     }
 
@@ -532,23 +516,6 @@ impl ServerKey {
     }
 }
 
-/// Writes a new file readable only by its owner; fails if it exists.
-fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    match o.open(path) {
-        Ok(mut f) => {
-            f.write_all(bytes)?;
-            f.sync_all()
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// Where keys are kept: a SQLite database (WAL) that several gateway processes and the CLI
 /// share. Safe to use from many threads (one connection behind a mutex; calls are short).
 pub struct KeyStore {
@@ -569,6 +536,16 @@ const LAST_USED_EVERY_MS: i64 = 60_000;
 impl KeyStore {
     /// Opens (creating when missing) the database at `path`, with `server` for hashes and MACs.
     pub fn open(path: &Path, server: ServerKey) -> Result<Self, KeyError> {
+        // Owner-only from creation, like every file of the vault (SQLite would create it with
+        // the umask's mode; its -wal and -shm files take the database file's mode).
+        if !path.exists() {
+            match credvault_store::files::write_new_private(path, b"") {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(KeyError::Storage(e.to_string()))
+                }
+                _ => {}
+            }
+        }
         let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -585,11 +562,6 @@ impl KeyStore {
                 last_ip TEXT
             ) STRICT;",
         )?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
         Ok(Self {
             conn: Mutex::new(conn),
             server,
@@ -770,6 +742,35 @@ impl Stored {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_server_key_and_the_key_database_are_owner_only_and_the_key_is_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (kp, db) = (
+            dir.path().join("gateway.key"),
+            dir.path().join("gateway.db"),
+        );
+        let first = ServerKey::load_or_create(&kp).unwrap();
+        let bytes = std::fs::read(&kp).unwrap();
+        assert_eq!(bytes.len(), 32);
+        // A second start reads the same key rather than making another.
+        let again = ServerKey::load_or_create(&kp).unwrap();
+        assert_eq!(std::fs::read(&kp).unwrap(), bytes);
+        assert_eq!(first.key_hash("cvk_x"), again.key_hash("cvk_x"));
+        let store = KeyStore::open(&db, again).unwrap();
+        drop(store);
+        for p in [&kp, &db] {
+            let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+        std::fs::write(&kp, b"short").unwrap();
+        assert!(matches!(
+            ServerKey::load_or_create(&kp),
+            Err(KeyError::ServerKey { .. })
+        ));
+    }
 
     fn base62(n: usize) -> impl Strategy<Value = Vec<u8>> {
         proptest::collection::vec(proptest::sample::select(BASE62.to_vec()), n)

@@ -66,6 +66,7 @@
 pub mod backup;
 mod error;
 mod fields;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ids;

@@ -414,24 +414,7 @@ fn verr(what: &'static str, path: &Path, reason: impl ToString) -> StoreError {
 /// existing file or a planted symlink is refused, never written through), fsynced with its
 /// directory.
 fn write_private(path: &Path, bytes: &[u8], what: &'static str) -> Result<(), StoreError> {
-    use std::io::Write;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    let mut f = o.open(path).map_err(|e| verr(what, path, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| verr(what, path, e))?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all(); // best effort: not every platform can fsync a directory
-        }
-    }
-    Ok(())
+    crate::files::write_new_private(path, bytes).map_err(|e| verr(what, path, e))
 }
 
 /// Creates `dir` and missing parents owner-only (0700) from the start; an existing directory
