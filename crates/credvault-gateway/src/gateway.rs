@@ -175,52 +175,6 @@ fn quota(r: RateLimit) -> Quota {
         .allow_burst(count)
 }
 
-/// Every route this router serves, static segments before parameters (the order the router
-/// prefers them in), for naming the route of a request the gate refuses before routing.
-const ROUTES: &[&str] = &[
-    "/v1/sys/health",
-    "/metrics",
-    "/openapi.json",
-    "/api/credentials/types",
-    "/api/credentials/types/{id}",
-    "/api/credentials",
-    "/api/credentials/data-key",
-    "/api/credentials/sealed",
-    "/api/credentials/{id}",
-    "/api/credentials/{id}/reveal",
-    "/api/credentials/{id}/totp",
-    "/api/credentials/{id}/test",
-    "/api/credentials/{id}/audit-logs",
-    "/v1/sys/seal-status",
-    "/v1/sys/init",
-    "/v1/auth/token/lookup-self",
-    "/v1/secret/data/{*path}",
-    "/v1/secret/metadata",
-    "/v1/secret/metadata/",
-    "/v1/secret/metadata/{*path}",
-    "/v1/secret/destroy/{*path}",
-];
-
-/// The declared route `path` falls under (a `{...}` segment matches any one non-empty segment).
-fn route_of(path: &str) -> Option<&'static str> {
-    ROUTES.iter().copied().find(|r| {
-        let mut want = r.split('/');
-        let mut got = path.split('/');
-        loop {
-            match (want.next(), got.next()) {
-                (None, None) => return true,
-                // A `{*...}` segment takes the rest: one or more segments.
-                (Some(w), Some(g)) if w.starts_with("{*") => {
-                    return !g.is_empty() || got.next().is_some_and(|n| !n.is_empty());
-                }
-                (Some(w), Some(g)) if w.starts_with('{') && !g.is_empty() => {}
-                (Some(w), Some(g)) if w == g => {}
-                _ => return false,
-            }
-        }
-    })
-}
-
 /// Who is asking, decided before the route runs.
 #[derive(Clone, Debug)]
 pub(crate) struct Caller {
@@ -247,10 +201,6 @@ impl Caller {
         }
     }
 }
-
-/// The route that served a request, filled in after routing.
-#[derive(Clone, Default)]
-struct RouteSlot(Arc<OnceLock<String>>);
 
 /// What the audit record of a request needs from the gate.
 struct Seen {
@@ -357,8 +307,7 @@ impl Gateway {
             .route(
                 "/v1/secret/destroy/{*path}",
                 post(vault_api::kv_destroy).put(vault_api::kv_destroy),
-            )
-            .route_layer(middleware::from_fn(note_route));
+            );
         let inner = Router::new()
             .route("/v1/sys/health", get(vault_api::health))
             .route("/v1/sys/seal-status", get(vault_api::seal_status))
@@ -393,16 +342,6 @@ fn vault_list_to_get(mut req: Request) -> Request {
         }
     }
     req
-}
-
-async fn note_route(req: Request, next: Next) -> Response {
-    if let (Some(slot), Some(path)) = (
-        req.extensions().get::<RouteSlot>(),
-        req.extensions().get::<MatchedPath>(),
-    ) {
-        let _ = slot.0.set(path.as_str().to_owned());
-    }
-    next.run(req).await
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
@@ -532,10 +471,13 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
         .as_ref()
         .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.peer.ip());
     let source_ip = s.source_ip(peer, req.headers()).to_string();
-    let slot = RouteSlot::default();
-    req.extensions_mut().insert(slot.clone());
-    let path = req.uri().path().to_owned();
-    let vault_shaped = path.starts_with("/v1/");
+    // The gate is a router layer, which axum runs after routing: the route that matched is
+    // known here, even for a request refused before its handler.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let vault_shaped = req.uri().path().starts_with("/v1/");
 
     // Liveness, metrics and the API document are answered without a key, a host or a record:
     // probes and scrapes every few seconds must not fill the audit log.
@@ -579,13 +521,6 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
 
     let status = resp.status().as_u16();
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    // The router's own match when the request got that far; else the same match made here.
-    let route = slot
-        .0
-        .get()
-        .cloned()
-        .or_else(|| route_of(&path).map(str::to_owned))
-        .unwrap_or_else(|| "unmatched".to_owned());
     let outcome = match status {
         200..=399 => Outcome::Success,
         401 | 403 | 421 | 429 => Outcome::Denied,
@@ -1003,36 +938,6 @@ mod tests {
             ("[::1]x", None),
         ] {
             assert_eq!(normalise_host(raw).as_deref(), want, "{raw:?}");
-        }
-    }
-
-    #[test]
-    fn routes_are_named_as_the_router_names_them() {
-        assert_eq!(route_of("/api/credentials"), Some("/api/credentials"));
-        assert_eq!(
-            route_of("/api/credentials/types"),
-            Some("/api/credentials/types")
-        );
-        assert_eq!(
-            route_of("/api/credentials/types/x"),
-            Some("/api/credentials/types/{id}")
-        );
-        assert_eq!(
-            route_of("/api/credentials/cred_1"),
-            Some("/api/credentials/{id}")
-        );
-        assert_eq!(
-            route_of("/api/credentials/cred_1/reveal"),
-            Some("/api/credentials/{id}/reveal")
-        );
-        for none in [
-            "/",
-            "/api",
-            "/api/credentials/",
-            "/api/credentials//reveal",
-            "/api/credentials/x/y",
-        ] {
-            assert_eq!(route_of(none), None, "{none}");
         }
     }
 
