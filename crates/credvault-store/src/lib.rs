@@ -123,7 +123,7 @@ pub use postgres::{redact_database_url, PostgresOptions, PostgresStorage};
 pub use sqlite::{SqliteDurability, SqliteStorage, DEFAULT_LOCK_TIMEOUT};
 pub use storage::{ListFilter, OtpThrottle, Storage, StorageError};
 pub use store::{
-    credential_context, AuditTarget, Clock, Finding, ManualClock, Problem, Scope,
+    credential_context, AuditTarget, Clock, Finding, ManualClock, Problem, RequestAuth, Scope,
     StorageReplayGuard, Store, StoreConfig, StoreVerification, SystemClock, AUTO_ROTATION_ACTOR,
     HOTP_COUNTER_FIELD, HOTP_LOOK_AHEAD, VAULT_ACTOR,
 };

@@ -290,3 +290,107 @@ fn a_tightened_policy_survives_a_key_rotation() {
         Some("tok-123456")
     );
 }
+
+/// The proxy's call: the type's `authenticate` rule rendered for an outbound request.
+fn proxy_store() -> (Store, Arc<MemorySink>, TenantId) {
+    let mut r = Registry::with_builtins();
+    r.add_json(
+        r#"{"name": "signed_api", "display_name": "Signed API", "category": "api",
+            "fields": [
+              {"key": "base_url", "label": "Base URL", "kind": "string", "format": "url"},
+              {"key": "token", "label": "Token", "kind": "password", "required": true, "reveal": "use-only"},
+              {"key": "seed", "label": "Seed", "kind": "password", "reveal": "write-only"}
+            ],
+            "authenticate": {"headers": {"Authorization": "Token {{token}}", "X-Seed": "{{seed}}"}}}"#,
+    )
+    .unwrap();
+    let audit = Arc::new(MemorySink::new());
+    let store = Store::new(
+        Arc::new(MemoryStorage::new()),
+        Arc::new(LocalKeyring::generate().unwrap()),
+        AuditTarget::Sink(audit.clone()),
+    )
+    .with_registry(Arc::new(r));
+    let t = TenantId::new("acme").unwrap();
+    store.create_tenant(&t, "Acme", "admin").unwrap();
+    (store, audit, t)
+}
+
+#[test]
+fn a_use_only_token_reaches_an_outbound_request_and_the_access_is_recorded_first() {
+    let (store, audit, t) = proxy_store();
+    let s = store.tenant(&t, "gateway").unwrap();
+    let token = "tok-0123456789abcdef";
+    let id = s
+        .create(NewCredential::new(
+            "signed_api",
+            "api",
+            json!({"base_url": "https://api.example.com/v2", "token": token}),
+        ))
+        .unwrap()
+        .id;
+    // `reveal` refuses the use-only token; the request gets it.
+    refused(s.reveal(&id, &["token"], None), "token", "use-only");
+    let ra = s.authenticate_request(&id, Some("proxy")).unwrap();
+    assert_eq!(ra.base_url.as_deref(), Some("https://api.example.com/v2"));
+    assert_eq!(ra.type_name, "signed_api");
+    let headers: Vec<(String, String)> = ra
+        .auth
+        .headers
+        .iter()
+        .map(|(k, v)| (k.expose_secret().to_owned(), v.expose_secret().to_owned()))
+        .collect();
+    assert!(headers.contains(&("Authorization".into(), format!("Token {token}"))));
+    assert!(ra.secrets().any(|s| s == token));
+    assert!(!format!("{ra:?}").contains(token), "Debug shows no value");
+    let last = audit.events().pop().unwrap();
+    assert_eq!(last.action, Action::Accessed);
+    assert_eq!(
+        last.details,
+        Some(Details::Accessed {
+            service: Some("proxy".into()),
+            fields: vec!["token".into()]
+        })
+    );
+}
+
+#[test]
+fn a_rule_that_would_carry_a_write_only_field_is_refused_and_recorded() {
+    let (store, audit, t) = proxy_store();
+    let s = store.tenant(&t, "gateway").unwrap();
+    let id = s
+        .create(NewCredential::new(
+            "signed_api",
+            "api",
+            json!({"token": "tok-0123456789abcdef", "seed": "seed-0123456789abcdef"}),
+        ))
+        .unwrap()
+        .id;
+    match s.authenticate_request(&id, Some("proxy")) {
+        Err(StoreError::AccessDenied {
+            reason: DenyReason::Forbidden,
+        }) => {}
+        other => panic!("expected a refusal: {other:?}"),
+    }
+    assert_eq!(audit.events().pop().unwrap().action, Action::AccessDenied);
+    // A type without an `authenticate` rule has nothing to inject.
+    let plain = s
+        .create(NewCredential::new(
+            "kv_secret",
+            "kv",
+            json!({"data": "{\"a\": \"b\"}"}),
+        ))
+        .unwrap()
+        .id;
+    assert!(matches!(
+        s.authenticate_request(&plain, None),
+        Err(StoreError::Unsupported(_))
+    ));
+    // An inactive credential is refused as for a reveal.
+    s.update(&id, CredentialUpdate::new().active(false))
+        .unwrap();
+    assert!(matches!(
+        s.authenticate_request(&id, None),
+        Err(StoreError::AccessDenied { .. })
+    ));
+}

@@ -70,6 +70,14 @@ struct RowMeta<'a> {
 }
 
 /// The reveal policy of `field` by its type alone.
+/// A field's policy: the type's, or the credential's own where it set a stricter one.
+pub(crate) fn field_policy(ty: &CredentialType, row: &CredentialRow, field: &str) -> RevealPolicy {
+    let by_type = type_policy(ty, field);
+    row.reveal
+        .get(field)
+        .map_or(by_type, |&own| own.max(by_type))
+}
+
 fn type_policy(ty: &CredentialType, field: &str) -> RevealPolicy {
     ty.definition()
         .fields

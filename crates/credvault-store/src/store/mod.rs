@@ -1,6 +1,7 @@
 //! The store: its handle, settings, audit target and the tenant scope every credential operation goes through. The operations live in the submodules, one concern each.
 
 mod credentials;
+mod injection;
 mod integrity;
 mod otp;
 mod rotation;
@@ -9,6 +10,7 @@ mod tenants;
 mod testing;
 pub(crate) mod verify;
 
+pub use injection::RequestAuth;
 pub(crate) use integrity::mac_key;
 pub use otp::{StorageReplayGuard, HOTP_COUNTER_FIELD, HOTP_LOOK_AHEAD};
 use sealing::Authentic;
