@@ -232,6 +232,9 @@ pub enum Action {
     /// A request to a network gateway: one record per request, whatever it did (the store's
     /// own records of what it did carry the same `request_id`).
     Request,
+    /// A request a gateway forwarded upstream with a credential injected, recorded when the
+    /// exchange ends (the answer's status, sizes, DLP detections, an LLM's token usage).
+    Proxied,
     /// An action this version does not know (written by a newer version, or by an application).
     Other(String),
 }
@@ -253,12 +256,13 @@ impl Action {
             Self::DlpDetected => "dlp_detected",
             Self::IntegrityFailure => "integrity_failure",
             Self::Request => "request",
+            Self::Proxied => "proxied",
             Self::Other(s) => s,
         }
     }
 
     /// Every action this version knows, in a stable order.
-    pub const KNOWN: [Action; 13] = [
+    pub const KNOWN: [Action; 14] = [
         Self::Created,
         Self::Updated,
         Self::Deleted,
@@ -272,6 +276,7 @@ impl Action {
         Self::DlpDetected,
         Self::IntegrityFailure,
         Self::Request,
+        Self::Proxied,
     ];
 }
 
@@ -583,9 +588,75 @@ pub enum Details {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         api_key: Option<String>,
     },
+    /// For `proxied`: how a forwarded exchange ended (never a header, a body or a value).
+    Proxied {
+        /// The credential type whose rule was injected.
+        credential_type: String,
+        /// The upstream's HTTP status (absent when no answer came).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upstream_status: Option<u16>,
+        /// Request body bytes sent upstream.
+        bytes_sent: u64,
+        /// Response body bytes received from upstream.
+        bytes_received: u64,
+        /// Whether the response body reached its end (`false`: cut by a `block` detector,
+        /// an upstream error, the client leaving or the time limit).
+        completed: bool,
+        /// Detections in either direction, counted per detector and action.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        detections: Vec<DlpCount>,
+        /// Known secrets (the injected credential's values) masked in the answer.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        masked: u64,
+        /// The model named by an LLM upstream's answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        /// Input (prompt) tokens an LLM upstream reported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_tokens: Option<u64>,
+        /// Output (completion) tokens an LLM upstream reported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_tokens: Option<u64>,
+    },
     /// Details written by a newer version.
     #[serde(other)]
     Unknown,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Detections of one detector in one direction of a proxied exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DlpCount {
+    /// `request` (client to upstream) or `response`.
+    pub direction: String,
+    /// Detector name.
+    pub detector: String,
+    /// What was done: `redact`, `block` or `warn`.
+    pub action: String,
+    /// Number of matches.
+    pub count: u64,
+}
+
+impl DlpCount {
+    /// A count.
+    pub fn new(
+        direction: impl Into<String>,
+        detector: impl Into<String>,
+        action: impl Into<String>,
+        count: u64,
+    ) -> Self {
+        Self {
+            direction: direction.into(),
+            detector: detector.into(),
+            action: action.into(),
+            count,
+        }
+    }
 }
 
 /// One audit event.

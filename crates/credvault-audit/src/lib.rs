@@ -59,8 +59,8 @@ mod verify;
 
 pub use chain::{Appended, ChainRecord, ChainTip, ChainWriter};
 pub use event::{
-    Action, AuditEvent, DenyReason, Details, EventId, FieldChange, Outcome, Resource, TestStatus,
-    Timestamp, TimestampError,
+    Action, AuditEvent, DenyReason, Details, DlpCount, EventId, FieldChange, Outcome, Resource,
+    TestStatus, Timestamp, TimestampError,
 };
 pub use key::{AuditKey, HashedField, IdentifierHasher, KeyFormatError, HASHED_PREFIX};
 pub use log::{

@@ -38,7 +38,7 @@
 //!   and Go's HTML-safe `\u0026`), HTML references (named, decimal, hex; also around JSON) and
 //!   line-split forms, found in one gated pass (a hashed bit set of the forms'
 //!   first bytes proposes positions, an anchored Aho-Corasick search confirms); a guard against
-//!   short and common values; streaming ([`StreamMasker`], [`MaskingWriter`], [`MaskingReader`]) that
+//!   short and common values; streaming ([`StreamMasker`], [`SharedStreamMasker`], [`MaskingWriter`], [`MaskingReader`]) that
 //!   catches secrets split across chunks.
 //! - [`Scanner`]: built-in and custom detectors, each with an [`Action`]; [`Finding`]s name
 //!   detector and range, never the value (fit for an audit record).
@@ -81,7 +81,7 @@ mod variants;
 pub use detect::{builtin_detectors, Action, Blocked, Cleaned, DetectorError, Finding, Scanner};
 pub use masker::{
     entropy, AddError, BuildError, MaskMatch, Masker, MaskerBuilder, MaskingReader, MaskingWriter,
-    StreamMasker, MAX_REFERENCE_LEN, MAX_SECRETS, MAX_SECRET_LEN,
+    SharedStreamMasker, StreamMasker, MAX_REFERENCE_LEN, MAX_SECRETS, MAX_SECRET_LEN,
 };
 pub use reference::{
     parse_reference, references, render, Reference, ReferenceError, RenderError, Rendered,

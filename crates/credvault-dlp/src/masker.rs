@@ -563,39 +563,94 @@ impl StreamMasker<'_> {
     /// so far is the start of some searched form. Output that cannot be the start of a
     /// secret, such as a prompt or a log line, goes out at once.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let m = self.masker;
-        let Some(search) = &m.search else {
-            out.extend_from_slice(&self.carry);
-            self.carry.clear();
-            out.extend_from_slice(chunk);
-            return;
-        };
-        if self.carry.is_empty() {
-            // The usual case: nothing held back, so search the caller's chunk where it is
-            // (no copy, and the caller owns and wipes it); keep only the undecided tail.
-            let stop = decide(m, &search.prefixes, chunk, out);
-            self.carry.extend_from_slice(&chunk[stop..]);
-        } else {
-            self.carry.extend_from_slice(chunk);
-            let buf = std::mem::take(&mut self.carry);
-            let stop = decide(m, &search.prefixes, &buf, out);
-            self.carry = buf[stop..].to_vec();
-            // Held-back bytes may be secret material: wipe the consumed buffer.
-            wipe(buf);
-        }
+        push_into(self.masker, &mut self.carry, chunk, out);
     }
 
     /// Ends the stream: masks and appends what was held back.
     pub fn finish(mut self, out: &mut Vec<u8>) {
-        let rest = std::mem::take(&mut self.carry);
-        out.extend_from_slice(&self.masker.mask_bytes(&rest));
-        wipe(rest);
+        finish_into(self.masker, &mut self.carry, out);
     }
 
     /// Bytes held back now.
     pub fn held_back(&self) -> usize {
         self.carry.len()
     }
+}
+
+/// A [`StreamMasker`] that holds its [`Masker`] by `Arc`, for a stream that outlives any one
+/// borrow (an HTTP response body handed to a server). Same output; what it holds back is wiped
+/// when it is dropped.
+pub struct SharedStreamMasker {
+    masker: std::sync::Arc<Masker>,
+    carry: Vec<u8>,
+}
+
+impl fmt::Debug for SharedStreamMasker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedStreamMasker")
+            .field("held_back", &self.carry.len())
+            .finish()
+    }
+}
+
+impl SharedStreamMasker {
+    /// A streaming masker over `masker`.
+    pub fn new(masker: std::sync::Arc<Masker>) -> Self {
+        Self {
+            masker,
+            carry: Vec::new(),
+        }
+    }
+
+    /// As [`StreamMasker::push`].
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        push_into(&self.masker, &mut self.carry, chunk, out);
+    }
+
+    /// As [`StreamMasker::finish`], without consuming: the stream is over afterwards (what
+    /// is pushed next starts a new one).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        finish_into(&self.masker, &mut self.carry, out);
+    }
+
+    /// Bytes held back now.
+    pub fn held_back(&self) -> usize {
+        self.carry.len()
+    }
+}
+
+impl Drop for SharedStreamMasker {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.carry);
+    }
+}
+
+fn push_into(m: &Masker, carry: &mut Vec<u8>, chunk: &[u8], out: &mut Vec<u8>) {
+    let Some(search) = &m.search else {
+        out.extend_from_slice(carry);
+        carry.clear();
+        out.extend_from_slice(chunk);
+        return;
+    };
+    if carry.is_empty() {
+        // The usual case: nothing held back, so search the caller's chunk where it is
+        // (no copy, and the caller owns and wipes it); keep only the undecided tail.
+        let stop = decide(m, &search.prefixes, chunk, out);
+        carry.extend_from_slice(&chunk[stop..]);
+    } else {
+        carry.extend_from_slice(chunk);
+        let buf = std::mem::take(carry);
+        let stop = decide(m, &search.prefixes, &buf, out);
+        *carry = buf[stop..].to_vec();
+        // Held-back bytes may be secret material: wipe the consumed buffer.
+        wipe(buf);
+    }
+}
+
+fn finish_into(m: &Masker, carry: &mut Vec<u8>, out: &mut Vec<u8>) {
+    let rest = std::mem::take(carry);
+    out.extend_from_slice(&m.mask_bytes(&rest));
+    wipe(rest);
 }
 
 /// Masks what is decided in `buf` into `out` and returns where the undecided tail starts: the
