@@ -69,6 +69,22 @@ pub(crate) struct ServeArgs {
     /// Largest request body in bytes (default 1 MiB).
     #[arg(long, value_name = "BYTES")]
     body_limit: Option<usize>,
+    /// A range the proxy may reach beyond public addresses (`127.0.0.1/32`, `10.0.0.0/8`;
+    /// repeat for more). Loopback, private and link-local upstreams are refused otherwise.
+    #[arg(
+        long = "allow-upstream",
+        value_name = "IP|CIDR",
+        env = "CREDVAULT_ALLOW_UPSTREAM",
+        value_delimiter = ','
+    )]
+    allow_upstream: Vec<ProxyAddr>,
+    /// Certificate authorities (PEM) the proxy trusts for upstream TLS, beside the system's.
+    #[arg(
+        long = "upstream-ca",
+        value_name = "FILE",
+        env = "CREDVAULT_UPSTREAM_CA"
+    )]
+    upstream_ca: Vec<PathBuf>,
 }
 
 /// A trusted proxy: an address or a CIDR range.
@@ -108,6 +124,78 @@ struct ServeFile {
     #[serde(default)]
     tenant_rates: std::collections::BTreeMap<String, String>,
     body_limit: Option<usize>,
+    #[serde(default)]
+    allow_upstream: Vec<String>,
+    #[serde(default)]
+    upstream_ca: Vec<PathBuf>,
+    /// The proxy's DLP detectors per tenant (`[dlp.TENANT]`), and for the others
+    /// (`[dlp_default]`).
+    #[serde(default)]
+    dlp: std::collections::BTreeMap<String, DlpFile>,
+    dlp_default: Option<DlpFile>,
+}
+
+/// One DLP policy of the `--config` file: the built-in detectors with some actions changed
+/// or turned off, and custom expressions.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DlpFile {
+    #[serde(default)]
+    block: Vec<String>,
+    #[serde(default)]
+    redact: Vec<String>,
+    #[serde(default)]
+    warn: Vec<String>,
+    #[serde(default)]
+    off: Vec<String>,
+    #[serde(default)]
+    custom: Vec<CustomDetector>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomDetector {
+    name: String,
+    pattern: String,
+    action: String,
+}
+
+fn dlp_action(s: &str) -> Result<credvault_dlp::Action, String> {
+    match s {
+        "block" => Ok(credvault_dlp::Action::Block),
+        "redact" => Ok(credvault_dlp::Action::Redact),
+        "warn" => Ok(credvault_dlp::Action::Warn),
+        _ => Err("action: expected block, redact or warn".into()),
+    }
+}
+
+impl DlpFile {
+    fn scanner(&self, at: &str) -> Result<credvault_dlp::Scanner, Failure> {
+        let fail = |e: &dyn std::fmt::Display| Failure::usage(format!("--config {at}: {e}"));
+        let mut s = credvault_dlp::Scanner::builtin();
+        for (names, action) in [
+            (&self.block, credvault_dlp::Action::Block),
+            (&self.redact, credvault_dlp::Action::Redact),
+            (&self.warn, credvault_dlp::Action::Warn),
+        ] {
+            for n in names {
+                s = s.with_action(n, action).map_err(|e| fail(&e))?;
+            }
+        }
+        for n in &self.off {
+            if !s.detectors().iter().any(|(d, _)| d == n) {
+                return Err(fail(&format!("off: no detector named {n}")));
+            }
+            s = s.without(n);
+        }
+        for c in &self.custom {
+            let action = dlp_action(&c.action).map_err(|e| fail(&e))?;
+            s = s
+                .with_custom(&c.name, &c.pattern, action)
+                .map_err(|e| fail(&e))?;
+        }
+        Ok(s)
+    }
 }
 
 /// Largest config file read.
@@ -397,6 +485,38 @@ pub(crate) fn serve(v: &VaultArgs, a: ServeArgs) -> Result<Output, Failure> {
     };
     for p in proxies {
         cfg = cfg.trust_proxy_range(p.0);
+    }
+    let allow = if a.allow_upstream.is_empty() {
+        file.allow_upstream
+            .iter()
+            .map(|p| {
+                p.parse::<ProxyAddr>()
+                    .map_err(|e| Failure::usage(format!("--config allow_upstream: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        a.allow_upstream
+    };
+    for p in allow {
+        cfg = cfg.allow_upstream(p.0);
+    }
+    let cas = if a.upstream_ca.is_empty() {
+        &file.upstream_ca
+    } else {
+        &a.upstream_ca
+    };
+    for path in cas {
+        for c in tls::load_certificates(path).map_err(Failure::new)? {
+            cfg = cfg.upstream_root(c);
+        }
+    }
+    for (t, d) in &file.dlp {
+        let id =
+            TenantId::new(t.as_str()).map_err(|e| Failure::usage(format!("--config dlp: {e}")))?;
+        cfg = cfg.dlp_for(id, d.scanner(&format!("dlp.{t}"))?);
+    }
+    if let Some(d) = &file.dlp_default {
+        cfg = cfg.dlp_default(d.scanner("dlp_default")?);
     }
     let tls_cert = a.tls_cert.or(file.tls_cert);
     let tls_key = a.tls_key.or(file.tls_key);

@@ -352,3 +352,109 @@ fn serve_takes_its_settings_from_a_toml_file_and_flags_win_over_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lisen"), "{err}");
 }
+
+#[test]
+fn serve_proxies_to_an_upstream_the_config_file_opens_with_its_dlp_policy() {
+    use std::io::{Read, Write};
+    const TOKEN: &str = "tok_5c1d8e2a9b7f4036e1d2c3b4a5968778";
+    // An upstream on loopback that answers with what it was sent.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for conn in upstream.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut b).unwrap_or(0) == 1 {
+                head.push(b[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let auth = head
+                .lines()
+                .find_map(|l| l.strip_prefix("authorization: "))
+                .unwrap_or("")
+                .to_owned();
+            let _ = seen_tx.send(head);
+            let body = format!("seen {auth} for TICKET-1234");
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    run(&dir, &["init"], "");
+    run(
+        &dir,
+        &[
+            "add",
+            "http_bearer_token",
+            "local-api",
+            "--field",
+            &format!("base_url=http://127.0.0.1:{port}/v1"),
+        ],
+        TOKEN,
+    );
+    let made = run(
+        &dir,
+        &[
+            "--json", "apikey", "create", "--tenant", "default", "--scope", "proxy",
+        ],
+        "",
+    );
+    let key = serde_json::from_str::<serde_json::Value>(&made).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ca = Ca::new("proxy test CA");
+    let (cert, private, _) = ca.leaf(&["acme.localhost"]);
+    std::fs::write(tmp.path().join("cert.pem"), cert).unwrap();
+    std::fs::write(tmp.path().join("key.pem"), private).unwrap();
+    let config = tmp.path().join("serve.toml");
+    let base = format!(
+        "tls_cert = {:?}\ntls_key = {:?}\nallow_upstream = [\"127.0.0.1/32\"]\n\
+         [hosts]\n\"acme.localhost\" = \"default\"\n",
+        tmp.path().join("cert.pem"),
+        tmp.path().join("key.pem"),
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "{base}[dlp.default]\ncustom = [{{ name = \"ticket\", pattern = \"TICKET-[0-9]{{4}}\", action = \"redact\" }}]\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&dir, &["--config", config.to_str().unwrap()]);
+    let client = Client {
+        addr: server.addr,
+        ca: ca.der.clone(),
+    };
+    let r = client.send(Req::new("acme.localhost", "GET", "/proxy/local-api/items").key(&key));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let head = seen_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(head.starts_with("GET /v1/items HTTP/1.1"), "{head}");
+    assert!(
+        head.contains(&format!("authorization: Bearer {TOKEN}")),
+        "{head}"
+    );
+    assert!(!head.contains(&key), "{head}");
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        "seen [cv:injected] for [redacted:ticket]"
+    );
+    drop(server);
+
+    // A policy naming a detector that does not exist is refused, by its place in the file.
+    std::fs::write(&config, format!("{base}[dlp.default]\noff = [\"nope\"]\n")).unwrap();
+    let out = credvault_in(&dir)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dlp.default") && err.contains("nope"), "{err}");
+}

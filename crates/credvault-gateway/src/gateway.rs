@@ -12,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use credvault_store::audit::{Action, Details, EventId, Events, Outcome, Query as AuditQuery};
@@ -25,8 +25,10 @@ use tower::ServiceExt as _;
 
 use crate::apikey::{ApiScope, KeyError, KeyInfo, KeyStore, RateLimit};
 use crate::error::ApiError;
+use crate::proxy::UpstreamConfig;
 use crate::server::ConnInfo;
 use crate::vault_api;
+use credvault_dlp::Scanner;
 
 /// Longest `Host` name accepted.
 const MAX_HOST_LEN: usize = 253;
@@ -52,8 +54,16 @@ pub struct GatewayConfig {
     pub tenant_rates: BTreeMap<TenantId, RateLimit>,
     /// Largest request body (default 1 MiB).
     pub body_limit: usize,
-    /// Longest time a request may take (default 30 s).
+    /// Longest time a request may take (default 30 s); for the proxy, until the upstream's
+    /// answer starts (its body then streams for up to [`UpstreamConfig::stream_timeout`]).
     pub request_timeout: Duration,
+    /// Where the proxy may connect and whom it trusts.
+    pub upstream: UpstreamConfig,
+    /// DLP detectors of the proxy, per tenant; tenants without their own get `dlp_default`.
+    pub dlp: BTreeMap<TenantId, Arc<Scanner>>,
+    /// DLP detectors of tenants without their own: the built-in ones with their default
+    /// actions (secrets, cards and SSNs redacted; email addresses and phone numbers reported).
+    pub dlp_default: Arc<Scanner>,
 }
 
 impl Default for GatewayConfig {
@@ -72,6 +82,9 @@ impl Default for GatewayConfig {
             tenant_rates: BTreeMap::new(),
             body_limit: 1 << 20,
             request_timeout: Duration::from_secs(30),
+            upstream: UpstreamConfig::default(),
+            dlp: BTreeMap::new(),
+            dlp_default: Arc::new(Scanner::builtin()),
         }
     }
 }
@@ -129,6 +142,37 @@ impl GatewayConfig {
     /// Sets the request time limit.
     pub fn request_timeout(mut self, t: Duration) -> Self {
         self.request_timeout = t;
+        self
+    }
+
+    /// Lets the proxy reach addresses in `range` (loopback, private or link-local ones are
+    /// refused otherwise; reserved ones always are).
+    pub fn allow_upstream(mut self, range: ipnet::IpNet) -> Self {
+        self.upstream.allow.push(range.trunc());
+        self
+    }
+
+    /// Trusts `ca` (DER) for upstream TLS, beside the system's authorities.
+    pub fn upstream_root(mut self, ca: rustls_pki_types::CertificateDer<'static>) -> Self {
+        self.upstream.extra_roots.push(ca);
+        self
+    }
+
+    /// Sets every upstream setting at once.
+    pub fn upstream(mut self, u: UpstreamConfig) -> Self {
+        self.upstream = u;
+        self
+    }
+
+    /// Sets one tenant's DLP detectors for the proxy.
+    pub fn dlp_for(mut self, t: TenantId, scanner: Scanner) -> Self {
+        self.dlp.insert(t, Arc::new(scanner));
+        self
+    }
+
+    /// Sets the DLP detectors of tenants without their own.
+    pub fn dlp_default(mut self, scanner: Scanner) -> Self {
+        self.dlp_default = Arc::new(scanner);
         self
     }
 }
@@ -212,9 +256,10 @@ struct Seen {
 }
 
 pub(crate) struct Shared {
-    store: Store,
+    pub(crate) store: Store,
     keys: Arc<KeyStore>,
-    cfg: GatewayConfig,
+    pub(crate) cfg: GatewayConfig,
+    pub(crate) upstream: crate::proxy::UpstreamClient,
     key_limiter: DefaultKeyedRateLimiter<String>,
     tenant_limiter: DefaultKeyedRateLimiter<String>,
     own_limits: Mutex<HashMap<String, (RateLimit, Arc<DefaultDirectRateLimiter>)>>,
@@ -261,6 +306,7 @@ impl Gateway {
                 clock: DefaultClock::default(),
                 audit_reader: OnceLock::new(),
                 metrics: crate::metrics::Metrics::new(),
+                upstream: crate::proxy::client(&cfg.upstream),
                 store,
                 keys,
                 cfg,
@@ -290,6 +336,9 @@ impl Gateway {
             .route("/api/credentials/{id}/totp", post(totp))
             .route("/api/credentials/{id}/test", post(test_one))
             .route("/api/credentials/{id}/audit-logs", get(audit_logs))
+            .route("/proxy/{credential}", any(crate::proxy::proxy))
+            .route("/proxy/{credential}/", any(crate::proxy::proxy))
+            .route("/proxy/{credential}/{*path}", any(crate::proxy::proxy))
             .route("/v1/auth/token/lookup-self", get(vault_api::lookup_self))
             .route(
                 "/v1/secret/data/{*path}",
@@ -390,7 +439,26 @@ fn presented_key(h: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The key presented to the proxy: where [`presented_key`] looks, or in whichever header
+/// the upstream's clients put their key (`api-key`, `x-goog-api-key`, ...): the first value
+/// holding `cvk_`, from there to the next space.
+fn proxied_key(h: &HeaderMap) -> Option<&str> {
+    if let Some(k) = presented_key(h).filter(|k| k.starts_with(crate::apikey::KEY_PREFIX)) {
+        return Some(k);
+    }
+    h.values().find_map(|v| {
+        let v = v.to_str().ok()?;
+        let at = v.find(crate::apikey::KEY_PREFIX)?;
+        v[at..].split_ascii_whitespace().next()
+    })
+}
+
 impl Shared {
+    /// The proxy's DLP detectors for `tenant`.
+    pub(crate) fn dlp_for(&self, tenant: &TenantId) -> Arc<Scanner> {
+        Arc::clone(self.cfg.dlp.get(tenant).unwrap_or(&self.cfg.dlp_default))
+    }
+
     fn source_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let trusted = |a: &IpAddr| self.cfg.trusted_proxies.iter().any(|n| n.contains(a));
         if !trusted(&peer) {
@@ -500,7 +568,12 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
         request_id: request_id.clone(),
     };
 
-    let presented = presented_key(req.headers()).map(str::to_owned);
+    let presented = if req.uri().path().starts_with("/proxy/") {
+        proxied_key(req.headers())
+    } else {
+        presented_key(req.headers())
+    }
+    .map(str::to_owned);
     let admitted = admit(&s, presented, host, conn.as_ref(), &mut seen).await;
     let mut resp = match admitted {
         Ok(caller) => {

@@ -22,6 +22,27 @@ pub struct TlsError {
     pub reason: String,
 }
 
+/// The certificates of a PEM file (certificate authorities to trust for upstream TLS:
+/// `credvault serve --upstream-ca`).
+///
+/// # Errors
+/// The file cannot be read, is not PEM, or holds no certificate.
+pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |reason: String| TlsError {
+        what: "certificate",
+        path: path.display().to_string(),
+        reason,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
 /// The server certificate and key, from two PEM files, replaceable while serving.
 #[derive(Debug)]
 pub struct ReloadingCert {

@@ -61,15 +61,55 @@ impl Subscriber for Capture {
     fn exit(&self, _: &Id) {}
 }
 
+const PROXY_TOKEN: &str = "tok_0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
 #[test]
 fn no_route_logs_a_secret_a_key_or_a_body() {
     let capture = Capture::default();
     tracing::subscriber::set_global_default(capture.clone()).unwrap();
 
-    let h = Harness::start(|c| c);
+    // An upstream that answers with the credential it was sent, for the proxy.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in upstream.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut b).unwrap_or(0) == 1 {
+                head.push(b[0]);
+            }
+            let body = String::from_utf8_lossy(&head).into_owned();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let h = Harness::start(|c| c.allow_upstream("127.0.0.1/32".parse().unwrap()));
+    let store = h.vault.store().tenant(&tenant("acme"), "test").unwrap();
+    for (name, base) in [
+        ("proxied", format!("http://127.0.0.1:{port}/v1")),
+        ("unreachable", "http://127.0.0.1:1/v1".to_owned()),
+    ] {
+        store
+            .create(credvault_store::NewCredential::new(
+                "http_bearer_token",
+                name,
+                serde_json::json!({"token": PROXY_TOKEN, "base_url": base}),
+            ))
+            .unwrap();
+    }
     let key = h.key(KeyPolicy::new(
         tenant("acme"),
-        [ApiScope::Read, ApiScope::Reveal, ApiScope::Totp],
+        [
+            ApiScope::Read,
+            ApiScope::Reveal,
+            ApiScope::Totp,
+            ApiScope::Proxy,
+        ],
     ));
     let other = h.key(KeyPolicy::new(tenant("globex"), [ApiScope::Read]));
     let revoked = h.key(KeyPolicy::new(tenant("acme"), [ApiScope::Read]));
@@ -79,6 +119,9 @@ fn no_route_logs_a_secret_a_key_or_a_body() {
     let cred = format!("/api/credentials/{}", h.stripe);
     let reveal = format!("{cred}/reveal");
     let totp = format!("{cred}/totp");
+    // The password in a proxied path and query (spaces as %20, as a client sends them).
+    let encoded = PASSWORD.replace(' ', "%20");
+    let proxied_path = format!("/proxy/proxied/{encoded}?q={encoded}");
     let mut ids = Vec::new();
     let mut codes = Vec::new();
     for req in [
@@ -111,6 +154,11 @@ fn no_route_logs_a_secret_a_key_or_a_body() {
         Req::new("acme.localhost", "GET", "/api/credentials").key(&key[..40]),
         Req::new("unmapped.localhost", "GET", &reveal).key(&key),
         Req::new("acme.localhost", "GET", &format!("/api/{PASSWORD}")).key(&key),
+        Req::new("acme.localhost", "POST", "/proxy/proxied/echo")
+            .key(&key)
+            .body(canary_body.as_bytes()),
+        Req::new("acme.localhost", "GET", &proxied_path).key(&key),
+        Req::new("acme.localhost", "GET", "/proxy/unreachable/x").key(&key),
     ] {
         let r = h.send(req);
         if let Some(id) = r.header("x-request-id") {
@@ -125,7 +173,7 @@ fn no_route_logs_a_secret_a_key_or_a_body() {
     drop(h);
     let logged = capture.text.lock().unwrap().clone();
     // The capture works: every audited request is in the log by its id.
-    assert!(ids.len() >= 14, "{ids:?}");
+    assert!(ids.len() >= 17, "{ids:?}");
     for id in &ids {
         assert!(logged.contains(id.as_str()), "request {id} not logged");
     }
@@ -135,6 +183,8 @@ fn no_route_logs_a_secret_a_key_or_a_body() {
     for (what, secret) in [
         ("the password", PASSWORD),
         ("the TOTP seed", TOTP_SEED),
+        ("a proxied credential", PROXY_TOKEN),
+        ("the password, encoded", encoded.as_str()),
         ("an API key", key.as_str()),
         ("an API key's secret part", &key[16..]),
         ("another API key's secret part", &other[16..]),

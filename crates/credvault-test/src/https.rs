@@ -117,10 +117,14 @@ impl Client {
             ));
         }
         head.push_str("\r\n");
-        s.write_all(head.as_bytes()).unwrap();
+        // Head and body in one write (one TLS record): a server that answers without reading
+        // a body it does not need then has nothing unread when it closes, which would make
+        // its kernel reset the connection under the answer.
+        let mut all = head.into_bytes();
         if let Some(b) = r.body {
-            s.write_all(b).unwrap();
+            all.extend_from_slice(b);
         }
+        s.write_all(&all).unwrap();
         s.flush().unwrap();
         let mut raw = Vec::new();
         match s.read_to_end(&mut raw) {
