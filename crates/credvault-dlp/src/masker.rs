@@ -87,6 +87,7 @@ pub struct MaskerBuilder {
     entries: Vec<Entry>,
     min_len: usize,
     min_entropy: f64,
+    quick: bool,
 }
 
 impl fmt::Debug for MaskerBuilder {
@@ -131,12 +132,22 @@ impl MaskerBuilder {
             entries: Vec::new(),
             min_len: 8,
             min_entropy: 2.5,
+            quick: false,
         }
     }
 
     /// Sets the minimum length for [`add`](Self::add) (at least 1).
     pub fn min_length(mut self, n: usize) -> Self {
         self.min_len = n.max(1);
+        self
+    }
+
+    /// Builds the automaton that is quickest to build rather than the one quickest to search
+    /// (a contiguous NFA, never a DFA): for a masker made per request over a few secrets and
+    /// used on one answer (the gateway's proxy), where building a DFA costs more than it saves.
+    /// Same matches either way.
+    pub fn quick_build(mut self) -> Self {
+        self.quick = true;
         self
     }
 
@@ -227,7 +238,7 @@ impl MaskerBuilder {
             None
         } else {
             Some(Search {
-                ac: build_ac(&patterns)?,
+                ac: build_ac(&patterns, self.quick)?,
                 prefixes: build_prefixes(&patterns)?,
                 gate: Gate::new(&patterns),
             })
@@ -245,8 +256,9 @@ impl MaskerBuilder {
 /// Anchored only: [`Gate`] proposes the start positions, and an anchored leftmost-longest search
 /// at the first proposed position that matches gives exactly the unanchored leftmost-longest
 /// match.
-fn build_ac(patterns: &[Zeroizing<Vec<u8>>]) -> Result<AhoCorasick, BuildError> {
+fn build_ac(patterns: &[Zeroizing<Vec<u8>>], quick: bool) -> Result<AhoCorasick, BuildError> {
     AhoCorasickBuilder::new()
+        .kind(quick.then_some(aho_corasick::AhoCorasickKind::ContiguousNFA))
         .match_kind(MatchKind::LeftmostLongest)
         .start_kind(StartKind::Anchored)
         .build(patterns.iter().map(|p| p.as_slice()))

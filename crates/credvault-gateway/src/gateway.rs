@@ -965,11 +965,19 @@ async fn totp(
     State(s): State<Arc<Shared>>,
     axum::Extension(c): Ext,
     Path(id): Path<String>,
-    body: Option<Json<TotpBody>>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     c.require(ApiScope::Totp)?;
     let id = credential_id(&id)?;
-    let service = service_label(&c, body.and_then(|Json(b)| b.service))?;
+    // No body (with or without a JSON content type) is the same as `{}`.
+    let body: TotpBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TotpBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|_| {
+            ApiError::bad_request("request body: expected {\"service\": \"...\"} or nothing")
+        })?
+    };
+    let service = service_label(&c, body.service)?;
     let out = blocking(move || {
         let scope = scope(&s, &c)?;
         if restricted(&c) {

@@ -444,7 +444,7 @@ fn redact(text: &[u8], findings: &[Finding], out: &mut Vec<u8>) {
 /// encoding the masker knows. A value too short to mask safely everywhere (a one-letter user
 /// name) is left out.
 fn masker_for(auth: &RequestAuth) -> Masker {
-    let mut b = MaskerBuilder::new();
+    let mut b = MaskerBuilder::new().quick_build();
     for s in auth.secrets() {
         if b.add(MASK_REFERENCE, s).is_err() && s.len() >= 8 {
             let _ = b.add_forced(MASK_REFERENCE, s);
@@ -492,6 +492,12 @@ enum BodyState {
     /// Writing the record; then `last` goes out (or the body fails).
     Recording {
         job: tokio::task::JoinHandle<bool>,
+        last: Bytes,
+        fail: Option<&'static str>,
+    },
+    /// The record is written (`ok`) or failed; then as `Recording`.
+    Recorded {
+        ok: bool,
         last: Bytes,
         fail: Option<&'static str>,
     },
@@ -558,15 +564,32 @@ impl ScannedBody {
                 }
             }
         }
-        let job = match self.closing.take() {
-            Some(c) => {
-                let event = c.event(&self.tally, completed);
-                let store = c.store;
-                tokio::task::spawn_blocking(move || store.record_event(&event).is_ok())
-            }
-            None => tokio::task::spawn_blocking(|| true),
+        let Some(c) = self.closing.take() else {
+            self.state = BodyState::Recorded {
+                ok: true,
+                last,
+                fail,
+            };
+            return;
         };
-        self.state = BodyState::Recording { job, last, fail };
+        let event = c.event(&self.tally, completed);
+        let store = c.store;
+        // On a multi-threaded runtime the record is written right here, after the worker hands
+        // its other tasks on (as every store call of the gateway); elsewhere on the blocking
+        // pool.
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        self.state = match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::MultiThread) => BodyState::Recorded {
+                ok: tokio::task::block_in_place(|| store.record_event(&event).is_ok()),
+                last,
+                fail,
+            },
+            _ => BodyState::Recording {
+                job: tokio::task::spawn_blocking(move || store.record_event(&event).is_ok()),
+                last,
+                fail,
+            },
+        };
     }
 }
 
@@ -589,11 +612,20 @@ impl http_body::Body for ScannedBody {
         loop {
             match &mut this.state {
                 BodyState::Done => return Poll::Ready(None),
-                BodyState::Recording { job, last, fail } => {
-                    let recorded = match Pin::new(job).poll(cx) {
+                BodyState::Recording { job, .. } => {
+                    let ok = match Pin::new(job).poll(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(r) => matches!(r, Ok(true)),
                     };
+                    let BodyState::Recording { last, fail, .. } =
+                        std::mem::replace(&mut this.state, BodyState::Done)
+                    else {
+                        continue;
+                    };
+                    this.state = BodyState::Recorded { ok, last, fail };
+                }
+                BodyState::Recorded { ok, last, fail } => {
+                    let recorded = *ok;
                     let last = std::mem::take(last);
                     let fail = fail.take();
                     this.state = BodyState::Done;
@@ -741,12 +773,6 @@ pub(crate) async fn proxy(
     let scanner = s.dlp_for(&c.tenant);
     let mut tally = Tally::default();
 
-    // Which credential, and may this key use it (nothing is decrypted yet).
-    let id = {
-        let (s2, c2, env) = (Arc::clone(&s), c.clone(), environment.clone());
-        blocking(move || find(&s2, &c2, &named, &env)).await?
-    };
-
     // The request body through the detectors before anything leaves: a `block` finding stops
     // it here; `redact` ones are replaced.
     let findings = scanner.scan(&body);
@@ -763,6 +789,25 @@ pub(crate) async fn proxy(
     } else {
         format!("proxy:{}", c.key.policy.name)
     };
+    // Which credential, may this key use it, and (unless the body is refused) the credential
+    // put to use: access checked and recorded by the store first. One blocking hand-off.
+    let (id, auth) = {
+        let (s2, c2, env, svc) = (
+            Arc::clone(&s),
+            c.clone(),
+            environment.clone(),
+            service.clone(),
+        );
+        blocking(move || {
+            let id = find(&s2, &c2, &named, &env)?;
+            if blocked {
+                return Ok((id, None));
+            }
+            let auth = scope(&s2, &c2)?.authenticate_request(&id, Some(&svc))?;
+            Ok((id, Some(auth)))
+        })
+        .await?
+    };
     let base_event = AuditEvent::new(
         c.tenant.as_str(),
         format!("apikey:{}", c.key.id),
@@ -777,7 +822,7 @@ pub(crate) async fn proxy(
         let event = base_event.clone().with_details(tally.details(ty, false));
         async move { blocking(move || store.record_event(&event).map_err(ApiError::from)).await }
     };
-    if blocked {
+    let Some(auth) = auth else {
         record(&tally, "").await?;
         return Err(ApiError::forbidden(
             "dlp_blocked",
@@ -791,12 +836,6 @@ pub(crate) async fn proxy(
                     .join(", ")
             ),
         ));
-    }
-
-    // The credential, put to use (access checked and recorded by the store first).
-    let auth = {
-        let (s2, c2, id2, svc) = (Arc::clone(&s), c.clone(), id.clone(), service.clone());
-        blocking(move || Ok(scope(&s2, &c2)?.authenticate_request(&id2, Some(&svc))?)).await?
     };
     let Some(base) = auth.base_url.as_deref() else {
         return Err(ApiError::bad_request(

@@ -88,6 +88,22 @@ fn a_key_lists_masked_reveals_and_gets_codes_over_tls_and_each_request_is_record
     // The code is the credential's: the store accepts it (once).
     let acme = h.vault.store().tenant(&tenant("acme"), "test").unwrap();
     acme.verify_totp(&h.stripe, &code).unwrap();
+    // An empty body under a JSON content type, and a service label, are accepted; a body that
+    // is not the expected JSON gets the one error shape.
+    for body in [&b""[..], br#"{"service":"login-bot"}"#] {
+        let r = h.send(
+            Req::new("acme.localhost", "POST", &path)
+                .key(&key)
+                .body(body),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let r = h.send(
+        Req::new("acme.localhost", "POST", &path)
+            .key(&key)
+            .body(b"{\"service\": 5}"),
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_request"));
 
     // One request record each, with where it came from and what it did.
     let rec = request_record(&h, &rv.request_id());
