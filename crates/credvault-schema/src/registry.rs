@@ -34,6 +34,7 @@ const BUILTIN: &[&str] = &[
     include_str!("../catalog/anthropic_api_key.json"),
     include_str!("../catalog/website_login.json"),
     include_str!("../catalog/hotp_key.json"),
+    include_str!("../catalog/totp_key.json"),
     include_str!("../catalog/kv_secret.json"),
 ];
 

@@ -234,8 +234,8 @@ fn the_catalog_has_every_required_type() {
             "{required} missing from the catalog"
         );
     }
-    assert_eq!(registry.len(), 18);
-    assert_eq!(registry.builtin_names().len(), 18);
+    assert_eq!(registry.len(), 19);
+    assert_eq!(registry.builtin_names().len(), 19);
     // Each catalog file also loads on its own terms (errors would otherwise be silent).
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("catalog");
     let mut defs = Vec::new();
@@ -244,7 +244,7 @@ fn the_catalog_has_every_required_type() {
         defs.push(credvault_schema::parse_definition(&text).unwrap());
     }
     let mut fresh = Registry::new();
-    assert_eq!(fresh.add_all(defs).unwrap().len(), 18);
+    assert_eq!(fresh.add_all(defs).unwrap().len(), 19);
 }
 
 #[test]

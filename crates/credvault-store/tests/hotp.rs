@@ -229,3 +229,34 @@ fn the_counter_is_shared_by_vault_handles_and_threads() {
         v.close().unwrap();
     }
 }
+
+/// RFC 6238 appendix B, SHA-256, T = 59 s: 8 digits `46119246` (the RFC's own table).
+#[test]
+fn a_totp_key_s_algorithm_digits_and_period_fields_are_used() {
+    let (store, clock, t) = store();
+    clock.set(59_000);
+    let s = store.tenant(&t, "tester").unwrap();
+    let id = s
+        .create(NewCredential::new(
+            "totp_key",
+            "rfc6238-sha256",
+            json!({
+                "totp_secret": "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZA====",
+                "algorithm": "SHA256",
+                "digits": 8,
+                "period": 30,
+            }),
+        ))
+        .unwrap()
+        .id;
+    let code = s.totp_code(&id, None).unwrap();
+    assert_eq!(code.expose_secret(), "46119246");
+    // Accepted once, then refused as a replay.
+    s.verify_totp(&id, "46119246").unwrap();
+    assert!(matches!(
+        s.verify_totp(&id, "46119246"),
+        Err(StoreError::Totp { .. })
+    ));
+    // The key never comes back.
+    assert!(s.reveal(&id, &["totp_secret"], None).is_err());
+}

@@ -152,11 +152,28 @@ impl Scope<'_> {
             )
             .map_err(bad)?
         } else {
+            // A type with public `algorithm`, `digits` and `period` fields (`totp_key`) sets
+            // them; the defaults are SHA-1, 6 digits, 30 s.
+            let public = || serde_json::from_str::<serde_json::Value>(&row.public).ok();
+            let (mut algorithm, mut digits, mut period) = (Algorithm::Sha1, 6u8, 30u64);
+            if ty.is_secret("algorithm") == Some(false) {
+                if let Some(p) = public() {
+                    if let Some(a) = p.get("algorithm").and_then(serde_json::Value::as_str) {
+                        algorithm = Algorithm::parse(a).map_err(bad)?;
+                    }
+                    if let Some(d) = p.get("digits").and_then(serde_json::Value::as_u64) {
+                        digits = u8::try_from(d).unwrap_or(u8::MAX);
+                    }
+                    if let Some(t) = p.get("period").and_then(serde_json::Value::as_u64) {
+                        period = t;
+                    }
+                }
+            }
             Otp::totp(
                 TotpSecret::parse(value).map_err(bad)?,
-                Algorithm::Sha1,
-                6,
-                30,
+                algorithm,
+                digits,
+                period,
             )
             .map_err(bad)?
         };
