@@ -28,6 +28,7 @@ use crate::error::ApiError;
 use crate::proxy::UpstreamConfig;
 use crate::server::ConnInfo;
 use crate::vault_api;
+use crate::vault_totp;
 use credvault_dlp::Scanner;
 
 /// Longest `Host` name accepted.
@@ -352,6 +353,20 @@ impl Gateway {
             .route(
                 "/v1/secret/metadata/{*path}",
                 get(vault_api::kv_metadata).delete(vault_api::kv_metadata_delete),
+            )
+            .route("/v1/totp/keys", get(vault_totp::list_keys))
+            .route(
+                "/v1/totp/keys/{name}",
+                get(vault_totp::read_key)
+                    .post(vault_totp::create_key)
+                    .put(vault_totp::create_key)
+                    .delete(vault_totp::delete_key),
+            )
+            .route(
+                "/v1/totp/code/{name}",
+                get(vault_totp::generate_code)
+                    .post(vault_totp::validate_code)
+                    .put(vault_totp::validate_code),
             )
             .route(
                 "/v1/secret/destroy/{*path}",

@@ -32,6 +32,7 @@ mod proxy;
 mod server;
 pub mod tls;
 mod vault_api;
+mod vault_totp;
 
 pub use apikey::{ApiScope, KeyError, KeyInfo, KeyPolicy, KeyStore, NewKey, RateLimit, ServerKey};
 pub use error::ApiError;

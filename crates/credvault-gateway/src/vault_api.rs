@@ -11,6 +11,8 @@
 //!   sealed JSON object. Its version is the credential's. credvault keeps only the current
 //!   version: an older one reads as not found, and a delete removes the secret (Vault's soft
 //!   delete and undelete are not offered).
+//! - The TOTP engine at `totp/` (module `vault_totp`): keys generated or imported, codes made
+//!   and checked by the store.
 
 use std::sync::Arc;
 
@@ -50,7 +52,7 @@ pub(crate) fn vault_error(e: ApiError) -> Response {
 }
 
 /// A Vault response envelope around `data`.
-fn envelope(c: &Caller, data: serde_json::Value) -> Response {
+pub(crate) fn envelope(c: &Caller, data: serde_json::Value) -> Response {
     Json(serde_json::json!({
         "request_id": c.request_id,
         "lease_id": "",
@@ -237,7 +239,7 @@ pub(crate) async fn kv_read(
     }
 }
 
-fn no_store(mut r: Response) -> Response {
+pub(crate) fn no_store(mut r: Response) -> Response {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -391,7 +393,18 @@ pub(crate) async fn kv_destroy(
 /// Query of a metadata read: `list=true` lists the keys under the path.
 #[derive(Debug, Deserialize)]
 pub(crate) struct MetadataQuery {
-    list: Option<bool>,
+    list: Option<String>,
+}
+
+impl MetadataQuery {
+    /// Whether `list` is true as Vault (Go's `strconv.ParseBool`) reads it: `true`, `True`,
+    /// `TRUE`, `t`, `T` or `1` (Python clients send `True`).
+    pub(crate) fn list(&self) -> bool {
+        matches!(
+            self.list.as_deref(),
+            Some("1" | "t" | "T" | "true" | "True" | "TRUE")
+        )
+    }
 }
 
 pub(crate) async fn kv_metadata(
@@ -401,7 +414,7 @@ pub(crate) async fn kv_metadata(
     q: Result<Query<MetadataQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let raw = raw.map(|Path(p)| p).unwrap_or_default();
-    let list = q.ok().and_then(|Query(q)| q.list).unwrap_or(false);
+    let list = q.ok().is_some_and(|Query(q)| q.list());
     let run = async {
         c.require(ApiScope::Read)?;
         let c2 = c.clone();

@@ -18,7 +18,12 @@ fn token(h: &Harness) -> String {
     h.key(
         KeyPolicy::new(
             tenant("acme"),
-            [ApiScope::Read, ApiScope::Reveal, ApiScope::Write],
+            [
+                ApiScope::Read,
+                ApiScope::Reveal,
+                ApiScope::Write,
+                ApiScope::Totp,
+            ],
         )
         .name("vault-client"),
     )
@@ -148,6 +153,122 @@ fn kv_v2_reads_writes_lists_and_refuses_as_vault_does() {
     );
     assert_eq!(r.status, 403);
     assert!(r.json()["errors"][0].as_str().is_some());
+}
+
+#[test]
+fn the_totp_engine_makes_imports_and_checks_codes_as_vault_does() {
+    let h = vault_harness();
+    let t = token(&h);
+    let vault = |m: &str, p: &str, body: Option<&str>| {
+        let mut r = Req::new("acme.localhost", m, p).header("X-Vault-Token", &t);
+        if let Some(b) = body {
+            r = r.body(b.as_bytes());
+        }
+        h.send(r)
+    };
+    // Generated: the URL comes back once; the key is write-only in the store.
+    let r = vault(
+        "POST",
+        "/v1/totp/keys/bot",
+        Some(r#"{"generate": true, "issuer": "Acme", "account_name": "bot@acme.example"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let url = r.json()["data"]["url"].as_str().unwrap().to_owned();
+    assert!(
+        url.starts_with("otpauth://totp/Acme:bot@acme.example?secret="),
+        "{url}"
+    );
+    let info = h
+        .vault
+        .store()
+        .tenant(&tenant("acme"), "t")
+        .unwrap()
+        .find("totp/bot", "production")
+        .unwrap();
+    assert_eq!(info.type_name, "totp_key");
+    assert_eq!(info.fields["totp_secret"], credvault_store::SECRET_MARKER);
+    // A code, accepted once, then refused as Vault refuses a used code; a wrong one is invalid.
+    let code = vault("GET", "/v1/totp/code/bot", None).json()["data"]["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(code.len(), 6);
+    let body = format!(r#"{{"code": "{code}"}}"#);
+    let r = vault("POST", "/v1/totp/code/bot", Some(&body));
+    assert_eq!(
+        r.json()["data"]["valid"],
+        true,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = vault("POST", "/v1/totp/code/bot", Some(&body));
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["errors"][0],
+        "code already used; wait until the next time period"
+    );
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let r = vault(
+        "POST",
+        "/v1/totp/code/bot",
+        Some(&format!(r#"{{"code": "{wrong}"}}"#)),
+    );
+    assert_eq!(r.json()["data"]["valid"], false);
+    // Imported from a URL: its parameters are the key's; nothing is returned.
+    let r = vault(
+        "POST",
+        "/v1/totp/keys/imported",
+        Some(
+            r#"{"url": "otpauth://totp/Example:alice?secret=JBSWY3DPEHPK3PXP&issuer=Example&algorithm=SHA256&digits=8&period=60"}"#,
+        ),
+    );
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    let k = vault("GET", "/v1/totp/keys/imported", None).json()["data"].clone();
+    assert_eq!(
+        k,
+        serde_json::json!({"account_name": "alice", "algorithm": "SHA256", "digits": 8,
+                           "issuer": "Example", "period": 60})
+    );
+    assert_eq!(
+        vault("GET", "/v1/totp/code/imported", None).json()["data"]["code"]
+            .as_str()
+            .unwrap()
+            .len(),
+        8
+    );
+    let r = vault("LIST", "/v1/totp/keys", None);
+    assert_eq!(
+        r.json()["data"]["keys"],
+        serde_json::json!(["bot", "imported"])
+    );
+    // `?list=True` as Python clients send it (Vault reads booleans as Go does).
+    let r = vault("GET", "/v1/totp/keys?list=True", None);
+    assert_eq!(
+        r.json()["data"]["keys"],
+        serde_json::json!(["bot", "imported"])
+    );
+    assert_eq!(vault("DELETE", "/v1/totp/keys/imported", None).status, 204);
+    assert_eq!(vault("GET", "/v1/totp/keys/imported", None).status, 404);
+    // Refusals: bad input by name, a key without the scope.
+    for (body, needle) in [
+        (r#"{"generate": true}"#, "issuer and account_name"),
+        (r#"{"key": "not base32!"}"#, "key:"),
+        (r#"{"key": "JBSWY3DPEHPK3PXP", "digits": 7}"#, "digits"),
+        (
+            r#"{"url": "otpauth://hotp/x?secret=JBSWY3DPEHPK3PXP&counter=1"}"#,
+            "totp",
+        ),
+    ] {
+        let r = vault("POST", "/v1/totp/keys/bad", Some(body));
+        assert_eq!(r.status, 400, "{body}");
+        let msg = r.json()["errors"][0].as_str().unwrap().to_owned();
+        assert!(msg.contains(needle), "{body}: {msg}");
+    }
+    let reader = h.key(KeyPolicy::new(tenant("acme"), [ApiScope::Read]));
+    let r = h.send(
+        Req::new("acme.localhost", "GET", "/v1/totp/code/bot").header("X-Vault-Token", &reader),
+    );
+    assert_eq!(r.status, 403);
 }
 
 fn request_route(h: &Harness, id: &str) -> String {

@@ -1,4 +1,4 @@
-"""HashiCorp's Python client (hvac) against credvault's Vault-compatible API.
+"""HashiCorp's Python client (hvac) against credvault's Vault-compatible API (KV v2, TOTP).
 
 Run by tests/vault_compat.rs: python hvac_kv.py URL TOKEN CA_FILE. Exits 0 only when every
 check holds; an assertion names the first that does not.
@@ -59,4 +59,51 @@ try:
     raise AssertionError("a deleted secret was read")
 except hvac.exceptions.InvalidPath:
     pass
+# The TOTP engine (hvac has no class for it: its generic read/write/list/delete, as for any
+# engine). Codes are checked against RFC 6238 computed here with hmac and hashlib.
+import base64
+import hashlib
+import hmac
+import struct
+import time
+import urllib.parse
+
+
+def rfc6238(url, t):
+    q = urllib.parse.parse_qs(urllib.parse.urlparse(url).query)
+    secret = q["secret"][0].upper()
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    algo = q.get("algorithm", ["SHA1"])[0].lower()
+    digits = int(q.get("digits", ["6"])[0])
+    period = int(q.get("period", ["30"])[0])
+    mac = hmac.new(key, struct.pack(">Q", int(t) // period), getattr(hashlib, algo)).digest()
+    o = mac[-1] & 0x0F
+    value = (struct.unpack(">I", mac[o:o + 4])[0] & 0x7FFFFFFF) % (10 ** digits)
+    return str(value).zfill(digits)
+
+
+made = client.write_data("totp/keys/hvac-bot", data={"generate": True, "issuer": "Acme", "account_name": "bot@acme.example", "algorithm": "SHA256", "digits": 8})
+url = made["data"]["url"]
+assert url.startswith("otpauth://totp/"), made
+before = time.time()
+code = client.read("totp/code/hvac-bot")["data"]["code"]
+after = time.time()
+assert code in (rfc6238(url, before), rfc6238(url, after)), (code, url)
+assert client.write_data("totp/code/hvac-bot", data={"code": code})["data"]["valid"] is True
+try:
+    client.write_data("totp/code/hvac-bot", data={"code": code})
+    raise AssertionError("a used code was accepted again")
+except hvac.exceptions.InvalidRequest:
+    pass
+imported = "otpauth://totp/Example:alice?secret=JBSWY3DPEHPK3PXP&issuer=Example&period=60"
+client.write_data("totp/keys/hvac-imported", data={"url": imported})
+k = client.read("totp/keys/hvac-imported")["data"]
+assert k == {"account_name": "alice", "algorithm": "SHA1", "digits": 6, "issuer": "Example", "period": 60}, k
+now = time.time()
+code = client.read("totp/code/hvac-imported")["data"]["code"]
+assert code in (rfc6238(imported, now), rfc6238(imported, time.time())), code
+keys = client.list("totp/keys")["data"]["keys"]
+assert keys == ["hvac-bot", "hvac-imported"], keys
+client.delete("totp/keys/hvac-imported")
+assert client.list("totp/keys")["data"]["keys"] == ["hvac-bot"]
 print("hvac: ok")
