@@ -30,7 +30,7 @@ fn list_and_show() {
     let (code, out, _) = run(&["--json", "type", "list"], "");
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 19);
+    assert_eq!(v.as_array().unwrap().len(), 20);
     assert!(v.as_array().unwrap().iter().all(|t| t["builtin"] == true));
 
     let (code, out, _) = run(&["type", "show", "http_bearer_token"], "");

@@ -29,6 +29,7 @@ use crate::proxy::UpstreamConfig;
 use crate::server::ConnInfo;
 use crate::vault_api;
 use crate::vault_totp;
+use crate::vault_transit;
 use credvault_dlp::Scanner;
 
 /// Longest `Host` name accepted.
@@ -353,6 +354,38 @@ impl Gateway {
             .route(
                 "/v1/secret/metadata/{*path}",
                 get(vault_api::kv_metadata).delete(vault_api::kv_metadata_delete),
+            )
+            .route("/v1/transit/keys", get(vault_transit::list_keys))
+            .route(
+                "/v1/transit/keys/{name}",
+                get(vault_transit::read_key)
+                    .post(vault_transit::create_key)
+                    .put(vault_transit::create_key)
+                    .delete(vault_transit::delete_key),
+            )
+            .route(
+                "/v1/transit/keys/{name}/config",
+                post(vault_transit::configure).put(vault_transit::configure),
+            )
+            .route(
+                "/v1/transit/keys/{name}/rotate",
+                post(vault_transit::rotate).put(vault_transit::rotate),
+            )
+            .route(
+                "/v1/transit/encrypt/{name}",
+                post(vault_transit::encrypt).put(vault_transit::encrypt),
+            )
+            .route(
+                "/v1/transit/decrypt/{name}",
+                post(vault_transit::decrypt).put(vault_transit::decrypt),
+            )
+            .route(
+                "/v1/transit/rewrap/{name}",
+                post(vault_transit::rewrap).put(vault_transit::rewrap),
+            )
+            .route(
+                "/v1/transit/datakey/{kind}/{name}",
+                post(vault_transit::datakey).put(vault_transit::datakey),
             )
             .route("/v1/totp/keys", get(vault_totp::list_keys))
             .route(

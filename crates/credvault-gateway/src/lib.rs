@@ -33,6 +33,7 @@ mod server;
 pub mod tls;
 mod vault_api;
 mod vault_totp;
+mod vault_transit;
 
 pub use apikey::{ApiScope, KeyError, KeyInfo, KeyPolicy, KeyStore, NewKey, RateLimit, ServerKey};
 pub use error::ApiError;

@@ -13,6 +13,8 @@
 //!   delete and undelete are not offered).
 //! - The TOTP engine at `totp/` (module `vault_totp`): keys generated or imported, codes made
 //!   and checked by the store.
+//! - The transit engine at `transit/` (module `vault_transit`): versioned AES-256-GCM keys,
+//!   ciphertexts holding credvault envelopes.
 
 use std::sync::Arc;
 

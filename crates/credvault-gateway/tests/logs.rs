@@ -123,6 +123,11 @@ fn no_route_logs_a_secret_a_key_or_a_body() {
     let encoded = PASSWORD.replace(' ', "%20");
     let proxied_path = format!("/proxy/proxied/{encoded}?q={encoded}");
     let totp_import = format!(r#"{{"key": "{TOTP_SEED}", "issuer": "Canary"}}"#);
+    let password_b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(PASSWORD)
+    };
+    let transit_body = format!(r#"{{"plaintext": "{password_b64}"}}"#);
     let mut ids = Vec::new();
     let mut codes = Vec::new();
     for req in [
@@ -164,6 +169,10 @@ fn no_route_logs_a_secret_a_key_or_a_body() {
             .header("X-Vault-Token", &key)
             .body(totp_import.as_bytes()),
         Req::new("acme.localhost", "GET", "/v1/totp/code/canary").header("X-Vault-Token", &key),
+        Req::new("acme.localhost", "POST", "/v1/transit/keys/canary").header("X-Vault-Token", &key),
+        Req::new("acme.localhost", "POST", "/v1/transit/encrypt/canary")
+            .header("X-Vault-Token", &key)
+            .body(transit_body.as_bytes()),
         Req::new("acme.localhost", "POST", "/v1/totp/code/canary")
             .header("X-Vault-Token", &key)
             .body(br#"{"code": "123456"}"#),
@@ -181,7 +190,7 @@ fn no_route_logs_a_secret_a_key_or_a_body() {
     drop(h);
     let logged = capture.text.lock().unwrap().clone();
     // The capture works: every audited request is in the log by its id.
-    assert!(ids.len() >= 20, "{ids:?}");
+    assert!(ids.len() >= 22, "{ids:?}");
     for id in &ids {
         assert!(logged.contains(id.as_str()), "request {id} not logged");
     }
@@ -193,6 +202,10 @@ fn no_route_logs_a_secret_a_key_or_a_body() {
         ("the TOTP seed", TOTP_SEED),
         ("a proxied credential", PROXY_TOKEN),
         ("the password, encoded", encoded.as_str()),
+        (
+            "the password, base64 (a transit plaintext)",
+            password_b64.as_str(),
+        ),
         ("an API key", key.as_str()),
         ("an API key's secret part", &key[16..]),
         ("another API key's secret part", &other[16..]),

@@ -271,6 +271,208 @@ fn the_totp_engine_makes_imports_and_checks_codes_as_vault_does() {
     assert_eq!(r.status, 403);
 }
 
+#[test]
+fn the_transit_engine_encrypts_rotates_rewraps_and_refuses_as_vault_does() {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let h = vault_harness();
+    let t = token(&h);
+    let vault = |m: &str, p: &str, body: Option<String>| {
+        let mut r = Req::new("acme.localhost", m, p).header("X-Vault-Token", &t);
+        if let Some(b) = &body {
+            r = r.body(b.as_bytes());
+        }
+        let resp = h.send(r);
+        (
+            resp.status,
+            serde_json::from_slice::<serde_json::Value>(&resp.body).unwrap_or_default(),
+        )
+    };
+    let (st, k) = vault("POST", "/v1/transit/keys/orders", Some("{}".into()));
+    assert_eq!(st, 200, "{k}");
+    assert_eq!(k["data"]["latest_version"], 1);
+    let secret = b"card holder: Jane Q. Public";
+    let (st, e) = vault(
+        "POST",
+        "/v1/transit/encrypt/orders",
+        Some(format!(r#"{{"plaintext": "{}"}}"#, b64(secret))),
+    );
+    assert_eq!(st, 200, "{e}");
+    let v1 = e["data"]["ciphertext"].as_str().unwrap().to_owned();
+    assert!(v1.starts_with("vault:v1:"), "{v1}");
+    let decrypt = |ct: &str| {
+        vault(
+            "POST",
+            "/v1/transit/decrypt/orders",
+            Some(format!(r#"{{"ciphertext": "{ct}"}}"#)),
+        )
+    };
+    let (st, d) = decrypt(&v1);
+    assert_eq!(
+        (st, d["data"]["plaintext"].as_str().unwrap()),
+        (200, b64(secret).as_str())
+    );
+
+    // Tampered, truncated or foreign ciphertexts are refused.
+    let mut tampered = v1.clone().into_bytes();
+    let at = tampered.len() - 6;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    for bad in [
+        String::from_utf8(tampered).unwrap(),
+        v1[..v1.len() - 8].to_owned(),
+        v1.replacen("vault:v1:", "vault:v9:", 1),
+        "not a ciphertext".to_owned(),
+    ] {
+        assert_eq!(decrypt(&bad).0, 400, "{bad}");
+    }
+
+    // Rotate: new ciphertexts are v2, v1 still decrypts, rewrap moves it to v2.
+    let (st, r) = vault("POST", "/v1/transit/keys/orders/rotate", None);
+    assert_eq!((st, r["data"]["latest_version"].as_u64()), (200, Some(2)));
+    let (_, e2) = vault(
+        "POST",
+        "/v1/transit/encrypt/orders",
+        Some(format!(r#"{{"plaintext": "{}"}}"#, b64(b"x"))),
+    );
+    assert!(e2["data"]["ciphertext"]
+        .as_str()
+        .unwrap()
+        .starts_with("vault:v2:"));
+    assert_eq!(decrypt(&v1).0, 200);
+    let (_, rw) = vault(
+        "POST",
+        "/v1/transit/rewrap/orders",
+        Some(format!(r#"{{"ciphertext": "{v1}"}}"#)),
+    );
+    let v2 = rw["data"]["ciphertext"].as_str().unwrap().to_owned();
+    assert!(v2.starts_with("vault:v2:"), "{rw}");
+    assert_eq!(decrypt(&v2).1["data"]["plaintext"], b64(secret));
+    // Old versions retired: v1 no longer decrypts, v2 does.
+    let (st, _) = vault(
+        "POST",
+        "/v1/transit/keys/orders/config",
+        Some(r#"{"min_decryption_version": 2}"#.into()),
+    );
+    assert_eq!(st, 200);
+    assert_eq!(decrypt(&v1).0, 400);
+    assert_eq!(decrypt(&v2).0, 200);
+
+    // Batches: one result per item, an error in place of a bad one.
+    let (st, b) = vault(
+        "POST",
+        "/v1/transit/encrypt/orders",
+        Some(format!(
+            r#"{{"batch_input": [{{"plaintext": "{}"}}, {{"plaintext": "%%%"}}]}}"#,
+            b64(b"one")
+        )),
+    );
+    assert_eq!(st, 200);
+    let results = b["data"]["batch_results"].as_array().unwrap();
+    assert!(results[0]["ciphertext"]
+        .as_str()
+        .unwrap()
+        .starts_with("vault:v2:"));
+    assert!(results[1]["error"].as_str().unwrap().contains("base64"));
+
+    // Data keys: the plaintext one decrypts to the key given; the wrapped one has none.
+    let (_, dk) = vault("POST", "/v1/transit/datakey/plaintext/orders", None);
+    let plain = dk["data"]["plaintext"].as_str().unwrap().to_owned();
+    let (_, back) = decrypt(dk["data"]["ciphertext"].as_str().unwrap());
+    assert_eq!(back["data"]["plaintext"], plain.as_str());
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(&plain)
+            .unwrap()
+            .len(),
+        32
+    );
+    let (_, wk) = vault("POST", "/v1/transit/datakey/wrapped/orders", None);
+    assert!(wk["data"].get("plaintext").is_none() && wk["data"]["ciphertext"].is_string());
+
+    // A derived key needs its context, and only the same context opens.
+    vault(
+        "POST",
+        "/v1/transit/keys/per-user",
+        Some(r#"{"derived": true}"#.into()),
+    );
+    let ctx_a = b64(b"user-a");
+    let (st, _) = vault(
+        "POST",
+        "/v1/transit/encrypt/per-user",
+        Some(format!(r#"{{"plaintext": "{}"}}"#, b64(b"x"))),
+    );
+    assert_eq!(st, 400);
+    let (_, e) = vault(
+        "POST",
+        "/v1/transit/encrypt/per-user",
+        Some(format!(
+            r#"{{"plaintext": "{}", "context": "{ctx_a}"}}"#,
+            b64(b"x")
+        )),
+    );
+    let ct = e["data"]["ciphertext"].as_str().unwrap().to_owned();
+    let with = |ctx: &str| {
+        vault(
+            "POST",
+            "/v1/transit/decrypt/per-user",
+            Some(format!(r#"{{"ciphertext": "{ct}", "context": "{ctx}"}}"#)),
+        )
+        .0
+    };
+    assert_eq!((with(&ctx_a), with(&b64(b"user-b"))), (200, 400));
+
+    // Another tenant's key of the same name does not open this tenant's ciphertexts.
+    let g = h.key(KeyPolicy::new(tenant("globex"), [ApiScope::Write, ApiScope::Reveal]).name("g"));
+    let gsend = |m: &str, p: &str, b: String| {
+        h.send(
+            Req::new("globex.localhost", m, p)
+                .header("X-Vault-Token", &g)
+                .body(b.as_bytes()),
+        )
+        .status
+    };
+    assert_eq!(gsend("POST", "/v1/transit/keys/orders", "{}".into()), 200);
+    assert_eq!(
+        gsend(
+            "POST",
+            "/v1/transit/decrypt/orders",
+            format!(r#"{{"ciphertext": "{v2}"}}"#)
+        ),
+        400
+    );
+
+    // The versions never leave: the credential's field is use-only.
+    let store = h.vault.store().tenant(&tenant("acme"), "t").unwrap();
+    let info = store.find("transit/orders", "production").unwrap();
+    assert!(store.reveal(&info.id, &["keys"], None).is_err());
+    let (_, read) = vault("GET", "/v1/transit/keys/orders", None);
+    // A key read shows versions with their creation times, never key material.
+    let versions = read["data"]["keys"].as_object().unwrap();
+    assert_eq!(versions.keys().collect::<Vec<_>>(), ["2"]);
+    assert!(versions.values().all(serde_json::Value::is_u64), "{read}");
+    assert_eq!(read["data"]["min_decryption_version"], 2);
+
+    // Listing; deletion only once allowed.
+    let (_, l) = vault("LIST", "/v1/transit/keys", None);
+    assert_eq!(l["data"]["keys"], serde_json::json!(["orders", "per-user"]));
+    assert_eq!(vault("DELETE", "/v1/transit/keys/orders", None).0, 400);
+    vault(
+        "POST",
+        "/v1/transit/keys/orders/config",
+        Some(r#"{"deletion_allowed": true}"#.into()),
+    );
+    assert_eq!(vault("DELETE", "/v1/transit/keys/orders", None).0, 204);
+    assert_eq!(decrypt(&v2).0, 400);
+    // Unsupported key types are refused by name.
+    let (st, e) = vault(
+        "POST",
+        "/v1/transit/keys/rsa",
+        Some(r#"{"type": "rsa-2048"}"#.into()),
+    );
+    assert_eq!(st, 400);
+    assert!(e["errors"][0].as_str().unwrap().contains("aes256-gcm96"));
+}
+
 fn request_route(h: &Harness, id: &str) -> String {
     let events = h
         .vault

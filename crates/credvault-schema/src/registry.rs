@@ -35,6 +35,7 @@ const BUILTIN: &[&str] = &[
     include_str!("../catalog/website_login.json"),
     include_str!("../catalog/hotp_key.json"),
     include_str!("../catalog/totp_key.json"),
+    include_str!("../catalog/transit_key.json"),
     include_str!("../catalog/kv_secret.json"),
 ];
 

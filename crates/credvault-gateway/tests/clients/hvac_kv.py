@@ -106,4 +106,34 @@ keys = client.list("totp/keys")["data"]["keys"]
 assert keys == ["hvac-bot", "hvac-imported"], keys
 client.delete("totp/keys/hvac-imported")
 assert client.list("totp/keys")["data"]["keys"] == ["hvac-bot"]
+# The transit engine, through hvac's own transit class.
+transit = client.secrets.transit
+transit.create_key(name="hvac-orders")
+plain = base64.b64encode(b"hvac transit plaintext").decode()
+ct = transit.encrypt_data(name="hvac-orders", plaintext=plain)["data"]["ciphertext"]
+assert ct.startswith("vault:v1:"), ct
+assert transit.decrypt_data(name="hvac-orders", ciphertext=ct)["data"]["plaintext"] == plain
+transit.rotate_key(name="hvac-orders")
+assert transit.read_key(name="hvac-orders")["data"]["latest_version"] == 2
+rewrapped = transit.rewrap_data(name="hvac-orders", ciphertext=ct)["data"]["ciphertext"]
+assert rewrapped.startswith("vault:v2:"), rewrapped
+assert transit.decrypt_data(name="hvac-orders", ciphertext=rewrapped)["data"]["plaintext"] == plain
+batch = transit.encrypt_data(name="hvac-orders", batch_input=[{"plaintext": plain}, {"plaintext": plain}])["data"]["batch_results"]
+assert len(batch) == 2 and all(b["ciphertext"].startswith("vault:v2:") for b in batch), batch
+dk = transit.generate_data_key(name="hvac-orders", key_type="plaintext")["data"]
+assert transit.decrypt_data(name="hvac-orders", ciphertext=dk["ciphertext"])["data"]["plaintext"] == dk["plaintext"]
+transit.update_key_configuration(name="hvac-orders", min_decryption_version=2)
+try:
+    transit.decrypt_data(name="hvac-orders", ciphertext=ct)
+    raise AssertionError("a retired version decrypted")
+except hvac.exceptions.InvalidRequest:
+    pass
+assert transit.list_keys()["data"]["keys"] == ["hvac-orders"]
+try:
+    transit.delete_key(name="hvac-orders")
+    raise AssertionError("a key was deleted without deletion_allowed")
+except hvac.exceptions.InvalidRequest:
+    pass
+transit.update_key_configuration(name="hvac-orders", deletion_allowed=True)
+transit.delete_key(name="hvac-orders")
 print("hvac: ok")
