@@ -24,6 +24,7 @@ use serde::Deserialize;
 use tower::ServiceExt as _;
 
 use crate::apikey::{ApiScope, KeyError, KeyInfo, KeyStore, RateLimit};
+use crate::connect_api;
 use crate::error::ApiError;
 use crate::proxy::UpstreamConfig;
 use crate::server::ConnInfo;
@@ -355,6 +356,10 @@ impl Gateway {
                 "/v1/secret/metadata/{*path}",
                 get(vault_api::kv_metadata).delete(vault_api::kv_metadata_delete),
             )
+            .route("/v1/vaults", get(connect_api::list_vaults))
+            .route("/v1/vaults/{id}", get(connect_api::get_vault))
+            .route("/v1/vaults/{id}/items", get(connect_api::list_items))
+            .route("/v1/vaults/{id}/items/{item}", get(connect_api::get_item))
             .route("/v1/transit/keys", get(vault_transit::list_keys))
             .route(
                 "/v1/transit/keys/{name}",
@@ -409,6 +414,8 @@ impl Gateway {
             .route("/v1/sys/health", get(vault_api::health))
             .route("/v1/sys/seal-status", get(vault_api::seal_status))
             .route("/v1/sys/init", get(vault_api::init_status))
+            .route("/heartbeat", get(connect_api::heartbeat))
+            .route("/health", get(connect_api::health))
             .route("/metrics", get(metrics))
             .route("/openapi.json", get(openapi))
             .merge(api)
@@ -463,11 +470,34 @@ async fn openapi() -> Response {
 }
 
 async fn fallback(uri: axum::http::Uri) -> Response {
-    let e = ApiError::not_found("no such route");
-    if uri.path().starts_with("/v1/") {
-        vault_api::vault_error(e)
-    } else {
-        e.into_response()
+    Shape::of(uri.path()).error(ApiError::not_found("no such route"))
+}
+
+/// Which API a path belongs to, for the shape of its errors.
+#[derive(Clone, Copy)]
+enum Shape {
+    Native,
+    Vault,
+    Connect,
+}
+
+impl Shape {
+    fn of(path: &str) -> Self {
+        if path == "/v1/vaults" || path.starts_with("/v1/vaults/") {
+            Self::Connect
+        } else if path.starts_with("/v1/") {
+            Self::Vault
+        } else {
+            Self::Native
+        }
+    }
+
+    fn error(self, e: ApiError) -> Response {
+        match self {
+            Self::Native => e.into_response(),
+            Self::Vault => vault_api::vault_error(e),
+            Self::Connect => connect_api::connect_error(e),
+        }
     }
 }
 
@@ -593,13 +623,19 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let vault_shaped = req.uri().path().starts_with("/v1/");
+    let shape = Shape::of(req.uri().path());
 
     // Liveness, metrics and the API document are answered without a key, a host or a record:
     // probes and scrapes every few seconds must not fill the audit log.
     if matches!(
         req.uri().path(),
-        "/v1/sys/health" | "/v1/sys/seal-status" | "/v1/sys/init" | "/metrics" | "/openapi.json"
+        "/v1/sys/health"
+            | "/v1/sys/seal-status"
+            | "/v1/sys/init"
+            | "/metrics"
+            | "/openapi.json"
+            | "/heartbeat"
+            | "/health"
     ) {
         return next.run(req).await;
     }
@@ -636,8 +672,7 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
                 .into_response(),
             }
         }
-        Err(e) if vault_shaped => vault_api::vault_error(e),
-        Err(e) => e.into_response(),
+        Err(e) => shape.error(e),
     };
 
     let status = resp.status().as_u16();
@@ -670,11 +705,7 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
     if !matches!(recorded, Ok(Ok(()))) {
         tracing::error!(request_id = %request_id, "audit record failed; response withheld");
         s.metrics.audit_failure();
-        resp = if vault_shaped {
-            vault_api::vault_error(ApiError::audit_unavailable())
-        } else {
-            ApiError::audit_unavailable().into_response()
-        };
+        resp = shape.error(ApiError::audit_unavailable());
     }
     let method_label = match method.as_str() {
         m @ ("GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS") => m,

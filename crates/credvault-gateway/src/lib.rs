@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod apikey;
+mod connect_api;
 mod error;
 mod gateway;
 mod metrics;

@@ -5,7 +5,6 @@
 
 mod common;
 
-use base64::Engine as _;
 use common::*;
 use credvault_gateway::{ApiScope, KeyPolicy};
 use credvault_store::audit::{Action, Query};
@@ -508,18 +507,8 @@ fn hashicorp_s_hvac_client_works_against_it() {
     };
     let h = vault_harness();
     let t = token(&h);
-    let pem = format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        base64::engine::general_purpose::STANDARD
-            .encode(h.ca.der.as_ref())
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
     let ca = h.dir.path().join("ca.pem");
-    std::fs::write(&ca, pem).unwrap();
+    std::fs::write(&ca, &h.ca.pem).unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/hvac_kv.py");
     let out = std::process::Command::new(python)
         .arg(script)

@@ -15,6 +15,8 @@ pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     /// Its certificate, to trust.
     pub der: CertificateDer<'static>,
+    /// The same as PEM (for clients that read a CA file).
+    pub pem: String,
 }
 
 impl Ca {
@@ -29,6 +31,7 @@ impl Ca {
         let cert = p.self_signed(&key).unwrap();
         Self {
             der: cert.der().clone(),
+            pem: cert.pem(),
             issuer: Issuer::new(p, key),
         }
     }
