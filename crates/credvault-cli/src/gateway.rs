@@ -133,6 +133,64 @@ struct ServeFile {
     #[serde(default)]
     dlp: std::collections::BTreeMap<String, DlpFile>,
     dlp_default: Option<DlpFile>,
+    /// Tenants whose credentials come from an external vault (`[sources.TENANT]`).
+    #[serde(default)]
+    sources: std::collections::BTreeMap<String, SourceFile>,
+}
+
+/// An external source in the `--config` file. The token is read from the variable named by
+/// `token_env`, never from the file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFile {
+    /// `vault-kv` or `connect`.
+    kind: String,
+    /// The source's base URL (`https://vault.example:8200`).
+    url: String,
+    /// The variable holding the source's token.
+    token_env: String,
+    /// `vault-kv`: the KV v2 mount (default `secret`).
+    mount: Option<String>,
+    /// `connect`: the vault's name.
+    vault: Option<String>,
+    /// A CA (PEM) the source's certificate is checked against, beside the system's.
+    ca: Option<PathBuf>,
+}
+
+impl SourceFile {
+    fn source(&self, at: &str) -> Result<credvault_gateway::source::SharedSource, Failure> {
+        use credvault_gateway::source::{ConnectSource, VaultKvSource};
+        let fail = |e: &dyn std::fmt::Display| Failure::usage(format!("--config {at}: {e}"));
+        let token = zeroize::Zeroizing::new(std::env::var(&self.token_env).map_err(|_| {
+            fail(&format!(
+                "token_env: the variable {} is not set",
+                self.token_env
+            ))
+        })?);
+        let roots = match &self.ca {
+            Some(p) => tls::load_certificates(p).map_err(|e| fail(&e))?,
+            None => Vec::new(),
+        };
+        Ok(match self.kind.as_str() {
+            "vault-kv" => Arc::new(
+                VaultKvSource::new(
+                    &self.url,
+                    self.mount.as_deref().unwrap_or("secret"),
+                    token,
+                    roots,
+                )
+                .map_err(|e| fail(&e))?,
+            ),
+            "connect" => {
+                let vault = self
+                    .vault
+                    .as_deref()
+                    .ok_or_else(|| fail(&"vault: the Connect vault's name is required"))?;
+                Arc::new(ConnectSource::new(&self.url, vault, token, roots).map_err(|e| fail(&e))?)
+            }
+            _ => return Err(fail(&"kind: expected vault-kv or connect")),
+        })
+    }
 }
 
 /// One DLP policy of the `--config` file: the built-in detectors with some actions changed
@@ -517,6 +575,11 @@ pub(crate) fn serve(v: &VaultArgs, a: ServeArgs) -> Result<Output, Failure> {
     }
     if let Some(d) = &file.dlp_default {
         cfg = cfg.dlp_default(d.scanner("dlp_default")?);
+    }
+    for (t, src) in &file.sources {
+        let id = TenantId::new(t.as_str())
+            .map_err(|e| Failure::usage(format!("--config sources: {e}")))?;
+        cfg = cfg.source(id, src.source(&format!("sources.{t}"))?);
     }
     let tls_cert = a.tls_cert.or(file.tls_cert);
     let tls_key = a.tls_key.or(file.tls_key);

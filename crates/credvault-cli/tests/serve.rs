@@ -448,6 +448,33 @@ fn serve_proxies_to_an_upstream_the_config_file_opens_with_its_dlp_policy() {
     );
     drop(server);
 
+    // External sources: the token comes from a variable, never the file; mistakes are named.
+    for (source, needle) in [
+        (
+            "kind = \"vault-kv\"\nurl = \"https://127.0.0.1:1\"\ntoken_env = \"CV_TEST_NO_SUCH_VAR\"\n",
+            "CV_TEST_NO_SUCH_VAR",
+        ),
+        (
+            "kind = \"ldap\"\nurl = \"https://127.0.0.1:1\"\ntoken_env = \"PATH\"\n",
+            "kind",
+        ),
+        (
+            "kind = \"connect\"\nurl = \"https://127.0.0.1:1\"\ntoken_env = \"PATH\"\n",
+            "vault",
+        ),
+        ("kind = \"vault-kv\"\nurl = \"x\"\ntoken = \"s3cret\"\n", "token"),
+    ] {
+        std::fs::write(&config, format!("{base}[sources.default]\n{source}")).unwrap();
+        let out = credvault_in(&dir)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{source}: {err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
     // A policy naming a detector that does not exist is refused, by its place in the file.
     std::fs::write(&config, format!("{base}[dlp.default]\noff = [\"nope\"]\n")).unwrap();
     let out = credvault_in(&dir)

@@ -348,7 +348,15 @@ fn item_json(s: &Shared, c: &Caller, info: &CredentialInfo) -> Result<serde_json
         (Some(_), true) => Some(scope.totp_code(&info.id, Some("connect"))?),
         _ => None,
     };
-    let mut fields = Vec::new();
+    // The credvault type, so that a credvault gateway sourcing from this one (or any client)
+    // knows how to read the fields.
+    let mut fields = vec![serde_json::json!({
+        "id": "credvault_type",
+        "label": "credvault_type",
+        "type": "STRING",
+        "purpose": "",
+        "value": info.type_name,
+    })];
     for f in &def.fields {
         let Some(v) = info.fields.get(&f.key) else {
             continue;

@@ -67,6 +67,9 @@ pub struct GatewayConfig {
     /// DLP detectors of tenants without their own: the built-in ones with their default
     /// actions (secrets, cards and SSNs redacted; email addresses and phone numbers reported).
     pub dlp_default: Arc<Scanner>,
+    /// Tenants whose credentials come from an external source (fetched per request, never
+    /// stored): their reveal and proxy routes name credentials by the source's names.
+    pub sources: BTreeMap<TenantId, crate::source::SharedSource>,
 }
 
 impl Default for GatewayConfig {
@@ -88,6 +91,7 @@ impl Default for GatewayConfig {
             upstream: UpstreamConfig::default(),
             dlp: BTreeMap::new(),
             dlp_default: Arc::new(Scanner::builtin()),
+            sources: BTreeMap::new(),
         }
     }
 }
@@ -170,6 +174,13 @@ impl GatewayConfig {
     /// Sets one tenant's DLP detectors for the proxy.
     pub fn dlp_for(mut self, t: TenantId, scanner: Scanner) -> Self {
         self.dlp.insert(t, Arc::new(scanner));
+        self
+    }
+
+    /// Backs `tenant` by an external source: its credentials are fetched per request and
+    /// never stored (reveal and proxy; the store's other routes see none).
+    pub fn source(mut self, tenant: TenantId, source: crate::source::SharedSource) -> Self {
+        self.sources.insert(tenant, source);
         self
     }
 
@@ -991,12 +1002,15 @@ async fn reveal(
     body: Result<Json<RevealBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     c.require(ApiScope::Reveal)?;
-    let id = credential_id(&id)?;
     let body = json_body(body)?;
     if body.fields.len() > MAX_REVEAL_FIELDS {
         return Err(ApiError::bad_request("fields: at most 64"));
     }
     let service = service_label(&c, body.service)?;
+    if let Some(source) = s.cfg.sources.get(&c.tenant).cloned() {
+        return crate::source_routes::reveal(&s, &c, &*source, &id, &body.fields, &service).await;
+    }
+    let id = credential_id(&id)?;
     let out = blocking(move || {
         let scope = scope(&s, &c)?;
         if restricted(&c) {

@@ -31,6 +31,8 @@ mod gateway;
 mod metrics;
 mod proxy;
 mod server;
+pub mod source;
+mod source_routes;
 pub mod tls;
 mod vault_api;
 mod vault_totp;

@@ -791,29 +791,44 @@ pub(crate) async fn proxy(
     };
     // Which credential, may this key use it, and (unless the body is refused) the credential
     // put to use: access checked and recorded by the store first. One blocking hand-off.
-    let (id, auth) = {
-        let (s2, c2, env, svc) = (
-            Arc::clone(&s),
-            c.clone(),
-            environment.clone(),
-            service.clone(),
-        );
-        blocking(move || {
-            let id = find(&s2, &c2, &named, &env)?;
+    let (resource, auth) = match s.cfg.sources.get(&c.tenant).cloned() {
+        // A credential of an external source: fetched for this request only, recorded, wiped.
+        Some(src) => {
+            let resource = format!("source:{}:{named}", src.kind());
             if blocked {
-                return Ok((id, None));
+                (resource, None)
+            } else {
+                let auth =
+                    crate::source_routes::request_auth(&s, &c, &*src, &named, &service).await?;
+                (resource, Some(auth))
             }
-            let auth = scope(&s2, &c2)?.authenticate_request(&id, Some(&svc))?;
-            Ok((id, Some(auth)))
-        })
-        .await?
+        }
+        None => {
+            let (s2, c2, env, svc) = (
+                Arc::clone(&s),
+                c.clone(),
+                environment.clone(),
+                service.clone(),
+            );
+            blocking(move || {
+                let id = find(&s2, &c2, &named, &env)?;
+                if blocked {
+                    return Ok((id.to_string(), None));
+                }
+                let auth = scope(&s2, &c2)?.authenticate_request(&id, Some(&svc))?;
+                Ok((id.to_string(), Some(auth)))
+            })
+            .await?
+        }
     };
     let base_event = AuditEvent::new(
         c.tenant.as_str(),
         format!("apikey:{}", c.key.id),
         Action::Proxied,
     )
-    .with_resource(credvault_store::audit::Resource::credential(id.as_str()))
+    .with_resource(credvault_store::audit::Resource::credential(
+        resource.as_str(),
+    ))
     .with_source_ip(c.source_ip.as_str())
     .with_client_host(c.host.as_str())
     .with_request_id(c.request_id.as_str());

@@ -58,6 +58,61 @@ impl RequestAuth {
     }
 }
 
+impl RequestAuth {
+    /// The parts a credential that does not rest in this vault (fetched from an external
+    /// source for one request) adds to an outbound request: `fields` validated as a
+    /// credential of type `ty`, its `authenticate` rule rendered. Nothing is stored or
+    /// recorded here; the caller records the access. A rule that would carry a `write-only`
+    /// field is refused as for a stored credential.
+    ///
+    /// # Errors
+    /// [`StoreError::Validation`] (the fields are not a valid credential of the type),
+    /// [`StoreError::Unsupported`] (no `authenticate` rule), [`StoreError::AccessDenied`].
+    pub fn for_fields(
+        ty: &std::sync::Arc<credvault_schema::CredentialType>,
+        fields: &serde_json::Value,
+    ) -> Result<Self, StoreError> {
+        let cred = ty.validate(fields)?;
+        let Some(auth) = ty.authenticate(&cred) else {
+            return Err(StoreError::Unsupported(format!(
+                "type {} has no authenticate rule",
+                ty.name()
+            )));
+        };
+        let mut secrets = Vec::new();
+        for f in &ty.definition().fields {
+            let Some(v) = cred.expose_secret(&f.key).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            if f.reveal_policy() == RevealPolicy::WriteOnly {
+                let carried = auth
+                    .headers
+                    .iter()
+                    .chain(&auth.query)
+                    .chain(&auth.body)
+                    .any(|(_, r)| r.expose_secret().contains(v));
+                if carried {
+                    return Err(StoreError::AccessDenied {
+                        reason: DenyReason::Forbidden,
+                    });
+                }
+                continue;
+            }
+            secrets.push(SecretValue::new(v.to_owned()));
+        }
+        let base_url = match cred.get("base_url") {
+            Some(FieldValue::Text(t)) if !t.is_empty() => Some(t.to_owned()),
+            _ => None,
+        };
+        Ok(Self {
+            type_name: ty.name().to_owned(),
+            base_url,
+            auth,
+            secrets,
+        })
+    }
+}
+
 impl Scope<'_> {
     /// Puts a credential to use in an outbound request made on the caller's behalf: checks
     /// access as [`reveal`](Self::reveal) does (active, not expired, authentic), renders the
