@@ -355,34 +355,18 @@ fn serve_takes_its_settings_from_a_toml_file_and_flags_win_over_it() {
 
 #[test]
 fn serve_proxies_to_an_upstream_the_config_file_opens_with_its_dlp_policy() {
-    use std::io::{Read, Write};
     const TOKEN: &str = "tok_5c1d8e2a9b7f4036e1d2c3b4a5968778";
-    // An upstream on loopback that answers with what it was sent.
-    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = upstream.local_addr().unwrap().port();
+    // An upstream on loopback that answers with the Authorization it was sent.
     let (seen_tx, seen_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for conn in upstream.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut head = Vec::new();
-            let mut b = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut b).unwrap_or(0) == 1 {
-                head.push(b[0]);
-            }
-            let head = String::from_utf8_lossy(&head).into_owned();
-            let auth = head
-                .lines()
-                .find_map(|l| l.strip_prefix("authorization: "))
-                .unwrap_or("")
-                .to_owned();
-            let _ = seen_tx.send(head);
-            let body = format!("seen {auth} for TICKET-1234");
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
+    let seen_tx = std::sync::Mutex::new(seen_tx);
+    let port = credvault_test::https::loopback_http(move |head| {
+        let auth = head
+            .lines()
+            .find_map(|l| l.strip_prefix("authorization: "))
+            .unwrap_or("")
+            .to_owned();
+        let _ = seen_tx.lock().unwrap().send(head.to_owned());
+        format!("seen {auth} for TICKET-1234")
     });
 
     let tmp = tempfile::tempdir().unwrap();

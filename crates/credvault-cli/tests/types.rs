@@ -21,7 +21,7 @@ fn run(args: &[&str], stdin: &str) -> (i32, String, String) {
 fn list_and_show() {
     let (code, out, _) = run(&["type", "list"], "");
     assert_eq!(code, 0);
-    assert_eq!(out.lines().count(), 18);
+    assert_eq!(out.lines().count(), 20);
     assert!(
         out.lines()
             .any(|l| l.starts_with("postgres ") && l.contains("database")),

@@ -1018,33 +1018,54 @@ async fn reveal(
         }
         let names: Vec<&str> = body.fields.iter().map(String::as_str).collect();
         let revealed = scope.reveal(&id, &names, Some(&service))?;
-        // Written straight from the revealed values into the body, with no copy in between;
-        // the body buffer itself belongs to the HTTP stack once sent.
-        let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(b"{\"id\":");
-        serde_json::to_writer(&mut out, id.as_str()).map_err(|_| ApiError::internal())?;
-        out.extend_from_slice(b",\"fields\":{");
-        for (i, name) in revealed.names().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            serde_json::to_writer(&mut out, name).map_err(|_| ApiError::internal())?;
-            out.push(b':');
-            let v = revealed.expose_secret(name).unwrap_or_default();
-            serde_json::to_writer(&mut out, v).map_err(|_| ApiError::internal())?;
-        }
-        out.extend_from_slice(b"}}");
-        Ok(out)
+        reveal_body(
+            "id",
+            id.as_str(),
+            revealed
+                .names()
+                .map(|n| (n, revealed.expose_secret(n).unwrap_or_default())),
+        )
     })
     .await?;
-    let mut resp = Response::new(axum::body::Body::from(out));
+    Ok(secret_json(out))
+}
+
+/// A reveal's body, `{"<key>": <label>, "fields": {NAME: VALUE, ...}}`, written straight from
+/// the values into the body with no copy in between (the buffer belongs to the HTTP stack once
+/// sent).
+pub(crate) fn reveal_body<'v>(
+    key: &str,
+    label: &str,
+    fields: impl Iterator<Item = (&'v str, &'v str)>,
+) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity(256);
+    out.push(b'{');
+    serde_json::to_writer(&mut out, key).map_err(|_| ApiError::internal())?;
+    out.push(b':');
+    serde_json::to_writer(&mut out, label).map_err(|_| ApiError::internal())?;
+    out.extend_from_slice(b",\"fields\":{");
+    for (i, (name, value)) in fields.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, name).map_err(|_| ApiError::internal())?;
+        out.push(b':');
+        serde_json::to_writer(&mut out, value).map_err(|_| ApiError::internal())?;
+    }
+    out.extend_from_slice(b"}}");
+    Ok(out)
+}
+
+/// A JSON body holding secrets: `Cache-Control: no-store`.
+pub(crate) fn secret_json(body: Vec<u8>) -> Response {
+    let mut resp = Response::new(axum::body::Body::from(body));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(resp)
+    resp
 }
 
 /// Body of a TOTP code request.

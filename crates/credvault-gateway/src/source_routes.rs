@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use credvault_store::audit::{Action, Details, Resource};
-use credvault_store::schema::{CredentialType, FieldKind, RevealPolicy};
+use credvault_store::schema::{CredentialType, FieldKind, FieldValue, RevealPolicy};
 use credvault_store::{AuditEvent, RequestAuth};
 
 use crate::error::ApiError;
-use crate::gateway::{blocking, Caller, Shared};
+use crate::gateway::{blocking, reveal_body, secret_json, Caller, Shared};
 use crate::source::{Source, SourceError, SourcedCredential};
 
 /// Sourced credentials are named in this environment for key globs and environment limits.
@@ -165,35 +165,22 @@ pub(crate) async fn reveal(
         }
     }
     record(s, c, source.kind(), name, service, names.clone()).await?;
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"{\"name\":");
-    serde_json::to_writer(&mut out, name).map_err(|_| ApiError::internal())?;
-    out.extend_from_slice(b",\"fields\":{");
-    for (i, n) in names.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        serde_json::to_writer(&mut out, n).map_err(|_| ApiError::internal())?;
-        out.push(b':');
-        let value = match cred.get(n) {
-            Some(credvault_store::schema::FieldValue::Secret(v)) => {
-                serde_json::Value::String(v.expose_secret().to_owned())
-            }
-            Some(credvault_store::schema::FieldValue::Text(t)) => t.to_owned().into(),
-            Some(other) => serde_json::Value::String(format!("{other:?}")),
-            None => serde_json::Value::Null,
-        };
-        serde_json::to_writer(&mut out, &value).map_err(|_| ApiError::internal())?;
-    }
-    out.extend_from_slice(b"}}");
-    let mut resp = Response::new(axum::body::Body::from(out));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(resp)
+    let values: Vec<(&str, zeroize::Zeroizing<String>)> = names
+        .iter()
+        .map(|n| {
+            let v = match cred.get(n) {
+                Some(FieldValue::Secret(v)) => v.expose_secret().to_owned(),
+                Some(FieldValue::Text(t)) => t.to_owned(),
+                Some(FieldValue::Integer(i)) => i.to_string(),
+                Some(FieldValue::Bool(b)) => b.to_string(),
+                Some(other) => format!("{other:?}"),
+                None => String::new(),
+            };
+            (n.as_str(), zeroize::Zeroizing::new(v))
+        })
+        .collect();
+    let out = reveal_body("name", name, values.iter().map(|(n, v)| (*n, v.as_str())))?;
+    Ok(secret_json(out))
 }
 
 /// The proxy's injection for a sourced credential (recorded before it is used).

@@ -160,15 +160,15 @@ fn kv_path(raw: &str) -> Result<String, ApiError> {
     Ok(p.to_owned())
 }
 
+/// KV v2 secrets: credentials of type `kv_secret` named by their path.
+const KV: Engine = Engine {
+    prefix: "",
+    type_name: KV_TYPE,
+    what: "path",
+};
+
 fn covered(c: &Caller, name: &str) -> Result<(), ApiError> {
-    if c.key.policy.covers(name, KV_ENVIRONMENT) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "outside_key_scope",
-            "permission denied: the key does not reach this path",
-        ))
-    }
+    KV.covered(c, name)
 }
 
 /// The KV secret at `name`, or `None`.
@@ -176,13 +176,109 @@ fn find(
     scope: &credvault_store::Scope<'_>,
     name: &str,
 ) -> Result<Option<CredentialInfo>, ApiError> {
-    match scope.find(name, KV_ENVIRONMENT) {
-        Ok(i) if i.type_name == KV_TYPE => Ok(Some(i)),
-        Ok(_) => Err(ApiError::bad_request(
-            "path: a credential of another type has this name",
-        )),
-        Err(StoreError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
+    KV.find(scope, name)
+}
+
+/// A secrets engine whose keys are credentials of one type named `PREFIX` + NAME in the
+/// `production` environment (the TOTP and transit engines; KV v2 with no prefix).
+pub(crate) struct Engine {
+    /// `totp/`, `transit/`.
+    pub(crate) prefix: &'static str,
+    /// The credential type its keys are.
+    pub(crate) type_name: &'static str,
+    /// What a key is called in refusals (`TOTP key`).
+    pub(crate) what: &'static str,
+}
+
+impl Engine {
+    /// The credential name of key `raw`: 1-128 letters, digits, `-`, `_` or `.`, prefixed.
+    pub(crate) fn name(&self, raw: &str) -> Result<String, ApiError> {
+        if raw.is_empty()
+            || raw.len() > 128
+            || raw == "."
+            || raw == ".."
+            || !raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(ApiError::bad_request(
+                "name: 1-128 letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        Ok(format!("{}{raw}", self.prefix))
+    }
+
+    /// Whether the caller's key reaches the key named `name`.
+    pub(crate) fn covered(&self, c: &Caller, name: &str) -> Result<(), ApiError> {
+        if c.key.policy.covers(name, KV_ENVIRONMENT) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "outside_key_scope",
+                format!(
+                    "permission denied: the key does not reach this {}",
+                    self.what
+                ),
+            ))
+        }
+    }
+
+    /// The key named `name`, or `None`; a credential of another type by that name is refused.
+    pub(crate) fn find(
+        &self,
+        scope: &credvault_store::Scope<'_>,
+        name: &str,
+    ) -> Result<Option<CredentialInfo>, ApiError> {
+        match scope.find(name, KV_ENVIRONMENT) {
+            Ok(i) if i.type_name == self.type_name => Ok(Some(i)),
+            Ok(_) => Err(ApiError::bad_request(
+                "name: a credential of another type has this name",
+            )),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `LIST PREFIX/keys`: the names the caller's key reaches (404 when none, as Vault).
+    pub(crate) fn list(&self, s: &Shared, c: &Caller) -> Result<serde_json::Value, ApiError> {
+        let all = scope(s, c)?.list(
+            &ListFilter::new()
+                .type_name(self.type_name)
+                .environment(KV_ENVIRONMENT),
+        )?;
+        let mut keys: Vec<String> = all
+            .into_iter()
+            .filter(|i| c.key.policy.covers(&i.name, &i.environment))
+            .filter_map(|i| i.name.strip_prefix(self.prefix).map(str::to_owned))
+            .collect();
+        keys.sort();
+        if keys.is_empty() {
+            return Err(ApiError::not_found(""));
+        }
+        Ok(serde_json::json!({ "keys": keys }))
+    }
+}
+
+/// A list route answered only for `LIST` (or `?list=true`).
+pub(crate) fn require_list(
+    q: Result<Query<MetadataQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<(), ApiError> {
+    if q.ok().is_some_and(|Query(q)| q.list()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "unsupported",
+            "use LIST (or ?list=true)",
+        ))
+    }
+}
+
+/// `r` in Vault's envelope, or its error shape.
+pub(crate) fn answer(c: &Caller, r: Result<serde_json::Value, ApiError>) -> Response {
+    match r {
+        Ok(data) => envelope(c, data),
+        Err(e) => vault_error(e),
     }
 }
 

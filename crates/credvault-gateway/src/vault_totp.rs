@@ -20,14 +20,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use credvault_store::totp::{Algorithm, Otp, TotpSecret};
-use credvault_store::{CredentialUpdate, ListFilter, NewCredential, StoreError};
+use credvault_store::{CredentialUpdate, NewCredential, StoreError};
 use ring::rand::SecureRandom as _;
 use serde::Deserialize;
 
 use crate::apikey::ApiScope;
 use crate::error::ApiError;
 use crate::gateway::{blocking, json_body, scope, Caller, Shared};
-use crate::vault_api::{envelope, no_store, vault_error, MetadataQuery as ListQuery};
+use crate::vault_api::{
+    answer, envelope, no_store, require_list, vault_error, Engine, MetadataQuery,
+};
 
 /// The credential type TOTP keys are kept as.
 const TOTP_TYPE: &str = "totp_key";
@@ -35,50 +37,12 @@ const TOTP_FIELD: &str = "totp_secret";
 const ENVIRONMENT: &str = credvault_store::DEFAULT_ENVIRONMENT;
 /// Credential names of TOTP keys start with this.
 const PREFIX: &str = "totp/";
-/// Longest key name.
-const MAX_NAME: usize = 128;
-
-fn key_name(raw: &str) -> Result<String, ApiError> {
-    if raw.is_empty()
-        || raw.len() > MAX_NAME
-        || raw == "."
-        || raw == ".."
-        || !raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return Err(ApiError::bad_request(
-            "name: 1-128 letters, digits, `-`, `_` or `.`",
-        ));
-    }
-    Ok(format!("{PREFIX}{raw}"))
-}
-
-fn covered(c: &Caller, name: &str) -> Result<(), ApiError> {
-    if c.key.policy.covers(name, ENVIRONMENT) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "outside_key_scope",
-            "permission denied: the key does not reach this TOTP key",
-        ))
-    }
-}
-
-/// The TOTP key credential named `name`, or not found.
-fn find(
-    scope: &credvault_store::Scope<'_>,
-    name: &str,
-) -> Result<Option<credvault_store::CredentialInfo>, ApiError> {
-    match scope.find(name, ENVIRONMENT) {
-        Ok(i) if i.type_name == TOTP_TYPE => Ok(Some(i)),
-        Ok(_) => Err(ApiError::bad_request(
-            "name: a credential of another type has this name",
-        )),
-        Err(StoreError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
+/// The engine's keys.
+const TOTP: Engine = Engine {
+    prefix: PREFIX,
+    type_name: TOTP_TYPE,
+    what: "TOTP key",
+};
 
 fn not_found() -> ApiError {
     ApiError::not_found("unknown key")
@@ -232,8 +196,8 @@ pub(crate) async fn create_key(
 ) -> Response {
     let run = async {
         c.require(ApiScope::Write)?;
-        let name = key_name(&raw)?;
-        covered(&c, &name)?;
+        let name = TOTP.name(&raw)?;
+        TOTP.covered(&c, &name)?;
         let b = json_body(body)?;
         let (otp, exported) = build(&b)?;
         drop(b);
@@ -257,7 +221,7 @@ pub(crate) async fn create_key(
         let c2 = c.clone();
         blocking(move || {
             let scope = scope(&s, &c2)?;
-            match find(&scope, &name)? {
+            match TOTP.find(&scope, &name)? {
                 Some(current) => {
                     scope.update(&current.id, CredentialUpdate::new().fields(fields))?;
                 }
@@ -290,11 +254,11 @@ pub(crate) async fn read_key(
 ) -> Response {
     let run = async {
         c.require(ApiScope::Read)?;
-        let name = key_name(&raw)?;
-        covered(&c, &name)?;
+        let name = TOTP.name(&raw)?;
+        TOTP.covered(&c, &name)?;
         let c2 = c.clone();
         blocking(move || {
-            let info = find(&scope(&s, &c2)?, &name)?.ok_or_else(not_found)?;
+            let info = TOTP.find(&scope(&s, &c2)?, &name)?.ok_or_else(not_found)?;
             let f = &info.fields;
             Ok(serde_json::json!({
                 "account_name": f.get("account").cloned().unwrap_or_default(),
@@ -306,50 +270,21 @@ pub(crate) async fn read_key(
         })
         .await
     };
-    match run.await {
-        Ok(data) => envelope(&c, data),
-        Err(e) => vault_error(e),
-    }
+    answer(&c, run.await)
 }
 
 pub(crate) async fn list_keys(
     State(s): State<Arc<Shared>>,
     axum::Extension(c): axum::Extension<Caller>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<MetadataQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let run = async {
         c.require(ApiScope::Read)?;
-        if !q.ok().is_some_and(|Query(q)| q.list()) {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "unsupported",
-                "use LIST (or ?list=true)",
-            ));
-        }
+        require_list(q)?;
         let c2 = c.clone();
-        blocking(move || {
-            let all = scope(&s, &c2)?.list(
-                &ListFilter::new()
-                    .type_name(TOTP_TYPE)
-                    .environment(ENVIRONMENT),
-            )?;
-            let mut keys: Vec<String> = all
-                .into_iter()
-                .filter(|i| c2.key.policy.covers(&i.name, &i.environment))
-                .filter_map(|i| i.name.strip_prefix(PREFIX).map(str::to_owned))
-                .collect();
-            keys.sort();
-            if keys.is_empty() {
-                return Err(ApiError::not_found(""));
-            }
-            Ok(serde_json::json!({ "keys": keys }))
-        })
-        .await
+        blocking(move || TOTP.list(&s, &c2)).await
     };
-    match run.await {
-        Ok(data) => envelope(&c, data),
-        Err(e) => vault_error(e),
-    }
+    answer(&c, run.await)
 }
 
 pub(crate) async fn delete_key(
@@ -359,12 +294,12 @@ pub(crate) async fn delete_key(
 ) -> Response {
     let run = async {
         c.require(ApiScope::Write)?;
-        let name = key_name(&raw)?;
-        covered(&c, &name)?;
+        let name = TOTP.name(&raw)?;
+        TOTP.covered(&c, &name)?;
         let c2 = c.clone();
         blocking(move || {
             let scope = scope(&s, &c2)?;
-            if let Some(info) = find(&scope, &name)? {
+            if let Some(info) = TOTP.find(&scope, &name)? {
                 scope.delete(&info.id, None)?;
             }
             Ok(())
@@ -384,12 +319,12 @@ pub(crate) async fn generate_code(
 ) -> Response {
     let run = async {
         c.require(ApiScope::Totp)?;
-        let name = key_name(&raw)?;
-        covered(&c, &name)?;
+        let name = TOTP.name(&raw)?;
+        TOTP.covered(&c, &name)?;
         let c2 = c.clone();
         blocking(move || {
             let scope = scope(&s, &c2)?;
-            let info = find(&scope, &name)?.ok_or_else(not_found)?;
+            let info = TOTP.find(&scope, &name)?.ok_or_else(not_found)?;
             let service = format!("vault-totp:{}", c2.key.id);
             let code = scope.totp_code(&info.id, Some(&service))?;
             Ok(serde_json::json!({ "code": code.expose_secret() }))
@@ -417,13 +352,13 @@ pub(crate) async fn validate_code(
 ) -> Response {
     let run = async {
         c.require(ApiScope::Totp)?;
-        let name = key_name(&raw)?;
-        covered(&c, &name)?;
+        let name = TOTP.name(&raw)?;
+        TOTP.covered(&c, &name)?;
         let b = json_body(body)?;
         let c2 = c.clone();
         blocking(move || {
             let scope = scope(&s, &c2)?;
-            let info = find(&scope, &name)?.ok_or_else(not_found)?;
+            let info = TOTP.find(&scope, &name)?.ok_or_else(not_found)?;
             match scope.verify_totp(&info.id, &b.code) {
                 Ok(_) => Ok(true),
                 Err(StoreError::Totp { reason }) if reason.contains("already used") => Err(
@@ -447,9 +382,9 @@ mod tests {
 
     #[test]
     fn key_names_are_plain_and_prefixed() {
-        assert_eq!(key_name("bot-1.prod").unwrap(), "totp/bot-1.prod");
+        assert_eq!(TOTP.name("bot-1.prod").unwrap(), "totp/bot-1.prod");
         for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(129)] {
-            assert!(key_name(bad).is_err(), "{bad:?}");
+            assert!(TOTP.name(bad).is_err(), "{bad:?}");
         }
     }
 }

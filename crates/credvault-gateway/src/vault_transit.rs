@@ -27,65 +27,31 @@ use axum::Json;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use credvault_store::envelope::{DataKey, EncryptionContext, KeyId, OpeningKey, SealingKey};
-use credvault_store::{CredentialInfo, CredentialUpdate, ListFilter, NewCredential, StoreError};
+use credvault_store::{CredentialInfo, CredentialUpdate, NewCredential, StoreError};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::apikey::ApiScope;
 use crate::error::ApiError;
 use crate::gateway::{blocking, json_body, scope, Caller, Shared};
-use crate::vault_api::{envelope, no_store, vault_error, MetadataQuery};
+use crate::vault_api::{
+    answer, envelope, no_store, require_list, vault_error, Engine, MetadataQuery,
+};
 
 const TRANSIT_TYPE: &str = "transit_key";
 const KEYS_FIELD: &str = "keys";
 const ENVIRONMENT: &str = credvault_store::DEFAULT_ENVIRONMENT;
 const PREFIX: &str = "transit/";
-const MAX_NAME: usize = 128;
+/// The engine's keys.
+const TRANSIT: Engine = Engine {
+    prefix: PREFIX,
+    type_name: TRANSIT_TYPE,
+    what: "transit key",
+};
 /// Most items in one batch.
 const MAX_BATCH: usize = 1000;
 /// Most versions a key keeps.
 const MAX_VERSIONS: u64 = 1000;
-
-fn key_name(raw: &str) -> Result<String, ApiError> {
-    if raw.is_empty()
-        || raw.len() > MAX_NAME
-        || raw == "."
-        || raw == ".."
-        || !raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return Err(ApiError::bad_request(
-            "name: 1-128 letters, digits, `-`, `_` or `.`",
-        ));
-    }
-    Ok(format!("{PREFIX}{raw}"))
-}
-
-fn covered(c: &Caller, name: &str) -> Result<(), ApiError> {
-    if c.key.policy.covers(name, ENVIRONMENT) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "outside_key_scope",
-            "permission denied: the key does not reach this transit key",
-        ))
-    }
-}
-
-fn find(
-    scope: &credvault_store::Scope<'_>,
-    name: &str,
-) -> Result<Option<CredentialInfo>, ApiError> {
-    match scope.find(name, ENVIRONMENT) {
-        Ok(i) if i.type_name == TRANSIT_TYPE => Ok(Some(i)),
-        Ok(_) => Err(ApiError::bad_request(
-            "name: a credential of another type has this name",
-        )),
-        Err(StoreError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
 
 fn not_found() -> ApiError {
     ApiError::bad_request("encryption key not found")
@@ -379,7 +345,7 @@ impl Opened {
 /// service `vault-transit:<operation>`).
 fn open(s: &Shared, c: &Caller, name: &str, operation: &str) -> Result<Opened, ApiError> {
     let scope = scope(s, c)?;
-    let info = find(&scope, name)?.ok_or_else(not_found)?;
+    let info = TRANSIT.find(&scope, name)?.ok_or_else(not_found)?;
     let service = format!("vault-transit:{operation}");
     let revealed = scope.reveal_many(
         &[(info.id.clone(), vec![KEYS_FIELD.to_owned()])],
@@ -407,8 +373,8 @@ async fn operation(
     let c2 = c.clone();
     let run = async move {
         c2.require(ApiScope::Reveal)?;
-        let name = key_name(&raw)?;
-        covered(&c2, &name)?;
+        let name = TRANSIT.name(&raw)?;
+        TRANSIT.covered(&c2, &name)?;
         let b = json_body(body)?;
         if b.batch_input.as_ref().is_some_and(|v| v.len() > MAX_BATCH) {
             return Err(ApiError::bad_request("batch_input: at most 1000 items"));
@@ -490,8 +456,8 @@ pub(crate) async fn datakey(
             "wrapped" => false,
             _ => return Err(ApiError::bad_request("type: plaintext or wrapped")),
         };
-        let name = key_name(&raw)?;
-        covered(&c2, &name)?;
+        let name = TRANSIT.name(&raw)?;
+        TRANSIT.covered(&c2, &name)?;
         let b = body.map(|Json(b)| b).unwrap_or_default();
         let bits = b.bits.unwrap_or(256);
         if !matches!(bits, 128 | 256 | 512) {
@@ -573,8 +539,8 @@ pub(crate) async fn create_key(
     let c2 = c.clone();
     let run = async move {
         c2.require(ApiScope::Write)?;
-        let name = key_name(&raw)?;
-        covered(&c2, &name)?;
+        let name = TRANSIT.name(&raw)?;
+        TRANSIT.covered(&c2, &name)?;
         let b = body.map(|Json(b)| b).unwrap_or_default();
         if b.key_type.as_deref().is_some_and(|t| t != "aes256-gcm96") {
             return Err(ApiError::bad_request(
@@ -584,7 +550,7 @@ pub(crate) async fn create_key(
         blocking(move || {
             let scope = scope(&s, &c2)?;
             // Vault: creating an existing key changes nothing.
-            let info = match find(&scope, &name)? {
+            let info = match TRANSIT.find(&scope, &name)? {
                 Some(i) => i,
                 None => {
                     let ring = Ring(BTreeMap::from([(1, Ring::fresh()?)]));
@@ -607,10 +573,7 @@ pub(crate) async fn create_key(
         })
         .await
     };
-    match run.await {
-        Ok(data) => envelope(&c, data),
-        Err(e) => vault_error(e),
-    }
+    answer(&c, run.await)
 }
 
 pub(crate) async fn read_key(
@@ -621,18 +584,17 @@ pub(crate) async fn read_key(
     let c2 = c.clone();
     let run = async move {
         c2.require(ApiScope::Read)?;
-        let name = key_name(&raw)?;
-        covered(&c2, &name)?;
+        let name = TRANSIT.name(&raw)?;
+        TRANSIT.covered(&c2, &name)?;
         blocking(move || {
-            let info = find(&scope(&s, &c2)?, &name)?.ok_or_else(|| ApiError::not_found(""))?;
+            let info = TRANSIT
+                .find(&scope(&s, &c2)?, &name)?
+                .ok_or_else(|| ApiError::not_found(""))?;
             Ok(key_info(&name, &info))
         })
         .await
     };
-    match run.await {
-        Ok(data) => envelope(&c, data),
-        Err(e) => vault_error(e),
-    }
+    answer(&c, run.await)
 }
 
 pub(crate) async fn list_keys(
@@ -640,39 +602,13 @@ pub(crate) async fn list_keys(
     axum::Extension(c): axum::Extension<Caller>,
     q: Result<Query<MetadataQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let c2 = c.clone();
-    let run = async move {
-        c2.require(ApiScope::Read)?;
-        if !q.ok().is_some_and(|Query(q)| q.list()) {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "unsupported",
-                "use LIST (or ?list=true)",
-            ));
-        }
-        blocking(move || {
-            let all = scope(&s, &c2)?.list(
-                &ListFilter::new()
-                    .type_name(TRANSIT_TYPE)
-                    .environment(ENVIRONMENT),
-            )?;
-            let mut keys: Vec<String> = all
-                .into_iter()
-                .filter(|i| c2.key.policy.covers(&i.name, &i.environment))
-                .filter_map(|i| i.name.strip_prefix(PREFIX).map(str::to_owned))
-                .collect();
-            keys.sort();
-            if keys.is_empty() {
-                return Err(ApiError::not_found(""));
-            }
-            Ok(serde_json::json!({ "keys": keys }))
-        })
-        .await
+    let run = async {
+        c.require(ApiScope::Read)?;
+        require_list(q)?;
+        let c2 = c.clone();
+        blocking(move || TRANSIT.list(&s, &c2)).await
     };
-    match run.await {
-        Ok(data) => envelope(&c, data),
-        Err(e) => vault_error(e),
-    }
+    answer(&c, run.await)
 }
 
 /// Body of `POST transit/keys/NAME/config`.
@@ -700,7 +636,7 @@ fn change_key(
     cfg: &ConfigBody,
 ) -> Result<serde_json::Value, ApiError> {
     let scope = scope(s, c)?;
-    let info = find(&scope, name)?.ok_or_else(not_found)?;
+    let info = TRANSIT.find(&scope, name)?.ok_or_else(not_found)?;
     let mut st = Settings::of(&info);
     let mut fields = serde_json::Map::new();
     if rotate {
@@ -773,15 +709,12 @@ pub(crate) async fn configure(
     let c2 = c.clone();
     let run = async move {
         c2.require(ApiScope::Write)?;
-        let name = key_name(&raw)?;
-        covered(&c2, &name)?;
+        let name = TRANSIT.name(&raw)?;
+        TRANSIT.covered(&c2, &name)?;
         let b = json_body(body)?;
         blocking(move || change_key(&s, &c2, &name, false, &b)).await
     };
-    match run.await {
-        Ok(data) => envelope(&c, data),
-        Err(e) => vault_error(e),
-    }
+    answer(&c, run.await)
 }
 
 pub(crate) async fn rotate(
@@ -792,14 +725,11 @@ pub(crate) async fn rotate(
     let c2 = c.clone();
     let run = async move {
         c2.require(ApiScope::Write)?;
-        let name = key_name(&raw)?;
-        covered(&c2, &name)?;
+        let name = TRANSIT.name(&raw)?;
+        TRANSIT.covered(&c2, &name)?;
         blocking(move || change_key(&s, &c2, &name, true, &ConfigBody::default())).await
     };
-    match run.await {
-        Ok(data) => envelope(&c, data),
-        Err(e) => vault_error(e),
-    }
+    answer(&c, run.await)
 }
 
 pub(crate) async fn delete_key(
@@ -809,12 +739,12 @@ pub(crate) async fn delete_key(
 ) -> Response {
     let run = async {
         c.require(ApiScope::Write)?;
-        let name = key_name(&raw)?;
-        covered(&c, &name)?;
+        let name = TRANSIT.name(&raw)?;
+        TRANSIT.covered(&c, &name)?;
         let c2 = c.clone();
         blocking(move || {
             let scope = scope(&s, &c2)?;
-            let info = find(&scope, &name)?.ok_or_else(not_found)?;
+            let info = TRANSIT.find(&scope, &name)?.ok_or_else(not_found)?;
             if !Settings::of(&info).deletion_allowed {
                 return Err(ApiError::bad_request(
                     "deletion is not allowed for this key",

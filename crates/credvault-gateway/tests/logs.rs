@@ -69,25 +69,7 @@ fn no_route_logs_a_secret_a_key_or_a_body() {
     tracing::subscriber::set_global_default(capture.clone()).unwrap();
 
     // An upstream that answers with the credential it was sent, for the proxy.
-    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = upstream.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for conn in upstream.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut head = Vec::new();
-            let mut b = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut b).unwrap_or(0) == 1 {
-                head.push(b[0]);
-            }
-            let body = String::from_utf8_lossy(&head).into_owned();
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
+    let port = credvault_test::https::loopback_http(str::to_owned);
     let h = Harness::start(|c| c.allow_upstream("127.0.0.1/32".parse().unwrap()));
     let store = h.vault.store().tenant(&tenant("acme"), "test").unwrap();
     for (name, base) in [

@@ -16,38 +16,12 @@ use zeroize::Zeroizing;
 
 const OPENAI_KEY: &str = "sk-proj-Sourced0123456789AbCdEfGhIj";
 
-/// An upstream on loopback that answers with the Authorization header it got.
+/// An upstream on loopback that says whether it got the sourced key.
 fn echo_upstream() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut head = Vec::new();
-            let mut b = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut b).unwrap_or(0) == 1 {
-                head.push(b[0]);
-            }
-            let head = String::from_utf8_lossy(&head).into_owned();
-            let auth = head
-                .lines()
-                .find_map(|l| l.strip_prefix("authorization: "))
-                .unwrap_or("")
-                .to_owned();
-            let sent = if auth == format!("Bearer {OPENAI_KEY}") {
-                "right key"
-            } else {
-                "wrong key"
-            };
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sent}",
-                sent.len()
-            );
-        }
-    });
-    port
+    credvault_test::https::loopback_http(|head| {
+        let right = head.contains(&format!("authorization: Bearer {OPENAI_KEY}\r\n"));
+        (if right { "right key" } else { "wrong key" }).to_owned()
+    })
 }
 
 fn accessed(h: &Harness) -> Vec<credvault_store::AuditEvent> {

@@ -288,3 +288,30 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         b = &b[n + 2..];
     }
 }
+
+/// A plain HTTP/1.1 server on a loopback port for tests (an upstream, a webhook): each request
+/// gets `200` with the body `answer` makes from the request's head (request line and headers,
+/// lower-case names as clients send them), then the connection closes. Returns the port; the
+/// server lives as long as the test process.
+#[allow(clippy::unwrap_used)]
+pub fn loopback_http(answer: impl Fn(&str) -> String + Send + 'static) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut b).unwrap_or(0) == 1 {
+                head.push(b[0]);
+            }
+            let body = answer(&String::from_utf8_lossy(&head));
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
