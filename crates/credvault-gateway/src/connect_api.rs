@@ -344,8 +344,13 @@ fn item_json(s: &Shared, c: &Caller, info: &CredentialInfo) -> Result<serde_json
             && policy(&f.key) == credvault_store::schema::RevealPolicy::WriteOnly
             && (f.key.contains("totp") || f.format == Some(credvault_store::schema::Format::Base32))
     });
+    // A counter-based key (HOTP) gives each code once: reading an item must not spend one.
+    let counter_based = def
+        .fields
+        .iter()
+        .any(|f| f.key == credvault_store::HOTP_COUNTER_FIELD);
     let code = match (otp_field, c.key.policy.scopes.contains(&ApiScope::Totp)) {
-        (Some(_), true) => Some(scope.totp_code(&info.id, Some("connect"))?),
+        (Some(_), true) if !counter_based => Some(scope.totp_code(&info.id, Some("connect"))?),
         _ => None,
     };
     // The credvault type, so that a credvault gateway sourcing from this one (or any client)

@@ -122,6 +122,38 @@ fn vaults_items_concealed_fields_and_codes_as_connect_serves_them() {
     assert!(e["message"].is_string());
     let hb = h.send(Req::new("acme.localhost", "GET", "/heartbeat"));
     assert_eq!(hb.status, 200);
+    // A counter-based (HOTP) key is listed without a code: a read must not spend one.
+    let hotp = acme
+        .create(credvault_store::NewCredential::new(
+            "hotp_key",
+            "vpn-token",
+            serde_json::json!({"secret": TOTP_SEED, "hotp_counter": 5}),
+        ))
+        .unwrap()
+        .id;
+    let (_, items) = get(
+        &h,
+        &key,
+        &format!("/v1/vaults/{vid}/items?filter=title%20eq%20%22vpn-token%22"),
+    );
+    let hid = items[0]["id"].as_str().unwrap().to_owned();
+    let (st, item) = get(&h, &key, &format!("/v1/vaults/{vid}/items/{hid}"));
+    assert_eq!(st, 200, "{item}");
+    let otp = item["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "secret")
+        .unwrap()
+        .clone();
+    assert_eq!(otp["type"], "OTP");
+    assert!(
+        otp.get("totp").is_none() && otp.get("value").is_none(),
+        "{otp}"
+    );
+    // The counter is where it was: the next code handed out is counter 5's.
+    let next = acme.totp_code(&hotp, None).unwrap();
+    assert_eq!(next.step, 5);
     // Another tenant's host shows its own vault only.
     let g = h.key(KeyPolicy::new(tenant("globex"), [ApiScope::Read]));
     let r = h.send(Req::new("globex.localhost", "GET", "/v1/vaults").key(&g));
