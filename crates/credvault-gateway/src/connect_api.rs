@@ -158,7 +158,10 @@ fn summary(c: &Caller, info: &CredentialInfo) -> serde_json::Value {
 }
 
 /// `title eq "X"` / `name eq "X"`: the X, or `None` for no filter. Anything else is refused.
-fn filter_value<'a>(filter: Option<&'a str>, attr: &str) -> Result<Option<&'a str>, ApiError> {
+pub(crate) fn filter_value<'a>(
+    filter: Option<&'a str>,
+    attr: &str,
+) -> Result<Option<&'a str>, ApiError> {
     let Some(f) = filter else { return Ok(None) };
     f.trim()
         .strip_prefix(attr)

@@ -192,7 +192,7 @@ impl GatewayConfig {
 }
 
 /// Lower-case host without a port, or `None` if it is not a plausible host name or address.
-fn normalise_host(raw: &str) -> Option<String> {
+pub(crate) fn normalise_host(raw: &str) -> Option<String> {
     let raw = raw.trim();
     let host = if let Some(rest) = raw.strip_prefix('[') {
         // [v6]:port
@@ -204,12 +204,19 @@ fn normalise_host(raw: &str) -> Option<String> {
         &raw[..end + 2]
     } else {
         match raw.rsplit_once(':') {
+            // Outside brackets a colon only separates the port (found by the gateway_parsers
+            // fuzz target: `a:b:43` read as the host `a:b`).
+            Some((h, _)) if h.contains(':') => return None,
             Some((h, p)) if is_port(p) => h,
             Some(_) => return None,
             None => raw,
         }
     };
     let host = host.strip_suffix('.').unwrap_or(host);
+    // No empty label (`a..b`, `.a`, `a..`: the last found by the gateway_parsers fuzz target).
+    if host.starts_with('.') || host.ends_with('.') || host.contains("..") {
+        return None;
+    }
     if host.is_empty()
         || host.len() > MAX_HOST_LEN
         || !host.bytes().all(|b| {
@@ -1131,6 +1138,12 @@ mod tests {
             ("acme example.com", None),
             ("acme/evil", None),
             ("[::1]x", None),
+            // A colon outside brackets is the port's only (gateway_parsers fuzz target).
+            ("AcmeOM:84AcmeOM:43", None),
+            ("::1", None),
+            ("n..", None),
+            ("a..b.example", None),
+            (".example.com", None),
         ] {
             assert_eq!(normalise_host(raw).as_deref(), want, "{raw:?}");
         }

@@ -27,6 +27,8 @@
 pub mod apikey;
 mod connect_api;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gateway;
 mod metrics;
 mod proxy;

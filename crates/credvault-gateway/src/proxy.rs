@@ -261,7 +261,7 @@ fn connection_listed(h: &HeaderMap) -> Vec<HeaderName> {
 /// The path after `/proxy/{credential}`, as sent (still percent-encoded), refused when a
 /// segment is `.` or `..` (in any encoding) or hides a slash or backslash: a request stays
 /// under the credential's base URL.
-fn tail_of(raw_path: &str) -> Result<&str, ApiError> {
+pub(crate) fn tail_of(raw_path: &str) -> Result<&str, ApiError> {
     let rest = raw_path.strip_prefix("/proxy/").unwrap_or_default();
     let tail = rest.split_once('/').map_or("", |(_, t)| t);
     for seg in tail.split('/') {

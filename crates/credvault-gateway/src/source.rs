@@ -231,7 +231,7 @@ impl Source for VaultKvSource {
 
 /// The credential in a KV v2 read's answer (`{"data": {"data": {...}, "metadata": ...}}`):
 /// its `type` key and the other keys as fields. The answer is wiped.
-fn from_kv_answer(mut doc: serde_json::Value) -> Result<SourcedCredential, SourceError> {
+pub(crate) fn from_kv_answer(mut doc: serde_json::Value) -> Result<SourcedCredential, SourceError> {
     let data = doc
         .get_mut("data")
         .and_then(|d| d.get_mut("data"))
@@ -255,7 +255,9 @@ fn from_kv_answer(mut doc: serde_json::Value) -> Result<SourcedCredential, Sourc
 /// The credential in a Connect item (`{"category": ..., "fields": [{"label", "value"}...]}`):
 /// fields by label, the type from the `credvault_type` field (a `LOGIN` is a
 /// `website_login`). The item is wiped.
-fn from_connect_item(mut item: serde_json::Value) -> Result<SourcedCredential, SourceError> {
+pub(crate) fn from_connect_item(
+    mut item: serde_json::Value,
+) -> Result<SourcedCredential, SourceError> {
     let mut fields = serde_json::Map::new();
     let mut type_name = None;
     if let Some(list) = item.get("fields").and_then(serde_json::Value::as_array) {

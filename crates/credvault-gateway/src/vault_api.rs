@@ -146,7 +146,7 @@ pub(crate) async fn lookup_self(axum::Extension(c): axum::Extension<Caller>) -> 
 
 /// A KV path: no leading or trailing `/`, no empty or `.`/`..` segment, no control
 /// characters, at most 256 bytes.
-fn kv_path(raw: &str) -> Result<String, ApiError> {
+pub(crate) fn kv_path(raw: &str) -> Result<String, ApiError> {
     let p = raw.trim_matches('/');
     if p.is_empty()
         || p.len() > MAX_PATH
@@ -161,7 +161,7 @@ fn kv_path(raw: &str) -> Result<String, ApiError> {
 }
 
 /// KV v2 secrets: credentials of type `kv_secret` named by their path.
-const KV: Engine = Engine {
+pub(crate) const KV: Engine = Engine {
     prefix: "",
     type_name: KV_TYPE,
     what: "path",

@@ -96,10 +96,10 @@ impl Settings {
 }
 
 /// The key versions, opened for one request: version to data key.
-struct Ring(BTreeMap<u64, DataKey>);
+pub(crate) struct Ring(BTreeMap<u64, DataKey>);
 
 impl Ring {
-    fn parse(text: &str) -> Result<Self, ApiError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, ApiError> {
         let corrupt = || {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
