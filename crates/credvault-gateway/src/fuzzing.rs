@@ -1,9 +1,11 @@
 //! Entry points for the fuzz targets (not a public API).
 
+use base64::Engine as _;
+
 /// Offers arbitrary bytes to every parser the gateway has for what a client or a source sends:
 /// the API key format, the `Host` header, the proxy's path, a Connect filter, a transit key
-/// ring, a Vault KV answer and a Connect item (as external sources read them), an engine key
-/// name. Must never panic.
+/// ring, a transit ciphertext, a Vault KV answer and a Connect item (as external sources read
+/// them), an engine key name. Must never panic.
 pub fn parsers(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Ok(id) = crate::apikey::parse_key(&text) {
@@ -22,6 +24,19 @@ pub fn parsers(data: &[u8]) {
     }
     let _ = crate::connect_api::filter_value(Some(&text), "title");
     let _ = crate::vault_transit::Ring::parse(&text);
+    if let Ok((v, sealed)) = crate::vault_transit::parse_ciphertext(&text) {
+        let again = format!(
+            "vault:v{v}:{}",
+            base64::engine::general_purpose::STANDARD.encode(&sealed)
+        );
+        assert_eq!(
+            crate::vault_transit::parse_ciphertext(&again)
+                .map(|(w, s)| (w, s == sealed))
+                .ok(),
+            Some((v, true)),
+            "a ciphertext written back parses to the same version and bytes"
+        );
+    }
     if let Ok(p) = crate::vault_api::kv_path(&text) {
         assert!(
             !p.split('/').any(|s| s.is_empty() || s == ".."),

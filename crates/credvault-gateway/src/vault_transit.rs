@@ -233,6 +233,21 @@ struct Opened {
     name: String,
 }
 
+/// Splits a `vault:vN:BASE64` ciphertext into its key version and the sealed envelope, with
+/// Vault's error messages. Whether the version exists is the key ring's question.
+pub(crate) fn parse_ciphertext(ciphertext: &str) -> Result<(u64, Vec<u8>), ApiError> {
+    let invalid = || ApiError::bad_request("invalid ciphertext: no prefix");
+    let rest = ciphertext.strip_prefix("vault:v").ok_or_else(invalid)?;
+    let (v, body) = rest.split_once(':').ok_or_else(invalid)?;
+    let v: u64 = v.parse().map_err(|_| {
+        ApiError::bad_request("invalid ciphertext: version number could not be decoded")
+    })?;
+    let sealed = B64
+        .decode(body)
+        .map_err(|_| ApiError::bad_request("invalid ciphertext: could not decode base64"))?;
+    Ok((v, sealed))
+}
+
 impl Opened {
     fn derived_ctx(&self, item: &Item) -> Result<Option<Zeroizing<Vec<u8>>>, ApiError> {
         if !self.settings.derived {
@@ -272,12 +287,7 @@ impl Opened {
     }
 
     fn decrypt(&self, ciphertext: &str, item: &Item) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-        let invalid = || ApiError::bad_request("invalid ciphertext: no prefix");
-        let rest = ciphertext.strip_prefix("vault:v").ok_or_else(invalid)?;
-        let (v, body) = rest.split_once(':').ok_or_else(invalid)?;
-        let v: u64 = v.parse().map_err(|_| {
-            ApiError::bad_request("invalid ciphertext: version number could not be decoded")
-        })?;
+        let (v, sealed) = parse_ciphertext(ciphertext)?;
         if v < self.settings.min_decrypt {
             return Err(ApiError::bad_request(
                 "ciphertext or signature version is disallowed by policy (too old)",
@@ -287,9 +297,6 @@ impl Opened {
             self.ring.0.get(&v).ok_or_else(|| {
                 ApiError::bad_request("invalid ciphertext: key version not found")
             })?;
-        let sealed = B64
-            .decode(body)
-            .map_err(|_| ApiError::bad_request("invalid ciphertext: could not decode base64"))?;
         let derived = self.derived_ctx(item)?;
         let ctx = context(
             &self.tenant,
