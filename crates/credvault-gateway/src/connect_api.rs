@@ -312,18 +312,7 @@ fn item_json(s: &Shared, c: &Caller, info: &CredentialInfo) -> Result<serde_json
         .cloned()
         .ok_or_else(ApiError::internal)?;
     let def = ty.definition();
-    let policy = |key: &str| {
-        let by_type = def
-            .fields
-            .iter()
-            .find(|f| f.key == key)
-            .map_or(credvault_store::schema::RevealPolicy::Revealable, |f| {
-                f.reveal_policy()
-            });
-        info.reveal
-            .get(key)
-            .map_or(by_type, |own| (*own).max(by_type))
-    };
+    let policy = |key: &str| info.field_policy(&ty, key);
     let set_secret = |key: &str| {
         info.fields.get(key).and_then(serde_json::Value::as_str)
             == Some(credvault_store::SECRET_MARKER)

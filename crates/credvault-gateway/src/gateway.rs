@@ -861,7 +861,7 @@ pub(crate) fn scope<'s>(s: &'s Shared, c: &Caller) -> Result<credvault_store::Sc
 
 /// Whether the key's credential globs and environments cover `info`; a credential outside
 /// them is answered as absent, so that a narrow key learns nothing of the others.
-fn covered(c: &Caller, info: &credvault_store::CredentialInfo) -> Result<(), ApiError> {
+pub(crate) fn covered(c: &Caller, info: &credvault_store::CredentialInfo) -> Result<(), ApiError> {
     if c.key.policy.covers(&info.name, &info.environment) {
         Ok(())
     } else {

@@ -722,9 +722,7 @@ fn find(s: &Shared, c: &Caller, named: &str, environment: &str) -> Result<Creden
         Ok(id) => scope.get(&id)?,
         Err(_) => scope.find(named, environment)?,
     };
-    if !c.key.policy.covers(&info.name, &info.environment) {
-        return Err(ApiError::not_found("no such credential"));
-    }
+    crate::gateway::covered(c, &info)?;
     Ok(info.id)
 }
 

@@ -1,6 +1,7 @@
 //! The routes of a tenant backed by an external source: reveal and the proxy's injection,
 //! each on a credential fetched for the request, recorded, and wiped.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -127,12 +128,18 @@ pub(crate) async fn reveal(
         )))
     })?;
     drop(sourced);
+    // A sourced credential has no policy of its own: its type's decides.
     let revealable = |key: &str| {
         ty.definition()
             .fields
             .iter()
             .find(|f| f.key == key)
-            .map(|f| (f.kind == FieldKind::Password || f.secret, f.reveal_policy()))
+            .map(|f| {
+                (
+                    f.kind == FieldKind::Password || f.secret,
+                    credvault_store::effective_policy(Some(&ty), &BTreeMap::new(), key),
+                )
+            })
     };
     let names: Vec<String> = if asked.is_empty() {
         ty.definition()

@@ -239,6 +239,24 @@ impl Engine {
         }
     }
 
+    /// Deletes the key named `name` (already checked by [`Engine::name`] and
+    /// [`Engine::covered`]); deleting an absent key succeeds, as in Vault.
+    pub(crate) async fn remove(
+        &'static self,
+        s: Arc<Shared>,
+        c: Caller,
+        name: String,
+    ) -> Result<(), ApiError> {
+        blocking(move || {
+            let scope = scope(&s, &c)?;
+            if let Some(info) = self.find(&scope, &name)? {
+                scope.delete(&info.id, None)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// `LIST PREFIX/keys`: the names the caller's key reaches (404 when none, as Vault).
     pub(crate) fn list(&self, s: &Shared, c: &Caller) -> Result<serde_json::Value, ApiError> {
         let all = scope(s, c)?.list(
@@ -430,15 +448,7 @@ async fn kv_remove(s: Arc<Shared>, c: Caller, raw: String) -> Response {
         c.require(ApiScope::Write)?;
         let name = kv_path(&raw)?;
         covered(&c, &name)?;
-        let c2 = c.clone();
-        blocking(move || {
-            let scope = scope(&s, &c2)?;
-            if let Some(info) = find(&scope, &name)? {
-                scope.delete(&info.id, None)?;
-            }
-            Ok(())
-        })
-        .await
+        KV.remove(s, c.clone(), name).await
     };
     match run.await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

@@ -296,15 +296,7 @@ pub(crate) async fn delete_key(
         c.require(ApiScope::Write)?;
         let name = TOTP.name(&raw)?;
         TOTP.covered(&c, &name)?;
-        let c2 = c.clone();
-        blocking(move || {
-            let scope = scope(&s, &c2)?;
-            if let Some(info) = TOTP.find(&scope, &name)? {
-                scope.delete(&info.id, None)?;
-            }
-            Ok(())
-        })
-        .await
+        TOTP.remove(s, c.clone(), name).await
     };
     match run.await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

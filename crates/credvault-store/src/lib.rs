@@ -113,9 +113,9 @@ pub use ids::{CredentialId, IdError, TenantId, MAX_TENANT_ID_LEN};
 pub use keys::CacheConfig;
 pub use memory::MemoryStorage;
 pub use model::{
-    wipe_json, CredentialInfo, CredentialUpdate, Integrity, KeyRotation, MasterRotation,
-    NewCredential, Progress, Revealed, SealedCredential, TenantInfo, TestOutcome, TotpCode,
-    DEFAULT_ENVIRONMENT,
+    effective_policy, wipe_json, CredentialInfo, CredentialUpdate, Integrity, KeyRotation,
+    MasterRotation, NewCredential, Progress, Revealed, SealedCredential, TenantInfo, TestOutcome,
+    TotpCode, DEFAULT_ENVIRONMENT,
 };
 #[cfg(feature = "postgres")]
 pub use postgres::{redact_database_url, PostgresOptions, PostgresStorage};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use credvault_audit::TestStatus;
-use credvault_schema::{RevealPolicy, SecretValue};
+use credvault_schema::{CredentialType, RevealPolicy, SecretValue};
 use serde::Serialize;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -404,6 +404,15 @@ impl CredentialInfo {
         }
     }
 
+    /// The reveal policy of field `field` of this credential, of type `ty`: the type's, or
+    /// this credential's own where it set a stricter one. It decides what
+    /// [`Scope::reveal`](crate::Scope::reveal) returns (`revealable` only) and what a process
+    /// may be handed (`use-only` too); a `write-only` field never leaves the store.
+    #[must_use]
+    pub fn field_policy(&self, ty: &CredentialType, field: &str) -> RevealPolicy {
+        effective_policy(Some(ty), &self.reveal, field)
+    }
+
     /// The id (the same as the `id` field; kept for code written against earlier versions).
     ///
     /// # Errors
@@ -412,6 +421,24 @@ impl CredentialInfo {
     pub fn credential_id(&self) -> Result<CredentialId, crate::StoreError> {
         Ok(self.id.clone())
     }
+}
+
+/// The policy of `field`: its type's (`revealable` for a field the type does not define, or
+/// with no type), or the credential's `own` where that is stricter. An external credential
+/// (one a gateway sources from another vault) has no policy of its own: pass an empty map.
+#[must_use]
+pub fn effective_policy(
+    ty: Option<&CredentialType>,
+    own: &BTreeMap<String, RevealPolicy>,
+    field: &str,
+) -> RevealPolicy {
+    let by_type = ty
+        .and_then(|t| t.definition().fields.iter().find(|d| d.key == field))
+        .map_or(
+            RevealPolicy::Revealable,
+            credvault_schema::FieldDef::reveal_policy,
+        );
+    own.get(field).map_or(by_type, |&own| own.max(by_type))
 }
 
 /// Revealed field values. No `Clone`, redacted `Debug`, wiped on drop.
@@ -588,4 +615,45 @@ pub struct Integrity {
     pub checked: u64,
     /// Ids of those that did not open.
     pub corrupt: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use credvault_schema::Registry;
+
+    #[test]
+    fn a_field_policy_is_the_stricter_of_the_type_and_the_credential() {
+        let registry = Registry::with_builtins();
+        let login = registry.get("website_login").expect("built-in");
+        let none = BTreeMap::new();
+        // The type keeps an authenticator key write-only and lets a password be revealed.
+        assert_eq!(
+            effective_policy(Some(login), &none, "totp_secret"),
+            RevealPolicy::WriteOnly
+        );
+        assert_eq!(
+            effective_policy(Some(login), &none, "password"),
+            RevealPolicy::Revealable
+        );
+        // A credential may tighten the type's policy, never loosen it.
+        let own = BTreeMap::from([
+            ("password".to_owned(), RevealPolicy::UseOnly),
+            ("totp_secret".to_owned(), RevealPolicy::Revealable),
+        ]);
+        assert_eq!(
+            effective_policy(Some(login), &own, "password"),
+            RevealPolicy::UseOnly
+        );
+        assert_eq!(
+            effective_policy(Some(login), &own, "totp_secret"),
+            RevealPolicy::WriteOnly
+        );
+        // No type, or a field the type does not define: only the credential's own counts.
+        assert_eq!(effective_policy(None, &none, "x"), RevealPolicy::Revealable);
+        assert_eq!(
+            effective_policy(None, &own, "password"),
+            RevealPolicy::UseOnly
+        );
+    }
 }

@@ -416,6 +416,7 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    #[cfg(feature = "net")]
     #[allow(clippy::unwrap_used)]
     fn a_destinations_debug_shows_no_path_or_query() {
         let d = Destination::check(

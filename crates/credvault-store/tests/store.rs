@@ -1,6 +1,8 @@
 //! The store's behaviour on both backends: CRUD, reveal, access checks, isolation, fail-closed
 //! audit, client-sealed create, usage counters, rotation, TOTP and testing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// The HTTP tester's tests (and their helpers) need the `http-tester` feature.
+#![cfg_attr(not(feature = "http-tester"), allow(unused))]
 
 use std::net::TcpListener;
 use std::sync::Arc;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use credvault_audit::{Action, AuditEvent, DenyReason, Details, FieldChange};
 use credvault_envelope::{DataKey, EnvelopeHeader, KeyId};
-use credvault_schema::{Credential, CredentialType, FieldDef, RevealPolicy, SecretValue};
+use credvault_schema::{Credential, CredentialType, RevealPolicy, SecretValue};
 
 use super::otp::HOTP_COUNTER_FIELD;
 use super::sealing::{credential_context, Authentic};
@@ -12,6 +12,7 @@ use super::{check_meta, resource, Scope};
 use crate::error::{SealRejection, StoreError};
 use crate::fields::decode_secret_fields;
 use crate::ids::CredentialId;
+use crate::model::effective_policy;
 use crate::model::{
     wipe_json, CredentialInfo, CredentialUpdate, NewCredential, Revealed, SealedCredential,
 };
@@ -69,21 +70,13 @@ struct RowMeta<'a> {
     reveal: BTreeMap<String, RevealPolicy>,
 }
 
-/// The reveal policy of `field` by its type alone.
 /// A field's policy: the type's, or the credential's own where it set a stricter one.
 pub(crate) fn field_policy(ty: &CredentialType, row: &CredentialRow, field: &str) -> RevealPolicy {
-    let by_type = type_policy(ty, field);
-    row.reveal
-        .get(field)
-        .map_or(by_type, |&own| own.max(by_type))
+    effective_policy(Some(ty), &row.reveal, field)
 }
 
 fn type_policy(ty: &CredentialType, field: &str) -> RevealPolicy {
-    ty.definition()
-        .fields
-        .iter()
-        .find(|d| d.key == field)
-        .map_or(RevealPolicy::Revealable, FieldDef::reveal_policy)
+    effective_policy(Some(ty), &BTreeMap::new(), field)
 }
 
 /// The reveal policies a credential of type `ty` holding `current` has after `asked`: each
@@ -478,10 +471,7 @@ impl Scope<'_> {
     ) -> Result<(Revealed, AuditEvent), StoreError> {
         let ty = self.store.registry.get(&row.type_name);
         // The type's policy, or the credential's own where it set a stricter one.
-        let policy = |f: &str| {
-            let by_type = ty.map_or(RevealPolicy::Revealable, |t| type_policy(t, f));
-            row.reveal.get(f).map_or(by_type, |&own| own.max(by_type))
-        };
+        let policy = |f: &str| effective_policy(ty.map(|t| &**t), &row.reveal, f);
         // None named: every secret field that is set and may go where this reveal goes.
         let every: Vec<&str>;
         let fields = if fields.is_empty() {
