@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use credvault_store::audit::Timestamp;
 use credvault_store::schema::FieldKind;
-use credvault_store::{CredentialId, CredentialInfo, ListFilter};
+use credvault_store::{CredentialId, CredentialInfo, ListFilter, StoreError};
 use serde::Deserialize;
 
 use crate::apikey::ApiScope;
@@ -71,12 +71,39 @@ fn vault_id(tenant: &str, environment: &str) -> String {
 }
 
 /// An item id: the credential id's 16 bytes in base32 (26 characters).
-fn item_id(id: &CredentialId) -> String {
+pub(crate) fn item_id(id: &CredentialId) -> String {
     let hex = id.as_str().strip_prefix("cred_").unwrap_or_default();
     let bytes: Vec<u8> = (0..hex.len() / 2)
         .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
         .collect();
     base32(&bytes)
+}
+
+/// The credential id an item id names, or `None` for anything [`item_id`] does not write
+/// (26 lower-case base32 characters whose 2 unused bits are zero).
+pub(crate) fn item_credential(item: &str) -> Option<CredentialId> {
+    if item.len() != 26 {
+        return None;
+    }
+    let (mut buf, mut bits, mut hex) = (0u32, 0u32, String::with_capacity(5 + 32));
+    hex.push_str("cred_");
+    for b in item.bytes() {
+        let v = match b {
+            b'a'..=b'z' => b - b'a',
+            b'2'..=b'7' => b - b'2' + 26,
+            _ => return None,
+        };
+        buf = (buf << 5) | u32::from(v);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            hex.push_str(&format!("{:02x}", (buf >> bits) & 0xff));
+        }
+    }
+    if buf & ((1 << bits) - 1) != 0 {
+        return None;
+    }
+    CredentialId::parse(&hex).ok()
 }
 
 fn time(ms: i64) -> String {
@@ -281,11 +308,24 @@ pub(crate) async fn get_item(
         c.require(ApiScope::Reveal)?;
         let c2 = c.clone();
         blocking(move || {
-            let (_, items) = find_vault(&s, &c2, &vault)?;
-            let info = items
-                .into_iter()
-                .find(|i| item_id(&i.id) == item)
-                .ok_or_else(|| ApiError::not_found("item not found"))?;
+            // One lookup by the id the item id encodes; an item outside the key's reach, or
+            // in another vault, is as absent as one that does not exist.
+            let absent = || ApiError::not_found("item not found");
+            let id = item_credential(&item).ok_or_else(absent)?;
+            let info = match scope(&s, &c2)?.get(&id) {
+                Ok(info) => info,
+                Err(StoreError::NotFound { .. }) => return Err(absent()),
+                Err(e) => return Err(e.into()),
+            };
+            if !c2.key.policy.covers(&info.name, &info.environment) {
+                return Err(absent());
+            }
+            if vault_id(c2.tenant.as_str(), &info.environment) != vault {
+                // The vault itself must exist for the key, as before: a known vault answers
+                // "item not found", an unknown one "vault not found".
+                find_vault(&s, &c2, &vault)?;
+                return Err(absent());
+            }
             item_json(&s, &c2, &info)
         })
         .await
@@ -408,6 +448,37 @@ fn item_json(s: &Shared, c: &Caller, info: &CredentialInfo) -> Result<serde_json
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn item_ids_name_their_credential_and_nothing_else() {
+        for _ in 0..64 {
+            let id = CredentialId::generate().unwrap();
+            assert_eq!(item_credential(&item_id(&id)), Some(id));
+        }
+        let one = item_id(&CredentialId::generate().unwrap());
+        // The last character carries 2 unused bits, zero in every id we write: the next
+        // character of the alphabet sets one.
+        let last = one.as_bytes()[25];
+        assert!(b"aeimquy4".contains(&last), "{one}");
+        let next = if last == b'4' {
+            '5'
+        } else {
+            char::from(last + 1)
+        };
+        let odd = format!("{}{next}", &one[..25]);
+        let long = format!("{one}a");
+        for bad in [
+            "",
+            "a",
+            &one.to_uppercase(),
+            &one[..25],
+            &long,
+            &odd,
+            &"1".repeat(26),
+        ] {
+            assert_eq!(item_credential(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn base32_is_rfc_4648_lower_case_without_padding() {

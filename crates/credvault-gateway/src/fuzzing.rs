@@ -3,7 +3,7 @@
 use base64::Engine as _;
 
 /// Offers arbitrary bytes to every parser the gateway has for what a client or a source sends:
-/// the API key format, the `Host` header, the proxy's path, a Connect filter, a transit key
+/// the API key format, the `Host` header, the proxy's path, a Connect filter and item id, a transit key
 /// ring, a transit ciphertext, a Vault KV answer and a Connect item (as external sources read
 /// them), an engine key name. Must never panic.
 pub fn parsers(data: &[u8]) {
@@ -23,6 +23,13 @@ pub fn parsers(data: &[u8]) {
         assert!(!tail.split('/').any(|s| s == ".."), "no dot segment passes");
     }
     let _ = crate::connect_api::filter_value(Some(&text), "title");
+    if let Some(id) = crate::connect_api::item_credential(&text) {
+        assert_eq!(
+            crate::connect_api::item_id(&id),
+            text,
+            "an item id reads back as itself"
+        );
+    }
     let _ = crate::vault_transit::Ring::parse(&text);
     if let Ok((v, sealed)) = crate::vault_transit::parse_ciphertext(&text) {
         let again = format!(

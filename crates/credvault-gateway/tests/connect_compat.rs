@@ -120,6 +120,23 @@ fn vaults_items_concealed_fields_and_codes_as_connect_serves_them() {
     let (st, e) = get(&h, &key, &format!("/v1/vaults/{}/items", "a".repeat(26)));
     assert_eq!((st, e["status"].as_u64()), (404, Some(404)));
     assert!(e["message"].is_string());
+    // An item is found by its id alone, and only where the key reaches it: an unknown id, an
+    // item outside the key's globs, and an item asked for under another vault are all absent.
+    let narrow = h.key(
+        KeyPolicy::new(tenant("acme"), [ApiScope::Read, ApiScope::Reveal])
+            .credentials(["github-*"]),
+    );
+    let other_vault = "a".repeat(26);
+    for (k, path) in [
+        (&key, format!("/v1/vaults/{vid}/items/{}", "a".repeat(26))),
+        (&key, format!("/v1/vaults/{vid}/items/not-an-item-id")),
+        (&narrow, format!("/v1/vaults/{vid}/items/{iid}")),
+        (&key, format!("/v1/vaults/{other_vault}/items/{iid}")),
+    ] {
+        let (st, e) = get(&h, k, &path);
+        assert_eq!((st, e["status"].as_u64()), (404, Some(404)), "{path}: {e}");
+        assert!(!e.to_string().contains(PASSWORD), "{e}");
+    }
     let hb = h.send(Req::new("acme.localhost", "GET", "/heartbeat"));
     assert_eq!(hb.status, 200);
     // A counter-based (HOTP) key is listed without a code: a read must not spend one.
