@@ -1,8 +1,9 @@
 //! `credvault serve` and `credvault apikey`: the vault as a network service
 //! (crate `credvault-gateway`) and the keys its clients present.
 //!
-//! The gateway's keys live beside the vault: `DIR/gateway.db` (records, hashes only) and
-//! `DIR/gateway.key` (the server key their hashes and MACs derive from, owner-only).
+//! The gateway's keys live beside the vault: `DIR/gateway.db` (records, hashes only), or the
+//! table `gateway_api_keys` of a vault kept in PostgreSQL, and `DIR/gateway.key` (the server
+//! key their hashes and MACs derive from, owner-only; every node needs the same one).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -319,9 +320,20 @@ pub(crate) struct CreateArgs {
     name: Option<String>,
 }
 
+/// The vault's API keys: in its PostgreSQL database when it is kept there (every node shares
+/// them), else in `DIR/gateway.db`.
 fn key_store(dir: &Path) -> Result<KeyStore, Failure> {
     let server = ServerKey::load_or_create(&dir.join("gateway.key")).map_err(Failure::new)?;
-    KeyStore::open(&dir.join("gateway.db"), server).map_err(Failure::new)
+    match credvault_store::Vault::database_config(dir).map_err(Failure::new)? {
+        Some(db) => {
+            let mut pg = crate::vault::pg_opts()?;
+            if let Some(schema) = &db.schema {
+                pg = pg.schema(schema.clone());
+            }
+            KeyStore::open_postgres(&db.url, &pg, server).map_err(Failure::new)
+        }
+        None => KeyStore::open(&dir.join("gateway.db"), server).map_err(Failure::new),
+    }
 }
 
 fn now_ms() -> i64 {

@@ -322,16 +322,23 @@ fn base_opts() -> Result<VaultOptions, Failure> {
             store = store.require_client_sealed(id);
         }
     }
-    let mut pg = credvault_store::PostgresOptions::default().lock_timeout(lock_timeout()?);
-    if let Some(ca) = std::env::var_os(DATABASE_CA_ENV) {
-        pg = pg.ca_file(ca);
-    }
+    let pg = pg_opts()?;
     Ok(VaultOptions::default()
         .sqlite(SqliteDurability::Full)
         .master_key_from_env()
         .lock_timeout(lock_timeout()?)
         .store(store)
         .postgres(pg))
+}
+
+/// How the vault's PostgreSQL connections are made (lock timeout, CA file); the gateway's key
+/// table is reached the same way.
+pub(crate) fn pg_opts() -> Result<credvault_store::PostgresOptions, Failure> {
+    let mut pg = credvault_store::PostgresOptions::default().lock_timeout(lock_timeout()?);
+    if let Some(ca) = std::env::var_os(DATABASE_CA_ENV) {
+        pg = pg.ca_file(ca);
+    }
+    Ok(pg)
 }
 
 /// Environment variable naming the PEM file of the authorities that sign a PostgreSQL

@@ -469,3 +469,105 @@ fn serve_proxies_to_an_upstream_the_config_file_opens_with_its_dlp_policy() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("dlp.default") && err.contains("nope"), "{err}");
 }
+
+/// Copies the files of vault directory `from` (settings, keys; not subdirectories) to `to`: a
+/// second node of a vault kept in PostgreSQL.
+fn copy_node(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn gateway_nodes_of_a_vault_in_postgres_share_its_api_keys() {
+    let Some(url) = common::service("CREDVAULT_TEST_DATABASE_URL") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (n1, n2) = (tmp.path().join("n1"), tmp.path().join("n2"));
+    let schema = format!("gwkeys{}", std::process::id());
+    run(
+        &n1,
+        &["init", "--database", &url, "--database-schema", &schema],
+        "",
+    );
+    run(
+        &n1,
+        &[
+            "add",
+            "website_login",
+            "stripe-live",
+            "--field",
+            "login_url=https://x.example/login",
+            "--field",
+            "username=bot",
+        ],
+        "shared by both nodes\n",
+    );
+    // A key made on node 1, before node 2 exists: it lives in the database, not in a file.
+    let made = run(
+        &n1,
+        &[
+            "--json",
+            "apikey",
+            "create",
+            "--tenant",
+            "default",
+            "--scope",
+            "read,reveal",
+        ],
+        "",
+    );
+    let made: serde_json::Value = serde_json::from_str(&made).unwrap();
+    let (key, id) = (
+        made["key"].as_str().unwrap().to_owned(),
+        made["id"].as_str().unwrap().to_owned(),
+    );
+    assert!(
+        !n1.join("gateway.db").exists(),
+        "no key file beside a PostgreSQL vault"
+    );
+    copy_node(&n1, &n2);
+    assert!(run(&n2, &["apikey", "list"], "").contains(&id));
+
+    let ca = Ca::new("pg nodes CA");
+    let (cert, private, _) = ca.leaf(&["acme.localhost"]);
+    let (cert_path, key_path) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, private).unwrap();
+    let args = [
+        "--host",
+        "acme.localhost=default",
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ];
+    let servers = [Server::start(&n1, &args), Server::start(&n2, &args)];
+    let clients: Vec<Client> = servers
+        .iter()
+        .map(|s| Client {
+            addr: s.addr,
+            ca: ca.der.clone(),
+        })
+        .collect();
+    for c in &clients {
+        let r = c.send(Req::new("acme.localhost", "GET", "/api/credentials").key(&key));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["credentials"][0]["name"], "stripe-live");
+    }
+    // Revoked through node 2's CLI: both nodes refuse it on the next request.
+    run(&n2, &["apikey", "revoke", &id], "");
+    for c in &clients {
+        let r = c.send(Req::new("acme.localhost", "GET", "/api/credentials").key(&key));
+        assert_eq!(r.status, 401);
+    }
+    assert!(run(&n1, &["apikey", "list"], "").contains("REVOKED"));
+    // Node 1 used the key: its last use is in the shared record.
+    let listed = run(&n1, &["--json", "apikey", "list"], "");
+    assert!(listed.contains("last_used_at\":1"), "{listed}");
+}

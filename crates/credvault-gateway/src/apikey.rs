@@ -516,10 +516,12 @@ impl ServerKey {
     }
 }
 
-/// Where keys are kept: a SQLite database (WAL) that several gateway processes and the CLI
-/// share. Safe to use from many threads (one connection behind a mutex; calls are short).
+/// Where keys are kept: a SQLite database (WAL) that several gateway processes on one machine
+/// and the CLI share ([`KeyStore::open`]), or, for a vault kept in PostgreSQL, a table in that
+/// database that every gateway node shares ([`KeyStore::open_postgres`], feature `postgres`).
+/// Safe to use from many threads (one connection behind a mutex; calls are short).
 pub struct KeyStore {
-    conn: Mutex<rusqlite::Connection>,
+    table: Table,
     server: ServerKey,
     rng: ring::rand::SystemRandom,
 }
@@ -532,6 +534,93 @@ impl fmt::Debug for KeyStore {
 
 /// Last-use times are written at most this often per key (ms).
 const LAST_USED_EVERY_MS: i64 = 60_000;
+
+/// The database the records are in. Every statement is one of five; each backend has them.
+enum Table {
+    Sqlite(Mutex<rusqlite::Connection>),
+    #[cfg(feature = "postgres")]
+    Postgres(Box<crate::apikey_pg::PgTable>),
+}
+
+impl Table {
+    fn sqlite(&self) -> Option<std::sync::MutexGuard<'_, rusqlite::Connection>> {
+        match self {
+            Self::Sqlite(c) => Some(c.lock().unwrap_or_else(|p| p.into_inner())),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => None,
+        }
+    }
+
+    fn insert(&self, r: &Stored) -> Result<(), KeyError> {
+        #[cfg(feature = "postgres")]
+        if let Self::Postgres(pg) = self {
+            return pg.insert(r);
+        }
+        let conn = self.sqlite().ok_or_else(unreachable_backend)?;
+        conn.execute(
+            "INSERT INTO api_keys (id, body, hash, created_at, revoked_at, mac) \
+             VALUES (?1, ?2, ?3, ?4, NULL, ?5)",
+            params![r.id, r.body, r.hash, r.created_at, r.mac],
+        )?;
+        Ok(())
+    }
+
+    fn one(&self, id: &str) -> Result<Option<Stored>, KeyError> {
+        #[cfg(feature = "postgres")]
+        if let Self::Postgres(pg) = self {
+            return pg.one(id);
+        }
+        let conn = self.sqlite().ok_or_else(unreachable_backend)?;
+        let mut st =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"))?;
+        Ok(st.query_row([id], Stored::read).optional()?)
+    }
+
+    fn all(&self) -> Result<Vec<Stored>, KeyError> {
+        #[cfg(feature = "postgres")]
+        if let Self::Postgres(pg) = self {
+            return pg.all();
+        }
+        let conn = self.sqlite().ok_or_else(unreachable_backend)?;
+        let mut st = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"
+        ))?;
+        let rows = st
+            .query_map([], Stored::read)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn used(&self, id: &str, now: i64, ip: &str) -> Result<(), KeyError> {
+        #[cfg(feature = "postgres")]
+        if let Self::Postgres(pg) = self {
+            return pg.used(id, now, ip);
+        }
+        let conn = self.sqlite().ok_or_else(unreachable_backend)?;
+        conn.execute(
+            "UPDATE api_keys SET last_used_at = ?2, last_ip = ?3 WHERE id = ?1",
+            params![id, now, ip],
+        )?;
+        Ok(())
+    }
+
+    fn revoke(&self, id: &str, now: i64, mac: &[u8]) -> Result<(), KeyError> {
+        #[cfg(feature = "postgres")]
+        if let Self::Postgres(pg) = self {
+            return pg.revoke(id, now, mac);
+        }
+        let conn = self.sqlite().ok_or_else(unreachable_backend)?;
+        conn.execute(
+            "UPDATE api_keys SET revoked_at = ?2, mac = ?3 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now, mac],
+        )?;
+        Ok(())
+    }
+}
+
+fn unreachable_backend() -> KeyError {
+    KeyError::Storage("no such backend".into())
+}
 
 impl KeyStore {
     /// Opens (creating when missing) the database at `path`, with `server` for hashes and MACs.
@@ -562,15 +651,33 @@ impl KeyStore {
                 last_ip TEXT
             ) STRICT;",
         )?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-            server,
-            rng: ring::rand::SystemRandom::new(),
-        })
+        Ok(Self::with(Table::Sqlite(Mutex::new(conn)), server))
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// Keeps the keys in the PostgreSQL database `url` names, in table `gateway_api_keys`
+    /// (created when missing) of `options`' schema: for a vault kept there, so that every
+    /// gateway node sees a key made, used or revoked on any other. The connection is made
+    /// with the vault's own checks ([`credvault_store::postgres::connect_one`]); every node
+    /// needs the same server key (copy `gateway.key` with the vault directory).
+    ///
+    /// # Errors
+    /// [`KeyError::Storage`] naming the problem (URL, TLS, password, connection, privileges).
+    #[cfg(feature = "postgres")]
+    pub fn open_postgres(
+        url: &str,
+        options: &credvault_store::PostgresOptions,
+        server: ServerKey,
+    ) -> Result<Self, KeyError> {
+        let table = crate::apikey_pg::PgTable::open(url, options)?;
+        Ok(Self::with(Table::Postgres(Box::new(table)), server))
+    }
+
+    fn with(table: Table, server: ServerKey) -> Self {
+        Self {
+            table,
+            server,
+            rng: ring::rand::SystemRandom::new(),
+        }
     }
 
     /// Makes a key with `policy` at time `now` (Unix ms). The key text is in the result only.
@@ -583,11 +690,16 @@ impl KeyStore {
         let body = serde_json::to_string(&policy).map_err(|e| KeyError::Storage(e.to_string()))?;
         let hash = self.server.key_hash(&key);
         let mac = self.server.record_mac(&id, &body, &hash, None);
-        self.conn().execute(
-            "INSERT INTO api_keys (id, body, hash, created_at, revoked_at, mac) \
-             VALUES (?1, ?2, ?3, ?4, NULL, ?5)",
-            params![id, body, &hash[..], now, mac],
-        )?;
+        self.table.insert(&Stored {
+            id: id.clone(),
+            body,
+            hash: hash.to_vec(),
+            created_at: now,
+            revoked_at: None,
+            mac,
+            last_used_at: None,
+            last_ip: None,
+        })?;
         Ok(NewKey {
             key,
             info: KeyInfo {
@@ -602,10 +714,7 @@ impl KeyStore {
     }
 
     fn stored(&self, id: &str) -> Result<Option<Stored>, KeyError> {
-        let conn = self.conn();
-        let mut st =
-            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"))?;
-        Ok(st.query_row([id], Stored::read).optional()?)
+        self.table.one(id)
     }
 
     /// Checks a stored record's MAC and reads its policy.
@@ -662,26 +771,14 @@ impl KeyStore {
         {
             return Ok(());
         }
-        self.conn().execute(
-            "UPDATE api_keys SET last_used_at = ?2, last_ip = ?3 WHERE id = ?1",
-            params![info.id, now, ip],
-        )?;
-        Ok(())
+        self.table.used(&info.id, now, ip)
     }
 
     /// Every key (never a secret), oldest first. A record that fails its MAC is an error.
     pub fn list(&self) -> Result<Vec<KeyInfo>, KeyError> {
-        let rows = {
-            let conn = self.conn();
-            let mut st = conn.prepare(&format!(
-                "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"
-            ))?;
-            let rows = st
-                .query_map([], Stored::read)?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows
-        };
-        rows.into_iter()
+        self.table
+            .all()?
+            .into_iter()
             .map(|st| self.verify(st).map(|(i, _)| i))
             .collect()
     }
@@ -701,10 +798,7 @@ impl KeyStore {
             return Ok(info);
         }
         let mac = self.server.record_mac(id, &body, &hash, Some(now));
-        self.conn().execute(
-            "UPDATE api_keys SET revoked_at = ?2, mac = ?3 WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, now, mac],
-        )?;
+        self.table.revoke(id, now, &mac)?;
         self.get(id)
     }
 }
@@ -712,15 +806,15 @@ impl KeyStore {
 const COLUMNS: &str = "id, body, hash, created_at, revoked_at, mac, last_used_at, last_ip";
 
 /// A row as stored, not yet checked.
-struct Stored {
-    id: String,
-    body: String,
-    hash: Vec<u8>,
-    created_at: i64,
-    revoked_at: Option<i64>,
-    mac: Vec<u8>,
-    last_used_at: Option<i64>,
-    last_ip: Option<String>,
+pub(crate) struct Stored {
+    pub(crate) id: String,
+    pub(crate) body: String,
+    pub(crate) hash: Vec<u8>,
+    pub(crate) created_at: i64,
+    pub(crate) revoked_at: Option<i64>,
+    pub(crate) mac: Vec<u8>,
+    pub(crate) last_used_at: Option<i64>,
+    pub(crate) last_ip: Option<String>,
 }
 
 impl Stored {

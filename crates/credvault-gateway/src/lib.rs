@@ -25,6 +25,8 @@
 #![deny(missing_docs)]
 
 pub mod apikey;
+#[cfg(feature = "postgres")]
+mod apikey_pg;
 mod connect_api;
 mod error;
 #[doc(hidden)]

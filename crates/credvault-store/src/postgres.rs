@@ -375,6 +375,92 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
+impl Manager {
+    /// The connection settings of `url` with the vault's checks (see
+    /// [`PostgresStorage::open`]'s errors).
+    fn new(url: &str, options: &PostgresOptions) -> Result<Self, StorageError> {
+        let mut config = postgres::Config::from_str(url)
+            .map_err(|_| config_error("not a PostgreSQL connection URL or key=value string"))?;
+        if config.get_password().is_some() {
+            return Err(config_error(
+                "carries a password; give it in PGPASSWORD or the password file instead",
+            ));
+        }
+        if config.get_hosts().is_empty() {
+            config.host("localhost");
+        }
+        let local = config.get_hosts().iter().all(is_local);
+        let tls = match config.get_ssl_mode() {
+            SslMode::Disable if !local => {
+                return Err(config_error(
+                    "sslmode=disable is refused for a host other than loopback",
+                ))
+            }
+            SslMode::Disable => None,
+            mode => {
+                if !local {
+                    config.ssl_mode(SslMode::Require);
+                }
+                match tls_config(options.ca_file.as_ref()) {
+                    Ok(c) => Some(tokio_postgres_rustls::MakeRustlsConnect::new(c)),
+                    // On loopback a `prefer` without any authority to verify with connects in
+                    // the clear, as it would to a server without TLS.
+                    Err(_) if local && mode == SslMode::Prefer && options.ca_file.is_none() => None,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        if let Some(p) = find_password(&config, options.password.as_deref())? {
+            config.password(p.as_bytes());
+        }
+        config.connect_timeout(options.pool_timeout);
+        config.application_name(&options.application_name);
+        let mut setup = format!(
+            "SET lock_timeout = {}; SET statement_timeout = {};
+             SET idle_in_transaction_session_timeout = {};
+             SET default_transaction_isolation = 'read committed';",
+            options.lock_timeout.as_millis().max(1),
+            options.statement_timeout.as_millis().max(1),
+            // A client that stopped mid-transaction (holding the writer lock) is cut off.
+            (options.statement_timeout.as_millis().max(1)).saturating_mul(2),
+        );
+        if let Some(schema) = &options.schema {
+            if !valid_schema(schema) {
+                return Err(config_error(
+                    "schema: letters, digits and '_' only, not starting with a digit, at most 63",
+                ));
+            }
+            setup.push_str(&format!(" SET search_path TO \"{schema}\";"));
+        }
+        Ok(Self { config, tls, setup })
+    }
+}
+
+/// The `postgres` client crate this backend is built on, for [`connect_one`]'s callers.
+pub use postgres as client;
+
+/// One connection to the database `url` names, made with the checks and settings the vault's
+/// own connections get: no password in the URL, TLS (verified) for any host but loopback, the
+/// password from the options, `PGPASSWORD` or the password file, the CA file, the lock and
+/// statement timeouts, and [`PostgresOptions::schema`] on the search path. For a component
+/// that keeps its own tables beside a vault's, such as the gateway's API keys.
+///
+/// # Errors
+/// As [`PostgresStorage::open`].
+pub fn connect_one(url: &str, options: &PostgresOptions) -> Result<postgres::Client, StorageError> {
+    let m = Manager::new(url, options)?;
+    r2d2::ManageConnection::connect(&m)
+        .map(|c| c.client)
+        .map_err(pe)
+}
+
+/// The [`StorageError`] a client error is, classified as the backend's own are (busy,
+/// conflict, timeout, unavailable, or a backend error naming the server's message and
+/// SQLSTATE, never the statement's parameters).
+pub fn classify(e: postgres::Error) -> StorageError {
+    pe(e)
+}
+
 /// The PostgreSQL backend. See the [module docs](self) for how several processes share one
 /// database, the timeouts, TLS and passwords.
 pub struct PostgresStorage {
@@ -738,59 +824,7 @@ impl PostgresStorage {
     /// the CA file is unusable, or the schema is newer than this build;
     /// [`StorageError::Unavailable`] if no connection could be made within the pool timeout.
     pub fn open(url: &str, options: &PostgresOptions) -> Result<Self, StorageError> {
-        let mut config = postgres::Config::from_str(url)
-            .map_err(|_| config_error("not a PostgreSQL connection URL or key=value string"))?;
-        if config.get_password().is_some() {
-            return Err(config_error(
-                "carries a password; give it in PGPASSWORD or the password file instead",
-            ));
-        }
-        if config.get_hosts().is_empty() {
-            config.host("localhost");
-        }
-        let local = config.get_hosts().iter().all(is_local);
-        let tls = match config.get_ssl_mode() {
-            SslMode::Disable if !local => {
-                return Err(config_error(
-                    "sslmode=disable is refused for a host other than loopback",
-                ))
-            }
-            SslMode::Disable => None,
-            mode => {
-                if !local {
-                    config.ssl_mode(SslMode::Require);
-                }
-                match tls_config(options.ca_file.as_ref()) {
-                    Ok(c) => Some(tokio_postgres_rustls::MakeRustlsConnect::new(c)),
-                    // On loopback a `prefer` without any authority to verify with connects in
-                    // the clear, as it would to a server without TLS.
-                    Err(_) if local && mode == SslMode::Prefer && options.ca_file.is_none() => None,
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        if let Some(p) = find_password(&config, options.password.as_deref())? {
-            config.password(p.as_bytes());
-        }
-        config.connect_timeout(options.pool_timeout);
-        config.application_name(&options.application_name);
-        let mut setup = format!(
-            "SET lock_timeout = {}; SET statement_timeout = {};
-             SET idle_in_transaction_session_timeout = {};
-             SET default_transaction_isolation = 'read committed';",
-            options.lock_timeout.as_millis().max(1),
-            options.statement_timeout.as_millis().max(1),
-            // A client that stopped mid-transaction (holding the writer lock) is cut off.
-            (options.statement_timeout.as_millis().max(1)).saturating_mul(2),
-        );
-        if let Some(schema) = &options.schema {
-            if !valid_schema(schema) {
-                return Err(config_error(
-                    "schema: letters, digits and '_' only, not starting with a digit, at most 63",
-                ));
-            }
-            setup.push_str(&format!(" SET search_path TO \"{schema}\";"));
-        }
+        let Manager { config, tls, setup } = Manager::new(url, options)?;
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size.max(1))
             .min_idle(Some(0))

@@ -889,14 +889,36 @@ impl Vault {
         Ok(store)
     }
 
+    /// The database settings of the vault in `dir` when it is kept in PostgreSQL, `None` for
+    /// a SQLite vault (no `database.json`). Components that keep their own tables beside the
+    /// vault's (the gateway's API keys) connect with them.
+    ///
+    /// # Errors
+    /// [`StoreError::Vault`] if the file is there but cannot be read or parsed.
+    #[cfg(feature = "postgres")]
+    pub fn database_config(dir: &Path) -> Result<Option<DatabaseConfig>, StoreError> {
+        let cfg_path = Self::database_config_path(dir);
+        let text = match std::fs::read_to_string(&cfg_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(verr("database settings", &cfg_path, e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| verr("database settings", &cfg_path, e))
+    }
+
     /// Opens a vault kept in PostgreSQL (`database.json` in `dir`).
     #[cfg(feature = "postgres")]
     fn open_postgres(dir: &Path, options: VaultOptions) -> Result<Self, StoreError> {
         let cfg_path = Self::database_config_path(dir);
-        let text = std::fs::read_to_string(&cfg_path)
-            .map_err(|e| verr("database settings", &cfg_path, e))?;
-        let db: DatabaseConfig =
-            serde_json::from_str(&text).map_err(|e| verr("database settings", &cfg_path, e))?;
+        let db = Self::database_config(dir)?.ok_or_else(|| {
+            verr(
+                "database settings",
+                &cfg_path,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })?;
         let (keyring, master) = Self::load_master(dir, &options)?;
         let sealer = Self::load_sealer(dir, &*keyring)?;
         let akp = Self::audit_key_path(dir);
