@@ -29,6 +29,7 @@ use crate::error::ApiError;
 use crate::proxy::UpstreamConfig;
 use crate::server::ConnInfo;
 use crate::vault_api;
+use crate::vault_kv;
 use crate::vault_totp;
 use crate::vault_transit;
 use credvault_dlp::Scanner;
@@ -363,16 +364,27 @@ impl Gateway {
             .route("/v1/auth/token/lookup-self", get(vault_api::lookup_self))
             .route(
                 "/v1/secret/data/{*path}",
-                get(vault_api::kv_read)
-                    .post(vault_api::kv_write)
-                    .put(vault_api::kv_write)
-                    .delete(vault_api::kv_delete),
+                get(vault_kv::read)
+                    .post(vault_kv::write)
+                    .put(vault_kv::write)
+                    .delete(vault_kv::delete_current),
+            )
+            .route(
+                "/v1/secret/delete/{*path}",
+                post(vault_kv::delete_versions).put(vault_kv::delete_versions),
+            )
+            .route(
+                "/v1/secret/undelete/{*path}",
+                post(vault_kv::undelete).put(vault_kv::undelete),
             )
             .route("/v1/secret/metadata", get(vault_api::kv_metadata))
             .route("/v1/secret/metadata/", get(vault_api::kv_metadata))
             .route(
                 "/v1/secret/metadata/{*path}",
-                get(vault_api::kv_metadata).delete(vault_api::kv_metadata_delete),
+                get(vault_api::kv_metadata)
+                    .post(vault_kv::write_metadata)
+                    .put(vault_kv::write_metadata)
+                    .delete(vault_api::kv_metadata_delete),
             )
             .route("/v1/vaults", get(connect_api::list_vaults))
             .route("/v1/vaults/{id}", get(connect_api::get_vault))
@@ -426,7 +438,7 @@ impl Gateway {
             )
             .route(
                 "/v1/secret/destroy/{*path}",
-                post(vault_api::kv_destroy).put(vault_api::kv_destroy),
+                post(vault_kv::destroy).put(vault_kv::destroy),
             );
         let inner = Router::new()
             .route("/v1/sys/health", get(vault_api::health))

@@ -39,6 +39,7 @@ pub mod source;
 mod source_routes;
 pub mod tls;
 mod vault_api;
+mod vault_kv;
 mod vault_totp;
 mod vault_transit;
 

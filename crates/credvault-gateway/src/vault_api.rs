@@ -5,12 +5,11 @@
 //!
 //! - `sys/health`, `sys/seal-status`, `sys/init` (never sealed, always initialised);
 //! - `auth/token/lookup-self`: the key's id, scopes (as policies), expiry;
-//! - KV v2 at `secret/`: `data/PATH` read, write (with `options.cas`), delete; `metadata/PATH`
-//!   read, `LIST` (and `?list=true`), delete; `destroy/PATH`. A secret at `PATH` is the
-//!   credential named `PATH` of type `kv_secret` in the `production` environment, its pairs one
-//!   sealed JSON object. Its version is the credential's. credvault keeps only the current
-//!   version: an older one reads as not found, and a delete removes the secret (Vault's soft
-//!   delete and undelete are not offered).
+//! - KV v2 at `secret/` (module `vault_kv`): `data/PATH` read (`?version=N`), write (with
+//!   `options.cas`), delete (soft); `delete/PATH`, `undelete/PATH`, `destroy/PATH` by version;
+//!   `metadata/PATH` read, write (`max_versions`, `cas_required`, `custom_metadata`), `LIST`
+//!   (and `?list=true`), delete. A secret at `PATH` is the credential named `PATH` of type
+//!   `kv_secret` in the `production` environment, its versions sealed with it.
 //! - The TOTP engine at `totp/` (module `vault_totp`): keys generated or imported, codes made
 //!   and checked by the store.
 //! - The transit engine at `transit/` (module `vault_transit`): versioned AES-256-GCM keys,
@@ -23,17 +22,16 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use credvault_store::audit::Timestamp;
-use credvault_store::{CredentialInfo, CredentialUpdate, ListFilter, NewCredential, StoreError};
+use credvault_store::{CredentialInfo, ListFilter, StoreError};
 use serde::Deserialize;
 
 use crate::apikey::ApiScope;
 use crate::error::ApiError;
-use crate::gateway::{blocking, json_body, scope, Caller, Shared};
+use crate::gateway::{blocking, scope, Caller, Shared};
 
 /// The credential type KV secrets are kept as.
 pub(crate) const KV_TYPE: &str = "kv_secret";
-const KV_FIELD: &str = "data";
-const KV_ENVIRONMENT: &str = credvault_store::DEFAULT_ENVIRONMENT;
+pub(crate) const KV_ENVIRONMENT: &str = credvault_store::DEFAULT_ENVIRONMENT;
 /// Longest KV path.
 const MAX_PATH: usize = 256;
 
@@ -68,7 +66,7 @@ pub(crate) fn envelope(c: &Caller, data: serde_json::Value) -> Response {
     .into_response()
 }
 
-fn time_text(ms: i64) -> String {
+pub(crate) fn time_text(ms: i64) -> String {
     Timestamp::from_unix_millis(u64::try_from(ms).unwrap_or(0)).to_string()
 }
 
@@ -169,14 +167,6 @@ pub(crate) const KV: Engine = Engine {
 
 fn covered(c: &Caller, name: &str) -> Result<(), ApiError> {
     KV.covered(c, name)
-}
-
-/// The KV secret at `name`, or `None`.
-fn find(
-    scope: &credvault_store::Scope<'_>,
-    name: &str,
-) -> Result<Option<CredentialInfo>, ApiError> {
-    KV.find(scope, name)
 }
 
 /// A secrets engine whose keys are credentials of one type named `PREFIX` + NAME in the
@@ -300,202 +290,10 @@ pub(crate) fn answer(c: &Caller, r: Result<serde_json::Value, ApiError>) -> Resp
     }
 }
 
-fn version_meta(info: &CredentialInfo) -> serde_json::Value {
-    serde_json::json!({
-        "created_time": time_text(info.updated_at),
-        "custom_metadata": null,
-        "deletion_time": "",
-        "destroyed": false,
-        "version": info.version,
-    })
-}
-
-/// Query of a KV read.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ReadQuery {
-    version: Option<u64>,
-}
-
-pub(crate) async fn kv_read(
-    State(s): State<Arc<Shared>>,
-    axum::Extension(c): axum::Extension<Caller>,
-    Path(raw): Path<String>,
-    q: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let run = async {
-        c.require(ApiScope::Reveal)?;
-        let name = kv_path(&raw)?;
-        covered(&c, &name)?;
-        let Query(q) = q.map_err(|_| ApiError::bad_request("query: expected version=N"))?;
-        let c2 = c.clone();
-        blocking(move || {
-            let scope = scope(&s, &c2)?;
-            let info = find(&scope, &name)?.ok_or_else(|| ApiError::not_found(""))?;
-            if q.version.is_some_and(|v| v != 0 && v != info.version) {
-                // Only the current version is kept.
-                return Err(ApiError::not_found(""));
-            }
-            let service = format!("vault-kv:{}", c2.key.id);
-            let revealed = scope.reveal(&info.id, &[KV_FIELD], Some(&service))?;
-            let text = revealed.expose_secret(KV_FIELD).unwrap_or("{}");
-            let data: serde_json::Value = serde_json::from_str(text).map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "integrity",
-                    "the stored secret is not a JSON object",
-                )
-            })?;
-            Ok(serde_json::json!({ "data": data, "metadata": version_meta(&info) }))
-        })
-        .await
-    };
-    match run.await {
-        Ok(data) => no_store(envelope(&c, data)),
-        Err(e) => vault_error(e),
-    }
-}
-
 pub(crate) fn no_store(mut r: Response) -> Response {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
-}
-
-/// Body of a KV write.
-#[derive(Deserialize)]
-pub(crate) struct WriteBody {
-    data: serde_json::Map<String, serde_json::Value>,
-    #[serde(default)]
-    options: WriteOptions,
-}
-
-#[derive(Default, Deserialize)]
-struct WriteOptions {
-    cas: Option<u64>,
-}
-
-impl Drop for WriteBody {
-    fn drop(&mut self) {
-        for v in self.data.values_mut() {
-            credvault_store::wipe_json(v);
-        }
-    }
-}
-
-pub(crate) async fn kv_write(
-    State(s): State<Arc<Shared>>,
-    axum::Extension(c): axum::Extension<Caller>,
-    Path(raw): Path<String>,
-    body: Result<Json<WriteBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let run = async {
-        c.require(ApiScope::Write)?;
-        let name = kv_path(&raw)?;
-        covered(&c, &name)?;
-        let mut b = json_body(body)?;
-        let text = zeroize::Zeroizing::new(
-            serde_json::to_string(&b.data).map_err(|_| ApiError::internal())?,
-        );
-        for v in b.data.values_mut() {
-            credvault_store::wipe_json(v);
-        }
-        let cas = b.options.cas;
-        let c2 = c.clone();
-        blocking(move || {
-            let scope = scope(&s, &c2)?;
-            let fields = serde_json::json!({ KV_FIELD: text.as_str() });
-            let info = match find(&scope, &name)? {
-                Some(current) => {
-                    if cas == Some(0) {
-                        return Err(cas_mismatch());
-                    }
-                    let mut upd = CredentialUpdate::new().fields(fields);
-                    if let Some(v) = cas {
-                        upd = upd.expect_version(v);
-                    }
-                    scope.update(&current.id, upd).map_err(|e| match e {
-                        StoreError::VersionConflict { .. } => cas_mismatch(),
-                        e => e.into(),
-                    })?
-                }
-                None => {
-                    if cas.is_some_and(|v| v != 0) {
-                        return Err(cas_mismatch());
-                    }
-                    scope.create(
-                        NewCredential::new(KV_TYPE, name.as_str(), fields)
-                            .environment(KV_ENVIRONMENT),
-                    )?
-                }
-            };
-            Ok(version_meta(&info))
-        })
-        .await
-    };
-    match run.await {
-        Ok(data) => envelope(&c, data),
-        Err(e) => vault_error(e),
-    }
-}
-
-fn cas_mismatch() -> ApiError {
-    ApiError::bad_request("check-and-set parameter did not match the current version")
-}
-
-/// Deletes the secret at `raw` (data delete, metadata delete and destroy all remove it).
-async fn kv_remove(s: Arc<Shared>, c: Caller, raw: String) -> Response {
-    let run = async {
-        c.require(ApiScope::Write)?;
-        let name = kv_path(&raw)?;
-        covered(&c, &name)?;
-        KV.remove(s, c.clone(), name).await
-    };
-    match run.await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => vault_error(e),
-    }
-}
-
-pub(crate) async fn kv_delete(
-    State(s): State<Arc<Shared>>,
-    axum::Extension(c): axum::Extension<Caller>,
-    Path(raw): Path<String>,
-) -> Response {
-    kv_remove(s, c, raw).await
-}
-
-/// Body of `destroy`: the versions to destroy (the secret goes when its current one is named).
-#[derive(Deserialize)]
-pub(crate) struct DestroyBody {
-    versions: Vec<u64>,
-}
-
-pub(crate) async fn kv_destroy(
-    State(s): State<Arc<Shared>>,
-    axum::Extension(c): axum::Extension<Caller>,
-    Path(raw): Path<String>,
-    body: Result<Json<DestroyBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let versions = match json_body(body) {
-        Ok(b) => b.versions,
-        Err(e) => return vault_error(e),
-    };
-    let name = match kv_path(&raw) {
-        Ok(n) => n,
-        Err(e) => return vault_error(e),
-    };
-    let (s2, c2) = (Arc::clone(&s), c.clone());
-    let current = blocking(move || {
-        c2.require(ApiScope::Write)?;
-        covered(&c2, &name)?;
-        Ok(find(&scope(&s2, &c2)?, &name)?.map(|i| i.version))
-    })
-    .await;
-    match current {
-        Ok(Some(v)) if versions.contains(&v) => kv_remove(s, c, raw).await,
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => vault_error(e),
-    }
 }
 
 /// Query of a metadata read: `list=true` lists the keys under the path.
@@ -560,26 +358,7 @@ pub(crate) async fn kv_metadata(
         } else {
             let name = kv_path(&raw)?;
             covered(&c, &name)?;
-            blocking(move || {
-                let info = find(&scope(&s, &c2)?, &name)?.ok_or_else(|| ApiError::not_found(""))?;
-                let v = info.version.to_string();
-                Ok(serde_json::json!({
-                    "cas_required": false,
-                    "created_time": time_text(info.created_at),
-                    "current_version": info.version,
-                    "custom_metadata": null,
-                    "delete_version_after": "0s",
-                    "max_versions": 0,
-                    "oldest_version": info.version,
-                    "updated_time": time_text(info.updated_at),
-                    "versions": { v: {
-                        "created_time": time_text(info.updated_at),
-                        "deletion_time": "",
-                        "destroyed": false,
-                    }},
-                }))
-            })
-            .await
+            blocking(move || crate::vault_kv::metadata(&s, &c2, &name)).await
         }
     };
     match run.await {
@@ -588,10 +367,20 @@ pub(crate) async fn kv_metadata(
     }
 }
 
+/// `DELETE secret/metadata/PATH`: the secret and every version go.
 pub(crate) async fn kv_metadata_delete(
     State(s): State<Arc<Shared>>,
     axum::Extension(c): axum::Extension<Caller>,
     Path(raw): Path<String>,
 ) -> Response {
-    kv_remove(s, c, raw).await
+    let run = async {
+        c.require(ApiScope::Write)?;
+        let name = kv_path(&raw)?;
+        covered(&c, &name)?;
+        KV.remove(s, c.clone(), name).await
+    };
+    match run.await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => vault_error(e),
+    }
 }

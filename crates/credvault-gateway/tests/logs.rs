@@ -91,6 +91,7 @@ fn no_route_logs_a_secret_a_key_or_a_body() {
             ApiScope::Reveal,
             ApiScope::Totp,
             ApiScope::Proxy,
+            ApiScope::Write,
         ],
     ));
     let other = h.key(KeyPolicy::new(tenant("globex"), [ApiScope::Read]));
@@ -110,6 +111,12 @@ fn no_route_logs_a_secret_a_key_or_a_body() {
         base64::engine::general_purpose::STANDARD.encode(PASSWORD)
     };
     let transit_body = format!(r#"{{"plaintext": "{password_b64}"}}"#);
+    let kv_first = format!(r#"{{"data": {{"password": "{PASSWORD}"}}}}"#);
+    let kv_second =
+        format!(r#"{{"data": {{"password": "{PASSWORD} 2"}}, "options": {{"cas": 1}}}}"#);
+    fn kv<'a>(key: &'a str, m: &'a str, p: &'a str) -> Req<'a> {
+        Req::new("acme.localhost", m, p).header("X-Vault-Token", key)
+    }
     let mut ids = Vec::new();
     let mut codes = Vec::new();
     for req in [
@@ -165,6 +172,18 @@ fn no_route_logs_a_secret_a_key_or_a_body() {
         Req::new("acme.localhost", "POST", "/v1/totp/code/canary")
             .header("X-Vault-Token", &key)
             .body(br#"{"code": "123456"}"#),
+        kv(&key, "POST", "/v1/secret/data/canary").body(kv_first.as_bytes()),
+        kv(&key, "POST", "/v1/secret/data/canary").body(kv_second.as_bytes()),
+        kv(&key, "POST", "/v1/secret/data/canary").body(kv_first.as_bytes()),
+        kv(&key, "GET", "/v1/secret/data/canary?version=1"),
+        kv(&key, "GET", "/v1/secret/data/canary"),
+        kv(&key, "DELETE", "/v1/secret/data/canary"),
+        kv(&key, "POST", "/v1/secret/undelete/canary").body(br#"{"versions": [2]}"#),
+        kv(&key, "POST", "/v1/secret/delete/canary").body(br#"{"versions": [1]}"#),
+        kv(&key, "POST", "/v1/secret/destroy/canary").body(br#"{"versions": [1]}"#),
+        kv(&key, "POST", "/v1/secret/metadata/canary").body(br#"{"max_versions": 1}"#),
+        kv(&key, "GET", "/v1/secret/metadata/canary"),
+        kv(&key, "DELETE", "/v1/secret/metadata/canary"),
     ] {
         let r = h.send(req);
         if let Some(id) = r.header("x-request-id") {

@@ -79,9 +79,13 @@ fn kv_v2_reads_writes_lists_and_refuses_as_vault_does() {
     let v = r.json();
     assert_eq!(v["data"]["data"]["password"], "kv secret two");
     assert_eq!(v["data"]["metadata"]["version"], 2);
-    // Only the current version is kept.
+    // Older versions are kept and read by number; one that never was is 404.
+    let r = h.send(req("GET", "/v1/secret/data/app/db?version=1"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["data"]["data"]["password"], "kv secret one");
+    assert_eq!(r.json()["data"]["metadata"]["version"], 1);
     assert_eq!(
-        h.send(req("GET", "/v1/secret/data/app/db?version=1"))
+        h.send(req("GET", "/v1/secret/data/app/db?version=3"))
             .status,
         404
     );
@@ -129,19 +133,130 @@ fn kv_v2_reads_writes_lists_and_refuses_as_vault_does() {
         assert!(r.status == 400 || r.status == 404, "{bad}: {}", r.status);
     }
 
-    // Destroying a version that is not the current one keeps the secret; the current one
-    // removes it.
+    // Soft delete of the current version: 404 with its deletion time, older ones still read;
+    // undelete brings it back.
+    assert_eq!(h.send(req("DELETE", "/v1/secret/data/app/db")).status, 204);
+    let r = h.send(req("GET", "/v1/secret/data/app/db"));
+    assert_eq!(r.status, 404);
+    assert!(r.json()["data"]["data"].is_null());
+    assert_ne!(r.json()["data"]["metadata"]["deletion_time"], "");
+    assert_eq!(
+        h.send(req("GET", "/v1/secret/data/app/db?version=1"))
+            .status,
+        200
+    );
+    let r = h.send(req("POST", "/v1/secret/undelete/app/db").body(br#"{"versions":[2]}"#));
+    assert_eq!(r.status, 204);
+    let r = h.send(req("GET", "/v1/secret/data/app/db"));
+    assert_eq!(r.json()["data"]["data"]["password"], "kv secret two");
+    // Soft delete by version, then destroy: a destroyed version's data is gone for good.
+    let r = h.send(req("POST", "/v1/secret/delete/app/db").body(br#"{"versions":[1]}"#));
+    assert_eq!(r.status, 204);
     let r = h.send(req("POST", "/v1/secret/destroy/app/db").body(br#"{"versions":[1]}"#));
     assert_eq!(r.status, 204);
-    assert_eq!(h.send(req("GET", "/v1/secret/data/app/db")).status, 200);
+    let r = h.send(req("POST", "/v1/secret/undelete/app/db").body(br#"{"versions":[1]}"#));
+    assert_eq!(r.status, 204);
+    let r = h.send(req("GET", "/v1/secret/data/app/db?version=1"));
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["data"]["metadata"]["destroyed"], true);
+    let m = h.send(req("GET", "/v1/secret/metadata/app/db")).json()["data"].clone();
+    assert_eq!(m["versions"]["1"]["destroyed"], true);
+    assert_eq!(m["versions"]["2"]["destroyed"], false);
+    assert_eq!(
+        (m["oldest_version"].as_u64(), m["current_version"].as_u64()),
+        (Some(1), Some(2))
+    );
+    // Destroying the current version leaves the secret's metadata; the next write is version 3.
     let r = h.send(req("POST", "/v1/secret/destroy/app/db").body(br#"{"versions":[2]}"#));
     assert_eq!(r.status, 204);
     assert_eq!(h.send(req("GET", "/v1/secret/data/app/db")).status, 404);
+    let r = h.send(
+        req("POST", "/v1/secret/data/app/db")
+            .body(br#"{"data":{"password":"kv secret three"},"options":{"cas":2}}"#),
+    );
     assert_eq!(
-        h.send(req("DELETE", "/v1/secret/data/app/api/key")).status,
-        204
+        r.json()["data"]["version"],
+        3,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // The vault holds no destroyed value: the sealed history does not have it, and nothing
+    // masked shows any.
+    let acme = h.vault.store().tenant(&tenant("acme"), "t").unwrap();
+    let info = acme.find("app/db", "production").unwrap();
+    // (Versions 1 and 2 destroyed: no history is left to hold.)
+    assert_ne!(
+        info.fields.get("history"),
+        Some(&serde_json::json!(credvault_store::SECRET_MARKER))
+    );
+    let all = acme.reveal(&info.id, &[], None).unwrap();
+    let sealed = format!("{:?}", all.expose_secret("data"));
+    assert!(sealed.contains("kv secret three"), "{sealed}");
+    assert!(all.expose_secret("history").is_none());
+    // max_versions: the oldest go; cas_required: a write without cas is refused.
+    let r =
+        h.send(req("POST", "/v1/secret/metadata/app/db").body(
+            br#"{"max_versions":2,"cas_required":true,"custom_metadata":{"team":"billing"}}"#,
+        ));
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    let r = h.send(req("POST", "/v1/secret/data/app/db").body(br#"{"data":{"password":"four"}}"#));
+    assert_eq!(r.status, 400);
+    assert!(r.json()["errors"][0].as_str().unwrap().contains("required"));
+    let r = h.send(
+        req("POST", "/v1/secret/data/app/db")
+            .body(br#"{"data":{"password":"kv secret four"},"options":{"cas":3}}"#),
+    );
+    assert_eq!(r.json()["data"]["version"], 4);
+    let m = h.send(req("GET", "/v1/secret/metadata/app/db")).json()["data"].clone();
+    assert_eq!(m["oldest_version"], 3);
+    assert_eq!(m["max_versions"], 2);
+    assert_eq!(m["cas_required"], true);
+    assert_eq!(m["custom_metadata"]["team"], "billing");
+    assert_eq!(
+        m["versions"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["3", "4"]
+    );
+    assert_eq!(
+        h.send(req("GET", "/v1/secret/data/app/db?version=3"))
+            .json()["data"]["data"]["password"],
+        "kv secret three"
+    );
+    // Metadata delete removes the secret and every version.
+    for p in [
+        "/v1/secret/metadata/app/db",
+        "/v1/secret/metadata/app/api/key",
+    ] {
+        assert_eq!(h.send(req("DELETE", p)).status, 204);
+    }
+    assert_eq!(
+        h.send(req("GET", "/v1/secret/data/app/db?version=3"))
+            .status,
+        404
     );
     assert_eq!(h.send(req("LIST", "/v1/secret/metadata/app")).status, 404);
+
+    // A secret written before versions were kept: its one version is its credential's, and
+    // the next write keeps it as an older version.
+    let legacy = acme
+        .create(credvault_store::NewCredential::new(
+            "kv_secret",
+            "old/one",
+            serde_json::json!({"data": "{\"k\": \"from before\"}"}),
+        ))
+        .unwrap();
+    let r = h.send(req("GET", "/v1/secret/data/old/one"));
+    assert_eq!(r.json()["data"]["metadata"]["version"], legacy.version);
+    let r = h.send(req("POST", "/v1/secret/data/old/one").body(br#"{"data":{"k":"after"}}"#));
+    assert_eq!(r.json()["data"]["version"], legacy.version + 1);
+    let r = h.send(req(
+        "GET",
+        &format!("/v1/secret/data/old/one?version={}", legacy.version),
+    ));
+    assert_eq!(r.json()["data"]["data"]["k"], "from before");
 
     // A read-only token cannot write, in Vault's words.
     let ro = h.key(KeyPolicy::new(tenant("acme"), [ApiScope::Read]));

@@ -318,6 +318,9 @@ fn secrets_never_reach_errors_debug_or_masked_views() {
                     }
                     "secret_access_key" => format!("{CANARY}{}", "A".repeat(40 - CANARY.len())),
                     "data" if case.ty.name() == "kv_secret" => format!("{{\"k\": \"{CANARY}\"}}"),
+                    "history" if case.ty.name() == "kv_secret" => {
+                        format!("{{\"1\": {{\"k\": \"{CANARY}\"}}}}")
+                    }
                     "keys" if case.ty.name() == "transit_key" => format!("{{\"1\": \"{CANARY}\"}}"),
                     // (Base32 keys cannot hold the canary's letters and digits.)
                     "private_key" => continue,

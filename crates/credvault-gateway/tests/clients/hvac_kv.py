@@ -52,6 +52,31 @@ assert keys == ["api/", "db"], keys
 keys = client.secrets.kv.v2.list_secrets(path="")["data"]["keys"]
 assert keys == ["app/", "other"], keys
 
+# Versions: read an older one; soft delete, undelete, destroy; max_versions.
+r = client.secrets.kv.v2.read_secret_version(path="app/db", version=1, raise_on_deleted_version=True)
+assert r["data"]["data"]["password"] == "hvac secret one", r
+client.secrets.kv.v2.delete_latest_version_of_secret(path="app/db")
+try:
+    client.secrets.kv.v2.read_secret_version(path="app/db", raise_on_deleted_version=True)
+    raise AssertionError("a soft-deleted version was read")
+except hvac.exceptions.InvalidPath:
+    pass
+client.secrets.kv.v2.undelete_secret_versions(path="app/db", versions=[2])
+r = client.secrets.kv.v2.read_secret_version(path="app/db", raise_on_deleted_version=True)
+assert r["data"]["data"]["password"] == "hvac secret two", r
+client.secrets.kv.v2.delete_secret_versions(path="app/db", versions=[1])
+client.secrets.kv.v2.destroy_secret_versions(path="app/db", versions=[1])
+m = client.secrets.kv.v2.read_secret_metadata(path="app/db")
+assert m["data"]["versions"]["1"]["destroyed"] is True, m
+assert m["data"]["versions"]["1"]["deletion_time"] != "", m
+client.secrets.kv.v2.update_metadata(path="app/db", max_versions=2, custom_metadata={"owner": "hvac"})
+client.secrets.kv.v2.create_or_update_secret(path="app/db", secret={"password": "hvac secret three"}, cas=2)
+m = client.secrets.kv.v2.read_secret_metadata(path="app/db")
+assert sorted(m["data"]["versions"]) == ["2", "3"], m
+assert m["data"]["oldest_version"] == 2 and m["data"]["custom_metadata"] == {"owner": "hvac"}, m
+r = client.secrets.kv.v2.read_secret_version(path="app/db", version=2, raise_on_deleted_version=True)
+assert r["data"]["data"]["password"] == "hvac secret two", r
+
 # Delete: gone.
 client.secrets.kv.v2.delete_metadata_and_all_versions(path="other")
 try:

@@ -465,7 +465,9 @@ impl Store {
         self.cache.clear();
     }
 
-    fn now(&self) -> i64 {
+    /// The time by the store's clock (Unix milliseconds): what it writes as creation, update
+    /// and use times, for callers that keep times of their own beside them.
+    pub fn now(&self) -> i64 {
         self.cfg.clock.now_ms()
     }
 
