@@ -25,7 +25,8 @@
 #   MAX_CORPUS=1048576   bytes a committed corpus may hold: the largest inputs go first (their
 #                        count is printed), so the repository stays small
 #   COVERAGE=1           0 to skip the coverage pass
-#   LLVM_COV, LLVM_PROFDATA  the LLVM tools matching nightly's LLVM (default: llvm-22's)
+#   LLVM_COV, LLVM_PROFDATA  the LLVM tools matching nightly's LLVM (default: llvm-22's, else
+#                        nightly's llvm-tools component)
 #   OUT=fuzz/campaign-out  logs, the working corpora and results.tsv
 #
 # Prints one Markdown table row per target (also in $OUT/results.md).
@@ -41,8 +42,14 @@ MAX_INPUT=${MAX_INPUT:-4096}
 MAX_CORPUS=${MAX_CORPUS:-1048576}
 COVERAGE=${COVERAGE:-1}
 OUT=${OUT:-fuzz/campaign-out}
-LLVM_COV=${LLVM_COV:-$(command -v llvm-cov-22 || echo /usr/lib/llvm-22/bin/llvm-cov)}
-LLVM_PROFDATA=${LLVM_PROFDATA:-$(command -v llvm-profdata-22 || echo /usr/lib/llvm-22/bin/llvm-profdata)}
+# Debian's llvm-22, else nightly's own llvm-tools component (`rustup component add llvm-tools
+# --toolchain nightly`), which always matches its LLVM.
+rustup_llvm="$(rustc +nightly --print sysroot 2>/dev/null)/lib/rustlib/$(rustc +nightly -vV 2>/dev/null | sed -n 's/^host: //p')/bin"
+llvm_tool() {
+  command -v "$1-22" || { [ -x "$rustup_llvm/$1" ] && echo "$rustup_llvm/$1"; } || echo "/usr/lib/llvm-22/bin/$1"
+}
+LLVM_COV=${LLVM_COV:-$(llvm_tool llvm-cov)}
+LLVM_PROFDATA=${LLVM_PROFDATA:-$(llvm_tool llvm-profdata)}
 # The campaign builds in its own target directory, so it never rebuilds CI's ASan binaries.
 TARGET_DIR=fuzz/target-campaign
 FLAGS=(--fuzz-dir fuzz -O -a -s "$SANITIZER" --target-dir "$TARGET_DIR")

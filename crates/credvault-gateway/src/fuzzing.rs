@@ -4,7 +4,7 @@ use base64::Engine as _;
 
 /// Offers arbitrary bytes to every parser the gateway has for what a client or a source sends:
 /// the API key format, the `Host` header, the proxy's path, a Connect filter and item id, a transit key
-/// ring, a transit ciphertext, a Vault KV answer and a Connect item (as external sources read
+/// ring, a transit ciphertext, a KV version record, a Vault KV answer and a Connect item (as external sources read
 /// them), an engine key name. Must never panic.
 pub fn parsers(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
@@ -51,6 +51,13 @@ pub fn parsers(data: &[u8]) {
         );
     }
     let _ = crate::vault_api::KV.name(&text);
+    if let Ok(r) = crate::vault_kv::parse_record(&text) {
+        assert_eq!(
+            crate::vault_kv::parse_record(&r.text()).ok().as_ref(),
+            Some(&r),
+            "a KV version record written back reads the same"
+        );
+    }
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
         let _ = crate::source::from_kv_answer(v.clone());
         let _ = crate::source::from_connect_item(v);

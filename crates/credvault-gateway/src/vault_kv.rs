@@ -112,7 +112,7 @@ impl Record {
         self.versions.keys().next().copied().unwrap_or(self.current)
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
 
@@ -784,6 +784,34 @@ mod tests {
         trim(&mut r, &mut h).unwrap();
         assert_eq!(r.versions.keys().copied().collect::<Vec<_>>(), [2, 3]);
         assert_eq!(h.0.keys().collect::<Vec<_>>(), ["2"]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_record_round_trips(
+            versions in proptest::collection::btree_map(
+                1u64..1_000,
+                (0i64..i64::MAX, proptest::option::of(0i64..i64::MAX), proptest::bool::ANY),
+                1..12,
+            ),
+            max in 0u32..100,
+            cas in proptest::bool::ANY,
+            custom in proptest::collection::btree_map("[a-z]{1,8}", ".{0,16}", 0..4),
+        ) {
+            let r = Record {
+                current: *versions.keys().last().unwrap(),
+                max_versions: max,
+                cas_required: cas,
+                custom_metadata: custom,
+                versions: versions
+                    .into_iter()
+                    .map(|(v, (created, deleted, destroyed))| {
+                        (v, VersionInfo { created, deleted, destroyed })
+                    })
+                    .collect(),
+            };
+            proptest::prop_assert_eq!(parse_record(&r.text()).unwrap(), r);
+        }
     }
 
     #[test]
