@@ -783,6 +783,19 @@ impl KeyStore {
             .collect()
     }
 
+    /// One key by id, as a key in use: record intact, not revoked, not expired at `now` (a
+    /// setup-page session made with a key is checked this way on every request).
+    pub fn live(&self, id: &str, now: i64) -> Result<KeyInfo, KeyError> {
+        let info = self.get(id)?;
+        if info.revoked_at.is_some() {
+            return Err(KeyError::Revoked { id: info.id });
+        }
+        if info.policy.expires_at.is_some_and(|t| now >= t) {
+            return Err(KeyError::Expired { id: info.id });
+        }
+        Ok(info)
+    }
+
     /// One key by id.
     pub fn get(&self, id: &str) -> Result<KeyInfo, KeyError> {
         let st = self.stored(id)?.ok_or(KeyError::Unknown)?;

@@ -28,6 +28,7 @@ use crate::connect_api;
 use crate::error::ApiError;
 use crate::proxy::UpstreamConfig;
 use crate::server::ConnInfo;
+use crate::ui;
 use crate::vault_api;
 use crate::vault_kv;
 use crate::vault_totp;
@@ -279,8 +280,9 @@ struct Seen {
 
 pub(crate) struct Shared {
     pub(crate) store: Store,
-    keys: Arc<KeyStore>,
+    pub(crate) keys: Arc<KeyStore>,
     pub(crate) cfg: GatewayConfig,
+    pub(crate) sessions: crate::ui::Sessions,
     pub(crate) upstream: crate::proxy::UpstreamClient,
     key_limiter: DefaultKeyedRateLimiter<String>,
     tenant_limiter: DefaultKeyedRateLimiter<String>,
@@ -329,6 +331,7 @@ impl Gateway {
                 audit_reader: OnceLock::new(),
                 metrics: crate::metrics::Metrics::new(),
                 upstream: crate::proxy::client(&cfg.upstream),
+                sessions: crate::ui::Sessions::default(),
                 store,
                 keys,
                 cfg,
@@ -440,6 +443,28 @@ impl Gateway {
                 "/v1/secret/destroy/{*path}",
                 post(vault_kv::destroy).put(vault_kv::destroy),
             );
+        let ui = Router::new()
+            .route("/ui", get(ui::root))
+            .route("/ui/", get(ui::root))
+            .route("/ui/login", get(ui::login_page).post(ui::login))
+            .route("/ui/logout", post(ui::logout))
+            .route("/ui/credentials", get(ui::list))
+            .route("/ui/credentials/new", get(ui::new_page).post(ui::create))
+            .route(
+                "/ui/credentials/{name}/edit",
+                get(ui::edit_page).post(ui::update),
+            )
+            .route("/ui/credentials/{name}/test", post(ui::test))
+            .route(
+                "/ui/credentials/{name}/delete",
+                get(ui::delete_page).post(ui::delete),
+            )
+            .route("/ui/credentials/{name}/code", post(ui::code_saved))
+            .route("/ui/code", post(ui::code_typed))
+            .route("/ui/static/app.js", get(ui::app_js))
+            .route("/ui/static/app.css", get(ui::app_css))
+            .layer(middleware::map_response(ui::headers));
+        let api = api.merge(ui);
         let inner = Router::new()
             .route("/v1/sys/health", get(vault_api::health))
             .route("/v1/sys/seal-status", get(vault_api::seal_status))
@@ -509,11 +534,14 @@ enum Shape {
     Native,
     Vault,
     Connect,
+    Ui,
 }
 
 impl Shape {
     fn of(path: &str) -> Self {
-        if path == "/v1/vaults" || path.starts_with("/v1/vaults/") {
+        if path == "/ui" || path.starts_with("/ui/") {
+            Self::Ui
+        } else if path == "/v1/vaults" || path.starts_with("/v1/vaults/") {
             Self::Connect
         } else if path.starts_with("/v1/") {
             Self::Vault
@@ -527,6 +555,7 @@ impl Shape {
             Self::Native => e.into_response(),
             Self::Vault => vault_api::vault_error(e),
             Self::Connect => connect_api::connect_error(e),
+            Self::Ui => ui::refused(e),
         }
     }
 }
@@ -590,7 +619,7 @@ impl Shared {
         ip
     }
 
-    fn check_rate(&self, key: &KeyInfo) -> Result<(), ApiError> {
+    pub(crate) fn check_rate(&self, key: &KeyInfo) -> Result<(), ApiError> {
         let wait = |nu: governor::NotUntil<<DefaultClock as Clock>::Instant>| {
             let d = nu.wait_time_from(self.clock.now());
             ApiError::rate_limited(d.as_secs() + u64::from(d.subsec_nanos() > 0))
@@ -629,7 +658,7 @@ impl Shared {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -666,7 +695,8 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
             | "/openapi.json"
             | "/heartbeat"
             | "/health"
-    ) {
+    ) || ui::is_static(req.uri().path())
+    {
         return next.run(req).await;
     }
 
@@ -682,16 +712,24 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
         request_id: request_id.clone(),
     };
 
-    let presented = if req.uri().path().starts_with("/proxy/") {
-        proxied_key(req.headers())
+    let admitted = if matches!(shape, Shape::Ui) {
+        admit_ui(&s, &mut req, host, conn.as_ref(), &mut seen).await
     } else {
-        presented_key(req.headers())
-    }
-    .map(str::to_owned);
-    let admitted = admit(&s, presented, host, conn.as_ref(), &mut seen).await;
+        let presented = if req.uri().path().starts_with("/proxy/") {
+            proxied_key(req.headers())
+        } else {
+            presented_key(req.headers())
+        }
+        .map(str::to_owned);
+        admit(&s, presented, host, conn.as_ref(), &mut seen)
+            .await
+            .map(Some)
+    };
     let mut resp = match admitted {
         Ok(caller) => {
-            req.extensions_mut().insert(caller);
+            if let Some(caller) = caller {
+                req.extensions_mut().insert(caller);
+            }
             match tokio::time::timeout(s.cfg.request_timeout, next.run(req)).await {
                 Ok(r) => r,
                 Err(_) => ApiError::new(
@@ -705,6 +743,9 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
         Err(e) => shape.error(e),
     };
 
+    if let Some(ui::SignedIn(id)) = resp.extensions().get::<ui::SignedIn>() {
+        seen.key = Some(id.clone());
+    }
     let status = resp.status().as_u16();
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let outcome = match status {
@@ -764,13 +805,54 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
     resp
 }
 
-async fn admit(
+/// The setup page's admission: the sign-in page needs only a known host; every other page a
+/// live session of a key of the host's tenant that may use the page (checked again on every
+/// request: a key revoked or expired since ends its sessions).
+async fn admit_ui(
     s: &Arc<Shared>,
-    presented: Option<String>,
+    req: &mut Request,
     host: Option<String>,
     conn: Option<&ConnInfo>,
     seen: &mut Seen,
-) -> Result<Caller, ApiError> {
+) -> Result<Option<Caller>, ApiError> {
+    let (tenant, host) = admit_host(s, host, conn, seen)?;
+    let tls = conn.is_some_and(|c| c.tls);
+    if ui::is_public(req.uri().path()) {
+        req.extensions_mut()
+            .insert(ui::Visitor { tenant, host, tls });
+        return Ok(None);
+    }
+    let signed_out = || ApiError::unauthenticated("sign in first");
+    let session = ui::cookie(req.headers(), ui::COOKIE)
+        .and_then(|c| s.sessions.get(c, &host))
+        .ok_or_else(signed_out)?;
+    seen.key = Some(session.key_id.clone());
+    let keys = Arc::clone(&s.keys);
+    let (id, now) = (session.key_id.clone(), now_ms());
+    let key = run_blocking(move || keys.live(&id, now))
+        .await?
+        .map_err(|_| signed_out())?;
+    if key.policy.tenant != tenant || !ui::may_use(&key) {
+        return Err(signed_out());
+    }
+    s.check_rate(&key)?;
+    req.extensions_mut().insert(ui::UiSession { session, tls });
+    Ok(Some(Caller {
+        tenant,
+        key,
+        source_ip: seen.source_ip.clone(),
+        host,
+        request_id: seen.request_id.clone(),
+    }))
+}
+
+/// The tenant of the request's host (and, over TLS, the same name in the handshake).
+fn admit_host(
+    s: &Arc<Shared>,
+    host: Option<String>,
+    conn: Option<&ConnInfo>,
+    seen: &mut Seen,
+) -> Result<(TenantId, String), ApiError> {
     let misdirected = |m: &str| ApiError::new(StatusCode::MISDIRECTED_REQUEST, "unknown_host", m);
     let host = host.ok_or_else(|| misdirected("the request names no valid host"))?;
     let tenant = s
@@ -789,6 +871,17 @@ async fn admit(
             ));
         }
     }
+    Ok((tenant, host))
+}
+
+async fn admit(
+    s: &Arc<Shared>,
+    presented: Option<String>,
+    host: Option<String>,
+    conn: Option<&ConnInfo>,
+    seen: &mut Seen,
+) -> Result<Caller, ApiError> {
+    let (tenant, host) = admit_host(s, host, conn, seen)?;
     let Some(text) = presented else {
         return Err(ApiError::unauthenticated(
             "an API key is required: Authorization: Bearer <key>",

@@ -38,6 +38,7 @@ mod server;
 pub mod source;
 mod source_routes;
 pub mod tls;
+mod ui;
 mod vault_api;
 mod vault_kv;
 mod vault_totp;

@@ -22,6 +22,8 @@ pub struct ConnInfo {
     /// The TLS server name the client asked for (SNI), lower-case; `None` over clear HTTP or
     /// when the client sent none.
     pub sni: Option<String>,
+    /// Whether the connection is TLS (the setup page's cookie is `Secure` then).
+    pub tls: bool,
 }
 
 /// How to serve.
@@ -153,12 +155,20 @@ pub async fn serve(
                             }
                         };
                     let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
-                    let info = ConnInfo { peer, sni };
+                    let info = ConnInfo {
+                        peer,
+                        sni,
+                        tls: true,
+                    };
                     let conn = builder.serve_connection(TokioIo::new(tls), service(router, info));
                     let _ = watcher.watch(conn.into_owned()).await;
                 }
                 None => {
-                    let info = ConnInfo { peer, sni: None };
+                    let info = ConnInfo {
+                        peer,
+                        sni: None,
+                        tls: false,
+                    };
                     let conn = builder.serve_connection(TokioIo::new(tcp), service(router, info));
                     let _ = watcher.watch(conn.into_owned()).await;
                 }
