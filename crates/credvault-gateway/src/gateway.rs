@@ -456,6 +456,11 @@ impl Gateway {
             )
             .route("/ui/credentials/{name}/test", post(ui::test))
             .route(
+                "/ui/credentials/{name}/deactivate",
+                get(ui::deactivate_page),
+            )
+            .route("/ui/credentials/{name}/active", post(ui::set_active))
+            .route(
                 "/ui/credentials/{name}/delete",
                 get(ui::delete_page).post(ui::delete),
             )

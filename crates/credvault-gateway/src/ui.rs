@@ -835,17 +835,29 @@ fn form_html(st: &FormState<'_>, csrf: &str) -> String {
     for f in &def.fields {
         field_html(&mut out, st, f);
     }
-    if let Some(i) = st.saved {
-        let _ = write!(
-            out,
-            "<div class=\"field\"><input type=\"hidden\" name=\"present.active\" value=\"1\">\
-             <input id=\"active\" name=\"active\" type=\"checkbox\" value=\"true\"{}>\
-             <label for=\"active\">Active (an inactive credential is refused to every use)</label></div>",
-            if i.is_active { " checked" } else { "" }
-        );
-    }
     out.push_str("<button type=\"submit\">Save</button></form>");
     if let Some(i) = st.saved {
+        // Deactivating is confirmed on a page of its own; activating again is one press.
+        if i.is_active {
+            let _ = write!(
+                out,
+                "<p>Active: yes. <a href=\"/ui/credentials/{}/deactivate?env={}\">Deactivate…</a></p>",
+                seg(&i.name),
+                seg(&i.environment)
+            );
+        } else {
+            let _ = write!(
+                out,
+                "<form method=\"post\" action=\"/ui/credentials/{1}/active?env={2}\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{0}\">\
+                 <input type=\"hidden\" name=\"active\" value=\"true\">\
+                 <p>Active: <strong>no</strong> (every use is refused). \
+                 <button type=\"submit\">Activate</button></p></form>",
+                esc(csrf),
+                seg(&i.name),
+                seg(&i.environment)
+            );
+        }
         if def.test.is_some() {
             let _ = write!(
                 out,
@@ -1157,14 +1169,11 @@ pub(crate) async fn update(
         let info = blocking(move || find(&s2, &c2, &n2, &e2)).await?;
         let ty = type_of(&s, &info.type_name)?;
         let mut fields = fields_from(&ty, &f, true)?;
-        let mut upd = CredentialUpdate::new()
+        let upd = CredentialUpdate::new()
             .fields(fields.clone())
             .tags(tags_from(&f))
             .expect_version(info.version);
         credvault_store::wipe_json(&mut fields);
-        if f.get("present.active").is_some() {
-            upd = upd.active(f.get("active") == Some("true"));
-        }
         let (s2, c2, id) = (Arc::clone(&s), c.clone(), info.id.clone());
         let done = blocking(move || Ok(scope(&s2, &c2)?.update(&id, upd))).await?;
         match done {
@@ -1235,6 +1244,77 @@ pub(crate) async fn test(
             "<p class=\"{class}\" role=\"status\">Test: {} — {}</p>",
             esc(status),
             esc(&message)
+        );
+        edit_form(
+            &s,
+            &c,
+            &u,
+            (name.clone(), env.clone()),
+            Some(banner),
+            None,
+            &[],
+        )
+        .await
+    };
+    run.await.unwrap_or_else(refused)
+}
+
+/// `GET /ui/credentials/{name}/deactivate?env=ENV`: the confirmation.
+pub(crate) async fn deactivate_page(
+    State(s): State<Arc<Shared>>,
+    Extension(c): Extension<Caller>,
+    Extension(u): Extension<UiSession>,
+    Path(name): Path<String>,
+    Query(q): Query<EnvQuery>,
+) -> Response {
+    let env = env_of(&q);
+    let run = async {
+        let (s2, c2, n2, e2) = (Arc::clone(&s), c.clone(), name.clone(), env.clone());
+        let info = blocking(move || find(&s2, &c2, &n2, &e2)).await?;
+        let body = format!(
+            "<h1>Deactivate {0}?</h1><p>Every use of <strong>{0}</strong> (environment {1}) is \
+             refused until it is activated again. Its secrets are kept.</p>\
+             <form method=\"post\" action=\"/ui/credentials/{2}/active?env={3}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{4}\">\
+             <input type=\"hidden\" name=\"active\" value=\"false\">\
+             <button type=\"submit\" class=\"danger\">Deactivate</button></form>\
+             <p><a href=\"/ui/credentials/{2}/edit?env={3}\">Keep it active</a></p>",
+            esc(&info.name),
+            esc(&info.environment),
+            seg(&info.name),
+            seg(&info.environment),
+            esc(&u.session.csrf)
+        );
+        Ok::<_, ApiError>(signed_page(&c, &u, "Deactivate", &body))
+    };
+    run.await.unwrap_or_else(refused)
+}
+
+/// `POST /ui/credentials/{name}/active?env=ENV` (`active=true|false`).
+pub(crate) async fn set_active(
+    State(s): State<Arc<Shared>>,
+    Extension(c): Extension<Caller>,
+    Extension(u): Extension<UiSession>,
+    Path(name): Path<String>,
+    Query(q): Query<EnvQuery>,
+    form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let env = env_of(&q);
+    let run = async {
+        let f = form_pairs(form)?;
+        check_csrf(&u, f.get("csrf"))?;
+        c.require(ApiScope::Write)?;
+        let active = f.get("active") == Some("true");
+        let (s2, c2, n2, e2) = (Arc::clone(&s), c.clone(), name.clone(), env.clone());
+        blocking(move || {
+            let info = find(&s2, &c2, &n2, &e2)?;
+            scope(&s2, &c2)?.update(&info.id, CredentialUpdate::new().active(active))?;
+            Ok(())
+        })
+        .await?;
+        let banner = format!(
+            "<p class=\"ok\" role=\"status\">{}</p>",
+            if active { "Activated." } else { "Deactivated." }
         );
         edit_form(
             &s,

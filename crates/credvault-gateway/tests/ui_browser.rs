@@ -176,30 +176,36 @@ async fn accessible(c: &Client, page: &str) {
     assert_eq!(problems, serde_json::json!([]), "{page}");
 }
 
-/// Tabbing from the top reaches the form's controls in document order.
+/// Pressing Tab from the name field walks the form's controls in the order they are read.
 async fn keyboard_order(c: &Client) {
-    let order = c
-        .execute(
-            r#"const seen = [];
-               document.activeElement && document.activeElement.blur();
-               const focusable = Array.from(document.querySelectorAll(
-                 "a[href], button, input:not([type=hidden]), select")).filter(e => !e.disabled);
-               return focusable.map(e => e.id || e.name || e.textContent.trim());"#,
-            vec![],
-        )
+    c.find(Locator::Id("name"))
+        .await
+        .unwrap()
+        .click()
         .await
         .unwrap();
-    let order: Vec<String> = serde_json::from_value(order).unwrap();
-    let pos = |n: &str| {
-        order
-            .iter()
-            .position(|x| x == n)
-            .unwrap_or_else(|| panic!("{n} in {order:?}"))
-    };
-    assert!(pos("name") < pos("f-login_url"));
-    assert!(pos("f-login_url") < pos("f-username"));
-    assert!(pos("f-username") < pos("f-password"));
-    assert!(pos("f-password") < pos("f-totp_secret"));
+    let mut order = Vec::new();
+    for _ in 0..9 {
+        let el = c.active_element().await.unwrap();
+        let id = el.attr("id").await.unwrap().unwrap_or_default();
+        let class = el.attr("class").await.unwrap().unwrap_or_default();
+        order.push(if id.is_empty() { class } else { id });
+        el.send_keys("\u{e004}").await.unwrap();
+    }
+    assert_eq!(
+        order,
+        [
+            "name",
+            "environment",
+            "tags",
+            "f-login_url",
+            "f-username",
+            "f-password",
+            "f-totp_secret",
+            "get-code",
+            "f-notes"
+        ]
+    );
 }
 
 /// Waits until the page source contains `needle` (a form post has loaded its answer).
@@ -271,6 +277,21 @@ fn a_credential_set_up_in_the_browser_keeps_its_secrets_write_only() {
             }),
         ))
         .unwrap();
+    let acme = h.vault.store().tenant(&tenant("acme"), "t").unwrap();
+    for (name, at) in [
+        ("old-token", now_ms() - 60_000),
+        ("soon-token", now_ms() + 2 * 86_400_000),
+    ] {
+        acme.create(
+            credvault_store::NewCredential::new(
+                "http_bearer_token",
+                name,
+                serde_json::json!({ "token": "t-123456" }),
+            )
+            .expires_at(at),
+        )
+        .unwrap();
+    }
     let base = format!("https://acme.localhost:{}", h.addr.port());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -296,6 +317,10 @@ fn a_credential_set_up_in_the_browser_keeps_its_secrets_write_only() {
             "{list}"
         );
         assert!(!list.contains(PASSWORD));
+        assert!(
+            list.contains("class=\"expired\"") && list.contains("class=\"soon\""),
+            "{list}"
+        );
         accessible(&c, "list").await;
         shot(&c, "list.png").await;
 
@@ -305,6 +330,38 @@ fn a_credential_set_up_in_the_browser_keeps_its_secrets_write_only() {
             .unwrap();
         accessible(&c, "new").await;
         keyboard_order(&c).await;
+        // A refused save: the error next to its field, the public values kept, no secret.
+        for (id, value) in [
+            ("name", "broken"),
+            ("f-login_url", "not a url"),
+            ("f-username", "bot"),
+            ("f-password", PORTAL_PASSWORD),
+        ] {
+            c.find(Locator::Id(id))
+                .await
+                .unwrap()
+                .send_keys(value)
+                .await
+                .unwrap();
+        }
+        let refused = submit(&c, "form.credential button[type=submit]", "was not saved").await;
+        assert!(refused.contains("id=\"e-login_url\""), "{refused}");
+        let text = page_text(&c).await;
+        assert!(!text.contains(PORTAL_PASSWORD), "a secret came back");
+        assert_eq!(
+            c.find(Locator::Id("f-login_url"))
+                .await
+                .unwrap()
+                .prop("value")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("not a url")
+        );
+        shot(&c, "refused.png").await;
+        c.goto(&format!("{base}/ui/credentials/new?type=website_login"))
+            .await
+            .unwrap();
         for (id, value) in [
             ("name", "portal"),
             ("f-login_url", "https://portal.example/login"),
@@ -364,6 +421,15 @@ fn a_credential_set_up_in_the_browser_keeps_its_secrets_write_only() {
         let tested = submit(&c, "form[action*='/test'] button", "Test: ").await;
         assert!(tested.contains("role=\"status\""), "{tested}");
         assert!(!tested.contains("wJalrXUtnFEMI"), "{tested}");
+        // Deactivate after a confirmation; activate again.
+        c.goto(&format!(
+            "{base}/ui/credentials/aws-ci/deactivate?env=production"
+        ))
+        .await
+        .unwrap();
+        accessible(&c, "deactivate").await;
+        submit(&c, "button.danger", "Deactivated.").await;
+        submit(&c, "form[action*='/active'] button", "Activated.").await;
         // Delete, after a confirmation.
         c.goto(&format!(
             "{base}/ui/credentials/aws-ci/delete?env=production"
