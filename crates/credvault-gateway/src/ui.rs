@@ -819,8 +819,12 @@ fn form_html(st: &FormState<'_>, csrf: &str) -> String {
     } else if let Some(i) = st.saved {
         let _ = write!(
             out,
-            "<p>Environment: <strong>{}</strong></p>",
-            esc(&i.environment)
+            "<div class=\"field\"><label for=\"environment\">Environment</label>\
+             <input id=\"environment\" name=\"environment\" type=\"text\" autocomplete=\"off\" \
+             value=\"{}\" aria-describedby=\"h-environment\">\
+             <p class=\"help\" id=\"h-environment\">Changing it moves the credential; its \
+             secrets are sealed again for the new environment.</p></div>",
+            esc(&typed("environment").unwrap_or_else(|| i.environment.clone()))
         );
     }
     let tags =
@@ -1169,11 +1173,24 @@ pub(crate) async fn update(
         let info = blocking(move || find(&s2, &c2, &n2, &e2)).await?;
         let ty = type_of(&s, &info.type_name)?;
         let mut fields = fields_from(&ty, &f, true)?;
-        let upd = CredentialUpdate::new()
+        let mut upd = CredentialUpdate::new()
             .fields(fields.clone())
             .tags(tags_from(&f))
             .expect_version(info.version);
         credvault_store::wipe_json(&mut fields);
+        let target = match f.get("environment").map(str::trim) {
+            Some(e) if !e.is_empty() && e != env => e.to_owned(),
+            _ => env.clone(),
+        };
+        if target != env {
+            if !c.key.policy.covers(&name, &target) {
+                return Err(ApiError::forbidden(
+                    "outside_key_scope",
+                    "this API key does not reach that environment",
+                ));
+            }
+            upd = upd.environment(target.clone());
+        }
         let (s2, c2, id) = (Arc::clone(&s), c.clone(), info.id.clone());
         let done = blocking(move || Ok(scope(&s2, &c2)?.update(&id, upd))).await?;
         match done {
@@ -1183,7 +1200,7 @@ pub(crate) async fn update(
                     &s,
                     &c,
                     &u,
-                    (name.clone(), env.clone()),
+                    (name.clone(), target.clone()),
                     Some(banner),
                     None,
                     &[],

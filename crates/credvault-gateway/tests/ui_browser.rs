@@ -421,9 +421,15 @@ fn a_credential_set_up_in_the_browser_keeps_its_secrets_write_only() {
         let tested = submit(&c, "form[action*='/test'] button", "Test: ").await;
         assert!(tested.contains("role=\"status\""), "{tested}");
         assert!(!tested.contains("wJalrXUtnFEMI"), "{tested}");
+        // Moved to another environment from the form (its secrets sealed again there).
+        let env = c.find(Locator::Id("environment")).await.unwrap();
+        env.clear().await.unwrap();
+        env.send_keys("staging").await.unwrap();
+        let moved = submit(&c, "form.credential button[type=submit]", "Saved.").await;
+        assert!(moved.contains("value=\"staging\""), "{moved}");
         // Deactivate after a confirmation; activate again.
         c.goto(&format!(
-            "{base}/ui/credentials/aws-ci/deactivate?env=production"
+            "{base}/ui/credentials/aws-ci/deactivate?env=staging"
         ))
         .await
         .unwrap();
@@ -431,11 +437,9 @@ fn a_credential_set_up_in_the_browser_keeps_its_secrets_write_only() {
         submit(&c, "button.danger", "Deactivated.").await;
         submit(&c, "form[action*='/active'] button", "Activated.").await;
         // Delete, after a confirmation.
-        c.goto(&format!(
-            "{base}/ui/credentials/aws-ci/delete?env=production"
-        ))
-        .await
-        .unwrap();
+        c.goto(&format!("{base}/ui/credentials/aws-ci/delete?env=staging"))
+            .await
+            .unwrap();
         accessible(&c, "delete").await;
         let list = submit(&c, "button.danger", "Add a credential").await;
         assert!(!list.contains("aws-ci"), "{list}");

@@ -236,6 +236,7 @@ impl fmt::Debug for SealedCredential {
 pub struct CredentialUpdate {
     pub(crate) fields: Option<serde_json::Value>,
     pub(crate) name: Option<String>,
+    pub(crate) environment: Option<String>,
     pub(crate) description: Option<String>,
     pub(crate) tags: Option<Vec<String>>,
     pub(crate) is_active: Option<bool>,
@@ -254,6 +255,14 @@ impl CredentialUpdate {
     /// `credvault_schema::SECRET_MARKER` keeps its value).
     pub fn fields(mut self, patch: serde_json::Value) -> Self {
         self.fields = Some(patch);
+        self
+    }
+
+    /// Moves it to another environment: its secrets are sealed again under a context naming
+    /// the new one (a vault that takes only client-sealed data for the tenant refuses that),
+    /// and the name must be free there.
+    pub fn environment(mut self, environment: impl Into<String>) -> Self {
+        self.environment = Some(environment.into());
         self
     }
 

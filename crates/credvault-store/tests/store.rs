@@ -1508,3 +1508,65 @@ fn reveal_many_checks_everything_first_and_audits_one_event_per_credential() {
         assert!(matches!(err, StoreError::Audit(_)), "{err:?}");
     }
 }
+
+#[test]
+fn a_credential_moves_to_another_environment_with_its_secrets_sealed_again() {
+    for (name, storage) in backends() {
+        let f = fixture_with(storage, |c| c);
+        let s = f.store.tenant(&f.a, "alice").unwrap();
+        let info = s.create(login("bank", "moving secret")).unwrap();
+        s.create(login("bank", "staging secret").environment("staging"))
+            .unwrap();
+        // The name is taken in staging: refused, nothing changed.
+        let taken = s.update(&info.id, CredentialUpdate::new().environment("staging"));
+        assert!(
+            matches!(taken, Err(StoreError::NameTaken { .. })),
+            "{name}: {taken:?}"
+        );
+        assert_eq!(s.get(&info.id).unwrap().environment, "production");
+        // Moved to dev: found there only; the secrets open under the new context (a reveal
+        // opens them with the row's environment), the authenticator key still gives codes.
+        let moved = s
+            .update(&info.id, CredentialUpdate::new().environment("dev"))
+            .unwrap();
+        assert_eq!(moved.environment, "dev", "{name}");
+        assert_eq!(s.find("bank", "dev").unwrap().id, info.id);
+        assert!(matches!(
+            s.find("bank", "production"),
+            Err(StoreError::NotFound { .. })
+        ));
+        let r = s.reveal(&info.id, &["password"], None).unwrap();
+        assert_eq!(r.expose_secret("password"), Some("moving secret"), "{name}");
+        s.totp_code(&info.id, None).unwrap();
+        // A patch and a move at once: both applied.
+        s.update(
+            &info.id,
+            CredentialUpdate::new()
+                .environment("qa")
+                .fields(json!({"password": "moved and changed"})),
+        )
+        .unwrap();
+        let r = s.reveal(&info.id, &["password"], None).unwrap();
+        assert_eq!(r.expose_secret("password"), Some("moved and changed"));
+        let ev = f.audit.events();
+        let moves: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match &e.details {
+                Some(Details::Updated { changes }) => changes
+                    .iter()
+                    .find(|c| c.field() == "environment")
+                    .map(|c| (c.old().map(str::to_owned), c.new_value().map(str::to_owned))),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            moves,
+            [
+                (Some("production".into()), Some("dev".into())),
+                (Some("dev".into()), Some("qa".into()))
+            ],
+            "{name}"
+        );
+        assert!(!all_text(&ev).contains("moving secret"));
+    }
+}

@@ -587,6 +587,9 @@ impl Scope<'_> {
         if let Some(n) = &upd.name {
             check_meta(n, "x", "", &[])?;
         }
+        if let Some(e) = &upd.environment {
+            check_meta("x", e, "", &[])?;
+        }
         if let Some(d) = &upd.description {
             check_meta("x", "x", d, &[])?;
         }
@@ -605,6 +608,10 @@ impl Scope<'_> {
             }
             let mut new = row.clone();
             let mut changes = Vec::new();
+            // A move to another environment: the secrets are sealed under the new context.
+            let moved_to = upd.environment.as_ref().filter(|e| **e != row.environment);
+            let seal_env = moved_to.unwrap_or(&row.environment).clone();
+            let mut resealed = false;
             // Whether the authenticator key (or a HOTP key's first counter) changes: a new key
             // starts from its own first counter.
             let mut otp_changed = false;
@@ -644,7 +651,7 @@ impl Scope<'_> {
                     let sealed = self.store.seal_credential(
                         &self.tenant,
                         &row.id,
-                        &row.environment,
+                        &seal_env,
                         &patched.credential,
                     );
                     let (key_id, secret, names) = match sealed {
@@ -658,7 +665,41 @@ impl Scope<'_> {
                     new.secret_fields = names;
                     new.key_id = key_id;
                     new.secret = secret;
+                    resealed = true;
                 }
+            }
+            if let Some(env) = moved_to {
+                if !resealed {
+                    let ty = self.store.credential_type(&row.type_name)?;
+                    let existing = match self.store.credential_of(&row, &ty) {
+                        Ok(c) => c,
+                        Err(e @ StoreError::Corrupt { .. }) => {
+                            self.failed(Action::Updated, &row, "sealed data does not open");
+                            return Err(e);
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    if !row.secret_fields.is_empty() {
+                        self.refuse_plaintext(resource(&row))?;
+                    }
+                    let sealed = self
+                        .store
+                        .seal_credential(&self.tenant, &row.id, env, &existing);
+                    let (key_id, secret, names) = match sealed {
+                        Ok(s) => s,
+                        Err(StoreError::Storage(StorageError::UnknownKey { .. })) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    new.secret_fields = names;
+                    new.key_id = key_id;
+                    new.secret = secret;
+                }
+                changes.push(FieldChange::metadata(
+                    "environment",
+                    Some(row.environment.clone()),
+                    Some(env.clone()),
+                ));
+                new.environment.clone_from(env);
             }
             if changed(&mut changes, "name", &row.name, &upd.name) {
                 new.name.clone_from(upd.name.as_ref().unwrap_or(&row.name));
