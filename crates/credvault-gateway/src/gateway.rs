@@ -730,6 +730,9 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
             .await
             .map(Some)
     };
+    // A request the gate refused is a denial, whatever its status (the setup page answers a
+    // missing session with a redirect to sign in).
+    let refused_at_gate = admitted.is_err();
     let mut resp = match admitted {
         Ok(caller) => {
             if let Some(caller) = caller {
@@ -754,6 +757,7 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
     let status = resp.status().as_u16();
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let outcome = match status {
+        _ if refused_at_gate => Outcome::Denied,
         200..=399 => Outcome::Success,
         401 | 403 | 421 | 429 => Outcome::Denied,
         _ => Outcome::Failure,
