@@ -491,6 +491,31 @@ fn a_credential_set_up_in_the_browser_keeps_its_secrets_write_only() {
     assert_eq!(r.status, 303);
     let info = acme.find("portal", "production").unwrap();
     assert_eq!(info.fields["username"], "ops@acme.example");
+    // Sign-out ends the session for good: the old cookie no longer opens a page.
+    let page = h.send(
+        Req::new("acme.localhost", "GET", "/ui/credentials").header("Cookie", &cookie_header),
+    );
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8_lossy(&page.body).into_owned();
+    let token = html
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .unwrap()
+        .to_owned();
+    let out = format!("csrf={token}");
+    let r = h.send(
+        Req::new("acme.localhost", "POST", "/ui/logout")
+            .header("Cookie", &cookie_header)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(out.as_bytes()),
+    );
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/login")));
+    assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
+    let r = h.send(
+        Req::new("acme.localhost", "GET", "/ui/credentials").header("Cookie", &cookie_header),
+    );
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/login")));
     // The page's answers carry the policy that keeps script inline out, and no framing.
     let r = h.send(Req::new("acme.localhost", "GET", "/ui/login"));
     let csp = r.header("content-security-policy").unwrap();
