@@ -1276,6 +1276,53 @@ pub(crate) async fn test(
     run.await.unwrap_or_else(refused)
 }
 
+/// A page asking to confirm `what` on the credential `name` in `env`: `question` and
+/// `consequence` (HTML, escaped by the caller), a form posting `fields` to `action` (the
+/// credential's `/ui/credentials/NAME/` + this), a way back.
+struct Confirm {
+    title: &'static str,
+    question: &'static str,
+    consequence: &'static str,
+    action: &'static str,
+    fields: &'static str,
+    button: &'static str,
+    back: &'static str,
+}
+
+async fn confirm_page(
+    s: Arc<Shared>,
+    c: Caller,
+    u: UiSession,
+    (name, env): (String, String),
+    k: Confirm,
+) -> Response {
+    let run = async {
+        let (s2, c2) = (Arc::clone(&s), c.clone());
+        let info = blocking(move || find(&s2, &c2, &name, &env)).await?;
+        let body = format!(
+            "<h1>{q} {n}?</h1><p><strong>{n}</strong> ({t}, environment {e}): {consequence}</p>\
+             <form method=\"post\" action=\"/ui/credentials/{sn}/{action}?env={se}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{fields}\
+             <button type=\"submit\" class=\"danger\">{button}</button></form>\
+             <p><a href=\"/ui/credentials/{sn}/edit?env={se}\">{back}</a></p>",
+            q = k.question,
+            n = esc(&info.name),
+            t = esc(&info.type_name),
+            e = esc(&info.environment),
+            consequence = k.consequence,
+            sn = seg(&info.name),
+            se = seg(&info.environment),
+            action = k.action,
+            csrf = esc(&u.session.csrf),
+            fields = k.fields,
+            button = k.button,
+            back = k.back,
+        );
+        Ok::<_, ApiError>(signed_page(&c, &u, k.title, &body))
+    };
+    run.await.unwrap_or_else(refused)
+}
+
 /// `GET /ui/credentials/{name}/deactivate?env=ENV`: the confirmation.
 pub(crate) async fn deactivate_page(
     State(s): State<Arc<Shared>>,
@@ -1285,26 +1332,16 @@ pub(crate) async fn deactivate_page(
     Query(q): Query<EnvQuery>,
 ) -> Response {
     let env = env_of(&q);
-    let run = async {
-        let (s2, c2, n2, e2) = (Arc::clone(&s), c.clone(), name.clone(), env.clone());
-        let info = blocking(move || find(&s2, &c2, &n2, &e2)).await?;
-        let body = format!(
-            "<h1>Deactivate {0}?</h1><p>Every use of <strong>{0}</strong> (environment {1}) is \
-             refused until it is activated again. Its secrets are kept.</p>\
-             <form method=\"post\" action=\"/ui/credentials/{2}/active?env={3}\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{4}\">\
-             <input type=\"hidden\" name=\"active\" value=\"false\">\
-             <button type=\"submit\" class=\"danger\">Deactivate</button></form>\
-             <p><a href=\"/ui/credentials/{2}/edit?env={3}\">Keep it active</a></p>",
-            esc(&info.name),
-            esc(&info.environment),
-            seg(&info.name),
-            seg(&info.environment),
-            esc(&u.session.csrf)
-        );
-        Ok::<_, ApiError>(signed_page(&c, &u, "Deactivate", &body))
+    let k = Confirm {
+        title: "Deactivate",
+        question: "Deactivate",
+        consequence: "every use is refused until it is activated again. Its secrets are kept.",
+        action: "active",
+        fields: "<input type=\"hidden\" name=\"active\" value=\"false\">",
+        button: "Deactivate",
+        back: "Keep it active",
     };
-    run.await.unwrap_or_else(refused)
+    confirm_page(s, c, u, (name, env), k).await
 }
 
 /// `POST /ui/credentials/{name}/active?env=ENV` (`active=true|false`).
@@ -1356,26 +1393,16 @@ pub(crate) async fn delete_page(
     Query(q): Query<EnvQuery>,
 ) -> Response {
     let env = env_of(&q);
-    let run = async {
-        let (s2, c2, n2, e2) = (Arc::clone(&s), c.clone(), name.clone(), env.clone());
-        let info = blocking(move || find(&s2, &c2, &n2, &e2)).await?;
-        let body = format!(
-            "<h1>Delete {0}?</h1><p>The credential <strong>{0}</strong> ({1}, environment {2}) and its \
-             secrets are destroyed. This cannot be undone.</p>\
-             <form method=\"post\" action=\"/ui/credentials/{3}/delete?env={4}\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{5}\">\
-             <button type=\"submit\" class=\"danger\">Delete for good</button></form>\
-             <p><a href=\"/ui/credentials/{3}/edit?env={4}\">Keep it</a></p>",
-            esc(&info.name),
-            esc(&info.type_name),
-            esc(&info.environment),
-            seg(&info.name),
-            seg(&info.environment),
-            esc(&u.session.csrf)
-        );
-        Ok::<_, ApiError>(signed_page(&c, &u, "Delete", &body))
+    let k = Confirm {
+        title: "Delete",
+        question: "Delete",
+        consequence: "the credential and its secrets are destroyed. This cannot be undone.",
+        action: "delete",
+        fields: "",
+        button: "Delete for good",
+        back: "Keep it",
     };
-    run.await.unwrap_or_else(refused)
+    confirm_page(s, c, u, (name, env), k).await
 }
 
 /// `POST /ui/credentials/{name}/delete?env=ENV`.

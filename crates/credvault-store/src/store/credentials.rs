@@ -572,6 +572,20 @@ impl Scope<'_> {
         Ok((Revealed { fields: out }, event))
     }
 
+    /// The credential a row holds, to change it; sealed data that does not open is recorded as
+    /// a failed update.
+    fn open_for_update(
+        &self,
+        row: &Authentic,
+        ty: &std::sync::Arc<CredentialType>,
+    ) -> Result<Credential, StoreError> {
+        self.store.credential_of(row, ty).inspect_err(|e| {
+            if matches!(e, StoreError::Corrupt { .. }) {
+                self.failed(Action::Updated, row, "sealed data does not open");
+            }
+        })
+    }
+
     /// Applies a partial update: re-validates, re-seals with the active key if a field
     /// changed, records `updated` with what changed (secret fields by name only).
     ///
@@ -617,14 +631,7 @@ impl Scope<'_> {
             let mut otp_changed = false;
             if let Some(patch) = &upd.fields {
                 let ty = self.store.credential_type(&row.type_name)?;
-                let existing = match self.store.credential_of(&row, &ty) {
-                    Ok(c) => c,
-                    Err(e @ StoreError::Corrupt { .. }) => {
-                        self.failed(Action::Updated, &row, "sealed data does not open");
-                        return Err(e);
-                    }
-                    Err(e) => return Err(e),
-                };
+                let existing = self.open_for_update(&row, &ty)?;
                 let patched = ty.validate_patch(&existing, patch)?;
                 if patched.changes.iter().any(|c| c.secret) {
                     self.refuse_plaintext(resource(&row))?;
@@ -671,14 +678,7 @@ impl Scope<'_> {
             if let Some(env) = moved_to {
                 if !resealed {
                     let ty = self.store.credential_type(&row.type_name)?;
-                    let existing = match self.store.credential_of(&row, &ty) {
-                        Ok(c) => c,
-                        Err(e @ StoreError::Corrupt { .. }) => {
-                            self.failed(Action::Updated, &row, "sealed data does not open");
-                            return Err(e);
-                        }
-                        Err(e) => return Err(e),
-                    };
+                    let existing = self.open_for_update(&row, &ty)?;
                     if !row.secret_fields.is_empty() {
                         self.refuse_plaintext(resource(&row))?;
                     }
