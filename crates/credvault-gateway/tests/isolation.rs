@@ -368,3 +368,82 @@ fn the_setup_pages_send_a_browser_without_a_session_to_sign_in() {
     let r = h.send(Req::new("unmapped.localhost", "GET", "/ui/login"));
     assert_eq!(r.status, 421);
 }
+
+/// The value of cookie `name` set by an answer.
+fn set_cookie(r: &Resp, name: &str) -> String {
+    let v = r
+        .header("set-cookie")
+        .unwrap_or_else(|| panic!("no cookie {name}"));
+    v.split(';')
+        .next()
+        .and_then(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap()
+        .to_owned()
+}
+
+/// A form's CSRF token in a page.
+fn csrf_of(r: &Resp) -> String {
+    let html = String::from_utf8_lossy(&r.body).into_owned();
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn an_admin_key_signs_in_and_saves_and_a_read_key_cannot_sign_in() {
+    let h = Harness::start(|c| c);
+    let sign_in = |key: &str| {
+        let page = h.send(Req::new("acme.localhost", "GET", "/ui/login"));
+        let login_cookie = format!("cv_ui_login={}", set_cookie(&page, "cv_ui_login"));
+        let body = format!("csrf={}&key={key}", csrf_of(&page));
+        h.send(
+            Req::new("acme.localhost", "POST", "/ui/login")
+                .header("Cookie", &login_cookie)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(body.as_bytes()),
+        )
+    };
+    let reader = h.key(KeyPolicy::new(tenant("acme"), [ApiScope::Read]));
+    assert_eq!(sign_in(&reader).status, 403);
+    let admin = h.key(KeyPolicy::new(tenant("acme"), [ApiScope::Admin]));
+    let r = sign_in(&admin);
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/ui/credentials"))
+    );
+    let session = format!("cv_ui={}", set_cookie(&r, "cv_ui"));
+    let form = h.send(
+        Req::new(
+            "acme.localhost",
+            "GET",
+            "/ui/credentials/new?type=http_bearer_token",
+        )
+        .header("Cookie", &session),
+    );
+    assert_eq!(form.status, 200);
+    let body = format!(
+        "csrf={}&name=made-by-admin&environment=production&f.token=t-998877",
+        csrf_of(&form)
+    );
+    let r = h.send(
+        Req::new(
+            "acme.localhost",
+            "POST",
+            "/ui/credentials/new?type=http_bearer_token",
+        )
+        .header("Cookie", &session)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body.as_bytes()),
+    );
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/ui/credentials")),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let acme = h.vault.store().tenant(&tenant("acme"), "t").unwrap();
+    let made = acme.find("made-by-admin", "production").unwrap();
+    assert_eq!(made.created_by, format!("apikey:{}", &admin[4..16]));
+}
