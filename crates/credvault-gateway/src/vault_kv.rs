@@ -50,7 +50,7 @@ const MAX_CUSTOM: usize = 64;
 const MAX_CUSTOM_KEY: usize = 128;
 const MAX_CUSTOM_VALUE: usize = 512;
 /// Writes retried when another writer changed the secret in between.
-const WRITE_ATTEMPTS: usize = 5;
+const WRITE_ATTEMPTS: usize = 16;
 
 /// One version's record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -221,6 +221,15 @@ impl History {
     fn text(&self) -> Zeroizing<String> {
         Zeroizing::new(serde_json::to_string(&self.0).unwrap_or_default())
     }
+
+    /// The `history` field's new value: unset when no older version is left.
+    fn field(&self) -> serde_json::Value {
+        if self.0.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::String(self.text().to_string())
+        }
+    }
 }
 
 fn is_set(info: &CredentialInfo, field: &str) -> bool {
@@ -281,6 +290,32 @@ fn trim(record: &mut Record, history: &mut History) -> Result<(), ApiError> {
         return Err(ApiError::bad_request("too many versions to record"));
     }
     Ok(())
+}
+
+/// Runs one attempt at a change until it is done: an attempt that lost a race with another
+/// writer (`Ok(None)`) is made again on the new state, at most [`WRITE_ATTEMPTS`] times (then
+/// 409).
+fn retrying<T>(mut attempt: impl FnMut() -> Result<Option<T>, ApiError>) -> Result<T, ApiError> {
+    for _ in 0..WRITE_ATTEMPTS {
+        if let Some(done) = attempt()? {
+            return Ok(done);
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        "the secret kept changing; try again",
+    ))
+}
+
+/// A store write in [`retrying`]'s terms: one that lost to another writer (the credential's
+/// version changed, or a create found the name taken) is `None`.
+fn raced<T>(r: Result<T, StoreError>) -> Result<Option<T>, ApiError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(StoreError::VersionConflict { .. } | StoreError::NameTaken { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn not_found() -> ApiError {
@@ -400,7 +435,7 @@ pub(crate) async fn write(
         blocking(move || {
             let scope = scope(&s, &c2)?;
             let service = format!("vault-kv-write:{}", c2.key.id);
-            for _ in 0..WRITE_ATTEMPTS {
+            retrying(|| {
                 let now = s.store.now();
                 let Some(info) = KV.find(&scope, &name)? else {
                     if cas.is_some_and(|v| v != 0) {
@@ -408,11 +443,11 @@ pub(crate) async fn write(
                     }
                     let record = Record::new(now);
                     let fields = serde_json::json!({ DATA: text.as_str(), RECORD: record.text() });
-                    scope.create(
+                    let made = scope.create(
                         NewCredential::new(KV_TYPE, name.as_str(), fields)
                             .environment(KV_ENVIRONMENT),
-                    )?;
-                    return Ok(record.version_json(1));
+                    );
+                    return Ok(raced(made)?.map(|_| record.version_json(1)));
                 };
                 let mut record = Record::of(&info)?;
                 if record.cas_required && cas.is_none() {
@@ -441,28 +476,14 @@ pub(crate) async fn write(
                 record.current = new;
                 record.versions.insert(new, VersionInfo::new(now));
                 trim(&mut record, &mut history)?;
-                let hist = history.text();
                 let mut patch = serde_json::json!({ DATA: text.as_str(), RECORD: record.text() });
-                patch[HISTORY] = if history.0.is_empty() {
-                    serde_json::Value::Null
-                } else {
-                    serde_json::Value::String(hist.to_string())
-                };
+                patch[HISTORY] = history.field();
                 let upd = CredentialUpdate::new()
                     .fields(patch)
                     .expect_version(info.version);
-                match scope.update(&info.id, upd) {
-                    Ok(_) => return Ok(record.version_json(new)),
-                    // Another writer got in first: read again and write on top of its version.
-                    Err(StoreError::VersionConflict { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "the secret kept changing during the write; try again",
-            ))
+                // Another writer got in first: read again and write on top of its version.
+                Ok(raced(scope.update(&info.id, upd))?.map(|_| record.version_json(new)))
+            })
         })
         .await
     };
@@ -489,11 +510,11 @@ fn change(
     what: Change,
 ) -> Result<(), ApiError> {
     let scope = scope(s, c)?;
-    for _ in 0..WRITE_ATTEMPTS {
+    retrying(|| {
         let now = s.store.now();
         // Deleting what does not exist succeeds, as in Vault.
         let Some(info) = KV.find(&scope, name)? else {
-            return Ok(());
+            return Ok(Some(()));
         };
         let mut record = Record::of(&info)?;
         let asked = versions.clone().unwrap_or_else(|| vec![record.current]);
@@ -526,7 +547,7 @@ fn change(
             }
         }
         if !touched {
-            return Ok(());
+            return Ok(Some(()));
         }
         let mut patch = serde_json::json!({ RECORD: record.text() });
         if destroy_current {
@@ -540,26 +561,13 @@ fn change(
                     credvault_store::wipe_json(&mut gone);
                 }
             }
-            patch[HISTORY] = if history.0.is_empty() {
-                serde_json::Value::Null
-            } else {
-                serde_json::Value::String(history.text().to_string())
-            };
+            patch[HISTORY] = history.field();
         }
         let upd = CredentialUpdate::new()
             .fields(patch)
             .expect_version(info.version);
-        match scope.update(&info.id, upd) {
-            Ok(_) => return Ok(()),
-            Err(StoreError::VersionConflict { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::new(
-        StatusCode::CONFLICT,
-        "conflict",
-        "the secret kept changing; try again",
-    ))
+        Ok(raced(scope.update(&info.id, upd))?.map(|_| ()))
+    })
 }
 
 /// Body naming versions (`delete`, `undelete`, `destroy`).
@@ -688,7 +696,7 @@ pub(crate) async fn write_metadata(
         let c2 = c.clone();
         blocking(move || {
             let scope = scope(&s, &c2)?;
-            for _ in 0..WRITE_ATTEMPTS {
+            retrying(|| {
                 let Some(info) = KV.find(&scope, &name)? else {
                     // Vault makes metadata for a path with no data yet; a credential needs
                     // its data, so the settings wait for the first write.
@@ -712,27 +720,14 @@ pub(crate) async fn write_metadata(
                     let service = format!("vault-kv-write:{}", c2.key.id);
                     let (_, mut history) = reveal(&scope, &info, false, true, &service)?;
                     trim(&mut record, &mut history)?;
-                    patch[HISTORY] = if history.0.is_empty() {
-                        serde_json::Value::Null
-                    } else {
-                        serde_json::Value::String(history.text().to_string())
-                    };
+                    patch[HISTORY] = history.field();
                 }
                 patch[RECORD] = serde_json::Value::String(record.text());
                 let upd = CredentialUpdate::new()
                     .fields(patch)
                     .expect_version(info.version);
-                match scope.update(&info.id, upd) {
-                    Ok(_) => return Ok(()),
-                    Err(StoreError::VersionConflict { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "the secret kept changing; try again",
-            ))
+                Ok(raced(scope.update(&info.id, upd))?.map(|_| ()))
+            })
         })
         .await
     };

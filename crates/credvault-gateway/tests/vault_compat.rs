@@ -650,3 +650,53 @@ fn hashicorp_s_hvac_client_works_against_it() {
         .iter()
         .any(|e| e.event.actor == format!("apikey:{}", &t[4..16])));
 }
+
+#[test]
+fn concurrent_kv_writes_each_get_their_own_version() {
+    let h = vault_harness();
+    let t = token(&h);
+    let versions: Vec<u64> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let (h, t) = (&h, &t);
+                sc.spawn(move || {
+                    let body = format!(r#"{{"data":{{"writer":"{i}"}}}}"#);
+                    let r = h.send(
+                        Req::new("acme.localhost", "POST", "/v1/secret/data/race")
+                            .header("X-Vault-Token", t)
+                            .body(body.as_bytes()),
+                    );
+                    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                    r.json()["data"]["version"].as_u64().unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    let mut sorted = versions.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [1, 2, 3, 4, 5, 6], "{versions:?}");
+    // Every version was kept, none overwritten by a concurrent writer.
+    let m = h.send(
+        Req::new("acme.localhost", "GET", "/v1/secret/metadata/race").header("X-Vault-Token", &t),
+    );
+    assert_eq!(m.json()["data"]["current_version"], 6);
+    let mut writers: Vec<String> = (1..=6)
+        .map(|v| {
+            let r = h.send(
+                Req::new(
+                    "acme.localhost",
+                    "GET",
+                    &format!("/v1/secret/data/race?version={v}"),
+                )
+                .header("X-Vault-Token", &t),
+            );
+            r.json()["data"]["data"]["writer"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    writers.sort();
+    assert_eq!(writers, ["0", "1", "2", "3", "4", "5"]);
+}
