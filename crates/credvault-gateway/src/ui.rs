@@ -1053,9 +1053,7 @@ pub(crate) async fn create(
 ) -> Response {
     let run = async {
         let Query(q) = q.map_err(|_| ApiError::bad_request("query: expected type=TYPE"))?;
-        let f = form_pairs(form)?;
-        check_csrf(&u, f.get("csrf"))?;
-        writer(&c)?;
+        let f = change_form(form, &u, &c)?;
         let ty = type_of(&s, &q.type_name)?;
         let name = f.get("name").unwrap_or_default().trim().to_owned();
         let env = match f.get("environment").map(str::trim) {
@@ -1120,11 +1118,34 @@ pub(crate) async fn create(
     }
 }
 
-/// The credential named `name` in `env`, if the key reaches it.
-fn find(s: &Shared, c: &Caller, name: &str, env: &str) -> Result<CredentialInfo, ApiError> {
-    let info = scope(s, c)?.find(name, env)?;
-    crate::gateway::covered(c, &info)?;
-    Ok(info)
+/// Runs `f` off the async worker on the credential named `name` in `env`, found through one
+/// scope of the caller's tenant and only if the caller's key reaches it.
+async fn on_credential<T: Send + 'static>(
+    s: &Arc<Shared>,
+    c: &Caller,
+    (name, env): (&str, &str),
+    f: impl FnOnce(&credvault_store::Scope<'_>, CredentialInfo) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (s, c, name, env) = (Arc::clone(s), c.clone(), name.to_owned(), env.to_owned());
+    blocking(move || {
+        let scope = scope(&s, &c)?;
+        let info = scope.find(&name, &env)?;
+        crate::gateway::covered(&c, &info)?;
+        f(&scope, info)
+    })
+    .await
+}
+
+/// A form that changes something: read, its CSRF token checked, the key allowed to write.
+fn change_form(
+    form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
+    u: &UiSession,
+    c: &Caller,
+) -> Result<Pairs, ApiError> {
+    let f = form_pairs(form)?;
+    check_csrf(u, f.get("csrf"))?;
+    writer(c)?;
+    Ok(f)
 }
 
 async fn edit_form(
@@ -1136,8 +1157,7 @@ async fn edit_form(
     typed: Option<&Pairs>,
     errors: &[(String, String)],
 ) -> Result<Response, ApiError> {
-    let (s2, c2) = (Arc::clone(s), c.clone());
-    let info = blocking(move || find(&s2, &c2, &name, &env)).await?;
+    let info = on_credential(s, c, (&name, &env), |_, info| Ok(info)).await?;
     let ty = type_of(s, &info.type_name)?;
     let st = FormState {
         ty: &ty,
@@ -1179,11 +1199,8 @@ pub(crate) async fn update(
 ) -> Response {
     let env = env_of(&q);
     let run = async {
-        let f = form_pairs(form)?;
-        check_csrf(&u, f.get("csrf"))?;
-        writer(&c)?;
-        let (s2, c2, n2, e2) = (Arc::clone(&s), c.clone(), name.clone(), env.clone());
-        let info = blocking(move || find(&s2, &c2, &n2, &e2)).await?;
+        let f = change_form(form, &u, &c)?;
+        let info = on_credential(&s, &c, (&name, &env), |_, info| Ok(info)).await?;
         let ty = type_of(&s, &info.type_name)?;
         let mut fields = fields_from(&ty, &f, true)?;
         let mut upd = CredentialUpdate::new()
@@ -1253,14 +1270,13 @@ pub(crate) async fn test(
 ) -> Response {
     let env = env_of(&q);
     let run = async {
-        let f = form_pairs(form)?;
-        check_csrf(&u, f.get("csrf"))?;
-        writer(&c)?;
-        let (s2, c2, n2, e2) = (Arc::clone(&s), c.clone(), name.clone(), env.clone());
-        let outcome = blocking(move || {
-            let info = find(&s2, &c2, &n2, &e2)?;
-            Ok(scope(&s2, &c2)?.test(&info.id))
-        })
+        change_form(form, &u, &c)?;
+        let outcome = on_credential(
+            &s,
+            &c,
+            (&name, &env),
+            |scope, info| Ok(scope.test(&info.id)),
+        )
         .await?;
         let (status, message) = match outcome {
             Ok(o) => (o.status_str(), o.message),
@@ -1309,8 +1325,7 @@ async fn confirm_page(
     k: Confirm,
 ) -> Response {
     let run = async {
-        let (s2, c2) = (Arc::clone(&s), c.clone());
-        let info = blocking(move || find(&s2, &c2, &name, &env)).await?;
+        let info = on_credential(&s, &c, (&name, &env), |_, info| Ok(info)).await?;
         let body = format!(
             "<h1>{q} {n}?</h1><p><strong>{n}</strong> ({t}, environment {e}): {consequence}</p>\
              <form method=\"post\" action=\"/ui/credentials/{sn}/{action}?env={se}\">\
@@ -1367,14 +1382,10 @@ pub(crate) async fn set_active(
 ) -> Response {
     let env = env_of(&q);
     let run = async {
-        let f = form_pairs(form)?;
-        check_csrf(&u, f.get("csrf"))?;
-        writer(&c)?;
+        let f = change_form(form, &u, &c)?;
         let active = f.get("active") == Some("true");
-        let (s2, c2, n2, e2) = (Arc::clone(&s), c.clone(), name.clone(), env.clone());
-        blocking(move || {
-            let info = find(&s2, &c2, &n2, &e2)?;
-            scope(&s2, &c2)?.update(&info.id, CredentialUpdate::new().active(active))?;
+        on_credential(&s, &c, (&name, &env), move |scope, info| {
+            scope.update(&info.id, CredentialUpdate::new().active(active))?;
             Ok(())
         })
         .await?;
@@ -1428,13 +1439,9 @@ pub(crate) async fn delete(
 ) -> Response {
     let env = env_of(&q);
     let run = async {
-        let f = form_pairs(form)?;
-        check_csrf(&u, f.get("csrf"))?;
-        writer(&c)?;
-        let (s2, c2) = (Arc::clone(&s), c.clone());
-        blocking(move || {
-            let info = find(&s2, &c2, &name, &env)?;
-            scope(&s2, &c2)?.delete(&info.id, None)?;
+        change_form(form, &u, &c)?;
+        on_credential(&s, &c, (&name, &env), |scope, info| {
+            scope.delete(&info.id, None)?;
             Ok(())
         })
         .await?;
@@ -1537,10 +1544,8 @@ pub(crate) async fn code_saved(
             &u,
             headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
         )?;
-        let (s2, c2) = (Arc::clone(&s), c.clone());
-        let code = blocking(move || {
-            let info = find(&s2, &c2, &name, &env)?;
-            Ok(scope(&s2, &c2)?.totp_code(&info.id, Some("ui"))?)
+        let code = on_credential(&s, &c, (&name, &env), |scope, info| {
+            Ok(scope.totp_code(&info.id, Some("ui"))?)
         })
         .await?;
         let left =
