@@ -290,6 +290,14 @@ pub(crate) fn answer(c: &Caller, r: Result<serde_json::Value, ApiError>) -> Resp
     }
 }
 
+/// 204 for a change Vault answers with no body, or its error shape.
+pub(crate) fn done(r: Result<(), ApiError>) -> Response {
+    match r {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => vault_error(e),
+    }
+}
+
 pub(crate) fn no_store(mut r: Response) -> Response {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -379,8 +387,5 @@ pub(crate) async fn kv_metadata_delete(
         covered(&c, &name)?;
         KV.remove(s, c.clone(), name).await
     };
-    match run.await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => vault_error(e),
-    }
+    done(run.await)
 }

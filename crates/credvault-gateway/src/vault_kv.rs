@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use credvault_store::{
     CredentialInfo, CredentialUpdate, NewCredential, Scope, StoreError, SECRET_MARKER,
@@ -595,10 +595,7 @@ async fn run_change(
         let c2 = c.clone();
         blocking(move || change(&s, &c2, &name, versions, what)).await
     };
-    match run.await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => vault_error(e),
-    }
+    crate::vault_api::done(run.await)
 }
 
 /// `DELETE secret/data/PATH`: soft-deletes the current version.
@@ -731,10 +728,7 @@ pub(crate) async fn write_metadata(
         })
         .await
     };
-    match run.await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => vault_error(e),
-    }
+    crate::vault_api::done(run.await)
 }
 
 #[cfg(test)]

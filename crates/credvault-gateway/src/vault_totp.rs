@@ -298,10 +298,7 @@ pub(crate) async fn delete_key(
         TOTP.covered(&c, &name)?;
         TOTP.remove(s, c.clone(), name).await
     };
-    match run.await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => vault_error(e),
-    }
+    crate::vault_api::done(run.await)
 }
 
 pub(crate) async fn generate_code(

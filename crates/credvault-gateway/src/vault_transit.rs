@@ -22,7 +22,7 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -762,10 +762,7 @@ pub(crate) async fn delete_key(
         })
         .await
     };
-    match run.await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => vault_error(e),
-    }
+    crate::vault_api::done(run.await)
 }
 
 #[cfg(test)]
