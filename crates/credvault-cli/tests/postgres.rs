@@ -4,7 +4,7 @@
 //! same, a second node is a copy of the directory, `audit verify` checks the database's chain.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use assert_cmd::Command;
 
@@ -19,16 +19,6 @@ fn cv(dir: &Path) -> Command {
 }
 
 use common::{add_portal, ok_in as ok};
-
-fn copy_dir(from: &Path, to: &PathBuf) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
 
 #[test]
 fn a_vault_in_postgres_from_two_nodes_with_one_verified_chain() {
@@ -46,7 +36,7 @@ fn a_vault_in_postgres_from_two_nodes_with_one_verified_chain() {
     let settings = std::fs::read_to_string(n1.join("database.json")).unwrap();
     assert!(settings.contains(&schema), "{settings}");
     add_portal(&n1, "pw-from-node-1");
-    copy_dir(&n1, &n2);
+    common::copy_node(&n1, &n2);
     assert_eq!(
         ok(&n2, &["reveal", "portal", "--field", "password"], ""),
         "pw-from-node-1\n"

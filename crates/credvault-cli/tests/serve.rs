@@ -470,18 +470,6 @@ fn serve_proxies_to_an_upstream_the_config_file_opens_with_its_dlp_policy() {
     assert!(err.contains("dlp.default") && err.contains("nope"), "{err}");
 }
 
-/// Copies the files of vault directory `from` (settings, keys; not subdirectories) to `to`: a
-/// second node of a vault kept in PostgreSQL.
-fn copy_node(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 #[test]
 fn gateway_nodes_of_a_vault_in_postgres_share_its_api_keys() {
     let Some(url) = common::service("CREDVAULT_TEST_DATABASE_URL") else {
@@ -531,7 +519,7 @@ fn gateway_nodes_of_a_vault_in_postgres_share_its_api_keys() {
         !n1.join("gateway.db").exists(),
         "no key file beside a PostgreSQL vault"
     );
-    copy_node(&n1, &n2);
+    common::copy_node(&n1, &n2);
     assert!(run(&n2, &["apikey", "list"], "").contains(&id));
 
     let ca = Ca::new("pg nodes CA");

@@ -95,3 +95,15 @@ pub(crate) fn add_portal(dir: &std::path::Path, password: &str) {
         password,
     );
 }
+
+/// Copies the files of vault directory `from` (settings, keys; not subdirectories) to `to`: a
+/// second node of a vault kept in PostgreSQL.
+pub(crate) fn copy_node(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
