@@ -23,16 +23,6 @@ fn events(h: &Harness, action: Action) -> Vec<AuditEvent> {
         .collect()
 }
 
-/// The one `request` record with this request id.
-fn request_record(h: &Harness, id: &str) -> AuditEvent {
-    let found: Vec<_> = events(h, Action::Request)
-        .into_iter()
-        .filter(|e| e.request_id.as_deref() == Some(id))
-        .collect();
-    assert_eq!(found.len(), 1, "exactly one request record for {id}");
-    found.into_iter().next().unwrap()
-}
-
 fn details(e: &AuditEvent) -> (String, String, u16, Option<String>) {
     match &e.details {
         Some(Details::Request {
@@ -106,7 +96,7 @@ fn a_key_lists_masked_reveals_and_gets_codes_over_tls_and_each_request_is_record
     assert_eq!((r.status, r.code().as_str()), (400, "invalid_request"));
 
     // One request record each, with where it came from and what it did.
-    let rec = request_record(&h, &rv.request_id());
+    let rec = h.request_record(&rv.request_id());
     assert_eq!(rec.tenant, "acme");
     assert_eq!(rec.actor, format!("apikey:{key_id}"));
     assert_eq!(rec.source_ip.as_deref(), Some("127.0.0.1"));
@@ -135,7 +125,7 @@ fn a_key_lists_masked_reveals_and_gets_codes_over_tls_and_each_request_is_record
         }
         other => panic!("{other:?}"),
     }
-    let rec = request_record(&h, &list.request_id());
+    let rec = h.request_record(&list.request_id());
     assert_eq!(details(&rec).1, "/api/credentials");
     // No audit record holds the key or a secret.
     let log = std::fs::read_dir(h.dir.path().join("vault/audit"))
@@ -275,7 +265,7 @@ fn hosts_tenants_scopes_and_key_states_are_enforced_and_every_refusal_recorded()
             !text.contains(PASSWORD) && !text.contains("globex password"),
             "{what}"
         );
-        let rec = request_record(&h, &r.request_id());
+        let rec = h.request_record(&r.request_id());
         assert_eq!(rec.outcome, outcome, "{what}");
         assert_eq!(details(&rec).2, status, "{what}");
         assert_eq!(rec.client_host.as_deref(), Some(host), "{what}");
@@ -327,7 +317,7 @@ fn a_key_over_its_rate_is_refused_with_retry_after() {
     assert_eq!(r.code(), "rate_limited");
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
-    assert_eq!(request_record(&h, &r.request_id()).outcome, Outcome::Denied);
+    assert_eq!(h.request_record(&r.request_id()).outcome, Outcome::Denied);
     // Another key of the tenant is not held back by this one's limit.
     let r = h.send(Req::new("acme.localhost", "GET", "/api/credentials/types").key(&other));
     assert_eq!(r.status, 200);
@@ -371,7 +361,7 @@ fn recorded_ip(cfg: impl FnOnce(GatewayConfig) -> GatewayConfig, xff: &str) -> O
             .key(&key)
             .header("X-Forwarded-For", xff),
     );
-    request_record(&h, &r.request_id()).source_ip
+    h.request_record(&r.request_id()).source_ip
 }
 
 #[test]
@@ -420,7 +410,7 @@ fn an_oversized_body_is_refused_and_recorded() {
         .body(big.as_bytes()),
     );
     assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(details(&request_record(&h, &r.request_id())).2, 413);
+    assert_eq!(details(&h.request_record(&r.request_id())).2, 413);
 }
 
 #[test]
@@ -762,7 +752,7 @@ fn the_openapi_document_is_the_committed_one_and_every_operation_in_it_is_served
                 // Audited: the record names the documented route.
                 // (OpenAPI has no rest-of-path parameter: `{path}` is the router's `{*path}`.)
                 assert_eq!(
-                    details(&request_record(&h, &r.request_id())).1,
+                    details(&h.request_record(&r.request_id())).1,
                     path.replace("{path}", "{*path}"),
                     "{m} {path}"
                 );
@@ -774,7 +764,7 @@ fn the_openapi_document_is_the_committed_one_and_every_operation_in_it_is_served
     let r = h.send(Req::new("acme.localhost", "GET", "/api/credentials"));
     assert_eq!(r.status, 401);
     assert_eq!(
-        details(&request_record(&h, &r.request_id())).1,
+        details(&h.request_record(&r.request_id())).1,
         "/api/credentials"
     );
 }

@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use credvault_gateway::{ApiScope, KeyPolicy};
-use credvault_store::audit::{Action, Details, Outcome, Query};
+use credvault_store::audit::{Details, Outcome};
 
 const ALL: [ApiScope; 7] = [
     ApiScope::Read,
@@ -251,17 +251,7 @@ fn send(h: &Harness, r: &Route, host: &str, key: &str) -> (u16, String) {
     let resp = h.send(req);
     // Exactly one request record, with the status sent and a refusal's outcome.
     let id = resp.request_id();
-    let recs: Vec<_> = h
-        .vault
-        .audit_events(&Query::new().action(Action::Request))
-        .unwrap()
-        .events
-        .into_iter()
-        .map(|e| e.event)
-        .filter(|e| e.request_id.as_deref() == Some(id.as_str()))
-        .collect();
-    assert_eq!(recs.len(), 1, "{} {}: one record", r.method, r.path);
-    let rec = &recs[0];
+    let rec = &h.request_record(&id);
     match &rec.details {
         Some(Details::Request { status, .. }) => {
             assert_eq!(*status, resp.status, "{} {}", r.method, r.path)
@@ -351,17 +341,8 @@ fn the_setup_pages_send_a_browser_without_a_session_to_sign_in() {
                 (303, Some("/ui/login")),
                 "{method} {path} ({cookie:?})"
             );
-            let recs: Vec<_> = h
-                .vault
-                .audit_events(&Query::new().action(Action::Request))
-                .unwrap()
-                .events
-                .into_iter()
-                .map(|e| e.event)
-                .filter(|e| e.request_id.as_deref() == Some(r.request_id().as_str()))
-                .collect();
-            assert_eq!(recs.len(), 1, "{method} {path}");
-            assert_eq!(recs[0].outcome, Outcome::Denied, "{method} {path}");
+            let rec = h.request_record(&r.request_id());
+            assert_eq!(rec.outcome, Outcome::Denied, "{method} {path}");
         }
     }
     // The sign-in page itself needs a served host.

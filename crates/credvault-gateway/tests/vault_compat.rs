@@ -588,17 +588,8 @@ fn the_transit_engine_encrypts_rotates_rewraps_and_refuses_as_vault_does() {
 }
 
 fn request_route(h: &Harness, id: &str) -> String {
-    let events = h
-        .vault
-        .audit_events(&Query::new().action(Action::Request))
-        .unwrap()
-        .events;
-    let e = events
-        .iter()
-        .find(|e| e.event.request_id.as_deref() == Some(id))
-        .unwrap();
-    match &e.event.details {
-        Some(credvault_store::audit::Details::Request { route, .. }) => route.clone(),
+    match h.request_record(id).details {
+        Some(credvault_store::audit::Details::Request { route, .. }) => route,
         other => panic!("{other:?}"),
     }
 }

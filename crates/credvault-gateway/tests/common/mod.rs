@@ -203,6 +203,22 @@ impl Harness {
     pub fn send(&self, r: Req<'_>) -> Resp {
         self.client().send(r)
     }
+
+    /// The one `request` record with this request id (a second, or none, fails the test).
+    pub fn request_record(&self, id: &str) -> credvault_store::audit::AuditEvent {
+        use credvault_store::audit::{Action, Query};
+        let found: Vec<_> = self
+            .vault
+            .audit_events(&Query::new().action(Action::Request))
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|e| e.event)
+            .filter(|e| e.request_id.as_deref() == Some(id))
+            .collect();
+        assert_eq!(found.len(), 1, "exactly one request record for {id}");
+        found.into_iter().next().unwrap()
+    }
 }
 
 impl Drop for Harness {
