@@ -618,6 +618,27 @@ pub enum Details {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output_tokens: Option<u64>,
     },
+    /// For an application's events about a credential's browser sessions, leases and
+    /// second-factor codes (`session_saved`, `session_restored`, `login_started`,
+    /// `lease_acquired`, `tfa_code_received`...): which profile, version, lease or channel;
+    /// never a state, a cookie or a code.
+    Session {
+        /// The browser profile.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+        /// The saved state's version.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+        /// The lease's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease: Option<String>,
+        /// The lease's kind (`run`, `login`) or the code's channel (`email`, `sms`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<String>,
+        /// Why, for a failure or an expiry (never a value).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Details written by a newer version.
     #[serde(other)]
     Unknown,

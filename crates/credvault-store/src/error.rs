@@ -104,6 +104,14 @@ pub enum StoreError {
         /// Why.
         reason: SealRejection,
     },
+    /// An attachment ([`Scope::open_attachment`](crate::Scope::open_attachment)) does not
+    /// open: sealed for another tenant, credential or name, altered, or under a data key
+    /// retired since. Which of these is not told.
+    #[error("attachment {name:?} does not open here")]
+    AttachmentDoesNotOpen {
+        /// The attachment's name.
+        name: String,
+    },
     /// The audit sink refused the event; the operation was not performed and nothing changed.
     #[error("audit refused ({0}); the operation was not performed")]
     Audit(String),

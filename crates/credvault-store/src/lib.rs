@@ -125,7 +125,7 @@ pub use storage::{ListFilter, OtpThrottle, Storage, StorageError};
 pub use store::{
     credential_context, AuditTarget, Clock, Finding, ManualClock, Problem, RequestAuth, Scope,
     StorageReplayGuard, Store, StoreConfig, StoreVerification, SystemClock, AUTO_ROTATION_ACTOR,
-    HOTP_COUNTER_FIELD, HOTP_LOOK_AHEAD, VAULT_ACTOR,
+    HOTP_COUNTER_FIELD, HOTP_LOOK_AHEAD, MAX_ATTACHMENT_NAME, VAULT_ACTOR,
 };
 #[cfg(feature = "aws-tester")]
 pub use tester::AwsStsTester;

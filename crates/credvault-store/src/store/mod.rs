@@ -1,5 +1,6 @@
 //! The store: its handle, settings, audit target and the tenant scope every credential operation goes through. The operations live in the submodules, one concern each.
 
+mod attachments;
 mod credentials;
 mod injection;
 mod integrity;
@@ -10,6 +11,7 @@ mod tenants;
 mod testing;
 pub(crate) mod verify;
 
+pub use attachments::MAX_ATTACHMENT_NAME;
 pub use injection::RequestAuth;
 pub(crate) use integrity::mac_key;
 pub use otp::{StorageReplayGuard, HOTP_COUNTER_FIELD, HOTP_LOOK_AHEAD};
