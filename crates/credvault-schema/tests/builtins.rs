@@ -228,14 +228,15 @@ fn the_catalog_has_every_required_type() {
         "llm_api_key",
         "website_login",
         "anthropic_api_key",
+        "http_proxy",
     ] {
         assert!(
             names.contains(required),
             "{required} missing from the catalog"
         );
     }
-    assert_eq!(registry.len(), 20);
-    assert_eq!(registry.builtin_names().len(), 20);
+    assert_eq!(registry.len(), 21);
+    assert_eq!(registry.builtin_names().len(), 21);
     // Each catalog file also loads on its own terms (errors would otherwise be silent).
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("catalog");
     let mut defs = Vec::new();
@@ -244,7 +245,7 @@ fn the_catalog_has_every_required_type() {
         defs.push(credvault_schema::parse_definition(&text).unwrap());
     }
     let mut fresh = Registry::new();
-    assert_eq!(fresh.add_all(defs).unwrap().len(), 20);
+    assert_eq!(fresh.add_all(defs).unwrap().len(), 21);
 }
 
 #[test]
