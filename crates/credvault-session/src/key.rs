@@ -1,0 +1,94 @@
+//! The session database's MAC key.
+
+use std::fmt;
+use std::path::Path;
+
+use ring::hmac;
+use ring::rand::SecureRandom;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::SessionError;
+
+/// The key the session database's records are authenticated under: 32 random bytes in a file
+/// readable only by its owner (`sessions.key` beside the vault). Every process sharing the
+/// database needs the same file.
+pub struct SessionKey {
+    mac: hmac::Key,
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionKey([redacted])")
+    }
+}
+
+impl SessionKey {
+    /// From the 32 bytes.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Self {
+        let root = hmac::Key::new(hmac::HMAC_SHA256, bytes);
+        let mut t = hmac::sign(&root, b"credvault-session-v1 record mac")
+            .as_ref()
+            .to_vec();
+        let mac = hmac::Key::new(hmac::HMAC_SHA256, &t);
+        t.zeroize();
+        Self { mac }
+    }
+
+    /// Reads `path`, or makes it (owner-only, with fresh random bytes) when it does not exist.
+    ///
+    /// # Errors
+    /// [`SessionError::Key`] naming the file and the reason.
+    pub fn load_or_create(path: &Path) -> Result<Self, SessionError> {
+        let err = |reason: String| SessionError::Key {
+            path: path.display().to_string(),
+            reason,
+        };
+        if !path.exists() {
+            let mut bytes = Zeroizing::new([0u8; 32]);
+            ring::rand::SystemRandom::new()
+                .fill(&mut bytes[..])
+                .map_err(|_| err("the system random generator failed".into()))?;
+            match credvault_store::files::write_new_private(path, &bytes[..]) {
+                // Another process may have won the race: whatever is there now is read below.
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(err(e.to_string()))
+                }
+                _ => {}
+            }
+        }
+        let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| err(e.to_string()))?);
+        let arr: &[u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| err("expected exactly 32 bytes".into()))?;
+        Ok(Self::from_bytes(arr))
+    }
+
+    /// The MAC of a record: a kind label, then each part length-prefixed.
+    pub(crate) fn mac(&self, kind: &str, parts: &[&[u8]]) -> Vec<u8> {
+        let mut ctx = hmac::Context::with_key(&self.mac);
+        for p in std::iter::once(kind.as_bytes()).chain(parts.iter().copied()) {
+            ctx.update(&(p.len() as u64).to_be_bytes());
+            ctx.update(p);
+        }
+        ctx.sign().as_ref().to_vec()
+    }
+
+    /// Whether `tag` is the MAC of the record (constant time).
+    pub(crate) fn verify(&self, kind: &str, parts: &[&[u8]], tag: &[u8]) -> bool {
+        let mut msg = Vec::new();
+        for p in std::iter::once(kind.as_bytes()).chain(parts.iter().copied()) {
+            msg.extend_from_slice(&(p.len() as u64).to_be_bytes());
+            msg.extend_from_slice(p);
+        }
+        hmac::verify(&self.mac, &msg, tag).is_ok()
+    }
+}
+
+impl SessionKey {
+    /// Whether two tags are equal (constant time).
+    pub(crate) fn verify_tag(&self, expected: &[u8], tag: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        expected.len() == tag.len() && bool::from(expected.ct_eq(tag))
+    }
+}

@@ -1,0 +1,496 @@
+//! Leases: who may use a credential's account now.
+
+use std::time::{Duration, Instant};
+
+use credvault_store::audit::{Action, AuditEvent, Details};
+use credvault_store::{CredentialId, Scope, TenantId};
+use ring::rand::SecureRandom;
+use rusqlite::params;
+
+use crate::db::event_like;
+use crate::{SessionConfig, SessionError, Sessions};
+
+/// Shortest lease lifetime without a heartbeat.
+pub const MIN_LEASE_TTL: Duration = Duration::from_millis(200);
+/// Longest lease lifetime without a heartbeat.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// What a lease is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LeaseKind {
+    /// Using the account's session (an automation's run): shared up to the credential's
+    /// limit.
+    Run,
+    /// Logging in: with the credential's login lock (the default), alone — no other lease of
+    /// either kind is held meanwhile.
+    Login,
+}
+
+impl LeaseKind {
+    /// As stored and recorded: `run`, `login`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Run => "run",
+            Self::Login => "login",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "run" => Some(Self::Run),
+            "login" => Some(Self::Login),
+            _ => None,
+        }
+    }
+}
+
+/// A held lease. Renew it ([`renew`](Self::renew)) more often than its lifetime, and
+/// [`release`](Self::release) it when done; dropping it releases it too (best effort). A holder
+/// that stops renewing (it crashed) loses the lease when its lifetime runs out, and the next
+/// waiter proceeds.
+#[derive(Debug)]
+pub struct Lease<'a> {
+    sessions: &'a Sessions,
+    tenant: TenantId,
+    credential: CredentialId,
+    id: String,
+    kind: LeaseKind,
+    ttl_ms: i64,
+    expires_at: i64,
+    template: AuditEvent,
+    released: bool,
+}
+
+/// A lease row's authenticated values.
+struct LeaseRecord<'a> {
+    tenant: &'a str,
+    credential: &'a str,
+    id: &'a str,
+    kind: &'a str,
+    holder: &'a str,
+    acquired_at: i64,
+    expires_at: i64,
+}
+
+struct Held {
+    id: String,
+    kind: Option<LeaseKind>,
+}
+
+fn random_id() -> Result<String, SessionError> {
+    let mut b = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| SessionError::Database("the system random generator failed".into()))?;
+    Ok(hex::encode(b))
+}
+
+fn lease_details(id: &str, kind: LeaseKind, reason: Option<&str>) -> Details {
+    Details::Session {
+        profile: None,
+        version: None,
+        lease: Some(id.to_owned()),
+        mode: Some(kind.as_str().to_owned()),
+        reason: reason.map(str::to_owned),
+    }
+}
+
+/// Whether a lease of `kind` may be granted beside `held`.
+fn compatible(kind: LeaseKind, held: &[Held], cfg: &SessionConfig) -> bool {
+    let exclusive = |k: Option<LeaseKind>| cfg.login_lock && k == Some(LeaseKind::Login);
+    if kind == LeaseKind::Login && cfg.login_lock {
+        return held.is_empty();
+    }
+    !held.iter().any(|h| exclusive(h.kind)) && (held.len() as u64) < cfg.run_limit()
+}
+
+impl Sessions {
+    fn lease_mac(&self, r: &LeaseRecord<'_>) -> Vec<u8> {
+        self.key().mac(
+            "lease",
+            &[
+                r.tenant.as_bytes(),
+                r.credential.as_bytes(),
+                r.id.as_bytes(),
+                r.kind.as_bytes(),
+                r.holder.as_bytes(),
+                &r.acquired_at.to_be_bytes(),
+                &r.expires_at.to_be_bytes(),
+            ],
+        )
+    }
+
+    fn waiter_mac(
+        &self,
+        seq: i64,
+        id: &str,
+        t: &str,
+        cred: &str,
+        kind: &str,
+        expires_at: i64,
+    ) -> Vec<u8> {
+        self.key().mac(
+            "lease waiter",
+            &[
+                &seq.to_be_bytes(),
+                id.as_bytes(),
+                t.as_bytes(),
+                cred.as_bytes(),
+                kind.as_bytes(),
+                &expires_at.to_be_bytes(),
+            ],
+        )
+    }
+
+    /// Takes a lease of `kind` on credential `id`, lasting `ttl` from each heartbeat, waiting
+    /// at most `wait` for it. Waiters are served in arrival order (first in, first out), so a
+    /// login is not starved by a stream of runs. Recorded as `lease_acquired`; leases found
+    /// expired on the way as `lease_expired`.
+    ///
+    /// # Errors
+    /// [`SessionError::WaitTimedOut`], [`SessionError::Invalid`] (`ttl` out of range),
+    /// [`SessionError::Integrity`] (a lease record changed outside the vault: no lease is
+    /// granted while it is there), [`SessionError::Store`], [`SessionError::Database`].
+    pub fn acquire(
+        &self,
+        scope: &Scope<'_>,
+        id: &CredentialId,
+        kind: LeaseKind,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease<'_>, SessionError> {
+        if !(MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&ttl) {
+            return Err(SessionError::Invalid {
+                what: "lease lifetime",
+                reason: "must be between 200 ms and 24 h".into(),
+            });
+        }
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let template = scope.credential_event(id, Action::Other("lease_acquired".into()))?;
+        let t = scope.tenant_id().as_str().to_owned();
+        let cred = id.as_str().to_owned();
+        let me = random_id()?;
+        let holder = format!("{}:{}", scope_actor(&template), std::process::id());
+        // A waiter that stops polling (it crashed) drops out of the queue after this.
+        let grace =
+            i64::try_from((self.poll * 20).max(Duration::from_secs(2)).as_millis()).unwrap_or(2000);
+        let started = Instant::now();
+        let mut seq: Option<i64> = None;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let mut conn = self.conn()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let now = self.now();
+            // Expired leases of this credential go first (recorded), then stale waiters.
+            let expired: Vec<(String, String)> = {
+                let mut st = tx.prepare(
+                    "SELECT id, kind FROM leases WHERE tenant = ?1 AND credential = ?2 AND expires_at <= ?3",
+                )?;
+                let rows = st.query_map(params![t, cred, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for (lid, k) in &expired {
+                tx.execute("DELETE FROM leases WHERE id = ?1", params![lid])?;
+                let k = LeaseKind::parse(k).unwrap_or(LeaseKind::Run);
+                self.store().record_event(&event_like(
+                    &template,
+                    "lease_expired",
+                    lease_details(lid, k, Some("no heartbeat within its lifetime")),
+                ))?;
+            }
+            tx.execute(
+                "DELETE FROM lease_waiters WHERE tenant = ?1 AND credential = ?2 AND expires_at <= ?3 AND id != ?4",
+                params![t, cred, now, me],
+            )?;
+            let waiter_expires = now.saturating_add(grace);
+            let my_seq = match seq {
+                Some(s)
+                    if tx.execute(
+                        "UPDATE lease_waiters SET expires_at = ?2, mac = ?3 WHERE id = ?1",
+                        params![
+                            me,
+                            waiter_expires,
+                            self.waiter_mac(s, &me, &t, &cred, kind.as_str(), waiter_expires)
+                        ],
+                    )? == 1 =>
+                {
+                    s
+                }
+                _ => {
+                    // First round (or dropped from the queue after a long stall: back in line).
+                    tx.execute(
+                        "INSERT INTO lease_waiters (id, tenant, credential, kind, expires_at, mac)
+                         VALUES (?1, ?2, ?3, ?4, ?5, x'')",
+                        params![me, t, cred, kind.as_str(), waiter_expires],
+                    )?;
+                    let s = tx.last_insert_rowid();
+                    tx.execute(
+                        "UPDATE lease_waiters SET mac = ?2 WHERE id = ?1",
+                        params![
+                            me,
+                            self.waiter_mac(s, &me, &t, &cred, kind.as_str(), waiter_expires)
+                        ],
+                    )?;
+                    s
+                }
+            };
+            seq = Some(my_seq);
+            let held = self.held(&tx, &t, &cred)?;
+            let first = self.first_waiter(&tx, &t, &cred)?;
+            let cfg = self.config_in(&tx, scope.tenant_id(), id)?;
+            if first.as_deref() == Some(me.as_str()) && compatible(kind, &held, &cfg) {
+                let expires_at = now.saturating_add(ttl_ms);
+                tx.execute("DELETE FROM lease_waiters WHERE id = ?1", params![me])?;
+                tx.execute(
+                    "INSERT INTO leases (id, tenant, credential, kind, holder, acquired_at, expires_at, mac)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![me, t, cred, kind.as_str(), holder, now, expires_at,
+                        self.lease_mac(&LeaseRecord { tenant: &t, credential: &cred, id: &me, kind: kind.as_str(), holder: &holder, acquired_at: now, expires_at })],
+                )?;
+                self.store().record_event(&event_like(
+                    &template,
+                    "lease_acquired",
+                    lease_details(&me, kind, None),
+                ))?;
+                tx.commit()?;
+                return Ok(Lease {
+                    sessions: self,
+                    tenant: scope.tenant_id().clone(),
+                    credential: id.clone(),
+                    id: me,
+                    kind,
+                    ttl_ms,
+                    expires_at,
+                    template,
+                    released: false,
+                });
+            }
+            if started.elapsed() >= wait {
+                tx.execute("DELETE FROM lease_waiters WHERE id = ?1", params![me])?;
+                tx.commit()?;
+                return Err(SessionError::WaitTimedOut {
+                    kind: kind.as_str(),
+                    waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+            tx.commit()?;
+            drop(conn);
+            let left = wait.saturating_sub(started.elapsed());
+            std::thread::sleep(pause.min(left).max(Duration::from_millis(1)));
+            pause = (pause * 2).min(self.poll);
+        }
+    }
+
+    /// The live leases of a credential, each authenticated.
+    fn held(
+        &self,
+        tx: &rusqlite::Connection,
+        t: &str,
+        cred: &str,
+    ) -> Result<Vec<Held>, SessionError> {
+        let mut st = tx.prepare(
+            "SELECT id, kind, holder, acquired_at, expires_at, mac FROM leases
+             WHERE tenant = ?1 AND credential = ?2",
+        )?;
+        let rows = st.query_map(params![t, cred], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, kind, holder, acquired_at, expires_at, mac) = row?;
+            let want = self.lease_mac(&LeaseRecord {
+                tenant: t,
+                credential: cred,
+                id: &id,
+                kind: &kind,
+                holder: &holder,
+                acquired_at,
+                expires_at,
+            });
+            if !self.key().verify_tag(&want, &mac) {
+                return Err(SessionError::Integrity { record: "lease" });
+            }
+            out.push(Held {
+                kind: LeaseKind::parse(&kind),
+                id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The id of the first live waiter in line for a credential, authenticated.
+    fn first_waiter(
+        &self,
+        tx: &rusqlite::Connection,
+        t: &str,
+        cred: &str,
+    ) -> Result<Option<String>, SessionError> {
+        let row: Option<(i64, String, String, i64, Vec<u8>)> =
+            rusqlite::OptionalExtension::optional(tx.query_row(
+                "SELECT seq, id, kind, expires_at, mac FROM lease_waiters
+             WHERE tenant = ?1 AND credential = ?2 ORDER BY seq LIMIT 1",
+                params![t, cred],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            ))?;
+        let Some((seq, id, kind, expires_at, mac)) = row else {
+            return Ok(None);
+        };
+        if !self
+            .key()
+            .verify_tag(&self.waiter_mac(seq, &id, t, cred, &kind, expires_at), &mac)
+        {
+            return Err(SessionError::Integrity {
+                record: "lease waiter",
+            });
+        }
+        Ok(Some(id))
+    }
+
+    /// The ids and kinds of a credential's live leases (for `credvault lease --list` and
+    /// tests).
+    ///
+    /// # Errors
+    /// [`SessionError::Integrity`], [`SessionError::Database`].
+    pub fn leases(
+        &self,
+        scope: &Scope<'_>,
+        id: &CredentialId,
+    ) -> Result<Vec<(String, LeaseKind)>, SessionError> {
+        let conn = self.conn()?;
+        let now = self.now();
+        let t = scope.tenant_id().as_str();
+        let mut out = Vec::new();
+        let expired: Vec<String> = {
+            let mut st = conn.prepare(
+                "SELECT id FROM leases WHERE tenant = ?1 AND credential = ?2 AND expires_at <= ?3",
+            )?;
+            let rows = st.query_map(params![t, id.as_str(), now], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for h in self.held(&conn, t, id.as_str())? {
+            if let (false, Some(k)) = (expired.contains(&h.id), h.kind) {
+                out.push((h.id, k));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn scope_actor(e: &AuditEvent) -> &str {
+    e.actor.as_str()
+}
+
+impl Lease<'_> {
+    /// The lease's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> LeaseKind {
+        self.kind
+    }
+
+    /// When it expires without another heartbeat (Unix ms, the store's clock).
+    pub fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+
+    /// The heartbeat: extends the lease by its lifetime from now.
+    ///
+    /// # Errors
+    /// [`SessionError::LeaseLost`] when it expired meanwhile (another holder may have it now:
+    /// stop using the account), [`SessionError::Database`].
+    pub fn renew(&mut self) -> Result<(), SessionError> {
+        let s = self.sessions;
+        let mut conn = s.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = s.now();
+        let row: Option<(String, i64, i64)> = rusqlite::OptionalExtension::optional(tx.query_row(
+            "SELECT holder, acquired_at, expires_at FROM leases WHERE id = ?1",
+            params![self.id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        ))?;
+        let Some((holder, acquired_at, expires_at)) = row else {
+            return Err(SessionError::LeaseLost {
+                id: self.id.clone(),
+            });
+        };
+        if expires_at <= now {
+            return Err(SessionError::LeaseLost {
+                id: self.id.clone(),
+            });
+        }
+        let next = now.saturating_add(self.ttl_ms);
+        let (t, c, k) = (
+            self.tenant.as_str(),
+            self.credential.as_str(),
+            self.kind.as_str(),
+        );
+        tx.execute(
+            "UPDATE leases SET expires_at = ?2, mac = ?3 WHERE id = ?1",
+            params![
+                self.id,
+                next,
+                s.lease_mac(&LeaseRecord {
+                    tenant: t,
+                    credential: c,
+                    id: &self.id,
+                    kind: k,
+                    holder: &holder,
+                    acquired_at,
+                    expires_at: next
+                })
+            ],
+        )?;
+        tx.commit()?;
+        self.expires_at = next;
+        Ok(())
+    }
+
+    /// Gives the lease back (recorded as `lease_released`); the next waiter proceeds.
+    ///
+    /// # Errors
+    /// [`SessionError::LeaseLost`] when it had expired already, [`SessionError::Store`] (the
+    /// event not recorded: the lease is still released), [`SessionError::Database`].
+    pub fn release(mut self) -> Result<(), SessionError> {
+        self.released = true;
+        self.give_back()
+    }
+
+    fn give_back(&self) -> Result<(), SessionError> {
+        let s = self.sessions;
+        let conn = s.conn()?;
+        let n = conn.execute(
+            "DELETE FROM leases WHERE id = ?1 AND expires_at > ?2",
+            params![self.id, s.now()],
+        )?;
+        drop(conn);
+        if n == 0 {
+            return Err(SessionError::LeaseLost {
+                id: self.id.clone(),
+            });
+        }
+        s.store().record_event(&event_like(
+            &self.template,
+            "lease_released",
+            lease_details(&self.id, self.kind, None),
+        ))?;
+        Ok(())
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            let _ = self.give_back();
+        }
+    }
+}
