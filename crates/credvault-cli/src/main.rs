@@ -15,6 +15,7 @@ mod master;
 mod process;
 mod quickstart;
 mod schema;
+mod session;
 mod term;
 mod totp;
 mod vault;
@@ -125,6 +126,14 @@ enum Command {
     /// API keys for `serve`: create (shown once), list, revoke.
     #[command(subcommand)]
     Apikey(gateway::ApikeyCommand),
+    /// Saved browser sessions (Playwright storageState) per credential and profile, sealed
+    /// and expiring: config, save, load, list, rm, sweep.
+    #[command(subcommand)]
+    Session(session::SessionCommand),
+    /// Run a command while holding a lease on a credential's account (like `flock`): runs
+    /// share it up to the credential's limit, a `--login` lease is alone; exits 75 when the
+    /// lease was not granted within `--wait`.
+    Lease(session::LeaseArgs),
 }
 
 /// The bytes printed for a command's output (`json` as one line with `--json`, else `text`);
@@ -289,6 +298,8 @@ fn main() -> ExitCode {
         Command::Mask(a) => process::mask(v, a),
         Command::Serve(a) => gateway::serve(v, a),
         Command::Apikey(cmd) => gateway::apikey(v, cmd),
+        Command::Session(cmd) => session::run(v, cmd),
+        Command::Lease(a) => session::lease(v, a),
     };
     match result {
         Ok(Output::Exit(code)) => ExitCode::from(code),

@@ -471,7 +471,7 @@ fn spawn(
     Ok(exit_code(status))
 }
 
-fn exit_code(status: std::process::ExitStatus) -> u8 {
+pub(crate) fn exit_code(status: std::process::ExitStatus) -> u8 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(c), _) => u8::try_from(c & 0xff).unwrap_or(1),

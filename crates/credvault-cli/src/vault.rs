@@ -927,7 +927,7 @@ pub(crate) fn list(args: &VaultArgs, l: ListArgs) -> Result<Output, Failure> {
     })
 }
 
-fn find<'v>(
+pub(crate) fn find<'v>(
     v: &'v Vault,
     t: &Target,
     name: &str,
