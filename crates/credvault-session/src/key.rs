@@ -64,8 +64,10 @@ impl SessionKey {
         Ok(Self::from_bytes(arr))
     }
 
-    /// The MAC of a record: a kind label, then each part length-prefixed.
-    pub(crate) fn mac(&self, kind: &str, parts: &[&[u8]]) -> Vec<u8> {
+    /// The MAC of a record (HMAC-SHA256): a kind label, then each part, each prefixed with its
+    /// length (u64 big-endian), so no two records encode alike. Other crates keeping records
+    /// beside the sessions (two-factor codes) use it with their own kind labels.
+    pub fn mac(&self, kind: &str, parts: &[&[u8]]) -> Vec<u8> {
         let mut ctx = hmac::Context::with_key(&self.mac);
         for p in std::iter::once(kind.as_bytes()).chain(parts.iter().copied()) {
             ctx.update(&(p.len() as u64).to_be_bytes());
@@ -74,8 +76,8 @@ impl SessionKey {
         ctx.sign().as_ref().to_vec()
     }
 
-    /// Whether `tag` is the MAC of the record (constant time).
-    pub(crate) fn verify(&self, kind: &str, parts: &[&[u8]], tag: &[u8]) -> bool {
+    /// Whether `tag` is the [`mac`](Self::mac) of the record (constant time).
+    pub fn verify(&self, kind: &str, parts: &[&[u8]], tag: &[u8]) -> bool {
         let mut msg = Vec::new();
         for p in std::iter::once(kind.as_bytes()).chain(parts.iter().copied()) {
             msg.extend_from_slice(&(p.len() as u64).to_be_bytes());
@@ -86,6 +88,12 @@ impl SessionKey {
 }
 
 impl SessionKey {
+    /// Whether `tag` equals `expected`, a [`mac`](Self::mac) computed by the caller (constant
+    /// time).
+    pub fn verify_tag_of(&self, expected: &[u8], tag: &[u8]) -> bool {
+        self.verify_tag(expected, tag)
+    }
+
     /// Whether two tags are equal (constant time).
     pub(crate) fn verify_tag(&self, expected: &[u8], tag: &[u8]) -> bool {
         use subtle::ConstantTimeEq;

@@ -98,6 +98,17 @@ impl Scope<'_> {
         key.key.open(sealed, &ctx).map_err(|_| gone())
     }
 
+    /// Checks that credential `id` may be used now: in this tenant, its record authentic,
+    /// active, not expired. A refusal is recorded as `access_denied`, as for a reveal. For an
+    /// application about to hand out something derived from the credential (a received
+    /// code) without revealing a field.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::AccessDenied`], [`StoreError::Integrity`].
+    pub fn check_usable(&self, id: &CredentialId) -> Result<(), StoreError> {
+        self.load_for_access(id).map(|_| ())
+    }
+
     /// Records an application's event about credential `id` (`session_restored`,
     /// `tfa_code_delivered`...) with this scope's actor, source IP, host and request id, and
     /// the credential's name, type and environment. Fail-closed like the store's own records:
