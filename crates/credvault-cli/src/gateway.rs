@@ -86,6 +86,10 @@ pub(crate) struct ServeArgs {
         env = "CREDVAULT_UPSTREAM_CA"
     )]
     upstream_ca: Vec<PathBuf>,
+    /// Also receive two-factor email (`credvault tfa`) on this address: a loopback address in
+    /// the clear, any other only with STARTTLS (the same certificate as the gateway).
+    #[arg(long, env = "CREDVAULT_SMTP_LISTEN", value_name = "ADDR")]
+    smtp_listen: Option<SocketAddr>,
 }
 
 /// A trusted proxy: an address or a CIDR range.
@@ -137,6 +141,7 @@ struct ServeFile {
     /// Tenants whose credentials come from an external vault (`[sources.TENANT]`).
     #[serde(default)]
     sources: std::collections::BTreeMap<String, SourceFile>,
+    smtp_listen: Option<SocketAddr>,
 }
 
 /// An external source in the `--config` file. The token is read from the variable named by
@@ -632,6 +637,42 @@ pub(crate) fn serve(v: &VaultArgs, a: ServeArgs) -> Result<Output, Failure> {
             .store()
             .tenant(tenant, "gateway")
             .map_err(|e| Failure::usage(format!("--host: {e}")))?;
+    }
+    let tfa =
+        Arc::new(credvault_tfa::Tfa::open_in(&dir, vault.store().clone()).map_err(Failure::new)?);
+    let sessions =
+        credvault_session::Sessions::open_in(&dir, vault.store().clone()).map_err(Failure::new)?;
+    if let Some(addr) = a.smtp_listen.or(file.smtp_listen) {
+        let smtp_tls = match &cert {
+            Some(c) => {
+                let mut cfg =
+                    (*tls::server_config(Arc::clone(c), true).map_err(Failure::new)?).clone();
+                cfg.alpn_protocols.clear();
+                Some(Arc::new(cfg))
+            }
+            None => None,
+        };
+        let rx = credvault_tfa::SmtpReceiver::bind(addr, smtp_tls, Arc::clone(&tfa))
+            .map_err(|e| Failure::usage(format!("--smtp-listen: {e}")))?;
+        let local = rx.local_addr().map_err(Failure::new)?;
+        rx.spawn().map_err(Failure::new)?;
+        eprintln!("credvault: receiving two-factor mail on smtp://{local}");
+    }
+    // Expired browser states and received codes go every minute, whoever asks for them.
+    {
+        let tfa = Arc::clone(&tfa);
+        std::thread::Builder::new()
+            .name("credvault-sweeper".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+                if let Err(e) = sessions.sweep() {
+                    eprintln!("credvault: session sweep failed: {e}");
+                }
+                if let Err(e) = tfa.sweep() {
+                    eprintln!("credvault: two-factor code sweep failed: {e}");
+                }
+            })
+            .map_err(Failure::new)?;
     }
     let keys = Arc::new(key_store(&dir)?);
     let gateway = Gateway::new(vault.store().clone(), keys, cfg);

@@ -17,6 +17,7 @@ mod quickstart;
 mod schema;
 mod session;
 mod term;
+mod tfa;
 mod totp;
 mod vault;
 
@@ -134,6 +135,10 @@ enum Command {
     /// share it up to the credential's limit, a `--login` lease is alone; exits 75 when the
     /// lease was not granted within `--wait`.
     Lease(session::LeaseArgs),
+    /// Email and SMS second factors: a credential's receiving address, its rules, and the
+    /// next code received for it (`serve --smtp-listen` runs the receiver).
+    #[command(subcommand)]
+    Tfa(tfa::TfaCommand),
 }
 
 /// The bytes printed for a command's output (`json` as one line with `--json`, else `text`);
@@ -300,6 +305,7 @@ fn main() -> ExitCode {
         Command::Apikey(cmd) => gateway::apikey(v, cmd),
         Command::Session(cmd) => session::run(v, cmd),
         Command::Lease(a) => session::lease(v, a),
+        Command::Tfa(cmd) => tfa::run(v, cmd),
     };
     match result {
         Ok(Output::Exit(code)) => ExitCode::from(code),

@@ -304,3 +304,85 @@ fn a_killed_holders_lease_expires_and_the_next_waiter_proceeds() {
         .args(["-f", &marker.display().to_string()])
         .status();
 }
+
+/// `serve --smtp-listen` receives a 2FA email sent with Python's smtplib; `tfa wait` in
+/// another process prints its code once, then times out with exit 75.
+#[test]
+fn serve_receives_two_factor_mail_and_tfa_wait_prints_the_code_once() {
+    use std::io::BufRead;
+    let (_tmp, v) = vault();
+    let address = ok(
+        &v,
+        &["tfa", "address", "portal", "--domain", "mail.example.net"],
+        "",
+    );
+    let address = address.trim().to_owned();
+    assert!(
+        address.starts_with("vault+") && address.ends_with("@mail.example.net"),
+        "{address}"
+    );
+    ok(
+        &v,
+        &["tfa", "rules", "portal", "--from", "@portal.example.com"],
+        "",
+    );
+    let mut server = cmd(&v)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-http",
+            "--host",
+            "vault.localhost=default",
+            "--smtp-listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let err = server.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(err).lines();
+    let smtp: std::net::SocketAddr = loop {
+        let line = lines.next().expect("serve ended").unwrap();
+        if let Some(a) = line.split("smtp://").nth(1) {
+            break a.trim().parse().unwrap();
+        }
+    };
+    let python = std::env::var("CREDVAULT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import smtplib, sys
+from email.message import EmailMessage
+port, to = sys.argv[1:3]
+m = EmailMessage()
+m['From'] = 'Portal <no-reply@portal.example.com>'
+m['To'] = to
+m['Subject'] = 'Your one-time passcode'
+m.set_content('Use 604211 to finish signing in. Reference 55512345. Do not share it.')
+with smtplib.SMTP('127.0.0.1', int(port), timeout=10) as s:
+    s.send_message(m)
+"#;
+    let sent = Command::new(&python)
+        .args(["-c", script, &smtp.port().to_string(), &address])
+        .output();
+    match sent {
+        Ok(o) => assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but {python} cannot run: {e}"
+            );
+            let _ = server.kill();
+            return;
+        }
+    }
+    let code = ok(&v, &["tfa", "wait", "portal", "--timeout", "10"], "");
+    assert_eq!(code, "604211\n");
+    let again = run(&v, &["tfa", "wait", "portal", "--timeout", "0.2"], "");
+    assert_eq!(again.status.code(), Some(75));
+    let _ = server.kill();
+    let _ = server.wait();
+    let audit = ok(&v, &["audit", "show"], "");
+    assert!(audit.contains("tfa_code_received") && audit.contains("tfa_code_delivered"));
+    assert!(!audit.contains("604211") && !audit.contains("55512345"));
+}
