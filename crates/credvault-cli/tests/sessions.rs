@@ -326,22 +326,24 @@ fn serve_receives_two_factor_mail_and_tfa_wait_prints_the_code_once() {
         &["tfa", "rules", "portal", "--from", "@portal.example.com"],
         "",
     );
-    let mut server = cmd(&v)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--insecure-http",
-            "--host",
-            "vault.localhost=default",
-            "--smtp-listen",
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let err = server.stderr.take().unwrap();
+    let mut server = Reaped(
+        cmd(&v)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--insecure-http",
+                "--host",
+                "vault.localhost=default",
+                "--smtp-listen",
+                "127.0.0.1:0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let err = server.0.stderr.take().unwrap();
     let mut lines = std::io::BufReader::new(err).lines();
     let smtp: std::net::SocketAddr = loop {
         let line = lines.next().expect("serve ended").unwrap();
@@ -372,7 +374,7 @@ with smtplib.SMTP('127.0.0.1', int(port), timeout=10) as s:
                 std::env::var_os("CI").is_none(),
                 "CI is set but {python} cannot run: {e}"
             );
-            let _ = server.kill();
+            drop(server);
             return;
         }
     }
@@ -380,9 +382,18 @@ with smtplib.SMTP('127.0.0.1', int(port), timeout=10) as s:
     assert_eq!(code, "604211\n");
     let again = run(&v, &["tfa", "wait", "portal", "--timeout", "0.2"], "");
     assert_eq!(again.status.code(), Some(75));
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let audit = ok(&v, &["audit", "show"], "");
     assert!(audit.contains("tfa_code_received") && audit.contains("tfa_code_delivered"));
     assert!(!audit.contains("604211") && !audit.contains("55512345"));
+}
+
+/// A child process killed and reaped when dropped.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
