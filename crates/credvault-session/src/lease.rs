@@ -159,13 +159,7 @@ impl Sessions {
         ttl: Duration,
         wait: Duration,
     ) -> Result<Lease<'_>, SessionError> {
-        if !(MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&ttl) {
-            return Err(SessionError::Invalid {
-                what: "lease lifetime",
-                reason: "must be between 200 ms and 24 h".into(),
-            });
-        }
-        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let ttl_ms = check_ttl(ttl)?;
         let template = scope.credential_event(id, Action::Other("lease_acquired".into()))?;
         let t = scope.tenant_id().as_str().to_owned();
         let cred = id.as_str().to_owned();
@@ -383,6 +377,117 @@ impl Sessions {
     }
 }
 
+impl Sessions {
+    /// Extends lease `lease_id` (of `tenant`'s `credential`) to `ttl_ms` from now; the new
+    /// expiry.
+    fn renew_in(&self, t: &str, c: &str, lease_id: &str, ttl_ms: i64) -> Result<i64, SessionError> {
+        let lost = || SessionError::LeaseLost {
+            id: lease_id.to_owned(),
+        };
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = self.now();
+        let row: Option<(String, String, i64, i64, Vec<u8>)> =
+            rusqlite::OptionalExtension::optional(tx.query_row(
+                "SELECT kind, holder, acquired_at, expires_at, mac FROM leases
+                 WHERE id = ?1 AND tenant = ?2 AND credential = ?3",
+                params![lease_id, t, c],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            ))?;
+        let Some((kind, holder, acquired_at, expires_at, mac)) = row else {
+            return Err(lost());
+        };
+        let record = |expires_at| LeaseRecord {
+            tenant: t,
+            credential: c,
+            id: lease_id,
+            kind: &kind,
+            holder: &holder,
+            acquired_at,
+            expires_at,
+        };
+        if !self
+            .key()
+            .verify_tag(&self.lease_mac(&record(expires_at)), &mac)
+        {
+            return Err(SessionError::Integrity { record: "lease" });
+        }
+        if expires_at <= now {
+            return Err(lost());
+        }
+        let next = now.saturating_add(ttl_ms);
+        tx.execute(
+            "UPDATE leases SET expires_at = ?2, mac = ?3 WHERE id = ?1",
+            params![lease_id, next, self.lease_mac(&record(next))],
+        )?;
+        tx.commit()?;
+        Ok(next)
+    }
+
+    /// The heartbeat of a kept lease ([`Lease::keep`]) by its id: extends it to `ttl` from
+    /// now; the new expiry (Unix ms).
+    ///
+    /// # Errors
+    /// [`SessionError::LeaseLost`] (expired, released, or not a lease of this credential in
+    /// the scope's tenant), [`SessionError::Invalid`] (`ttl` out of range),
+    /// [`SessionError::Integrity`], [`SessionError::Database`].
+    pub fn renew_lease(
+        &self,
+        scope: &Scope<'_>,
+        id: &CredentialId,
+        lease_id: &str,
+        ttl: Duration,
+    ) -> Result<i64, SessionError> {
+        let ttl_ms = check_ttl(ttl)?;
+        self.renew_in(scope.tenant_id().as_str(), id.as_str(), lease_id, ttl_ms)
+    }
+
+    /// Gives back a kept lease by its id (recorded as `lease_released`).
+    ///
+    /// # Errors
+    /// [`SessionError::LeaseLost`] (expired, released, or not a lease of this credential in
+    /// the scope's tenant), [`SessionError::Store`], [`SessionError::Database`].
+    pub fn release_lease(
+        &self,
+        scope: &Scope<'_>,
+        id: &CredentialId,
+        lease_id: &str,
+    ) -> Result<(), SessionError> {
+        let conn = self.conn()?;
+        let kind: Option<String> = rusqlite::OptionalExtension::optional(conn.query_row(
+            "SELECT kind FROM leases WHERE id = ?1 AND tenant = ?2 AND credential = ?3 AND expires_at > ?4",
+            params![lease_id, scope.tenant_id().as_str(), id.as_str(), self.now()],
+            |r| r.get(0),
+        ))?;
+        let n = conn.execute(
+            "DELETE FROM leases WHERE id = ?1 AND tenant = ?2 AND credential = ?3 AND expires_at > ?4",
+            params![lease_id, scope.tenant_id().as_str(), id.as_str(), self.now()],
+        )?;
+        drop(conn);
+        let (1, Some(kind)) = (n, kind.as_deref().and_then(LeaseKind::parse)) else {
+            return Err(SessionError::LeaseLost {
+                id: lease_id.to_owned(),
+            });
+        };
+        scope.record(
+            id,
+            Action::Other("lease_released".into()),
+            Some(lease_details(lease_id, kind, None)),
+        )?;
+        Ok(())
+    }
+}
+
+fn check_ttl(ttl: Duration) -> Result<i64, SessionError> {
+    if !(MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&ttl) {
+        return Err(SessionError::Invalid {
+            what: "lease lifetime",
+            reason: "must be between 200 ms and 24 h".into(),
+        });
+    }
+    Ok(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
 fn scope_actor(e: &AuditEvent) -> &str {
     e.actor.as_str()
 }
@@ -409,50 +514,21 @@ impl Lease<'_> {
     /// [`SessionError::LeaseLost`] when it expired meanwhile (another holder may have it now:
     /// stop using the account), [`SessionError::Database`].
     pub fn renew(&mut self) -> Result<(), SessionError> {
-        let s = self.sessions;
-        let mut conn = s.conn()?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = s.now();
-        let row: Option<(String, i64, i64)> = rusqlite::OptionalExtension::optional(tx.query_row(
-            "SELECT holder, acquired_at, expires_at FROM leases WHERE id = ?1",
-            params![self.id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        ))?;
-        let Some((holder, acquired_at, expires_at)) = row else {
-            return Err(SessionError::LeaseLost {
-                id: self.id.clone(),
-            });
-        };
-        if expires_at <= now {
-            return Err(SessionError::LeaseLost {
-                id: self.id.clone(),
-            });
-        }
-        let next = now.saturating_add(self.ttl_ms);
-        let (t, c, k) = (
+        self.expires_at = self.sessions.renew_in(
             self.tenant.as_str(),
             self.credential.as_str(),
-            self.kind.as_str(),
-        );
-        tx.execute(
-            "UPDATE leases SET expires_at = ?2, mac = ?3 WHERE id = ?1",
-            params![
-                self.id,
-                next,
-                s.lease_mac(&LeaseRecord {
-                    tenant: t,
-                    credential: c,
-                    id: &self.id,
-                    kind: k,
-                    holder: &holder,
-                    acquired_at,
-                    expires_at: next
-                })
-            ],
+            &self.id,
+            self.ttl_ms,
         )?;
-        tx.commit()?;
-        self.expires_at = next;
         Ok(())
+    }
+
+    /// Keeps the lease held after this value is dropped, and returns its id and expiry: for a
+    /// holder in another process (a gateway's client), which renews and releases it by id
+    /// ([`Sessions::renew_lease`], [`Sessions::release_lease`]).
+    pub fn keep(mut self) -> (String, i64) {
+        self.released = true;
+        (std::mem::take(&mut self.id), self.expires_at)
     }
 
     /// Gives the lease back (recorded as `lease_released`); the next waiter proceeds.

@@ -668,3 +668,46 @@ fn with_session_logs_in_once_for_concurrent_callers() {
     assert!(e.actions().contains(&"login_failed".to_owned()));
     assert!(s.leases(&scope, &e.other).unwrap().is_empty());
 }
+
+#[test]
+fn a_kept_lease_is_renewed_and_released_by_id_only_in_its_own_scope() {
+    let e = env();
+    let s = e.sessions();
+    let scope = e.store.tenant(&e.tenant, "robot").unwrap();
+    let ttl = Duration::from_secs(10);
+    let (id, expires) = s
+        .acquire(&scope, &e.portal, LeaseKind::Login, ttl, Duration::ZERO)
+        .unwrap()
+        .keep();
+    assert_eq!(expires, T0 + 10_000);
+    // Still held after the value was dropped.
+    assert_eq!(s.leases(&scope, &e.portal).unwrap().len(), 1);
+    e.clock.advance(5_000);
+    assert_eq!(
+        s.renew_lease(&scope, &e.portal, &id, ttl).unwrap(),
+        T0 + 15_000
+    );
+    // Another credential, another tenant, an unknown id: not this lease.
+    assert!(matches!(
+        s.renew_lease(&scope, &e.other, &id, ttl),
+        Err(SessionError::LeaseLost { .. })
+    ));
+    let globex = e
+        .store
+        .tenant(&TenantId::new("globex").unwrap(), "x")
+        .unwrap();
+    assert!(matches!(
+        s.release_lease(&globex, &e.portal, &id),
+        Err(SessionError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        s.release_lease(&scope, &e.portal, "0000"),
+        Err(SessionError::LeaseLost { .. })
+    ));
+    s.release_lease(&scope, &e.portal, &id).unwrap();
+    assert!(s.leases(&scope, &e.portal).unwrap().is_empty());
+    assert!(matches!(
+        s.renew_lease(&scope, &e.portal, &id, ttl),
+        Err(SessionError::LeaseLost { .. })
+    ));
+}
