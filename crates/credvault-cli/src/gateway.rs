@@ -90,6 +90,10 @@ pub(crate) struct ServeArgs {
     /// the clear, any other only with STARTTLS (the same certificate as the gateway).
     #[arg(long, env = "CREDVAULT_SMTP_LISTEN", value_name = "ADDR")]
     smtp_listen: Option<SocketAddr>,
+    /// A file holding the Twilio account's auth token: enables the inbound-SMS webhook
+    /// `POST /tfa/sms/twilio` (each post's X-Twilio-Signature is verified with it).
+    #[arg(long, env = "CREDVAULT_TWILIO_AUTH_TOKEN_FILE", value_name = "FILE")]
+    twilio_auth_token_file: Option<PathBuf>,
 }
 
 /// A trusted proxy: an address or a CIDR range.
@@ -142,6 +146,7 @@ struct ServeFile {
     #[serde(default)]
     sources: std::collections::BTreeMap<String, SourceFile>,
     smtp_listen: Option<SocketAddr>,
+    twilio_auth_token_file: Option<PathBuf>,
 }
 
 /// An external source in the `--config` file. The token is read from the variable named by
@@ -675,7 +680,31 @@ pub(crate) fn serve(v: &VaultArgs, a: ServeArgs) -> Result<Output, Failure> {
             .map_err(Failure::new)?;
     }
     let keys = Arc::new(key_store(&dir)?);
+    let twilio = match a.twilio_auth_token_file.or(file.twilio_auth_token_file) {
+        Some(path) => {
+            let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
+                Failure::usage(format!("--twilio-auth-token-file {}: {e}", path.display()))
+            })?);
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(Failure::usage(format!(
+                    "--twilio-auth-token-file {}: the file is empty",
+                    path.display()
+                )));
+            }
+            Some(zeroize::Zeroizing::new(token.as_bytes().to_vec()))
+        }
+        None => None,
+    };
     let gateway = Gateway::new(vault.store().clone(), keys, cfg);
+    gateway.set_sessions(
+        Arc::new(
+            credvault_session::Sessions::open_in(&dir, vault.store().clone())
+                .map_err(Failure::new)?,
+        ),
+        Arc::clone(&tfa),
+        twilio,
+    );
     let reader = Arc::clone(&vault);
     gateway.set_audit_reader(Arc::new(move |q| reader.audit_events(q)));
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -108,6 +108,9 @@ pub enum ApiScope {
     Proxy,
     /// Credential tests.
     Test,
+    /// Browser sessions, login leases and received two-factor codes of credentials (an
+    /// automation that logs in by itself).
+    Session,
     /// Create, update, delete.
     Write,
     /// Keys, audit, policies.
@@ -116,12 +119,13 @@ pub enum ApiScope {
 
 impl ApiScope {
     /// Every scope.
-    pub const ALL: [ApiScope; 7] = [
+    pub const ALL: [ApiScope; 8] = [
         Self::Read,
         Self::Reveal,
         Self::Totp,
         Self::Proxy,
         Self::Test,
+        Self::Session,
         Self::Write,
         Self::Admin,
     ];
@@ -134,6 +138,7 @@ impl ApiScope {
             Self::Totp => "totp",
             Self::Proxy => "proxy",
             Self::Test => "test",
+            Self::Session => "session",
             Self::Write => "write",
             Self::Admin => "admin",
         }

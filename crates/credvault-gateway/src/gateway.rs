@@ -28,6 +28,7 @@ use crate::connect_api;
 use crate::error::ApiError;
 use crate::proxy::UpstreamConfig;
 use crate::server::ConnInfo;
+use crate::session_api;
 use crate::ui;
 use crate::vault_api;
 use crate::vault_kv;
@@ -291,6 +292,7 @@ pub(crate) struct Shared {
     clock: DefaultClock,
     audit_reader: OnceLock<AuditReader>,
     metrics: crate::metrics::Metrics,
+    pub(crate) services: OnceLock<crate::session_api::Services>,
 }
 
 /// Reads the vault's audit events matching a query (for `GET .../audit-logs`).
@@ -329,6 +331,7 @@ impl Gateway {
                 tenant_own,
                 clock: DefaultClock::default(),
                 audit_reader: OnceLock::new(),
+                services: OnceLock::new(),
                 metrics: crate::metrics::Metrics::new(),
                 upstream: crate::proxy::client(&cfg.upstream),
                 sessions: crate::ui::Sessions::default(),
@@ -343,6 +346,24 @@ impl Gateway {
     /// without one that route answers 501. Set once; a second call changes nothing.
     pub fn set_audit_reader(&self, reader: AuditReader) {
         let _ = self.shared.audit_reader.set(reader);
+    }
+
+    /// Serves browser sessions, leases and two-factor codes (`/api/sessions`,
+    /// `/api/credentials/{id}/session`, `.../leases`, `.../tfa/...`) from `sessions` and `tfa`,
+    /// and Twilio's inbound-SMS webhook (`POST /tfa/sms/twilio`) when `twilio_auth_token` is
+    /// given; without this call those routes answer 501. Set once; a second call changes
+    /// nothing.
+    pub fn set_sessions(
+        &self,
+        sessions: Arc<credvault_session::Sessions>,
+        tfa: Arc<credvault_tfa::Tfa>,
+        twilio_auth_token: Option<zeroize::Zeroizing<Vec<u8>>>,
+    ) {
+        let _ = self.shared.services.set(crate::session_api::Services {
+            sessions,
+            tfa,
+            twilio_token: twilio_auth_token,
+        });
     }
 
     /// The router: every route, the gate before them, limits around them.
@@ -361,6 +382,35 @@ impl Gateway {
             .route("/api/credentials/{id}/totp", post(totp))
             .route("/api/credentials/{id}/test", post(test_one))
             .route("/api/credentials/{id}/audit-logs", get(audit_logs))
+            .route("/api/sessions", get(session_api::list_states))
+            .route(
+                "/api/credentials/{id}/session",
+                get(session_api::load_state)
+                    .put(session_api::save_state)
+                    .delete(session_api::remove_state),
+            )
+            .route(
+                "/api/credentials/{id}/session-config",
+                get(session_api::get_config).put(session_api::put_config),
+            )
+            .route("/api/credentials/{id}/leases", post(session_api::acquire))
+            .route(
+                "/api/credentials/{id}/leases/{lease}/renew",
+                post(session_api::renew),
+            )
+            .route(
+                "/api/credentials/{id}/leases/{lease}",
+                axum::routing::delete(session_api::release),
+            )
+            .route(
+                "/api/credentials/{id}/tfa/address",
+                get(session_api::tfa_address),
+            )
+            .route(
+                "/api/credentials/{id}/tfa/code",
+                post(session_api::tfa_code),
+            )
+            .route("/tfa/sms/twilio", post(session_api::twilio_sms))
             .route("/proxy/{credential}", any(crate::proxy::proxy))
             .route("/proxy/{credential}/", any(crate::proxy::proxy))
             .route("/proxy/{credential}/{*path}", any(crate::proxy::proxy))
@@ -719,6 +769,16 @@ async fn gate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Res
 
     let admitted = if matches!(shape, Shape::Ui) {
         admit_ui(&s, &mut req, host, conn.as_ref(), &mut seen).await
+    } else if req.uri().path() == "/tfa/sms/twilio" {
+        // Twilio presents no API key: the handler verifies its signature; the host still
+        // names the one tenant whose numbers it may reach.
+        admit_host(&s, host, conn.as_ref(), &mut seen).map(|(tenant, _)| {
+            req.extensions_mut().insert(crate::session_api::Webhook {
+                tenant,
+                tls: conn.as_ref().is_some_and(|c| c.tls),
+            });
+            None
+        })
     } else {
         let presented = if req.uri().path().starts_with("/proxy/") {
             proxied_key(req.headers())

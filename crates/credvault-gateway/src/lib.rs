@@ -35,6 +35,7 @@ mod gateway;
 mod metrics;
 mod proxy;
 mod server;
+mod session_api;
 pub mod source;
 mod source_routes;
 pub mod tls;

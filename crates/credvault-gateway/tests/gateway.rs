@@ -759,7 +759,7 @@ fn the_openapi_document_is_the_committed_one_and_every_operation_in_it_is_served
             }
         }
     }
-    assert_eq!(operations, 20);
+    assert_eq!(operations, 31);
     // A request refused before routing is recorded under the route it asked for.
     let r = h.send(Req::new("acme.localhost", "GET", "/api/credentials"));
     assert_eq!(r.status, 401);

@@ -12,15 +12,7 @@ use common::*;
 use credvault_gateway::{ApiScope, KeyPolicy};
 use credvault_store::audit::{Details, Outcome};
 
-const ALL: [ApiScope; 7] = [
-    ApiScope::Read,
-    ApiScope::Reveal,
-    ApiScope::Totp,
-    ApiScope::Proxy,
-    ApiScope::Test,
-    ApiScope::Write,
-    ApiScope::Admin,
-];
+const ALL: [ApiScope; 8] = ApiScope::ALL;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Shape {
@@ -109,6 +101,71 @@ fn routes(h: &Harness) -> Vec<Route> {
             "/proxy/stripe-live/v1/charges",
             "",
             Some(Proxy),
+        ),
+        route(Native, "GET", "/api/sessions", "", Some(Read)),
+        route(Native, "GET", &format!("{cred}/session"), "", Some(Session)),
+        route(
+            Native,
+            "PUT",
+            &format!("{cred}/session"),
+            r#"{"cookies":[],"origins":[]}"#,
+            Some(Session),
+        ),
+        route(
+            Native,
+            "DELETE",
+            &format!("{cred}/session"),
+            "",
+            Some(Session),
+        ),
+        route(
+            Native,
+            "GET",
+            &format!("{cred}/session-config"),
+            "",
+            Some(Read),
+        ),
+        route(
+            Native,
+            "PUT",
+            &format!("{cred}/session-config"),
+            r#"{"multiple":true,"login_lock":true,"store":{"cookies":true,"local":true,"session":false}}"#,
+            Some(Write),
+        ),
+        route(
+            Native,
+            "POST",
+            &format!("{cred}/leases"),
+            r#"{"kind":"run"}"#,
+            Some(Session),
+        ),
+        route(
+            Native,
+            "POST",
+            &format!("{cred}/leases/0123/renew"),
+            "{}",
+            Some(Session),
+        ),
+        route(
+            Native,
+            "DELETE",
+            &format!("{cred}/leases/0123"),
+            "",
+            Some(Session),
+        ),
+        route(
+            Native,
+            "GET",
+            &format!("{cred}/tfa/address?domain=example.net"),
+            "",
+            Some(Read),
+        ),
+        route(
+            Native,
+            "POST",
+            &format!("{cred}/tfa/code"),
+            "{}",
+            Some(Totp),
         ),
         route(Vault, "GET", "/v1/auth/token/lookup-self", "", None),
         route(Vault, "GET", "/v1/secret/data/app/db", "", Some(Reveal)),

@@ -21,6 +21,8 @@ pub const HOSTS: [&str; 4] = [
 ];
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const TOTP_SEED: &str = "JBSWY3DPEHPK3PXPJBSWY3DP";
+/// The Twilio auth token the harness's webhook verifies with.
+pub const TWILIO_TOKEN: &str = "twilio-test-auth-token";
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
@@ -126,7 +128,13 @@ impl Harness {
             .unwrap()
             .host("globex.localhost", tenant("globex"))
             .unwrap());
-        let gateway = Gateway::new(store, Arc::clone(&keys), config);
+        let gateway = Gateway::new(store.clone(), Arc::clone(&keys), config);
+        let vault_dir = dir.path().join("vault");
+        gateway.set_sessions(
+            Arc::new(credvault_session::Sessions::open_in(&vault_dir, store.clone()).unwrap()),
+            Arc::new(credvault_tfa::Tfa::open_in(&vault_dir, store).unwrap()),
+            Some(zeroize::Zeroizing::new(TWILIO_TOKEN.as_bytes().to_vec())),
+        );
         let reader = Arc::clone(&vault);
         gateway.set_audit_reader(Arc::new(move |q| reader.audit_events(q)));
         let router = gateway.router();
