@@ -53,6 +53,8 @@ mod config;
 mod db;
 mod error;
 mod flow;
+#[doc(hidden)]
+pub mod fuzzing;
 mod key;
 mod lease;
 mod state;

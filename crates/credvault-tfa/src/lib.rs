@@ -41,6 +41,8 @@
 #![deny(missing_docs)]
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod smtp;
 mod tfa;
 mod twilio;

@@ -39,8 +39,11 @@ impl std::fmt::Debug for SmtpReceiver {
     }
 }
 
+/// What a received message goes to: its bytes and recipients in, the reply out.
+type Sink = Arc<dyn Fn(&[u8], &[String]) -> Response + Send + Sync>;
+
 struct Collect {
-    tfa: Arc<Tfa>,
+    sink: Sink,
     rcpts: Vec<String>,
     data: Vec<u8>,
     too_big: bool,
@@ -95,14 +98,7 @@ impl Handler for Collect {
         let out = if self.too_big {
             response::NO_STORAGE
         } else {
-            match self.tfa.receive_email(&self.data, &self.rcpts) {
-                Ok(outcomes) if outcomes.iter().any(|o| !matches!(o, Outcome::NoRoute)) => {
-                    response::OK
-                }
-                Ok(_) => response::NO_MAILBOX,
-                Err(TfaError::Invalid { .. }) => response::TRANSACTION_FAILED,
-                Err(_) => response::INTERNAL_ERROR,
-            }
+            (self.sink)(&self.data, &self.rcpts)
         };
         zeroize::Zeroize::zeroize(&mut self.data);
         self.data.clear();
@@ -255,8 +251,14 @@ fn handle(
     stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
     let remote = stream.peer_addr()?.ip();
     let tls_active = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sink: Sink = Arc::new(move |data, rcpts| match tfa.receive_email(data, rcpts) {
+        Ok(outcomes) if outcomes.iter().any(|o| !matches!(o, Outcome::NoRoute)) => response::OK,
+        Ok(_) => response::NO_MAILBOX,
+        Err(TfaError::Invalid { .. }) => response::TRANSACTION_FAILED,
+        Err(_) => response::INTERNAL_ERROR,
+    });
     let handler = Collect {
-        tfa,
+        sink,
         rcpts: Vec::new(),
         data: Vec::new(),
         too_big: false,
@@ -281,4 +283,57 @@ fn handle(
         converse(&mut session, &mut secure)?;
     }
     Ok(())
+}
+
+/// A client's bytes as one plain conversation with a receiver whose messages go nowhere (for
+/// the fuzz target): the line reader, the SMTP state machine and the handler's limits.
+pub(crate) fn fuzz_conversation(input: &[u8]) {
+    struct Duplex<'a> {
+        input: &'a [u8],
+        out: Vec<u8>,
+    }
+    impl Read for Duplex<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+    impl Write for Duplex<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            // Replies are bounded: the conversation ends at the input's end.
+            if self.out.len() < 1 << 20 {
+                self.out.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut builder = SessionBuilder::new("fuzz");
+    builder.enable_start_tls();
+    let handler = Collect {
+        sink: Arc::new(|data, rcpts| {
+            assert!(
+                data.len() <= MAX_EMAIL_LEN,
+                "no message past the limit is kept"
+            );
+            assert!(
+                rcpts.len() <= MAX_RECIPIENTS,
+                "no more recipients than the limit"
+            );
+            let _ = crate::tfa::parse_email(data);
+            response::OK
+        }),
+        rcpts: Vec::new(),
+        data: Vec::new(),
+        too_big: false,
+        tls_required: false,
+        tls_active: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let mut session = builder.build(IpAddr::from([127, 0, 0, 1]), handler);
+    let mut stream = BufReader::new(Duplex {
+        input,
+        out: Vec::new(),
+    });
+    let _ = converse(&mut session, &mut stream);
 }

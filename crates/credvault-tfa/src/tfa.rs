@@ -259,6 +259,37 @@ pub fn address_token(address: &str) -> Option<String> {
     (!token.is_empty() && token.len() <= 64).then(|| token.to_ascii_lowercase())
 }
 
+/// An email's sender address, subject and text (its first text part, or its first HTML part
+/// as text): what matching and extraction look at.
+pub(crate) fn parse_email(raw: &[u8]) -> Result<(String, String, Zeroizing<String>), TfaError> {
+    if raw.len() > MAX_EMAIL_LEN {
+        return Err(TfaError::Invalid {
+            what: "email",
+            reason: format!("larger than {MAX_EMAIL_LEN} bytes"),
+        });
+    }
+    let msg = mail_parser::MessageParser::default()
+        .parse(raw)
+        .ok_or_else(|| TfaError::Invalid {
+            what: "email",
+            reason: "not an RFC 5322 message".into(),
+        })?;
+    let sender = msg
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .unwrap_or("")
+        .to_owned();
+    let subject = msg.subject().unwrap_or("").to_owned();
+    let text = Zeroizing::new(
+        msg.body_text(0)
+            .or_else(|| msg.body_html(0))
+            .map(|b| b.into_owned())
+            .unwrap_or_default(),
+    );
+    Ok((sender, subject, text))
+}
+
 impl Tfa {
     /// Opens (creating when missing, owner-only) the database at `path`.
     ///
@@ -631,25 +662,7 @@ impl Tfa {
                 reason: format!("larger than {MAX_EMAIL_LEN} bytes"),
             });
         }
-        let msg = mail_parser::MessageParser::default()
-            .parse(raw)
-            .ok_or_else(|| TfaError::Invalid {
-                what: "email",
-                reason: "not an RFC 5322 message".into(),
-            })?;
-        let sender = msg
-            .from()
-            .and_then(|a| a.first())
-            .and_then(|a| a.address())
-            .unwrap_or("")
-            .to_owned();
-        let subject = msg.subject().unwrap_or("").to_owned();
-        let text = Zeroizing::new(
-            msg.body_text(0)
-                .or_else(|| msg.body_html(0))
-                .map(|b| b.into_owned())
-                .unwrap_or_default(),
-        );
+        let (sender, subject, text) = parse_email(raw)?;
         let mut out = Vec::new();
         for r in recipients {
             let Some(token) = address_token(r) else {
