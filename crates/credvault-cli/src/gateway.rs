@@ -94,6 +94,16 @@ pub(crate) struct ServeArgs {
     /// `POST /tfa/sms/twilio` (each post's X-Twilio-Signature is verified with it).
     #[arg(long, env = "CREDVAULT_TWILIO_AUTH_TOKEN_FILE", value_name = "FILE")]
     twilio_auth_token_file: Option<PathBuf>,
+    /// Poll an `imap_mailbox` credential for two-factor mail, `TENANT/NAME` (environment
+    /// production; repeat for more).
+    #[arg(long = "imap-poll", value_name = "TENANT/NAME")]
+    imap_poll: Vec<String>,
+    /// Seconds between polls (default 30).
+    #[arg(long, value_name = "SECONDS")]
+    imap_interval: Option<u64>,
+    /// Also trust the certificates in this PEM file for IMAPS.
+    #[arg(long, value_name = "FILE")]
+    imap_ca_file: Option<PathBuf>,
 }
 
 /// A trusted proxy: an address or a CIDR range.
@@ -147,6 +157,10 @@ struct ServeFile {
     sources: std::collections::BTreeMap<String, SourceFile>,
     smtp_listen: Option<SocketAddr>,
     twilio_auth_token_file: Option<PathBuf>,
+    #[serde(default)]
+    imap_poll: Vec<String>,
+    imap_interval: Option<u64>,
+    imap_ca_file: Option<PathBuf>,
 }
 
 /// An external source in the `--config` file. The token is read from the variable named by
@@ -662,6 +676,54 @@ pub(crate) fn serve(v: &VaultArgs, a: ServeArgs) -> Result<Output, Failure> {
         let local = rx.local_addr().map_err(Failure::new)?;
         rx.spawn().map_err(Failure::new)?;
         eprintln!("credvault: receiving two-factor mail on smtp://{local}");
+    }
+    let polls = if a.imap_poll.is_empty() {
+        file.imap_poll.clone()
+    } else {
+        a.imap_poll.clone()
+    };
+    if !polls.is_empty() {
+        let mut mailboxes = Vec::new();
+        for p in &polls {
+            let (t, name) = p
+                .split_once('/')
+                .ok_or_else(|| Failure::usage(format!("--imap-poll {p}: expected TENANT/NAME")))?;
+            let t =
+                TenantId::new(t).map_err(|e| Failure::usage(format!("--imap-poll {p}: {e}")))?;
+            let scope = vault
+                .store()
+                .tenant(&t, credvault_tfa::RECEIVER_ACTOR)
+                .map_err(|e| Failure::usage(format!("--imap-poll {p}: {e}")))?;
+            let info = scope
+                .find(name, credvault_store::DEFAULT_ENVIRONMENT)
+                .map_err(|e| Failure::usage(format!("--imap-poll {p}: {e}")))?;
+            mailboxes.push((t, info.id, p.clone()));
+        }
+        let trust = crate::tfa::trust(a.imap_ca_file.as_deref().or(file.imap_ca_file.as_deref()))?;
+        let every = std::time::Duration::from_secs(
+            a.imap_interval.or(file.imap_interval).unwrap_or(30).max(1),
+        );
+        let (tfa, store) = (Arc::clone(&tfa), vault.store().clone());
+        std::thread::Builder::new()
+            .name("credvault-imap".into())
+            .spawn(move || loop {
+                for (t, id, label) in &mailboxes {
+                    let polled = store
+                        .tenant(t, credvault_tfa::RECEIVER_ACTOR)
+                        .map_err(credvault_tfa::TfaError::from)
+                        .and_then(|scope| tfa.poll_imap(&scope, id, &trust));
+                    if let Err(e) = polled {
+                        eprintln!("credvault: polling {label} failed: {e}");
+                    }
+                }
+                std::thread::sleep(every);
+            })
+            .map_err(Failure::new)?;
+        eprintln!(
+            "credvault: polling {} IMAP mailbox(es) every {}s",
+            polls.len(),
+            every.as_secs()
+        );
     }
     // Expired browser states and received codes go every minute, whoever asks for them.
     {

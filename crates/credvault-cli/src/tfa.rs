@@ -24,6 +24,37 @@ pub(crate) enum TfaCommand {
     /// Print the next unused code received for a credential (oldest first), waiting for one;
     /// exit 75 when none arrived within `--timeout`.
     Wait(WaitArgs),
+    /// Poll an `imap_mailbox` credential's mailbox once: unread mail to credentials'
+    /// addresses gives their codes; every unread message is marked read (`serve
+    /// --imap-poll` does this every `--imap-interval`).
+    Poll(PollArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PollArgs {
+    /// The `imap_mailbox` credential's name.
+    name: String,
+    #[command(flatten)]
+    target: Target,
+    /// Also trust the certificates in this PEM file for IMAPS (a private CA).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
+}
+
+/// The IMAPS trust: the system's roots and `ca_file`'s certificates.
+pub(crate) fn trust(
+    ca_file: Option<&std::path::Path>,
+) -> Result<credvault_tfa::ImapTrust, Failure> {
+    let t = credvault_tfa::ImapTrust::default();
+    match ca_file {
+        None => Ok(t),
+        Some(p) => {
+            let pem = std::fs::read(p)
+                .map_err(|e| Failure::usage(format!("--ca-file {}: {e}", p.display())))?;
+            t.with_pem(&pem)
+                .map_err(|e| Failure::usage(format!("--ca-file {}: {e}", p.display())))
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +157,19 @@ pub(crate) fn run(args: &VaultArgs, cmd: TfaCommand) -> Result<Output, Failure> 
                         rules.phone.as_deref().unwrap_or("none"),
                     ),
                     json: rules_json(&rules),
+                })
+            }
+            TfaCommand::Poll(a) => {
+                let trust = trust(a.ca_file.as_deref())?;
+                let (scope, info) = find(v, &a.target, &a.name, args.actor())?;
+                let r = tfa.poll_imap(&scope, &info.id, &trust).map_err(failed)?;
+                Ok(Output::Text {
+                    text: format!(
+                        "{}: {} unread message(s), {} code(s) stored, {} without a code\n",
+                        info.name, r.messages, r.stored, r.ignored
+                    ),
+                    json: json!({"name": info.name, "messages": r.messages,
+                        "stored": r.stored, "ignored": r.ignored}),
                 })
             }
             TfaCommand::Wait(a) => {

@@ -397,3 +397,78 @@ impl Drop for Reaped {
         let _ = self.0.wait();
     }
 }
+
+/// `tfa poll` reads an `imap_mailbox` (Dovecot from `.ci/tester-services`; mail put there with
+/// Python's `imaplib`), and `tfa wait` prints the code it found.
+#[test]
+fn tfa_poll_reads_a_real_mailbox() {
+    let (Ok(imap), Ok(password)) = (
+        std::env::var("CREDVAULT_TEST_IMAP"),
+        std::env::var("CREDVAULT_TEST_TESTER_PASSWORD"),
+    ) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but CREDVAULT_TEST_IMAP is not"
+        );
+        return;
+    };
+    let (_tmp, v) = vault();
+    let (host, port) = imap.rsplit_once(':').unwrap();
+    ok(
+        &v,
+        &[
+            "add",
+            "imap_mailbox",
+            "inbox",
+            "--field",
+            &format!("host={host}"),
+            "--field",
+            &format!("port={port}"),
+            "--field",
+            "security=none",
+            "--field",
+            "user=credvault",
+            "--field",
+            "password=-",
+        ],
+        &format!("{password}\n"),
+    );
+    // Whatever an earlier run left is read first.
+    ok(&v, &["tfa", "poll", "inbox"], "");
+    let address = ok(
+        &v,
+        &["tfa", "address", "portal", "--domain", "mail.example.net"],
+        "",
+    );
+    let python = std::env::var("CREDVAULT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import imaplib, sys, time
+host, port, pw, to = sys.argv[1:5]
+m = imaplib.IMAP4(host, int(port))
+m.login('credvault', pw)
+msg = ('Delivered-To: %s\r\nFrom: no-reply@portal.example.com\r\nSubject: Your code\r\n\r\n'
+       'Your one-time code is 275531. Ticket 88110044.\r\n' % to).encode()
+m.append('INBOX', None, imaplib.Time2Internaldate(time.time()), msg)
+m.logout()
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script, host, port, &password, address.trim()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let polled = ok(&v, &["--json", "tfa", "poll", "inbox"], "");
+    let r: serde_json::Value = serde_json::from_str(&polled).unwrap();
+    assert_eq!(
+        (r["messages"].as_u64(), r["stored"].as_u64()),
+        (Some(1), Some(1)),
+        "{polled}"
+    );
+    assert_eq!(
+        ok(&v, &["tfa", "wait", "portal", "--timeout", "5"], ""),
+        "275531\n"
+    );
+}

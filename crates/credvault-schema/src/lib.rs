@@ -42,7 +42,7 @@
 //!   definition v1"); kinds `string`, `password`, `number`, `boolean`, `options`, `hidden`;
 //!   rules `pattern`, `min_length`/`max_length`, `min`/`max`, `format` (url, email, hostname,
 //!   port, base32, pem); `extends`; a declarative `test` and `authenticate`.
-//! - [`Registry`]: the built-in catalog ([`Registry::with_builtins`], 21 types) and user types
+//! - [`Registry`]: the built-in catalog ([`Registry::with_builtins`], 22 types) and user types
 //!   from JSON, with inheritance resolved and cycles refused.
 //! - [`CredentialType::validate`], [`validate_json`](CredentialType::validate_json),
 //!   [`validate_patch`](CredentialType::validate_patch): a [`Credential`] or every

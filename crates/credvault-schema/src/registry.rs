@@ -38,6 +38,7 @@ const BUILTIN: &[&str] = &[
     include_str!("../catalog/transit_key.json"),
     include_str!("../catalog/kv_secret.json"),
     include_str!("../catalog/http_proxy.json"),
+    include_str!("../catalog/imap_mailbox.json"),
 ];
 
 /// Credential types by name. Built-in and user types live side by side; names are unique.

@@ -235,8 +235,8 @@ fn the_catalog_has_every_required_type() {
             "{required} missing from the catalog"
         );
     }
-    assert_eq!(registry.len(), 21);
-    assert_eq!(registry.builtin_names().len(), 21);
+    assert_eq!(registry.len(), 22);
+    assert_eq!(registry.builtin_names().len(), 22);
     // Each catalog file also loads on its own terms (errors would otherwise be silent).
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("catalog");
     let mut defs = Vec::new();
@@ -245,7 +245,7 @@ fn the_catalog_has_every_required_type() {
         defs.push(credvault_schema::parse_definition(&text).unwrap());
     }
     let mut fresh = Registry::new();
-    assert_eq!(fresh.add_all(defs).unwrap().len(), 21);
+    assert_eq!(fresh.add_all(defs).unwrap().len(), 22);
 }
 
 #[test]

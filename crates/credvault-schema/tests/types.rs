@@ -31,7 +31,7 @@ fn a_user_type_from_json_text_and_file() {
     let mut r = Registry::with_builtins();
     let t = r.add_json(&base().to_string()).unwrap();
     assert_eq!(t.name(), "internal_api");
-    assert_eq!(r.len(), 22);
+    assert_eq!(r.len(), 23);
     // Same name again: refused.
     let err = r.add_json(&base().to_string()).unwrap_err();
     assert!(err.reason.contains("exists"), "{err}");

@@ -43,11 +43,13 @@
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod imap;
 mod smtp;
 mod tfa;
 mod twilio;
 
 pub use error::TfaError;
+pub use imap::{ImapTrust, PollReport, IMAP_SERVICE, IMAP_TIMEOUT, MAX_PER_POLL};
 pub use smtp::{SmtpReceiver, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_LINE_LEN, MAX_RECIPIENTS};
 pub use tfa::{
     address_token, Channel, Outcome, ReceivedCode, Rules, Tfa, ADDRESS_PREFIX, DEFAULT_RETENTION,
