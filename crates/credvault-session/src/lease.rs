@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use credvault_store::audit::{Action, AuditEvent, Details};
 use credvault_store::{CredentialId, Scope, TenantId};
 use ring::rand::SecureRandom;
-use rusqlite::params;
+use crate::sql::Tx;
+use crate::vals;
 
 use crate::db::event_like;
 use crate::{SessionConfig, SessionError, Sessions};
@@ -171,104 +172,124 @@ impl Sessions {
         let started = Instant::now();
         let mut seq: Option<i64> = None;
         let mut pause = Duration::from_millis(2);
+        enum Step {
+            Granted(i64),
+            Wait(i64),
+            TimedOut,
+        }
         loop {
-            let mut conn = self.conn()?;
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let now = self.now();
-            // Expired leases of this credential go first (recorded), then stale waiters.
-            let expired: Vec<(String, String)> = {
-                let mut st = tx.prepare(
-                    "SELECT id, kind FROM leases WHERE tenant = ?1 AND credential = ?2 AND expires_at <= ?3",
+            let step = self.db().write(|tx| -> Result<Step, SessionError> {
+                let now = self.now();
+                // Expired leases of this credential go first (recorded), then stale waiters.
+                let expired = tx.rows(
+                    "SELECT id, kind FROM leases WHERE tenant = $1 AND credential = $2 AND expires_at <= $3",
+                    vals![t, cred, now],
                 )?;
-                let rows = st.query_map(params![t, cred, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect::<Result<_, _>>()?
-            };
-            for (lid, k) in &expired {
-                tx.execute("DELETE FROM leases WHERE id = ?1", params![lid])?;
-                let k = LeaseKind::parse(k).unwrap_or(LeaseKind::Run);
-                self.store().record_event(&event_like(
-                    &template,
-                    "lease_expired",
-                    lease_details(lid, k, Some("no heartbeat within its lifetime")),
-                ))?;
-            }
-            tx.execute(
-                "DELETE FROM lease_waiters WHERE tenant = ?1 AND credential = ?2 AND expires_at <= ?3 AND id != ?4",
-                params![t, cred, now, me],
-            )?;
-            let waiter_expires = now.saturating_add(grace);
-            let my_seq = match seq {
-                Some(s)
-                    if tx.execute(
-                        "UPDATE lease_waiters SET expires_at = ?2, mac = ?3 WHERE id = ?1",
-                        params![
-                            me,
-                            waiter_expires,
-                            self.waiter_mac(s, &me, &t, &cred, kind.as_str(), waiter_expires)
-                        ],
-                    )? == 1 =>
-                {
-                    s
+                for r in expired {
+                    let (lid, k): (String, String) = (r.get(0)?, r.get(1)?);
+                    tx.exec("DELETE FROM leases WHERE id = $1", vals![lid])?;
+                    let k = LeaseKind::parse(&k).unwrap_or(LeaseKind::Run);
+                    self.store().record_event(&event_like(
+                        &template,
+                        "lease_expired",
+                        lease_details(&lid, k, Some("no heartbeat within its lifetime")),
+                    ))?;
                 }
-                _ => {
-                    // First round (or dropped from the queue after a long stall: back in line).
-                    tx.execute(
-                        "INSERT INTO lease_waiters (id, tenant, credential, kind, expires_at, mac)
-                         VALUES (?1, ?2, ?3, ?4, ?5, x'')",
-                        params![me, t, cred, kind.as_str(), waiter_expires],
-                    )?;
-                    let s = tx.last_insert_rowid();
-                    tx.execute(
-                        "UPDATE lease_waiters SET mac = ?2 WHERE id = ?1",
-                        params![
-                            me,
-                            self.waiter_mac(s, &me, &t, &cred, kind.as_str(), waiter_expires)
-                        ],
-                    )?;
-                    s
-                }
-            };
-            seq = Some(my_seq);
-            let held = self.held(&tx, &t, &cred)?;
-            let first = self.first_waiter(&tx, &t, &cred)?;
-            let cfg = self.config_in(&tx, scope.tenant_id(), id)?;
-            if first.as_deref() == Some(me.as_str()) && compatible(kind, &held, &cfg) {
-                let expires_at = now.saturating_add(ttl_ms);
-                tx.execute("DELETE FROM lease_waiters WHERE id = ?1", params![me])?;
-                tx.execute(
-                    "INSERT INTO leases (id, tenant, credential, kind, holder, acquired_at, expires_at, mac)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![me, t, cred, kind.as_str(), holder, now, expires_at,
-                        self.lease_mac(&LeaseRecord { tenant: &t, credential: &cred, id: &me, kind: kind.as_str(), holder: &holder, acquired_at: now, expires_at })],
+                tx.exec(
+                    "DELETE FROM lease_waiters WHERE tenant = $1 AND credential = $2 AND expires_at <= $3 AND id <> $4",
+                    vals![t, cred, now, me],
                 )?;
-                self.store().record_event(&event_like(
-                    &template,
-                    "lease_acquired",
-                    lease_details(&me, kind, None),
-                ))?;
-                tx.commit()?;
-                return Ok(Lease {
-                    sessions: self,
-                    tenant: scope.tenant_id().clone(),
-                    credential: id.clone(),
-                    id: me,
-                    kind,
-                    ttl_ms,
-                    expires_at,
-                    template,
-                    released: false,
-                });
+                let waiter_expires = now.saturating_add(grace);
+                let renewed = match seq {
+                    Some(s) => {
+                        tx.exec(
+                            "UPDATE lease_waiters SET expires_at = $2, mac = $3 WHERE id = $1",
+                            vals![
+                                me,
+                                waiter_expires,
+                                self.waiter_mac(s, &me, &t, &cred, kind.as_str(), waiter_expires)
+                            ],
+                        )? == 1
+                    }
+                    None => false,
+                };
+                let my_seq = match seq {
+                    Some(s) if renewed => s,
+                    _ => {
+                        // First round (or dropped from the queue after a long stall: back in line).
+                        let r = tx
+                            .row(
+                                "INSERT INTO lease_waiters (id, tenant, credential, kind, expires_at, mac)
+                                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+                                vals![me, t, cred, kind.as_str(), waiter_expires, Vec::<u8>::new()],
+                            )?
+                            .ok_or_else(|| SessionError::Database("no ticket returned".into()))?;
+                        let s: i64 = r.get(0)?;
+                        tx.exec(
+                            "UPDATE lease_waiters SET mac = $2 WHERE id = $1",
+                            vals![
+                                me,
+                                self.waiter_mac(s, &me, &t, &cred, kind.as_str(), waiter_expires)
+                            ],
+                        )?;
+                        s
+                    }
+                };
+                let held = self.held(tx, &t, &cred)?;
+                let first = self.first_waiter(tx, &t, &cred)?;
+                let cfg = self.config_in(tx, scope.tenant_id(), id)?;
+                if first.as_deref() == Some(me.as_str()) && compatible(kind, &held, &cfg) {
+                    let expires_at = now.saturating_add(ttl_ms);
+                    tx.exec("DELETE FROM lease_waiters WHERE id = $1", vals![me])?;
+                    let mac = self.lease_mac(&LeaseRecord {
+                        tenant: &t,
+                        credential: &cred,
+                        id: &me,
+                        kind: kind.as_str(),
+                        holder: &holder,
+                        acquired_at: now,
+                        expires_at,
+                    });
+                    tx.exec(
+                        "INSERT INTO leases (id, tenant, credential, kind, holder, acquired_at, expires_at, mac)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        vals![me, t, cred, kind.as_str(), holder, now, expires_at, mac],
+                    )?;
+                    self.store().record_event(&event_like(
+                        &template,
+                        "lease_acquired",
+                        lease_details(&me, kind, None),
+                    ))?;
+                    return Ok(Step::Granted(expires_at));
+                }
+                if started.elapsed() >= wait {
+                    tx.exec("DELETE FROM lease_waiters WHERE id = $1", vals![me])?;
+                    return Ok(Step::TimedOut);
+                }
+                Ok(Step::Wait(my_seq))
+            })?;
+            match step {
+                Step::Granted(expires_at) => {
+                    return Ok(Lease {
+                        sessions: self,
+                        tenant: scope.tenant_id().clone(),
+                        credential: id.clone(),
+                        id: me,
+                        kind,
+                        ttl_ms,
+                        expires_at,
+                        template,
+                        released: false,
+                    })
+                }
+                Step::TimedOut => {
+                    return Err(SessionError::WaitTimedOut {
+                        kind: kind.as_str(),
+                        waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    })
+                }
+                Step::Wait(s) => seq = Some(s),
             }
-            if started.elapsed() >= wait {
-                tx.execute("DELETE FROM lease_waiters WHERE id = ?1", params![me])?;
-                tx.commit()?;
-                return Err(SessionError::WaitTimedOut {
-                    kind: kind.as_str(),
-                    waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                });
-            }
-            tx.commit()?;
-            drop(conn);
             let left = wait.saturating_sub(started.elapsed());
             std::thread::sleep(pause.min(left).max(Duration::from_millis(1)));
             pause = (pause * 2).min(self.poll);
@@ -276,29 +297,17 @@ impl Sessions {
     }
 
     /// The live leases of a credential, each authenticated.
-    fn held(
-        &self,
-        tx: &rusqlite::Connection,
-        t: &str,
-        cred: &str,
-    ) -> Result<Vec<Held>, SessionError> {
-        let mut st = tx.prepare(
+    fn held(&self, tx: &mut dyn Tx, t: &str, cred: &str) -> Result<Vec<Held>, SessionError> {
+        let rows = tx.rows(
             "SELECT id, kind, holder, acquired_at, expires_at, mac FROM leases
-             WHERE tenant = ?1 AND credential = ?2",
+             WHERE tenant = $1 AND credential = $2",
+            vals![t, cred],
         )?;
-        let rows = st.query_map(params![t, cred], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Vec<u8>>(5)?,
-            ))
-        })?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, kind, holder, acquired_at, expires_at, mac) = row?;
+        for r in rows {
+            let (id, kind, holder): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let (acquired_at, expires_at, mac): (i64, i64, Vec<u8>) =
+                (r.get(3)?, r.get(4)?, r.get(5)?);
             let want = self.lease_mac(&LeaseRecord {
                 tenant: t,
                 credential: cred,
@@ -322,20 +331,20 @@ impl Sessions {
     /// The id of the first live waiter in line for a credential, authenticated.
     fn first_waiter(
         &self,
-        tx: &rusqlite::Connection,
+        tx: &mut dyn Tx,
         t: &str,
         cred: &str,
     ) -> Result<Option<String>, SessionError> {
-        let row: Option<(i64, String, String, i64, Vec<u8>)> =
-            rusqlite::OptionalExtension::optional(tx.query_row(
-                "SELECT seq, id, kind, expires_at, mac FROM lease_waiters
-             WHERE tenant = ?1 AND credential = ?2 ORDER BY seq LIMIT 1",
-                params![t, cred],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            ))?;
-        let Some((seq, id, kind, expires_at, mac)) = row else {
+        let Some(r) = tx.row(
+            "SELECT seq, id, kind, expires_at, mac FROM lease_waiters
+             WHERE tenant = $1 AND credential = $2 ORDER BY seq LIMIT 1",
+            vals![t, cred],
+        )?
+        else {
             return Ok(None);
         };
+        let (seq, id, kind): (i64, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let (expires_at, mac): (i64, Vec<u8>) = (r.get(3)?, r.get(4)?);
         if !self
             .key()
             .verify_tag(&self.waiter_mac(seq, &id, t, cred, &kind, expires_at), &mac)
@@ -357,23 +366,24 @@ impl Sessions {
         scope: &Scope<'_>,
         id: &CredentialId,
     ) -> Result<Vec<(String, LeaseKind)>, SessionError> {
-        let conn = self.conn()?;
         let now = self.now();
         let t = scope.tenant_id().as_str();
-        let mut out = Vec::new();
-        let expired: Vec<String> = {
-            let mut st = conn.prepare(
-                "SELECT id FROM leases WHERE tenant = ?1 AND credential = ?2 AND expires_at <= ?3",
-            )?;
-            let rows = st.query_map(params![t, id.as_str(), now], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        for h in self.held(&conn, t, id.as_str())? {
-            if let (false, Some(k)) = (expired.contains(&h.id), h.kind) {
-                out.push((h.id, k));
+        self.db().read(|tx| {
+            let mut expired = Vec::new();
+            for r in tx.rows(
+                "SELECT id FROM leases WHERE tenant = $1 AND credential = $2 AND expires_at <= $3",
+                vals![t, id.as_str(), now],
+            )? {
+                expired.push(r.get::<String>(0)?);
             }
-        }
-        Ok(out)
+            let mut out = Vec::new();
+            for h in self.held(tx, t, id.as_str())? {
+                if let (false, Some(k)) = (expired.contains(&h.id), h.kind) {
+                    out.push((h.id, k));
+                }
+            }
+            Ok(out)
+        })
     }
 }
 
@@ -384,44 +394,41 @@ impl Sessions {
         let lost = || SessionError::LeaseLost {
             id: lease_id.to_owned(),
         };
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = self.now();
-        let row: Option<(String, String, i64, i64, Vec<u8>)> =
-            rusqlite::OptionalExtension::optional(tx.query_row(
+        self.db().write(|tx| {
+            let now = self.now();
+            let Some(r) = tx.row(
                 "SELECT kind, holder, acquired_at, expires_at, mac FROM leases
-                 WHERE id = ?1 AND tenant = ?2 AND credential = ?3",
-                params![lease_id, t, c],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            ))?;
-        let Some((kind, holder, acquired_at, expires_at, mac)) = row else {
-            return Err(lost());
-        };
-        let record = |expires_at| LeaseRecord {
-            tenant: t,
-            credential: c,
-            id: lease_id,
-            kind: &kind,
-            holder: &holder,
-            acquired_at,
-            expires_at,
-        };
-        if !self
-            .key()
-            .verify_tag(&self.lease_mac(&record(expires_at)), &mac)
-        {
-            return Err(SessionError::Integrity { record: "lease" });
-        }
-        if expires_at <= now {
-            return Err(lost());
-        }
-        let next = now.saturating_add(ttl_ms);
-        tx.execute(
-            "UPDATE leases SET expires_at = ?2, mac = ?3 WHERE id = ?1",
-            params![lease_id, next, self.lease_mac(&record(next))],
-        )?;
-        tx.commit()?;
-        Ok(next)
+                 WHERE id = $1 AND tenant = $2 AND credential = $3",
+                vals![lease_id, t, c],
+            )?
+            else {
+                return Err(lost());
+            };
+            let (kind, holder): (String, String) = (r.get(0)?, r.get(1)?);
+            let (acquired_at, expires_at, mac): (i64, i64, Vec<u8>) =
+                (r.get(2)?, r.get(3)?, r.get(4)?);
+            let record = |expires_at| LeaseRecord {
+                tenant: t,
+                credential: c,
+                id: lease_id,
+                kind: &kind,
+                holder: &holder,
+                acquired_at,
+                expires_at,
+            };
+            if !self.key().verify_tag(&self.lease_mac(&record(expires_at)), &mac) {
+                return Err(SessionError::Integrity { record: "lease" });
+            }
+            if expires_at <= now {
+                return Err(lost());
+            }
+            let next = now.saturating_add(ttl_ms);
+            tx.exec(
+                "UPDATE leases SET expires_at = $2, mac = $3 WHERE id = $1",
+                vals![lease_id, next, self.lease_mac(&record(next))],
+            )?;
+            Ok(next)
+        })
     }
 
     /// The heartbeat of a kept lease ([`Lease::keep`]) by its id: extends it to `ttl` from
@@ -453,17 +460,21 @@ impl Sessions {
         id: &CredentialId,
         lease_id: &str,
     ) -> Result<(), SessionError> {
-        let conn = self.conn()?;
-        let kind: Option<String> = rusqlite::OptionalExtension::optional(conn.query_row(
-            "SELECT kind FROM leases WHERE id = ?1 AND tenant = ?2 AND credential = ?3 AND expires_at > ?4",
-            params![lease_id, scope.tenant_id().as_str(), id.as_str(), self.now()],
-            |r| r.get(0),
-        ))?;
-        let n = conn.execute(
-            "DELETE FROM leases WHERE id = ?1 AND tenant = ?2 AND credential = ?3 AND expires_at > ?4",
-            params![lease_id, scope.tenant_id().as_str(), id.as_str(), self.now()],
-        )?;
-        drop(conn);
+        let (t, now) = (scope.tenant_id().as_str(), self.now());
+        let (n, kind) = self.db().write(|tx| -> Result<(u64, Option<String>), SessionError> {
+            let kind = tx
+                .row(
+                    "SELECT kind FROM leases WHERE id = $1 AND tenant = $2 AND credential = $3 AND expires_at > $4",
+                    vals![lease_id, t, id.as_str(), now],
+                )?
+                .map(|r| r.get::<String>(0))
+                .transpose()?;
+            let n = tx.exec(
+                "DELETE FROM leases WHERE id = $1 AND tenant = $2 AND credential = $3 AND expires_at > $4",
+                vals![lease_id, t, id.as_str(), now],
+            )?;
+            Ok((n, kind))
+        })?;
         let (1, Some(kind)) = (n, kind.as_deref().and_then(LeaseKind::parse)) else {
             return Err(SessionError::LeaseLost {
                 id: lease_id.to_owned(),
@@ -543,12 +554,13 @@ impl Lease<'_> {
 
     fn give_back(&self) -> Result<(), SessionError> {
         let s = self.sessions;
-        let conn = s.conn()?;
-        let n = conn.execute(
-            "DELETE FROM leases WHERE id = ?1 AND expires_at > ?2",
-            params![self.id, s.now()],
-        )?;
-        drop(conn);
+        let now = s.now();
+        let n = s.db().write(|tx| -> Result<u64, SessionError> {
+            Ok(tx.exec(
+                "DELETE FROM leases WHERE id = $1 AND expires_at > $2",
+                vals![self.id, now],
+            )?)
+        })?;
         if n == 0 {
             return Err(SessionError::LeaseLost {
                 id: self.id.clone(),

@@ -57,6 +57,7 @@ mod flow;
 pub mod fuzzing;
 mod key;
 mod lease;
+pub mod sql;
 mod state;
 
 pub use config::{
