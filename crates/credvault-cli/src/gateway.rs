@@ -657,10 +657,8 @@ pub(crate) fn serve(v: &VaultArgs, a: ServeArgs) -> Result<Output, Failure> {
             .tenant(tenant, "gateway")
             .map_err(|e| Failure::usage(format!("--host: {e}")))?;
     }
-    let tfa =
-        Arc::new(credvault_tfa::Tfa::open_in(&dir, vault.store().clone()).map_err(Failure::new)?);
-    let sessions =
-        credvault_session::Sessions::open_in(&dir, vault.store().clone()).map_err(Failure::new)?;
+    let tfa = Arc::new(crate::tfa::open(&vault, &dir)?);
+    let sessions = crate::session::open(&vault, &dir)?;
     if let Some(addr) = a.smtp_listen.or(file.smtp_listen) {
         let smtp_tls = match &cert {
             Some(c) => {
@@ -760,10 +758,7 @@ pub(crate) fn serve(v: &VaultArgs, a: ServeArgs) -> Result<Output, Failure> {
     };
     let gateway = Gateway::new(vault.store().clone(), keys, cfg);
     gateway.set_sessions(
-        Arc::new(
-            credvault_session::Sessions::open_in(&dir, vault.store().clone())
-                .map_err(Failure::new)?,
-        ),
+        Arc::new(crate::session::open(&vault, &dir)?),
         Arc::clone(&tfa),
         twilio,
     );

@@ -153,8 +153,9 @@ fn failed(e: SessionError) -> Failure {
     }
 }
 
-fn open(v: &Vault, dir: &Path) -> Result<Sessions, Failure> {
-    Sessions::open_in(dir, v.store().clone()).map_err(failed)
+/// The vault's sessions: beside it, or in its PostgreSQL database when it is kept there.
+pub(crate) fn open(v: &Vault, dir: &Path) -> Result<Sessions, Failure> {
+    Sessions::open_in_with(dir, v.store().clone(), &crate::vault::pg_opts()?).map_err(failed)
 }
 
 fn seconds(flag: &str, s: f64) -> Result<Duration, Failure> {

@@ -112,6 +112,11 @@ fn failed(e: TfaError) -> Failure {
     }
 }
 
+/// The vault's two-factor records: beside it, or in its PostgreSQL database.
+pub(crate) fn open(v: &credvault_store::Vault, dir: &std::path::Path) -> Result<Tfa, Failure> {
+    Tfa::open_in_with(dir, v.store().clone(), &crate::vault::pg_opts()?).map_err(failed)
+}
+
 fn rules_json(r: &Rules) -> serde_json::Value {
     serde_json::to_value(r).unwrap_or_default()
 }
@@ -119,7 +124,7 @@ fn rules_json(r: &Rules) -> serde_json::Value {
 pub(crate) fn run(args: &VaultArgs, cmd: TfaCommand) -> Result<Output, Failure> {
     let dir = args.dir();
     with_vault(args, |v| {
-        let tfa = Tfa::open_in(&dir, v.store().clone()).map_err(failed)?;
+        let tfa = open(v, &dir)?;
         match cmd {
             TfaCommand::Address(a) => {
                 let (scope, info) = find(v, &a.target, &a.name, args.actor())?;

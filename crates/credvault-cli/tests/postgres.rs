@@ -157,3 +157,74 @@ fn a_postgres_vault_backs_up_restores_as_sqlite_and_moves_back() {
     );
     ok(&r, &["verify"], "");
 }
+
+/// Two nodes of a vault kept in PostgreSQL share its saved sessions and leases (the records are
+/// in the vault's database, not in files beside each node).
+#[test]
+fn nodes_of_a_postgres_vault_share_sessions_and_leases() {
+    let Some(url) = server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (n1, n2) = (tmp.path().join("n1"), tmp.path().join("n2"));
+    let schema = format!("clis{}", std::process::id());
+    ok(
+        &n1,
+        &["init", "--database", &url, "--database-schema", &schema],
+        "",
+    );
+    add_portal(&n1, "pw");
+    ok(
+        &n1,
+        &["session", "config", "portal", "--max-concurrent", "1"],
+        "",
+    );
+    common::copy_node(&n1, &n2);
+    ok(
+        &n1,
+        &["session", "save", "portal"],
+        r#"{"cookies":[{"name":"sid","value":"shared-by-nodes","domain":"x.example","path":"/"}],"origins":[]}"#,
+    );
+    assert!(ok(&n2, &["session", "load", "portal"], "").contains("shared-by-nodes"));
+    assert!(!n1.join("sessions.db").exists() && !n2.join("sessions.db").exists());
+    // A login lease held on node 1 keeps node 2 out until it ends.
+    let marker = tmp.path().join("holding");
+    let mut holder = std::process::Command::new(assert_cmd::cargo::cargo_bin("credvault"))
+        .env("CREDVAULT_DIR", &n1)
+        .env("CREDVAULT_CONFIG_DIR", common::config_dir(&n1))
+        .env_remove("CREDVAULT_MASTER_KEY")
+        .env_remove("CREDVAULT_TENANT")
+        .env_remove("CREDVAULT_DATABASE_URL")
+        .env("CREDVAULT_ACTOR", "tester")
+        .args([
+            "lease",
+            "portal",
+            "--login",
+            "--",
+            "sh",
+            "-c",
+            &format!("touch {}; sleep 2", marker.display()),
+        ])
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no lease on node 1"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let busy = cv(&n2)
+        .args(["lease", "portal", "--wait", "0.3", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        busy.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
+    assert!(holder.wait().unwrap().success());
+    ok(&n2, &["lease", "portal", "--wait", "10", "--", "true"], "");
+    let shown = ok(&n2, &["audit", "show"], "");
+    assert!(shown.contains("lease_released") && !shown.contains("shared-by-nodes"));
+}

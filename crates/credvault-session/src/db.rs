@@ -4,11 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use credvault_store::audit::{Action, AuditEvent, Details, Resource};
-use credvault_store::{CredentialId, Scope, Store, StoreError, TenantId};
 use crate::sql::{Db, DbError, Tx};
 use crate::vals;
 use crate::{BrowserState, SessionConfig, SessionError, SessionKey};
+use credvault_store::audit::{Action, AuditEvent, Details, Resource};
+use credvault_store::{CredentialId, Scope, Store, StoreError, TenantId};
 
 /// The actor of events the sweeper records.
 pub const SWEEPER_ACTOR: &str = "credvault:session-sweeper";
@@ -235,7 +235,19 @@ impl Sessions {
         store: Store,
     ) -> Result<Self, SessionError> {
         Ok(Self::with_db(
-            Db::postgres(url, options, PG_SCHEMA, PG_LOCK)?,
+            Db::postgres(
+                url,
+                options,
+                PG_SCHEMA,
+                &[
+                    "session_config",
+                    "session_state",
+                    "session_versions",
+                    "leases",
+                    "lease_waiters",
+                ],
+                PG_LOCK,
+            )?,
             key,
             store,
         ))
@@ -250,7 +262,11 @@ impl Sessions {
     pub fn open_in(vault_dir: &Path, store: Store) -> Result<Self, SessionError> {
         #[cfg(feature = "postgres")]
         {
-            Self::open_in_with(vault_dir, store, &credvault_store::PostgresOptions::default())
+            Self::open_in_with(
+                vault_dir,
+                store,
+                &credvault_store::PostgresOptions::default(),
+            )
         }
         #[cfg(not(feature = "postgres"))]
         {

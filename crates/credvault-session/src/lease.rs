@@ -2,11 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::sql::Tx;
+use crate::vals;
 use credvault_store::audit::{Action, AuditEvent, Details};
 use credvault_store::{CredentialId, Scope, TenantId};
 use ring::rand::SecureRandom;
-use crate::sql::Tx;
-use crate::vals;
 
 use crate::db::event_like;
 use crate::{SessionConfig, SessionError, Sessions};
@@ -416,7 +416,10 @@ impl Sessions {
                 acquired_at,
                 expires_at,
             };
-            if !self.key().verify_tag(&self.lease_mac(&record(expires_at)), &mac) {
+            if !self
+                .key()
+                .verify_tag(&self.lease_mac(&record(expires_at)), &mac)
+            {
                 return Err(SessionError::Integrity { record: "lease" });
             }
             if expires_at <= now {

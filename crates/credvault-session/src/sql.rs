@@ -221,7 +221,10 @@ impl Tx for SqliteTx<'_> {
 
     fn rows(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>, DbError> {
         use rusqlite::types::ValueRef;
-        let mut st = self.0.prepare_cached(&sqlite_sql(sql)).map_err(sqlite_err)?;
+        let mut st = self
+            .0
+            .prepare_cached(&sqlite_sql(sql))
+            .map_err(sqlite_err)?;
         let n = st.column_count();
         let rows = st
             .query_map(rusqlite::params_from_iter(params), |r| {
@@ -280,13 +283,17 @@ mod pg {
                     .map_err(err)?
                     .map(|v| Val::Int(i64::from(v)))
             } else if *t == Type::BYTEA {
-                r.try_get::<_, Option<Vec<u8>>>(i).map_err(err)?.map(Val::Bytes)
+                r.try_get::<_, Option<Vec<u8>>>(i)
+                    .map_err(err)?
+                    .map(Val::Bytes)
             } else if *t == Type::BOOL {
                 r.try_get::<_, Option<bool>>(i)
                     .map_err(err)?
                     .map(|b| Val::Int(i64::from(b)))
             } else {
-                r.try_get::<_, Option<String>>(i).map_err(err)?.map(Val::Text)
+                r.try_get::<_, Option<String>>(i)
+                    .map_err(err)?
+                    .map(Val::Text)
             };
             out.push(v.unwrap_or(Val::Null));
         }
@@ -303,7 +310,12 @@ mod pg {
         fn rows(&mut self, sql: &str, p: &[Val]) -> Result<Vec<Row>, DbError> {
             let boxed = params(p);
             let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(AsRef::as_ref).collect();
-            self.0.query(sql, &refs).map_err(err)?.iter().map(read).collect()
+            self.0
+                .query(sql, &refs)
+                .map_err(err)?
+                .iter()
+                .map(read)
+                .collect()
         }
     }
 
@@ -336,8 +348,7 @@ mod pg {
                 .ok_or_else(|| DbError("no connection".into()))?;
             let mut tx = PgTx(client.transaction().map_err(err)?);
             if exclusive {
-                tx.0
-                    .execute("SELECT pg_advisory_xact_lock($1)", &[&self.lock])
+                tx.0.execute("SELECT pg_advisory_xact_lock($1)", &[&self.lock])
                     .map_err(err)?;
             }
             let out = f(&mut tx)?;
@@ -350,7 +361,7 @@ mod pg {
 enum Backend {
     Sqlite(Mutex<rusqlite::Connection>),
     #[cfg(feature = "postgres")]
-    Postgres(pg::Pg),
+    Postgres(Box<pg::Pg>),
 }
 
 /// A database for the records: SQLite or PostgreSQL.
@@ -385,10 +396,14 @@ impl Db {
             }
         }
         let conn = rusqlite::Connection::open(path).map_err(sqlite_err)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(sqlite_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite_err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite_err)?;
-        conn.pragma_update(None, "secure_delete", "ON").map_err(sqlite_err)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(sqlite_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite_err)?;
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(sqlite_err)?;
         conn.execute_batch(schema).map_err(sqlite_err)?;
         Ok(Self {
             backend: Backend::Sqlite(Mutex::new(conn)),
@@ -397,8 +412,9 @@ impl Db {
 
     /// Connects to the PostgreSQL database `url` names, with the vault's own connection checks
     /// (`credvault_store::postgres::connect_one`: no password in the URL, TLS except on
-    /// loopback, the schema of `options`), and runs `schema` once (under advisory lock `lock`,
-    /// which also serialises every later write).
+    /// loopback, the schema of `options`), and runs `schema` when one of `tables` is missing
+    /// (under advisory lock `lock`, which also serialises every later write). A node whose
+    /// role may not create anything opens tables that are there.
     ///
     /// # Errors
     /// [`DbError`].
@@ -407,6 +423,7 @@ impl Db {
         url: &str,
         options: &credvault_store::PostgresOptions,
         schema: &str,
+        tables: &[&str],
         lock: i64,
     ) -> Result<Self, DbError> {
         let pg = pg::Pg {
@@ -419,20 +436,31 @@ impl Db {
         pg.with(true, |tx| -> Result<(), DbError> {
             if let Some(s) = &schema_name {
                 if tx
-                    .row("SELECT 1 FROM pg_namespace WHERE nspname = $1", crate::vals![s])?
+                    .row(
+                        "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+                        crate::vals![s],
+                    )?
                     .is_none()
                 {
                     // The name was checked when the connection was made: letters, digits, '_'.
                     tx.exec(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""), &[])?;
                 }
             }
-            for stmt in schema.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                tx.exec(stmt, &[])?;
+            let mut missing = false;
+            for t in tables {
+                missing |= tx
+                    .row("SELECT 1 WHERE to_regclass($1) IS NULL", crate::vals![*t])?
+                    .is_some();
+            }
+            if missing {
+                for stmt in schema.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                    tx.exec(stmt, &[])?;
+                }
             }
             Ok(())
         })?;
         Ok(Self {
-            backend: Backend::Postgres(pg),
+            backend: Backend::Postgres(Box::new(pg)),
         })
     }
 
@@ -496,6 +524,9 @@ impl Db {
 mod tests {
     #[test]
     fn placeholders_become_sqlites() {
-        assert_eq!(super::sqlite_sql("a = $1 AND b = $12 AND c = '$'"), "a = ?1 AND b = ?12 AND c = '$'");
+        assert_eq!(
+            super::sqlite_sql("a = $1 AND b = $12 AND c = '$'"),
+            "a = ?1 AND b = ?12 AND c = '$'"
+        );
     }
 }

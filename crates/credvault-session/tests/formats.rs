@@ -77,10 +77,18 @@ fn a_stored_state_row_carries_the_documented_mac() {
         documented(
             &root,
             "session version",
-            &[b"acme", id.as_str().as_bytes(), b"work", &(hw as u64).to_be_bytes()],
+            &[
+                b"acme",
+                id.as_str().as_bytes(),
+                b"work",
+                &(hw as u64).to_be_bytes()
+            ],
         )
     );
     // The same key derivation for a key given in bytes.
     let k = credvault_session::SessionKey::from_bytes(&root);
-    assert_eq!(k.mac("tfa route", &[b"x"]), documented(&root, "tfa route", &[b"x"]));
+    assert_eq!(
+        k.mac("tfa route", &[b"x"]),
+        documented(&root, "tfa route", &[b"x"])
+    );
 }

@@ -2,14 +2,14 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use credvault_session::sql::{Db, DbError, Tx};
+use credvault_session::vals;
 use credvault_session::SessionKey;
 use credvault_store::audit::{Action, Details};
 use credvault_store::{CredentialId, Scope, Store, TenantId};
 use ring::rand::SecureRandom;
-use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -27,6 +27,43 @@ pub const MAX_SMS_LEN: usize = 4096;
 pub const TFA_DB: &str = "tfa.db";
 /// The local part before `+` of every receiving address.
 pub const ADDRESS_PREFIX: &str = "vault";
+
+/// The two-factor tables, for SQLite.
+const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tfa_routes (
+        tenant TEXT NOT NULL, credential TEXT NOT NULL, token TEXT NOT NULL UNIQUE,
+        phone TEXT, rules TEXT NOT NULL, mac BLOB NOT NULL,
+        PRIMARY KEY (tenant, credential)) STRICT;
+     CREATE INDEX IF NOT EXISTS tfa_routes_by_phone ON tfa_routes (phone);
+     CREATE TABLE IF NOT EXISTS tfa_codes (
+        id TEXT PRIMARY KEY NOT NULL, tenant TEXT NOT NULL, credential TEXT NOT NULL,
+        channel TEXT NOT NULL, received_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL, sealed BLOB NOT NULL, mac BLOB NOT NULL) STRICT;
+     CREATE INDEX IF NOT EXISTS tfa_codes_by_credential
+        ON tfa_codes (tenant, credential, received_at);";
+
+/// The same tables in the vault's PostgreSQL schema.
+#[cfg(feature = "postgres")]
+const PG_SCHEMA: &str = r#"CREATE TABLE IF NOT EXISTS tfa_routes (
+        tenant TEXT COLLATE "C" NOT NULL, credential TEXT COLLATE "C" NOT NULL,
+        token TEXT COLLATE "C" NOT NULL UNIQUE, phone TEXT COLLATE "C", rules TEXT NOT NULL,
+        mac BYTEA NOT NULL, PRIMARY KEY (tenant, credential));
+     CREATE INDEX IF NOT EXISTS tfa_routes_by_phone ON tfa_routes (phone);
+     CREATE TABLE IF NOT EXISTS tfa_codes (
+        id TEXT COLLATE "C" PRIMARY KEY, tenant TEXT COLLATE "C" NOT NULL,
+        credential TEXT COLLATE "C" NOT NULL, channel TEXT NOT NULL, received_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL, sealed BYTEA NOT NULL, mac BYTEA NOT NULL);
+     CREATE INDEX IF NOT EXISTS tfa_codes_by_credential
+        ON tfa_codes (tenant, credential, received_at)"#;
+
+/// The advisory lock that serialises writes to the two-factor tables on PostgreSQL.
+#[cfg(feature = "postgres")]
+const PG_LOCK: i64 = 0x6376_7466_6173_6d73; // "cvtfasms"
+
+impl From<DbError> for TfaError {
+    fn from(e: DbError) -> Self {
+        Self::Database(e.0)
+    }
+}
 
 /// Where a code came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,7 +233,7 @@ struct Route {
 /// (`sessions.key`); each code sealed under its tenant's data key, kept for the retention
 /// time (10 minutes by default), handed out once.
 pub struct Tfa {
-    conn: Mutex<rusqlite::Connection>,
+    db: Db,
     key: SessionKey,
     store: Store,
     retention: Duration,
@@ -296,39 +333,44 @@ impl Tfa {
     /// # Errors
     /// [`TfaError::Database`].
     pub fn open(path: &Path, key: SessionKey, store: Store) -> Result<Self, TfaError> {
-        if !path.exists() {
-            match credvault_store::files::write_new_private(path, b"") {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                    return Err(TfaError::Database(e.to_string()))
-                }
-                _ => {}
-            }
-        }
-        let conn = rusqlite::Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "secure_delete", "ON")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS tfa_routes (
-                tenant TEXT NOT NULL, credential TEXT NOT NULL, token TEXT NOT NULL UNIQUE,
-                phone TEXT, rules TEXT NOT NULL, mac BLOB NOT NULL,
-                PRIMARY KEY (tenant, credential)) STRICT;
-             CREATE INDEX IF NOT EXISTS tfa_routes_by_phone ON tfa_routes (phone);
-             CREATE TABLE IF NOT EXISTS tfa_codes (
-                id TEXT PRIMARY KEY NOT NULL, tenant TEXT NOT NULL, credential TEXT NOT NULL,
-                channel TEXT NOT NULL, received_at INTEGER NOT NULL,
-                expires_at INTEGER NOT NULL, sealed BLOB NOT NULL, mac BLOB NOT NULL) STRICT;
-             CREATE INDEX IF NOT EXISTS tfa_codes_by_credential
-                ON tfa_codes (tenant, credential, received_at);",
-        )?;
-        Ok(Self {
-            conn: Mutex::new(conn),
+        Ok(Self::with_db(Db::sqlite(path, SQLITE_SCHEMA)?, key, store))
+    }
+
+    fn with_db(db: Db, key: SessionKey, store: Store) -> Self {
+        Self {
+            db,
             key,
             store,
             retention: DEFAULT_RETENTION,
             poll: Duration::from_millis(100),
-        })
+        }
+    }
+
+    /// Keeps the routes and codes in the PostgreSQL database `url` names (tables `tfa_routes`
+    /// and `tfa_codes` of `options`' schema, made when missing): for a vault kept there, so that
+    /// a code received by one node is handed out by any other. Every node needs the same
+    /// `sessions.key`.
+    ///
+    /// # Errors
+    /// [`TfaError::Database`].
+    #[cfg(feature = "postgres")]
+    pub fn open_postgres(
+        url: &str,
+        options: &credvault_store::PostgresOptions,
+        key: SessionKey,
+        store: Store,
+    ) -> Result<Self, TfaError> {
+        Ok(Self::with_db(
+            Db::postgres(
+                url,
+                options,
+                PG_SCHEMA,
+                &["tfa_routes", "tfa_codes"],
+                PG_LOCK,
+            )?,
+            key,
+            store,
+        ))
     }
 
     /// Opens `tfa.db` in a vault directory, with the session key (`sessions.key`) beside it.
@@ -336,8 +378,45 @@ impl Tfa {
     /// # Errors
     /// [`TfaError::Session`] (the key file), [`TfaError::Database`].
     pub fn open_in(vault_dir: &Path, store: Store) -> Result<Self, TfaError> {
+        #[cfg(feature = "postgres")]
+        {
+            Self::open_in_with(
+                vault_dir,
+                store,
+                &credvault_store::PostgresOptions::default(),
+            )
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            let key = SessionKey::load_or_create(&vault_dir.join(credvault_session::SESSIONS_KEY))?;
+            Self::open(&vault_dir.join(TFA_DB), key, store)
+        }
+    }
+
+    /// [`open_in`](Self::open_in), connecting to a PostgreSQL vault's database with `base`'s
+    /// settings (CA file, timeouts; the schema is the vault's).
+    ///
+    /// # Errors
+    /// [`TfaError::Session`] (the key file), [`TfaError::Database`].
+    #[cfg(feature = "postgres")]
+    pub fn open_in_with(
+        vault_dir: &Path,
+        store: Store,
+        base: &credvault_store::PostgresOptions,
+    ) -> Result<Self, TfaError> {
         let key = SessionKey::load_or_create(&vault_dir.join(credvault_session::SESSIONS_KEY))?;
-        Self::open(&vault_dir.join(TFA_DB), key, store)
+        let cfg = credvault_store::Vault::database_config(vault_dir)
+            .map_err(|e| TfaError::Database(e.to_string()))?;
+        match cfg {
+            Some(c) => {
+                let mut options = base.clone();
+                if let Some(s) = &c.schema {
+                    options = options.schema(s.clone());
+                }
+                Self::open_postgres(&c.url, &options, key, store)
+            }
+            None => Self::open(&vault_dir.join(TFA_DB), key, store),
+        }
     }
 
     /// How long a received code is kept when nobody asks for it.
@@ -352,10 +431,9 @@ impl Tfa {
         self
     }
 
-    fn conn(&self) -> Result<MutexGuard<'_, rusqlite::Connection>, TfaError> {
-        self.conn
-            .lock()
-            .map_err(|_| TfaError::Database("a thread panicked holding the connection".into()))
+    /// Whether the records are in PostgreSQL.
+    pub fn in_postgres(&self) -> bool {
+        self.db.is_postgres()
     }
 
     fn route_mac(
@@ -397,20 +475,19 @@ impl Tfa {
     /// The route row of a credential: (token, rules), authenticated.
     fn route_of(
         &self,
-        conn: &rusqlite::Connection,
+        tx: &mut dyn Tx,
         t: &TenantId,
         id: &CredentialId,
     ) -> Result<Option<(String, Rules)>, TfaError> {
-        let row: Option<(String, Option<String>, String, Vec<u8>)> = conn
-            .query_row(
-                "SELECT token, phone, rules, mac FROM tfa_routes WHERE tenant = ?1 AND credential = ?2",
-                params![t.as_str(), id.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let Some((token, phone, rules, mac)) = row else {
+        let Some(r) = tx.row(
+            "SELECT token, phone, rules, mac FROM tfa_routes WHERE tenant = $1 AND credential = $2",
+            vals![t.as_str(), id.as_str()],
+        )?
+        else {
             return Ok(None);
         };
+        let (token, phone, rules, mac): (String, Option<String>, String, Vec<u8>) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
         let parts: [&[u8]; 6] = [
             t.as_str().as_bytes(),
             id.as_str().as_bytes(),
@@ -429,7 +506,7 @@ impl Tfa {
 
     fn write_route(
         &self,
-        conn: &rusqlite::Connection,
+        tx: &mut dyn Tx,
         t: &TenantId,
         id: &CredentialId,
         token: &str,
@@ -437,11 +514,11 @@ impl Tfa {
     ) -> Result<(), TfaError> {
         let body = serde_json::to_string(rules).map_err(|e| TfaError::Database(e.to_string()))?;
         let phone = rules.phone.as_deref();
-        conn.execute(
+        tx.exec(
             "INSERT INTO tfa_routes (tenant, credential, token, phone, rules, mac)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (tenant, credential) DO UPDATE SET token = ?3, phone = ?4, rules = ?5, mac = ?6",
-            params![t.as_str(), id.as_str(), token, phone, body,
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (tenant, credential) DO UPDATE SET token = $3, phone = $4, rules = $5, mac = $6",
+            vals![t.as_str(), id.as_str(), token, phone, body,
                 self.route_mac(t.as_str(), id.as_str(), token, phone, &body)],
         )?;
         Ok(())
@@ -473,18 +550,17 @@ impl Tfa {
         }
         scope.get(id)?;
         let t = scope.tenant_id();
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let token = match self.route_of(&tx, t, id)? {
-            Some((token, _)) => token,
-            None => {
-                let token = random_token()?;
-                self.write_route(&tx, t, id, &token, &Rules::default())?;
-                scope.record(id, Action::Other("tfa_route_created".into()), None)?;
-                token
-            }
-        };
-        tx.commit()?;
+        let token = self.db.write(|tx| -> Result<String, TfaError> {
+            Ok(match self.route_of(tx, t, id)? {
+                Some((token, _)) => token,
+                None => {
+                    let token = random_token()?;
+                    self.write_route(tx, t, id, &token, &Rules::default())?;
+                    scope.record(id, Action::Other("tfa_route_created".into()), None)?;
+                    token
+                }
+            })
+        })?;
         Ok(format!("{ADDRESS_PREFIX}+{token}@{domain}"))
     }
 
@@ -503,31 +579,27 @@ impl Tfa {
         rules.check()?;
         scope.get(id)?;
         let t = scope.tenant_id();
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        if let Some(p) = &rules.phone {
-            let taken: Option<String> = tx
-                .query_row(
-                    "SELECT credential FROM tfa_routes WHERE phone = ?1 AND NOT (tenant = ?2 AND credential = ?3)",
-                    params![p, t.as_str(), id.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if taken.is_some() {
-                return Err(TfaError::Invalid {
-                    what: "phone",
-                    reason: "another credential receives this number's messages".into(),
-                });
+        self.db.write(|tx| {
+            if let Some(p) = &rules.phone {
+                let taken = tx.row(
+                    "SELECT credential FROM tfa_routes WHERE phone = $1 AND NOT (tenant = $2 AND credential = $3)",
+                    vals![p, t.as_str(), id.as_str()],
+                )?;
+                if taken.is_some() {
+                    return Err(TfaError::Invalid {
+                        what: "phone",
+                        reason: "another credential receives this number's messages".into(),
+                    });
+                }
             }
-        }
-        let token = match self.route_of(&tx, t, id)? {
-            Some((token, _)) => token,
-            None => random_token()?,
-        };
-        self.write_route(&tx, t, id, &token, rules)?;
-        scope.record(id, Action::Other("tfa_route_updated".into()), None)?;
-        tx.commit()?;
-        Ok(())
+            let token = match self.route_of(tx, t, id)? {
+                Some((token, _)) => token,
+                None => random_token()?,
+            };
+            self.write_route(tx, t, id, &token, rules)?;
+            scope.record(id, Action::Other("tfa_route_updated".into()), None)?;
+            Ok(())
+        })
     }
 
     /// Credential `id`'s rules (the defaults when none were set).
@@ -535,9 +607,9 @@ impl Tfa {
     /// # Errors
     /// [`TfaError::Integrity`], [`TfaError::Database`].
     pub fn rules(&self, scope: &Scope<'_>, id: &CredentialId) -> Result<Rules, TfaError> {
-        let conn = self.conn()?;
         Ok(self
-            .route_of(&conn, scope.tenant_id(), id)?
+            .db
+            .read(|tx| self.route_of(tx, scope.tenant_id(), id))?
             .map(|(_, r)| r)
             .unwrap_or_default())
     }
@@ -548,18 +620,23 @@ impl Tfa {
         value: &str,
         tenant: Option<&TenantId>,
     ) -> Result<Option<Route>, TfaError> {
-        let conn = self.conn()?;
-        let sql = format!("SELECT tenant, credential FROM tfa_routes WHERE {column} = ?1");
-        let row: Option<(String, String)> = conn
-            .query_row(&sql, params![value], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let Some((t, c)) = row else { return Ok(None) };
-        let t = TenantId::new(&t).map_err(|_| TfaError::Integrity { record: "route" })?;
-        if tenant.is_some_and(|want| *want != t) {
-            return Ok(None);
-        }
-        let c = CredentialId::parse(&c).map_err(|_| TfaError::Integrity { record: "route" })?;
-        let Some((_, rules)) = self.route_of(&conn, &t, &c)? else {
+        let sql = format!("SELECT tenant, credential FROM tfa_routes WHERE {column} = $1");
+        let found = self.db.read(
+            |tx| -> Result<Option<(TenantId, CredentialId, Rules)>, TfaError> {
+                let Some(r) = tx.row(&sql, vals![value])? else {
+                    return Ok(None);
+                };
+                let (t, c): (String, String) = (r.get(0)?, r.get(1)?);
+                let t = TenantId::new(&t).map_err(|_| TfaError::Integrity { record: "route" })?;
+                if tenant.is_some_and(|want| *want != t) {
+                    return Ok(None);
+                }
+                let c =
+                    CredentialId::parse(&c).map_err(|_| TfaError::Integrity { record: "route" })?;
+                Ok(self.route_of(tx, &t, &c)?.map(|(_, rules)| (t, c, rules)))
+            },
+        )?;
+        let Some((t, c, rules)) = found else {
             return Ok(None);
         };
         Ok(Some(Route {
@@ -623,20 +700,20 @@ impl Tfa {
             expires_at: expires,
             sealed,
         };
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT INTO tfa_codes (id, tenant, credential, channel, received_at, expires_at, sealed, mac)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![row.id, row.tenant, row.credential, row.channel, row.received_at,
-                row.expires_at, row.sealed, self.code_mac(&row)],
-        )?;
-        scope.record(
-            &route.credential,
-            Action::Other("tfa_code_received".into()),
-            Some(details(channel, None)),
-        )?;
-        tx.commit()?;
+        self.db.write(|tx| -> Result<(), TfaError> {
+            tx.exec(
+                "INSERT INTO tfa_codes (id, tenant, credential, channel, received_at, expires_at, sealed, mac)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                vals![row.id, row.tenant, row.credential, row.channel, row.received_at,
+                    row.expires_at, row.sealed, self.code_mac(&row)],
+            )?;
+            scope.record(
+                &route.credential,
+                Action::Other("tfa_code_received".into()),
+                Some(details(channel, None)),
+            )?;
+            Ok(())
+        })?;
         Ok(Outcome::Stored {
             credential: route.credential.clone(),
         })
@@ -726,45 +803,31 @@ impl Tfa {
         let t = scope.tenant_id().as_str();
         loop {
             let now = self.store.now();
-            let taken = {
-                let mut conn = self.conn()?;
-                let tx =
-                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let row: Option<(CodeRow, Vec<u8>)> = tx
-                    .query_row(
+            // Err(e) inside Ok: the code was taken out (deleted) but does not authenticate.
+            let taken = self.db.write(
+                |tx| -> Result<Result<Option<ReceivedCode>, TfaError>, TfaError> {
+                    let Some(r) = tx.row(
                         "SELECT id, channel, received_at, expires_at, sealed, mac FROM tfa_codes
-                         WHERE tenant = ?1 AND credential = ?2 AND received_at >= ?3 AND expires_at > ?4
-                         ORDER BY received_at, id LIMIT 1",
-                        params![t, id.as_str(), since, now],
-                        |r| {
-                            Ok((
-                                CodeRow {
-                                    id: r.get(0)?,
-                                    tenant: t.to_owned(),
-                                    credential: id.as_str().to_owned(),
-                                    channel: r.get(1)?,
-                                    received_at: r.get(2)?,
-                                    expires_at: r.get(3)?,
-                                    sealed: r.get(4)?,
-                                },
-                                r.get(5)?,
-                            ))
-                        },
-                    )
-                    .optional()?;
-                if let Some((row, mac)) = row {
-                    tx.execute("DELETE FROM tfa_codes WHERE id = ?1", params![row.id])?;
+                     WHERE tenant = $1 AND credential = $2 AND received_at >= $3 AND expires_at > $4
+                     ORDER BY received_at, id LIMIT 1",
+                        vals![t, id.as_str(), since, now],
+                    )?
+                    else {
+                        return Ok(Ok(None));
+                    };
+                    let row = CodeRow {
+                        id: r.get(0)?,
+                        tenant: t.to_owned(),
+                        credential: id.as_str().to_owned(),
+                        channel: r.get(1)?,
+                        received_at: r.get(2)?,
+                        expires_at: r.get(3)?,
+                        sealed: r.get(4)?,
+                    };
+                    let mac: Vec<u8> = r.get(5)?;
+                    tx.exec("DELETE FROM tfa_codes WHERE id = $1", vals![row.id])?;
                     if !self.key.verify_tag_of(&self.code_mac(&row), &mac) {
-                        tx.commit()?;
-                        let _ = scope.record(
-                            id,
-                            Action::IntegrityFailure,
-                            Some(details(
-                                Channel::Email,
-                                Some("a received code's record does not match its MAC"),
-                            )),
-                        );
-                        return Err(TfaError::Integrity { record: "code" });
+                        return Ok(Err(TfaError::Integrity { record: "code" }));
                     }
                     let (cid, ch, at, sealed) = (row.id, row.channel, row.received_at, row.sealed);
                     let channel = if ch == "sms" {
@@ -783,14 +846,25 @@ impl Tfa {
                         Action::Other("tfa_code_delivered".into()),
                         Some(details(channel, None)),
                     )?;
-                    tx.commit()?;
-                    Some(ReceivedCode {
+                    Ok(Ok(Some(ReceivedCode {
                         code,
                         received_at: at,
                         channel,
-                    })
-                } else {
-                    None
+                    })))
+                },
+            )?;
+            let taken = match taken {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = scope.record(
+                        id,
+                        Action::IntegrityFailure,
+                        Some(details(
+                            Channel::Email,
+                            Some("a received code's record does not match its MAC"),
+                        )),
+                    );
+                    return Err(e);
                 }
             };
             if let Some(c) = taken {
@@ -811,10 +885,10 @@ impl Tfa {
     /// # Errors
     /// [`TfaError::Database`].
     pub fn sweep(&self) -> Result<usize, TfaError> {
-        let conn = self.conn()?;
-        Ok(conn.execute(
-            "DELETE FROM tfa_codes WHERE expires_at <= ?1",
-            params![self.store.now()],
-        )?)
+        let now = self.store.now();
+        let n = self.db.write(|tx| -> Result<u64, TfaError> {
+            Ok(tx.exec("DELETE FROM tfa_codes WHERE expires_at <= $1", vals![now])?)
+        })?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 }
