@@ -21,7 +21,7 @@ fn run(args: &[&str], stdin: &str) -> (i32, String, String) {
 fn list_and_show() {
     let (code, out, _) = run(&["type", "list"], "");
     assert_eq!(code, 0);
-    assert_eq!(out.lines().count(), 20);
+    assert_eq!(out.lines().count(), 22);
     assert!(
         out.lines()
             .any(|l| l.starts_with("postgres ") && l.contains("database")),
@@ -30,7 +30,7 @@ fn list_and_show() {
     let (code, out, _) = run(&["--json", "type", "list"], "");
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 20);
+    assert_eq!(v.as_array().unwrap().len(), 22);
     assert!(v.as_array().unwrap().iter().all(|t| t["builtin"] == true));
 
     let (code, out, _) = run(&["type", "show", "http_bearer_token"], "");
