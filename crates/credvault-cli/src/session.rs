@@ -31,6 +31,9 @@ pub(crate) enum SessionCommand {
     Load(ProfileArgs),
     /// List the tenant's saved states (never the states).
     List(TenantArgs),
+    /// Show a credential's saved states (versions, times, expiry; never the states) and its
+    /// session settings.
+    Show(NameArgs),
     /// Remove a credential's saved state (every profile unless `--profile`).
     Rm(RmArgs),
     /// Remove every expired state, and those of deleted credentials.
@@ -53,6 +56,14 @@ pub(crate) struct ProfileArgs {
     /// The browser profile.
     #[arg(long, default_value = "default")]
     profile: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NameArgs {
+    /// The credential's name.
+    name: String,
+    #[command(flatten)]
+    target: Target,
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +204,11 @@ fn config_text(name: &str, c: &SessionConfig) -> String {
         dur(c.absolute_ms),
         if kinds.is_empty() { "(nothing)" } else { &kinds },
     )
+}
+
+/// A Unix-ms time as RFC 3339.
+fn when(ms: i64) -> String {
+    credvault_audit::Timestamp::from_unix_millis(u64::try_from(ms).unwrap_or(0)).to_string()
 }
 
 fn usage(e: SessionError) -> Failure {
@@ -369,6 +385,38 @@ pub(crate) fn run(args: &VaultArgs, cmd: SessionCommand) -> Result<Output, Failu
                 Ok(Output::Text {
                     text,
                     json: json!(rows),
+                })
+            }
+            SessionCommand::Show(a) => {
+                let (scope, info) = find(v, &a.target, &a.name, args.actor())?;
+                let cfg = s.config(&scope, &info.id).map_err(failed)?;
+                let mut text = config_text(&info.name, &cfg);
+                let mut rows = Vec::new();
+                for i in s.list(&scope).map_err(failed)? {
+                    if i.credential != info.id {
+                        continue;
+                    }
+                    text.push_str(&format!(
+                        "  profile {}: version {}, logged in {}, last used {}, {}\n",
+                        i.profile,
+                        i.version,
+                        when(i.created_at),
+                        when(i.last_used_at),
+                        i.expires_at.map_or_else(
+                            || "never expires".into(),
+                            |e| format!("expires {}", when(e))
+                        ),
+                    ));
+                    rows.push(json!({"profile": i.profile, "version": i.version,
+                        "created_at": i.created_at, "last_used_at": i.last_used_at,
+                        "expires_at": i.expires_at}));
+                }
+                if rows.is_empty() {
+                    text.push_str("  no saved state\n");
+                }
+                Ok(Output::Text {
+                    text,
+                    json: json!({"name": info.name, "config": config_json(&cfg), "sessions": rows}),
                 })
             }
             SessionCommand::Rm(a) => {

@@ -187,13 +187,7 @@ fn nodes_of_a_postgres_vault_share_sessions_and_leases() {
     assert!(!n1.join("sessions.db").exists() && !n2.join("sessions.db").exists());
     // A login lease held on node 1 keeps node 2 out until it ends.
     let marker = tmp.path().join("holding");
-    let mut holder = std::process::Command::new(assert_cmd::cargo::cargo_bin("credvault"))
-        .env("CREDVAULT_DIR", &n1)
-        .env("CREDVAULT_CONFIG_DIR", common::config_dir(&n1))
-        .env_remove("CREDVAULT_MASTER_KEY")
-        .env_remove("CREDVAULT_TENANT")
-        .env_remove("CREDVAULT_DATABASE_URL")
-        .env("CREDVAULT_ACTOR", "tester")
+    let mut holder = common::process_in(&n1)
         .args([
             "lease",
             "portal",

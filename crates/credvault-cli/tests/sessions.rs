@@ -4,46 +4,25 @@
 //! wait that runs out exits 75.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+/// A `credvault` process on the vault, stdout and stderr captured.
 fn cmd(vault: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_credvault"));
-    c.env("CREDVAULT_DIR", vault)
-        .env("CREDVAULT_CONFIG_DIR", vault.with_extension("config"))
-        .env_remove("CREDVAULT_MASTER_KEY")
-        .env_remove("CREDVAULT_TENANT")
-        .env_remove("CREDVAULT_LOCK_TIMEOUT")
-        .env("CREDVAULT_ACTOR", "tester")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut c = common::process_in(vault);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
     c
 }
 
 fn run(vault: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = cmd(vault).args(args).spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    common::run_in(vault, args, stdin)
 }
 
 fn ok(vault: &Path, args: &[&str], stdin: &str) -> String {
-    let out = run(vault, args, stdin);
-    assert!(
-        out.status.success(),
-        "{args:?} exited {:?}: {}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::ok_in(vault, args, stdin)
 }
 
 fn vault() -> (tempfile::TempDir, PathBuf) {
@@ -87,6 +66,12 @@ fn a_saved_state_loads_in_another_process_and_is_gone_after_rm() {
     let want: serde_json::Value = serde_json::from_str(STATE).unwrap();
     let got: serde_json::Value = serde_json::from_str(&loaded).unwrap();
     assert_eq!(got, want);
+    let shown = ok(&v, &["--json", "session", "show", "portal"], "");
+    let doc: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(doc["sessions"][0]["profile"], "work");
+    assert_eq!(doc["sessions"][0]["version"], 1);
+    assert_eq!(doc["config"]["multiple"], true);
+    assert!(!shown.contains("s3cr3t"));
     let list = ok(&v, &["--json", "session", "list"], "");
     let rows: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(rows[0]["name"], "portal");

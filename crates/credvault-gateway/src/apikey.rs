@@ -473,29 +473,12 @@ impl ServerKey {
 
     /// Reads `path`, or makes it (owner-only) with fresh random bytes when it does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
-        let err = |reason: String| KeyError::ServerKey {
-            path: path.display().to_string(),
-            reason,
-        };
-        if !path.exists() {
-            let mut bytes = Zeroizing::new([0u8; 32]);
-            ring::rand::SystemRandom::new()
-                .fill(&mut bytes[..])
-                .map_err(|_| err("the system random generator failed".into()))?;
-            match credvault_store::files::write_new_private(path, &bytes[..]) {
-                // Another process may have won the race: whatever is there now is read below.
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                    return Err(err(e.to_string()))
-                }
-                _ => {}
-            }
-        }
-        let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| err(e.to_string()))?);
-        let arr: &[u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| err("expected exactly 32 bytes".into()))?;
-        Ok(Self::from_bytes(arr))
+        let bytes =
+            credvault_store::files::load_or_create_key(path).map_err(|e| KeyError::ServerKey {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self::from_bytes(&bytes))
     }
 
     fn key_hash(&self, key: &str) -> [u8; 32] {

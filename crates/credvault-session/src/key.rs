@@ -4,8 +4,7 @@ use std::fmt;
 use std::path::Path;
 
 use ring::hmac;
-use ring::rand::SecureRandom;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroize;
 
 use crate::SessionError;
 
@@ -39,29 +38,12 @@ impl SessionKey {
     /// # Errors
     /// [`SessionError::Key`] naming the file and the reason.
     pub fn load_or_create(path: &Path) -> Result<Self, SessionError> {
-        let err = |reason: String| SessionError::Key {
-            path: path.display().to_string(),
-            reason,
-        };
-        if !path.exists() {
-            let mut bytes = Zeroizing::new([0u8; 32]);
-            ring::rand::SystemRandom::new()
-                .fill(&mut bytes[..])
-                .map_err(|_| err("the system random generator failed".into()))?;
-            match credvault_store::files::write_new_private(path, &bytes[..]) {
-                // Another process may have won the race: whatever is there now is read below.
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                    return Err(err(e.to_string()))
-                }
-                _ => {}
-            }
-        }
-        let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| err(e.to_string()))?);
-        let arr: &[u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| err("expected exactly 32 bytes".into()))?;
-        Ok(Self::from_bytes(arr))
+        let bytes =
+            credvault_store::files::load_or_create_key(path).map_err(|e| SessionError::Key {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self::from_bytes(&bytes))
     }
 
     /// The MAC of a record (HMAC-SHA256): a kind label, then each part, each prefixed with its

@@ -711,3 +711,25 @@ fn a_kept_lease_is_renewed_and_released_by_id_only_in_its_own_scope() {
         Err(SessionError::LeaseLost { .. })
     ));
 }
+
+#[test]
+fn a_tenant_key_rotation_shreds_saved_states() {
+    let e = env();
+    let s = e.sessions();
+    let scope = e.store.tenant(&e.tenant, "robot").unwrap();
+    s.save(&scope, &e.portal, "default", &state()).unwrap();
+    let sealed_before: Vec<u8> = e
+        .db()
+        .query_row("SELECT sealed FROM session_state", [], |r| r.get(0))
+        .unwrap();
+    let r = scope.rotate_key(&mut |_| {}).unwrap();
+    assert_eq!(r.retired.len(), 1, "the old key is retired");
+    // The state sealed under the retired key no longer opens: it is gone, recorded why.
+    assert!(s.load(&scope, &e.portal, "default").unwrap().is_none());
+    assert!(e.events().iter().any(|ev| ev.action.as_str() == "session_expired"
+        && matches!(&ev.details, Some(Details::Session { reason: Some(r), .. }) if r.contains("retired"))));
+    // Even the bytes kept from before do not open under any key the tenant has now.
+    assert!(scope
+        .open_attachment(&e.portal, "browser-state:default:v1", &sealed_before)
+        .is_err());
+}

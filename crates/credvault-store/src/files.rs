@@ -40,3 +40,32 @@ pub fn write_new_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The 32-byte secret in `path` (a vault's `gateway.key`, `sessions.key`), made with fresh
+/// random bytes by [`write_new_private`] when the file does not exist. Processes starting at
+/// once agree: a creator that finds the file made meanwhile reads that one.
+///
+/// # Errors
+/// The file could not be made or read, holds other than 32 bytes
+/// ([`io::ErrorKind::InvalidData`]), or the system's random generator failed.
+pub fn load_or_create_key(path: &Path) -> io::Result<zeroize::Zeroizing<[u8; 32]>> {
+    if !path.exists() {
+        let mut fresh = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(&mut fresh[..]).map_err(|e| io::Error::other(e.to_string()))?;
+        match write_new_private(path, &fresh[..]) {
+            // Another process may have won the race: whatever is there now is read below.
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    }
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path)?);
+    let mut key = zeroize::Zeroizing::new([0u8; 32]);
+    if bytes.len() != 32 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "expected exactly 32 bytes",
+        ));
+    }
+    key.copy_from_slice(&bytes);
+    Ok(key)
+}

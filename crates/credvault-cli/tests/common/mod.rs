@@ -59,6 +59,22 @@ pub(crate) fn credvault_in(dir: &std::path::Path) -> assert_cmd::Command {
     c
 }
 
+/// [`credvault_in`] as a plain `std::process::Command`, for a process the test starts and
+/// leaves running (a lease holder, a server), with the same settings; stdin closed.
+pub(crate) fn process_in(dir: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("credvault"));
+    c.env("CREDVAULT_DIR", dir)
+        .env("CREDVAULT_CONFIG_DIR", config_dir(dir))
+        .env_remove("CREDVAULT_MASTER_KEY")
+        .env_remove("CREDVAULT_TENANT")
+        .env_remove("CREDVAULT_DATABASE_URL")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_ENDPOINT_URL_STS")
+        .env("CREDVAULT_ACTOR", "tester")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
 /// `credvault` on the vault in `dir` with `args` and `stdin`: its output, whatever the status.
 pub(crate) fn run_in(dir: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
     credvault_in(dir)
