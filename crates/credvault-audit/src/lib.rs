@@ -64,7 +64,7 @@ pub use event::{
 };
 pub use key::{AuditKey, HashedField, IdentifierHasher, KeyFormatError, HASHED_PREFIX};
 pub use log::{
-    anchor_path, segment_path, segment_paths, AuditLog, Durability, LogConfig, LogError,
+    anchor_path, segment_path, segment_paths, AuditLog, Durability, LogConfig, LogError, LogLock,
     OpenReport, Receipt, Ticket,
 };
 pub use query::{

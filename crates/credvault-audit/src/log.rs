@@ -1,14 +1,16 @@
 //! The hash-chained JSON Lines log: a directory of segment files (`audit-000001.jsonl`, ...),
 //! an anchor file (`audit.anchor`) and a lock file.
 //!
-//! Several processes (and several handles in one process) may write one log at once. Each
-//! write takes the lock file's exclusive lock (`flock`) only for the time of that write: the
-//! writer reads what others appended since its last write (checking that it links to the head
-//! it knew), appends its batch after it, syncs, and lets go. Waiting for the lock is bounded
-//! by [`LogConfig::lock_timeout`]; a wait that runs out fails that record with
-//! [`LogError::LockTimeout`] and leaves the log usable. A writer killed while holding the lock
-//! releases it with its death; a line it left half-written is found by the next writer, kept,
-//! and described by a recovery record.
+//! Several processes (and several handles in one process) may write one log at once. A write
+//! holds the lock file's exclusive lock (`flock`): the writer reads what others appended since
+//! its last write (checking that it links to the head it knew), appends its batch after it,
+//! syncs, and lets go. A busy handle keeps the lock between its writes for a short lease
+//! ([`LogConfig::lock_lease`], 1 ms of idleness by default) and gives it up at once to a
+//! writer that asks for it (a shared lock on `audit.want`, taken while waiting). Waiting for
+//! the lock is bounded by [`LogConfig::lock_timeout`]; a wait that runs out fails that record
+//! with [`LogError::LockTimeout`] and leaves the log usable. A writer killed while holding the
+//! lock releases it with its death; a line it left half-written is found by the next writer,
+//! kept, and described by a recovery record.
 //!
 //! Durability: with the default [`Durability::GroupCommit`], a record is acknowledged only
 //! after an `fsync` (`fdatasync`) that covers it; concurrent writers share one `fsync`.
@@ -78,6 +80,12 @@ pub struct LogConfig {
     /// Encrypts every event written from now on (`sealed` records); `None` (the default)
     /// writes events in the clear. Records already written are left as they are.
     pub sealer: Option<Arc<dyn RecordSealer>>,
+    /// Keeps the log's lock between this handle's writes until it has been idle this long
+    /// (default 1 ms), saving the two `flock` calls of each write. Another writer waiting
+    /// for the lock gets it within about this time, as does a process that takes
+    /// `audit.lock` directly once this one pauses. `None`: the lock is taken and released
+    /// for every write.
+    pub lock_lease: Option<Duration>,
 }
 
 impl Default for LogConfig {
@@ -90,6 +98,7 @@ impl Default for LogConfig {
             hashed_fields: Vec::new(),
             lock_timeout: Duration::from_secs(5),
             sealer: None,
+            lock_lease: Some(Duration::from_millis(1)),
         }
     }
 }
@@ -122,6 +131,13 @@ impl LogConfig {
     /// Sets how long a write waits for the log's lock.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
+        self
+    }
+
+    /// Sets the lease on the log's lock between writes ([`LogConfig::lock_lease`]; a zero
+    /// duration is taken as `None`).
+    pub fn lock_lease(mut self, idle: Option<Duration>) -> Self {
+        self.lock_lease = idle.filter(|d| !d.is_zero());
         self
     }
 
@@ -430,7 +446,51 @@ struct Inner {
     /// Test hook: writes fail (after this many more bytes) as a full disk would.
     fault: Mutex<Option<u64>>,
     lock_path: PathBuf,
-    lock_file: File,
+    locks: Arc<Locks>,
+}
+
+/// The log's lock files, and the lease on the lock shared with the thread that ends it.
+struct Locks {
+    /// `audit.lock`: held exclusively by the one writing handle.
+    lock: File,
+    /// `audit.want`: held shared by every handle waiting for `lock`.
+    want: File,
+    lease: Mutex<Lease>,
+    /// Wakes the lease keeper: a lease began, or the log was dropped.
+    wake: Condvar,
+}
+
+/// Whether a handle keeps `audit.lock` between its writes.
+#[derive(Default)]
+struct Lease {
+    /// The lock is held although no write is in progress.
+    held: bool,
+    /// A write is in progress under the lease (the keeper must not let go of the lock).
+    busy: bool,
+    /// When the last write under the lease ended.
+    last_write: Option<Instant>,
+    /// The keeper let go because another writer asked: no new lease while anyone still asks.
+    yielding: bool,
+    /// The log was dropped, or the keeper could not be started: no more leases.
+    closed: bool,
+}
+
+impl Locks {
+    fn lease(&self) -> MutexGuard<'_, Lease> {
+        self.lease.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether another handle waits for the lock (holds `audit.want` shared). Costs two
+    /// system calls when nobody does.
+    fn wanted(&self) -> bool {
+        match self.want.try_lock() {
+            Ok(()) => {
+                let _ = self.want.unlock();
+                false
+            }
+            Err(_) => true,
+        }
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -455,6 +515,9 @@ impl Drop for Inner {
             *stopped = true;
         }
         cond.notify_all();
+        // The keeper lets go of a lease still held, and ends.
+        self.locks.lease().closed = true;
+        self.locks.wake.notify_all();
     }
 }
 
@@ -508,8 +571,15 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Holds the lock file's exclusive lock until dropped.
+/// Holds the lock file's exclusive lock until dropped (or [kept](FileLock::keep)).
 struct FileLock<'a>(&'a File);
+
+impl FileLock<'_> {
+    /// Leaves the lock held after this guard is gone (a lease).
+    fn keep(self) {
+        std::mem::forget(self);
+    }
+}
 
 impl Drop for FileLock<'_> {
     fn drop(&mut self) {
@@ -519,24 +589,91 @@ impl Drop for FileLock<'_> {
 }
 
 /// Takes the exclusive lock on `file`, polling (with growing pauses, at most 4 ms) until
-/// `timeout` has passed.
-fn acquire(file: &File, timeout: Duration) -> Result<FileLock<'_>, Failure> {
+/// `timeout` has passed. While it waits it holds `want` shared, which asks a handle keeping
+/// the lock between writes to let go.
+fn acquire<'f>(
+    file: &'f File,
+    want: Option<&File>,
+    timeout: Duration,
+) -> Result<FileLock<'f>, Failure> {
     let start = Instant::now();
     let mut pause = Duration::from_micros(50);
-    loop {
+    let mut asking = false;
+    let result = loop {
         match file.try_lock() {
-            Ok(()) => return Ok(FileLock(file)),
+            Ok(()) => break Ok(FileLock(file)),
             Err(fs::TryLockError::WouldBlock) => {
+                if let (Some(w), false) = (want, asking) {
+                    // Fails only while a holder is checking for askers; tried again below.
+                    asking = w.try_lock_shared().is_ok();
+                }
                 let waited = start.elapsed();
                 if waited >= timeout {
-                    return Err(Failure::Timeout(waited));
+                    break Err(Failure::Timeout(waited));
                 }
                 std::thread::sleep(pause.min(timeout - waited));
                 pause = (pause * 2).min(Duration::from_millis(4));
             }
-            Err(fs::TryLockError::Error(e)) => return Err(Failure::Failed(format!("lock: {e}"))),
+            Err(fs::TryLockError::Error(e)) => break Err(Failure::Failed(format!("lock: {e}"))),
         }
+    };
+    if let (Some(w), true) = (want, asking) {
+        let _ = w.unlock();
     }
+    result
+}
+
+/// The exclusive lock of the log in a directory, taken from outside a log handle (to copy
+/// the log whole, say), until dropped.
+///
+/// Waits like a writer: it asks a handle that keeps the lock between writes to let go
+/// ([`LogConfig::lock_lease`]).
+#[derive(Debug)]
+pub struct LogLock {
+    file: File,
+}
+
+impl LogLock {
+    /// Takes the lock of the log in `dir` (which must exist), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`LogError::LockTimeout`], or [`LogError::Io`] when the lock files cannot be opened.
+    pub fn acquire(dir: &Path, timeout: Duration) -> Result<Self, LogError> {
+        let (lock_path, file, want) = open_lock_files(dir)?;
+        match acquire(&file, Some(&want), timeout) {
+            Ok(held) => held.keep(),
+            Err(Failure::Timeout(waited)) => {
+                return Err(LogError::LockTimeout {
+                    path: lock_path,
+                    waited,
+                })
+            }
+            Err(Failure::Failed(reason)) => return Err(LogError::Failed { reason }),
+        }
+        Ok(Self { file })
+    }
+}
+
+impl Drop for LogLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+/// Opens (creating them owner-only when missing) `audit.lock` and `audit.want` in `dir`.
+fn open_lock_files(dir: &Path) -> Result<(PathBuf, File, File), LogError> {
+    let open = |path: &Path| {
+        private_options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))
+    };
+    let lock_path = dir.join("audit.lock");
+    let lock = open(&lock_path)?;
+    let want = open(&dir.join("audit.want"))?;
+    Ok((lock_path, lock, want))
 }
 
 /// Options that never follow a symlink at the final path component, and create files
@@ -601,22 +738,18 @@ impl AuditLog {
         config: LogConfig,
     ) -> Result<(Self, OpenReport), LogError> {
         create_private_dir(dir).map_err(io_err(dir))?;
-        let lock_path = dir.join("audit.lock");
-        let lock_file = private_options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
+        let (lock_path, lock_file, want_file) = open_lock_files(dir)?;
         let sync = config.durability != Durability::NoSync;
         let (disk, log_id, report) = {
-            let _held = acquire(&lock_file, config.lock_timeout).map_err(|f| match f {
-                Failure::Timeout(waited) => LogError::LockTimeout {
-                    path: lock_path.clone(),
-                    waited,
+            let _held = acquire(&lock_file, Some(&want_file), config.lock_timeout).map_err(
+                |f| match f {
+                    Failure::Timeout(waited) => LogError::LockTimeout {
+                        path: lock_path.clone(),
+                        waited,
+                    },
+                    Failure::Failed(reason) => LogError::Failed { reason },
                 },
-                Failure::Failed(reason) => LogError::Failed { reason },
-            })?;
+            )?;
             let numbers = segment_numbers(dir).map_err(io_err(dir))?;
             // A segment still under its temporary name never became part of the log (its
             // records were not acknowledged): remove it.
@@ -652,9 +785,18 @@ impl AuditLog {
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             fault: Mutex::new(None),
             lock_path,
-            lock_file,
+            locks: Arc::new(Locks {
+                lock: lock_file,
+                want: want_file,
+                lease: Mutex::new(Lease::default()),
+                wake: Condvar::new(),
+            }),
         });
         let log = Self { inner };
+        match log.inner.config.lock_lease {
+            Some(idle) => spawn_keeper(Arc::clone(&log.inner.locks), idle),
+            None => log.inner.locks.lease().closed = true,
+        }
         if let Some(interval) = log.inner.config.checkpoint_interval {
             spawn_ticker(
                 Arc::downgrade(&log.inner),
@@ -1128,20 +1270,60 @@ impl Inner {
     }
 
     /// Writes `batch` after whatever other writers appended, under the file lock.
+    ///
+    /// Under a lease the lock is already held; otherwise it is taken here, and kept
+    /// afterwards as a lease when leases are on and nobody is asking for it.
     fn write(
         &self,
         batch: &[Queued],
         disk: &mut Disk,
         timer_due: bool,
     ) -> Result<Written, Failure> {
-        let _held = acquire(&self.lock_file, self.config.lock_timeout)?;
+        let locks = &*self.locks;
+        let leased = {
+            let mut lease = locks.lease();
+            lease.busy = lease.held;
+            lease.held
+        };
+        let held = if leased {
+            // Only the write below ends the lease, or the keeper, which waits while busy.
+            FileLock(&locks.lock)
+        } else {
+            acquire(&locks.lock, Some(&locks.want), self.config.lock_timeout)?
+        };
         let sync = self.config.durability != Durability::NoSync;
-        self.refresh(disk, sync).map_err(Failure::Failed)?;
-        let mut buf = std::mem::take(&mut disk.buf);
-        buf.clear();
-        let result = self.write_items(batch, disk, &mut buf, timer_due, sync);
-        buf.clear();
-        disk.buf = buf;
+        // Still checked under a lease: it costs one `lseek`, and an append made by someone
+        // who ignored the lock fails the log closed at once.
+        let result = self.refresh(disk, sync).and_then(|()| {
+            let mut buf = std::mem::take(&mut disk.buf);
+            buf.clear();
+            let result = self.write_items(batch, disk, &mut buf, timer_due, sync);
+            buf.clear();
+            disk.buf = buf;
+            result
+        });
+        let mut lease = locks.lease();
+        lease.busy = false;
+        let keep = result.is_ok()
+            && !lease.closed
+            && (leased || !lease.yielding || {
+                lease.yielding = locks.wanted();
+                !lease.yielding
+            });
+        if keep {
+            lease.last_write = Some(Instant::now());
+            if !leased {
+                lease.held = true;
+                held.keep();
+                locks.wake.notify_all();
+            } else {
+                held.keep();
+            }
+        } else {
+            lease.held = false;
+            drop(held);
+        }
+        drop(lease);
         result.map_err(Failure::Failed)
     }
 
@@ -1257,11 +1439,12 @@ impl Inner {
         loop {
             let segment = disk.segment;
             let name = || segment_path(&self.dir, segment).display().to_string();
-            let size = disk
-                .file
-                .metadata()
-                .map_err(|e| format!("stat {}: {e}", name()))?
-                .len();
+            // The size through `lseek`, not `fstat`: a `stat` marks the file's times as
+            // observed, and the kernel (multigrain timestamps) then gives the next write a
+            // fine-grained time, dirtying the inode on every write.
+            let size = (&disk.file)
+                .seek(SeekFrom::End(0))
+                .map_err(|e| format!("size of {}: {e}", name()))?;
             if size < disk.len {
                 return Err(format!(
                     "{} is shorter than when this writer last saw it: it was cut",
@@ -1383,6 +1566,55 @@ impl Inner {
         }
         *allowed = 0;
         Err("write: No space left on device (os error 28)".to_owned())
+    }
+}
+
+/// Starts the thread that ends a handle's lease on the lock: once the handle has not written
+/// for `idle`, or as soon as another writer asks for the lock. Without the thread there are
+/// no leases.
+fn spawn_keeper(locks: Arc<Locks>, idle: Duration) {
+    let keeper = Arc::clone(&locks);
+    let spawned = std::thread::Builder::new()
+        .name("credvault-audit-lease".into())
+        .spawn(move || {
+            let locks = keeper;
+            // How often a held lease checks whether anyone asks for the lock.
+            let tick = idle.min(Duration::from_millis(1));
+            let mut lease = locks.lease();
+            loop {
+                if !lease.held {
+                    if lease.closed {
+                        return;
+                    }
+                    lease = locks.wake.wait(lease).unwrap_or_else(|e| e.into_inner());
+                    continue;
+                }
+                if lease.busy {
+                    // The write in progress ends with a fresh `last_write`.
+                    lease = locks
+                        .wake
+                        .wait_timeout(lease, tick)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    continue;
+                }
+                let since = lease.last_write.map_or(idle, |t| t.elapsed());
+                let asked = since < idle && !lease.closed && locks.wanted();
+                if since >= idle || asked || lease.closed {
+                    lease.held = false;
+                    lease.yielding = asked;
+                    let _ = locks.lock.unlock();
+                    continue;
+                }
+                lease = locks
+                    .wake
+                    .wait_timeout(lease, tick.min(idle.saturating_sub(since)))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        });
+    if spawned.is_err() {
+        locks.lease().closed = true;
     }
 }
 

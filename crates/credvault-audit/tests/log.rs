@@ -476,3 +476,100 @@ fn a_line_torn_by_another_writer_is_recovered_by_the_next_write() {
     assert_eq!(r.recovered_breaks, 1);
     assert_eq!(r.events, 2);
 }
+
+/// A writer on its own handle that never pauses for more than 200 µs, until `done` is set
+/// (or 20 s have passed, which fails the test). Returns how many records it wrote.
+fn busy_writer(
+    log: AuditLog,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let mut n = 1_000;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the other side never got the lock from the busy handle"
+            );
+            log.record(&event(n)).unwrap();
+            n += 1;
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        log.close().unwrap();
+        n - 1_000
+    })
+}
+
+#[test]
+fn a_busy_handle_lets_another_handle_write_while_it_keeps_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    // A lease far longer than the test: only the other handle's asking can end it.
+    let leasing = fast_config().lock_lease(Some(Duration::from_secs(600)));
+    let (a, _) = AuditLog::open(dir.path(), key(), leasing).unwrap();
+    a.record(&event(0)).unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = busy_writer(a, Arc::clone(&done));
+    // The other handle keeps no lease of its own.
+    let other = fast_config()
+        .lock_lease(None)
+        .lock_timeout(Duration::from_secs(10));
+    let (b, _) = AuditLog::open(dir.path(), key(), other).unwrap();
+    for i in 0..20 {
+        b.record(&event(100_000 + i)).unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    b.close().unwrap();
+    let r = verify_dir(dir.path(), true);
+    assert!(r.is_intact(), "{:?}", r.problem);
+    assert_eq!(r.events, 1 + written + 20);
+}
+
+#[test]
+fn a_lease_ends_when_its_handle_pauses() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast_config()
+        .lock_lease(Some(Duration::from_millis(5)))
+        .lock_timeout(Duration::from_millis(30));
+    let (log, _) = AuditLog::open(dir.path(), key(), config).unwrap();
+    log.record(&event(0)).unwrap();
+    // Someone who takes the lock directly, without asking, gets it once the handle has been
+    // idle for its lease, with the handle still open.
+    let other = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("audit.lock"))
+        .unwrap();
+    assert!(eventually(|| other.try_lock().is_ok()));
+    // The handle's next record then waits for it, and times out.
+    let err = log.record(&event(1)).unwrap_err();
+    assert!(matches!(err, LogError::LockTimeout { .. }), "{err}");
+    other.unlock().unwrap();
+    log.record(&event(2)).unwrap();
+    log.close().unwrap();
+    let r = verify_dir(dir.path(), true);
+    assert!(r.is_intact(), "{:?}", r.problem);
+    assert_eq!(r.events, 2);
+}
+
+#[test]
+fn the_log_lock_taken_from_outside_waits_for_a_busy_handle_to_let_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast_config()
+        .lock_lease(Some(Duration::from_secs(600)))
+        .lock_timeout(Duration::from_secs(10));
+    let (a, _) = AuditLog::open(dir.path(), key(), config).unwrap();
+    a.record(&event(0)).unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = busy_writer(a, Arc::clone(&done));
+    let held = credvault_audit::LogLock::acquire(dir.path(), Duration::from_secs(10)).unwrap();
+    // While it is held, nothing is appended.
+    let before = std::fs::read(segment_path(dir.path(), 1)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(std::fs::read(segment_path(dir.path(), 1)).unwrap(), before);
+    drop(held);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    let r = verify_dir(dir.path(), true);
+    assert!(r.is_intact(), "{:?}", r.problem);
+    assert_eq!(r.events, 1 + written);
+}

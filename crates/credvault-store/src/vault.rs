@@ -333,7 +333,7 @@ impl VaultVerification {
 ///                 CREDVAULT_MASTER_KEY or a provider)
 ///   audit.key     the audit log's HMAC key, mode 600
 ///   audit/        the hash-chained audit log: audit-NNNNNN.jsonl segments, audit.anchor,
-///                 audit.lock
+///                 audit.lock, audit.want
 ///   types/        the vault's own credential types (NAME.json)
 /// ```
 ///

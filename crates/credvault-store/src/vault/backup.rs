@@ -7,7 +7,7 @@ use credvault_audit::{segment_path, segment_paths, AuditKey, AuditLog, LogConfig
 use zeroize::Zeroizing;
 
 use super::{
-    create_private_dir, find_record_hash_in, lock_within, read_audit_key, verify_vault_audit, verr,
+    create_private_dir, find_record_hash_in, read_audit_key, verify_vault_audit, verr,
     write_private, Vault, VaultAudit, VaultOptions,
 };
 use crate::backup::{BackupLimits, BackupSummary, ChainEnds, Snapshot};
@@ -40,13 +40,13 @@ pub struct Restored {
 /// read: nothing is written to it meanwhile. Released when dropped.
 pub(super) struct SqliteLocks {
     guard: rusqlite::Connection,
-    lock: std::fs::File,
+    _lock: credvault_audit::LogLock,
 }
 
 impl Drop for SqliteLocks {
     fn drop(&mut self) {
+        // The log's lock goes with `_lock`.
         let _ = self.guard.execute_batch("ROLLBACK");
-        let _ = self.lock.unlock();
     }
 }
 
@@ -65,13 +65,16 @@ impl Vault {
             .map_err(|_| StoreError::Busy {
                 resource: "database",
             })?;
-        let lock_path = Self::audit_dir(dir).join("audit.lock");
-        let lock = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| verr("audit log", &lock_path, e))?;
-        lock_within(&lock, options.lock_timeout, "audit log")?;
-        Ok(SqliteLocks { guard, lock })
+        let audit_dir = Self::audit_dir(dir);
+        let lock = credvault_audit::LogLock::acquire(&audit_dir, options.lock_timeout).map_err(
+            |e| match e {
+                credvault_audit::LogError::LockTimeout { .. } => StoreError::Busy {
+                    resource: "audit log",
+                },
+                e => verr("audit log", &audit_dir, e),
+            },
+        )?;
+        Ok(SqliteLocks { guard, _lock: lock })
     }
 
     /// The SQLite vault in `dir` as it is (its locks must be held: [`Self::lock_sqlite`]),
