@@ -4,7 +4,11 @@
 //!   password) from a SQLite database on disk, data key cached, audit on (the hash-chained log,
 //!   each event written with `write(2)`: `NoSync`; `group_commit` adds an fsync per event).
 //!   Peer `bare_select`: a prepared `SELECT` of every column of the same row by primary key,
-//!   read into owned values, on its own connection to the same file.
+//!   read into owned values, on its own connection to the same file. Beside it,
+//!   `floor_select_and_append`: the same select plus one `write(2)` of a line as long as the
+//!   reveal's audit record, appended to a file on the same disk (no lock, no hash, no JSON):
+//!   the least an audited read can cost, since the record is written before the value is
+//!   returned.
 //! - `store_rotate_100k`: tenant-key rotation of 100,000 credentials (batches of 256, one
 //!   transaction each). Peer `bare_read_write_loop`: the same cursor walk reading each full row
 //!   and writing its key id and sealed data back, in transactions of 256. Both on the same
@@ -159,6 +163,33 @@ fn reveal(c: &mut Criterion) {
                         stmt.query_row(params![t.as_str(), id.as_str()], read_row)
                             .unwrap(),
                     )
+                })
+            });
+            // As long as the reveal's own record: its last line but the checkpoints'.
+            let segment = credvault_audit::segment_paths(&dir.join("audit"))
+                .unwrap()
+                .pop()
+                .unwrap();
+            let text = std::fs::read_to_string(segment).unwrap();
+            let line = text
+                .lines()
+                .rev()
+                .find(|l| l.contains(r#""type":"event""#))
+                .unwrap()
+                .to_owned()
+                + "\n";
+            let mut append = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("floor.jsonl"))
+                .unwrap();
+            g.bench_function("floor_select_and_append", |b| {
+                b.iter(|| {
+                    let row = stmt
+                        .query_row(params![t.as_str(), id.as_str()], read_row)
+                        .unwrap();
+                    std::io::Write::write_all(&mut append, line.as_bytes()).unwrap();
+                    black_box(row)
                 })
             });
         }

@@ -152,12 +152,16 @@ const MIGRATIONS: &[&str] = &[
 /// checkpoint (see the threat model).
 ///
 /// **Repeated accesses.** A row read for an access (a reveal) is kept, with SQLite's own
-/// answer to "has anything changed": `PRAGMA data_version` (moves when any other connection,
-/// in any process, commits) and this connection's changed-row count. The next access to the
-/// same credential returns the copy only while both are unchanged, which costs one small
-/// statement instead of reading and decoding the row (decision 0021).
+/// answer to "has anything changed". The next access to the same credential returns the copy
+/// only while that answer is unchanged (decisions 0021 and 0029). For a database file in WAL
+/// mode the answer is the header of SQLite's shared WAL index (`FILE-shm`), which every
+/// commit, by any connection in any process, replaces before anyone can read what it wrote:
+/// one `pread`. Otherwise it is `PRAGMA data_version` (moves when any other connection
+/// commits) with this connection's changed-row count: one small statement.
 pub struct SqliteStorage {
     conn: Mutex<Connection>,
+    /// `FILE-shm`, read only, when the database is a file in WAL mode.
+    wal_index: Option<std::fs::File>,
     /// Rows read for accesses, each with the database's state when it was read (see
     /// [`Storage::credential_for_access`]). When both locks are held, `conn`'s is taken
     /// first.
@@ -170,26 +174,71 @@ struct Kept {
     state: DbState,
 }
 
-/// What changes whenever any row of the database may have changed: `PRAGMA data_version`
-/// (moves when another connection, in this process or another, commits) and this
-/// connection's own count of changed rows (`sqlite3_total_changes`).
+/// The size of the WAL index's header; the `-shm` file starts with two copies of it.
+const WAL_INDEX_HEADER: usize = 48;
+/// The WAL index format version in the header's first four bytes (native byte order).
+const WAL_INDEX_VERSION: u32 = 3_007_000;
+
+/// What changes whenever any row of the database may have changed.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct DbState {
-    data_version: i64,
-    own_changes: u64,
+enum DbState {
+    /// The WAL index header (sqlite.org/walformat.html, section 2.2.1): every commit
+    /// publishes a new one (its change counter, last frame, page count and checksum move),
+    /// and a reader sees the commit only once it is published.
+    WalIndex([u8; WAL_INDEX_HEADER]),
+    /// `PRAGMA data_version` (moves when another connection, in this process or another,
+    /// commits) and this connection's own count of changed rows (`sqlite3_total_changes`).
+    Version { data_version: i64, own_changes: u64 },
 }
 
 impl DbState {
-    fn of(c: &Connection) -> Result<Self, StorageError> {
+    fn of(c: &Connection, wal_index: Option<&std::fs::File>) -> Result<Self, StorageError> {
+        if let Some(h) = wal_index.and_then(wal_index_header) {
+            return Ok(Self::WalIndex(h));
+        }
         let data_version = c
             .prepare_cached("PRAGMA data_version")
             .and_then(|mut s| s.query_row([], |r| r.get(0)))
             .map_err(be)?;
-        Ok(Self {
+        Ok(Self::Version {
             data_version,
             own_changes: c.total_changes(),
         })
     }
+}
+
+/// The WAL index's header as SQLite's own readers accept it: both copies equal (a writer
+/// changes the second copy first, so a header read during a commit has them differ), the
+/// index initialised, the known version. `None` otherwise, or if it cannot be read.
+#[cfg(unix)]
+fn wal_index_header(f: &std::fs::File) -> Option<[u8; WAL_INDEX_HEADER]> {
+    use std::os::unix::fs::FileExt;
+    let mut both = [0u8; 2 * WAL_INDEX_HEADER];
+    f.read_exact_at(&mut both, 0).ok()?;
+    let (first, second) = both.split_at(WAL_INDEX_HEADER);
+    let version = u32::from_ne_bytes(first[..4].try_into().ok()?);
+    // isInit, the byte after iVersion, unused and iChange.
+    (first == second && version == WAL_INDEX_VERSION && first[12] == 1)
+        .then(|| first.try_into().ok())
+        .flatten()
+}
+
+#[cfg(not(unix))]
+fn wal_index_header(_: &std::fs::File) -> Option<[u8; WAL_INDEX_HEADER]> {
+    None
+}
+
+/// `FILE-shm` of a database file in WAL mode, opened read only; `None` for a database in
+/// memory or in another journal mode (the state then comes from `PRAGMA data_version`).
+/// This connection keeps the file in use: SQLite removes it only when its last connection
+/// closes.
+fn wal_index_of(c: &Connection) -> Option<std::fs::File> {
+    let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).ok()?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return None;
+    }
+    let path = c.path().filter(|p| !p.is_empty())?;
+    std::fs::File::open(format!("{path}-shm")).ok()
 }
 
 impl std::fmt::Debug for SqliteStorage {
@@ -561,8 +610,10 @@ impl SqliteStorage {
                 .map_err(be)?;
             tx.commit().map_err(be)?;
         }
+        let wal_index = wal_index_of(&conn);
         Ok(Self {
             conn: Mutex::new(conn),
+            wal_index,
             kept: Mutex::new(HashMap::new()),
         })
     }
@@ -1011,17 +1062,18 @@ impl Storage for SqliteStorage {
 
     /// The row kept from an earlier access if nothing in the database can have changed since
     /// it was read, else the row read now (and kept). "Nothing changed" is SQLite's own
-    /// answer: `PRAGMA data_version` is the same (no other connection, of this process or
-    /// another, committed) and so is this connection's count of changed rows. The state is
-    /// read before the row, so a commit between the two only costs a read next time. A copy
-    /// returned is the row as the database holds it at this call, as a fresh read would be.
+    /// answer: the same WAL index header (no commit published since, by any connection in any
+    /// process), or without one, the same `PRAGMA data_version` and count of this
+    /// connection's changed rows. The state is read before the row, so a commit between the
+    /// two only costs a read next time. A copy returned is the row as the database holds it
+    /// at this call, as a fresh read would be.
     fn credential_for_access(
         &self,
         tenant: &TenantId,
         id: &CredentialId,
     ) -> Result<Option<CredentialRow>, StorageError> {
         let c = self.lock()?;
-        let state = DbState::of(&c)?;
+        let state = DbState::of(&c, self.wal_index.as_ref())?;
         let Ok(mut kept) = self.kept.lock() else {
             return read_credential(&c, tenant, id);
         };
