@@ -209,13 +209,18 @@ pub(crate) async fn list_states(
         let svc = services(&s)?;
         let scope = scope(&s, &c)?;
         let mut rows = Vec::new();
+        // One look per credential, however many profiles it has saved.
+        let mut seen = std::collections::HashMap::new();
         for i in svc.sessions.list(&scope).map_err(session_error)? {
-            let Ok(info) = scope.get(&i.credential) else {
+            let info = seen.entry(i.credential.clone()).or_insert_with(|| {
+                scope
+                    .get(&i.credential)
+                    .ok()
+                    .filter(|info| crate::gateway::covered(&c, info).is_ok())
+            });
+            let Some(info) = info else {
                 continue;
             };
-            if !c.key.policy.covers(&info.name, &info.environment) {
-                continue;
-            }
             rows.push(
                 serde_json::json!({"credential": i.credential.as_str(), "name": info.name,
                 "environment": info.environment, "profile": i.profile, "version": i.version,

@@ -715,6 +715,8 @@ impl Sessions {
                 vals![t.as_str()],
             )?;
             let mut out = Vec::with_capacity(keys.len());
+            // Rows come by credential: its settings are read once for all its profiles.
+            let mut settings: Option<(CredentialId, SessionConfig)> = None;
             for k in keys {
                 let (cred, profile): (String, String) = (k.get(0)?, k.get(1)?);
                 let id = CredentialId::parse(&cred)
@@ -722,9 +724,12 @@ impl Sessions {
                 let Some(r) = self.state_row(tx, t, &id, &profile)? else {
                     continue;
                 };
-                let cfg = self.config_in(tx, t, &id)?;
+                let cfg = match settings {
+                    Some((ref of, ref cfg)) if *of == id => cfg,
+                    _ => &settings.insert((id.clone(), self.config_in(tx, t, &id)?)).1,
+                };
                 out.push(SessionInfo {
-                    expires_at: expiry(&cfg, r.created_at, r.last_used_at),
+                    expires_at: expiry(cfg, r.created_at, r.last_used_at),
                     credential: id,
                     profile,
                     version: r.version,
