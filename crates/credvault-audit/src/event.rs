@@ -77,7 +77,47 @@ impl FromStr for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        // Formatted on the stack and handed over as one string (`collect_str` goes through
+        // the formatter and the serializer's escaping a piece at a time).
+        let mut buf = StackText::default();
+        match fmt::Write::write_fmt(&mut buf, format_args!("{self}")) {
+            Ok(()) => s.serialize_str(buf.as_str()),
+            Err(_) => s.collect_str(self),
+        }
+    }
+}
+
+/// A short text formatted on the stack; writing more than it holds fails.
+struct StackText {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        Self {
+            buf: [0; 40],
+            len: 0,
+        }
+    }
+}
+
+impl StackText {
+    fn as_str(&self) -> &str {
+        // Only whole `str`s are ever written.
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -157,15 +197,27 @@ impl EventId {
     }
 }
 
+impl EventId {
+    /// 8-4-4-4-12 lowercase hex digits, built on the stack.
+    fn text(&self) -> [u8; 36] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [b'-'; 36];
+        let mut at = 0;
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                at += 1;
+            }
+            buf[at] = HEX[usize::from(b >> 4)];
+            buf[at + 1] = HEX[usize::from(b & 15)];
+            at += 2;
+        }
+        buf
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // 8-4-4-4-12 hex digits, built on the stack and written once.
-        let mut buf = [b'-'; 36];
-        for (bytes, at) in [(0..4, 0), (4..6, 9), (6..8, 14), (8..10, 19), (10..16, 24)] {
-            let n = 2 * bytes.len();
-            hex::encode_to_slice(&self.0[bytes], &mut buf[at..at + n]).map_err(|_| fmt::Error)?;
-        }
-        f.write_str(core::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+        f.write_str(core::str::from_utf8(&self.text()).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -188,7 +240,8 @@ impl FromStr for EventId {
 
 impl Serialize for EventId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let text = self.text();
+        s.serialize_str(core::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
     }
 }
 

@@ -343,6 +343,8 @@ pub struct Store {
     testers: Arc<TesterRegistry>,
     cfg: StoreConfig,
     pending: Arc<Mutex<PendingUses>>,
+    /// Contexts of rows opened for accesses, by credential (see [`Store::row_context`]).
+    contexts: Arc<Mutex<HashMap<CredentialId, Arc<credvault_envelope::EncryptionContext>>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -373,6 +375,7 @@ impl Store {
             testers: Arc::new(TesterRegistry::with_defaults()),
             cfg,
             pending: Arc::new(Mutex::new(PendingUses::default())),
+            contexts: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -556,7 +559,13 @@ impl Store {
     fn note_use(&self, tenant: &TenantId, id: &CredentialId, at: i64, head: Option<AuditHead>) {
         let flush = match self.pending.lock() {
             Ok(mut p) => {
-                let per = p.uses.entry(tenant.clone()).or_default();
+                // The tenant is copied only the first time it is seen.
+                if !p.uses.contains_key(tenant) {
+                    p.uses.insert(tenant.clone(), HashMap::new());
+                }
+                let Some(per) = p.uses.get_mut(tenant) else {
+                    return;
+                };
                 match per.get_mut(id) {
                     Some(t) => *t = (*t).max(at),
                     None => {

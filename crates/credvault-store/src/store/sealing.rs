@@ -37,6 +37,10 @@ impl std::ops::Deref for Authentic {
     }
 }
 
+/// How many credentials' contexts a store keeps for repeated accesses; past it, the kept
+/// ones are dropped and keeping starts again.
+const MAX_KEPT_CONTEXTS: usize = 65_536;
+
 /// The encryption context of a credential's sealed fields: tenant, credential id,
 /// environment and type. A client sealing a credential itself uses the same.
 ///
@@ -355,13 +359,46 @@ impl Store {
         Ok((key_id, env, names))
     }
 
+    /// The encryption context of a row's sealed fields. Kept per credential (up to
+    /// [`MAX_KEPT_CONTEXTS`]) and used again while the row's tenant, environment and type are
+    /// those it was made of: a repeated access builds no context and hashes none (envelope
+    /// v2's digest is computed once per context).
+    pub(crate) fn row_context(
+        &self,
+        row: &Authentic,
+    ) -> Result<Arc<EncryptionContext>, StoreError> {
+        let fits = |c: &EncryptionContext| {
+            c.get("tenant") == Some(row.tenant.as_str())
+                && c.get("environment") == Some(row.environment.as_str())
+                && c.get("type") == Some(row.type_name.as_str())
+        };
+        if let Ok(kept) = self.contexts.lock() {
+            if let Some(c) = kept.get(&row.id).filter(|c| fits(c)) {
+                return Ok(Arc::clone(c));
+            }
+        }
+        let ctx = Arc::new(credential_context(
+            &row.tenant,
+            &row.id,
+            &row.environment,
+            &row.type_name,
+        )?);
+        if let Ok(mut kept) = self.contexts.lock() {
+            if kept.len() >= MAX_KEPT_CONTEXTS {
+                kept.clear();
+            }
+            kept.insert(row.id.clone(), Arc::clone(&ctx));
+        }
+        Ok(ctx)
+    }
+
     /// Opens an authenticated row's sealed fields with the key its MAC was checked under:
     /// the plaintext, in a wiping buffer.
     pub(crate) fn open_row(
         &self,
         row: &Authentic,
     ) -> Result<credvault_envelope::Plaintext, StoreError> {
-        let ctx = credential_context(&row.tenant, &row.id, &row.environment, &row.type_name)?;
+        let ctx = self.row_context(row)?;
         // Whatever failed (format, key, tag), only the credential is named.
         row.key
             .key
