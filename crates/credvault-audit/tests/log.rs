@@ -341,12 +341,13 @@ fn a_held_lock_times_out_the_record_and_leaves_the_log_usable() {
     let config = fast_config().lock_timeout(Duration::from_millis(30));
     let (log, _) = AuditLog::open(dir.path(), key(), config).unwrap();
     log.record(&event(0)).unwrap();
-    // Another process's writer, as far as the lock is concerned.
+    // Another process's writer, as far as the lock is concerned, which takes it directly
+    // without asking: it gets it once the handle's lease ends (1 ms after its last write).
     let other = std::fs::OpenOptions::new()
         .write(true)
         .open(dir.path().join("audit.lock"))
         .unwrap();
-    other.lock().unwrap();
+    assert!(eventually(|| other.try_lock().is_ok()));
     let err = log.record(&event(1)).unwrap_err();
     assert!(matches!(err, LogError::LockTimeout { .. }), "{err}");
     assert!(err.to_string().contains("held the lock"), "{err}");
@@ -523,32 +524,6 @@ fn a_busy_handle_lets_another_handle_write_while_it_keeps_writing() {
     let r = verify_dir(dir.path(), true);
     assert!(r.is_intact(), "{:?}", r.problem);
     assert_eq!(r.events, 1 + written + 20);
-}
-
-#[test]
-fn a_lease_ends_when_its_handle_pauses() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = fast_config()
-        .lock_lease(Some(Duration::from_millis(5)))
-        .lock_timeout(Duration::from_millis(30));
-    let (log, _) = AuditLog::open(dir.path(), key(), config).unwrap();
-    log.record(&event(0)).unwrap();
-    // Someone who takes the lock directly, without asking, gets it once the handle has been
-    // idle for its lease, with the handle still open.
-    let other = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.path().join("audit.lock"))
-        .unwrap();
-    assert!(eventually(|| other.try_lock().is_ok()));
-    // The handle's next record then waits for it, and times out.
-    let err = log.record(&event(1)).unwrap_err();
-    assert!(matches!(err, LogError::LockTimeout { .. }), "{err}");
-    other.unlock().unwrap();
-    log.record(&event(2)).unwrap();
-    log.close().unwrap();
-    let r = verify_dir(dir.path(), true);
-    assert!(r.is_intact(), "{:?}", r.problem);
-    assert_eq!(r.events, 2);
 }
 
 #[test]
