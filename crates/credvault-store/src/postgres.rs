@@ -479,7 +479,7 @@ pub struct PostgresStorage {
     tenants: Mutex<HashMap<TenantId, TenantRow>>,
     /// Credential rows read for accesses, which a guarded append checks are still current:
     /// see [`credential_for_access`](Storage::credential_for_access).
-    kept: Mutex<HashMap<(TenantId, CredentialId), CredentialRow>>,
+    kept: Mutex<HashMap<(TenantId, CredentialId), Arc<CredentialRow>>>,
 }
 
 /// How many tenant rows a storage keeps in memory.
@@ -2488,14 +2488,14 @@ impl Storage for PostgresStorage {
         &self,
         tenant: &TenantId,
         id: &CredentialId,
-    ) -> Result<Option<CredentialRow>, StorageError> {
+    ) -> Result<Option<Arc<CredentialRow>>, StorageError> {
         let key = (tenant.clone(), id.clone());
         if let Some(row) = self.kept.lock().ok().and_then(|k| k.get(&key).cloned()) {
             return Ok(Some(row));
         }
-        let row = self.credential(tenant, id)?;
+        let row = self.credential(tenant, id)?.map(Arc::new);
         if let (Some(r), Ok(mut kept)) = (&row, self.kept.lock()) {
-            crate::storage::keep(&mut kept, key, r.clone());
+            crate::storage::keep(&mut kept, key, Arc::clone(r));
         }
         Ok(row)
     }

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use credvault_envelope::KeyId;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -170,7 +170,7 @@ pub struct SqliteStorage {
 
 /// A row kept for accesses and the state of the database it was read in.
 struct Kept {
-    row: CredentialRow,
+    row: Arc<CredentialRow>,
     state: DbState,
 }
 
@@ -1071,24 +1071,24 @@ impl Storage for SqliteStorage {
         &self,
         tenant: &TenantId,
         id: &CredentialId,
-    ) -> Result<Option<CredentialRow>, StorageError> {
+    ) -> Result<Option<Arc<CredentialRow>>, StorageError> {
         let c = self.lock()?;
         let state = DbState::of(&c, self.wal_index.as_ref())?;
         let Ok(mut kept) = self.kept.lock() else {
-            return read_credential(&c, tenant, id);
+            return Ok(read_credential(&c, tenant, id)?.map(Arc::new));
         };
         if let Some(k) = kept.get(id) {
             if k.state == state && k.row.tenant == *tenant {
-                return Ok(Some(k.row.clone()));
+                return Ok(Some(Arc::clone(&k.row)));
             }
         }
-        let row = read_credential(&c, tenant, id)?;
+        let row = read_credential(&c, tenant, id)?.map(Arc::new);
         match &row {
             Some(r) => crate::storage::keep(
                 &mut kept,
                 id.clone(),
                 Kept {
-                    row: r.clone(),
+                    row: Arc::clone(r),
                     state,
                 },
             ),

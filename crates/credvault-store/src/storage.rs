@@ -21,6 +21,7 @@
 //! [`SqliteStorage`]: crate::SqliteStorage
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use credvault_envelope::KeyId;
 use credvault_schema::RevealPolicy;
@@ -477,8 +478,8 @@ pub trait Storage: Send + Sync {
         &self,
         tenant: &TenantId,
         id: &CredentialId,
-    ) -> Result<Option<CredentialRow>, StorageError> {
-        self.credential(tenant, id)
+    ) -> Result<Option<Arc<CredentialRow>>, StorageError> {
+        Ok(self.credential(tenant, id)?.map(Arc::new))
     }
 
     /// Drops any copy of the row kept for [`credential_for_access`](Self::credential_for_access).

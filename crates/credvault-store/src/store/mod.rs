@@ -343,8 +343,9 @@ pub struct Store {
     testers: Arc<TesterRegistry>,
     cfg: StoreConfig,
     pending: Arc<Mutex<PendingUses>>,
-    /// Contexts of rows opened for accesses, by credential (see [`Store::row_context`]).
-    contexts: Arc<Mutex<HashMap<CredentialId, Arc<credvault_envelope::EncryptionContext>>>>,
+    /// Rows opened for accesses, checked and with their contexts, by credential (see
+    /// [`Store::row_context`]).
+    checked: Arc<Mutex<HashMap<CredentialId, sealing::Checked>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -375,7 +376,7 @@ impl Store {
             testers: Arc::new(TesterRegistry::with_defaults()),
             cfg,
             pending: Arc::new(Mutex::new(PendingUses::default())),
-            contexts: Arc::new(Mutex::new(HashMap::new())),
+            checked: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 

@@ -13,7 +13,7 @@ use crate::ids::{CredentialId, TenantId};
 use crate::keys::CachedKey;
 use crate::model::{KeyRotation, MasterRotation, Progress};
 use crate::storage::StorageError;
-use crate::storage::{DataKeyRow, KeyState, Reseal};
+use crate::storage::{CredentialRow, DataKeyRow, KeyState, Reseal};
 
 impl Store {
     // ---- master key rotation ----
@@ -277,7 +277,7 @@ impl Scope<'_> {
                     .reseal_from(auth.key.key.opener(), &row.secret, &ctx)
                 {
                     Ok(secret) => {
-                        let mut resealed = row.clone();
+                        let mut resealed = CredentialRow::clone(row);
                         resealed.key_id = *new_id;
                         resealed.secret = secret;
                         let mac = credential_mac(&new_key.mac, &resealed);

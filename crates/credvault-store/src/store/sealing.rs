@@ -18,7 +18,7 @@ use crate::storage::{CredentialRow, DataKeyRow, KeyState, StorageError};
 
 /// A credential row whose record MAC was checked, with the data key it was checked under.
 pub(crate) struct Authentic {
-    pub(crate) row: CredentialRow,
+    pub(crate) row: Arc<CredentialRow>,
     pub(crate) key: Arc<CachedKey>,
 }
 
@@ -37,9 +37,17 @@ impl std::ops::Deref for Authentic {
     }
 }
 
-/// How many credentials' contexts a store keeps for repeated accesses; past it, the kept
+/// How many credentials' opened rows a store keeps for repeated accesses; past it, the kept
 /// ones are dropped and keeping starts again.
-const MAX_KEPT_CONTEXTS: usize = 65_536;
+const MAX_CHECKED: usize = 65_536;
+
+/// A credential's row as last opened: the very row (shared with the backend's copy kept for
+/// accesses, [`Storage::credential_for_access`](crate::Storage::credential_for_access)),
+/// whose record MAC was checked, and the encryption context made of it.
+pub(crate) struct Checked {
+    row: Arc<CredentialRow>,
+    ctx: Arc<EncryptionContext>,
+}
 
 /// The encryption context of a credential's sealed fields: tenant, credential id,
 /// environment and type. A client sealing a credential itself uses the same.
@@ -215,19 +223,23 @@ impl Store {
     /// it was checked under for opening it. A row read just before a rotation retired its key
     /// is read again (resealing changes the key and the MAC, never the content). A mismatch is
     /// recorded as `integrity_failure` (by `actor`).
+    ///
+    /// The very row opened before (the same allocation, which the backend hands out again
+    /// while its copy is current) is not checked again: its MAC was, and nothing in an `Arc`
+    /// changes. Its key is still looked up, as for any row.
     pub(crate) fn authenticated(
         &self,
-        row: CredentialRow,
+        row: impl Into<Arc<CredentialRow>>,
         actor: &str,
     ) -> Result<Authentic, StoreError> {
-        let mut row = row;
+        let mut row = row.into();
         for _ in 0..4 {
             let key = match self.key(&row.tenant, row.key_id) {
                 Ok(k) => k,
                 Err(StoreError::Storage(StorageError::UnknownKey { .. })) => {
                     match self.storage.credential(&row.tenant, &row.id)? {
                         Some(fresh) if fresh.key_id != row.key_id => {
-                            row = fresh;
+                            row = Arc::new(fresh);
                             continue;
                         }
                         _ => break,
@@ -235,7 +247,7 @@ impl Store {
                 }
                 Err(e) => return Err(e),
             };
-            if mac_matches(&row.mac, &credential_mac(&key.mac, &row)) {
+            if self.checked_before(&row) || mac_matches(&row.mac, &credential_mac(&key.mac, &row)) {
                 return Ok(Authentic { row, key });
             }
             break;
@@ -359,10 +371,19 @@ impl Store {
         Ok((key_id, env, names))
     }
 
-    /// The encryption context of a row's sealed fields. Kept per credential (up to
-    /// [`MAX_KEPT_CONTEXTS`]) and used again while the row's tenant, environment and type are
-    /// those it was made of: a repeated access builds no context and hashes none (envelope
-    /// v2's digest is computed once per context).
+    /// Whether `row` is the very row (the same allocation) last opened for its credential.
+    fn checked_before(&self, row: &Arc<CredentialRow>) -> bool {
+        self.checked
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&row.id).map(|c| Arc::ptr_eq(&c.row, row)))
+            .unwrap_or(false)
+    }
+
+    /// The encryption context of a row's sealed fields. Kept per credential with the row it
+    /// was made for (up to [`MAX_CHECKED`]) and used again while the row's tenant, environment
+    /// and type are those it was made of: a repeated access builds no context and hashes none
+    /// (envelope v2's digest is computed once per context).
     pub(crate) fn row_context(
         &self,
         row: &Authentic,
@@ -372,9 +393,22 @@ impl Store {
                 && c.get("environment") == Some(row.environment.as_str())
                 && c.get("type") == Some(row.type_name.as_str())
         };
-        if let Ok(kept) = self.contexts.lock() {
-            if let Some(c) = kept.get(&row.id).filter(|c| fits(c)) {
-                return Ok(Arc::clone(c));
+        let Ok(mut checked) = self.checked.lock() else {
+            return Ok(Arc::new(credential_context(
+                &row.tenant,
+                &row.id,
+                &row.environment,
+                &row.type_name,
+            )?));
+        };
+        if let Some(c) = checked.get_mut(&row.id) {
+            if Arc::ptr_eq(&c.row, &row.row) {
+                return Ok(Arc::clone(&c.ctx));
+            }
+            if fits(&c.ctx) {
+                // Only an authentic row gets here: the next access to it skips the MAC.
+                c.row = Arc::clone(&row.row);
+                return Ok(Arc::clone(&c.ctx));
             }
         }
         let ctx = Arc::new(credential_context(
@@ -383,12 +417,16 @@ impl Store {
             &row.environment,
             &row.type_name,
         )?);
-        if let Ok(mut kept) = self.contexts.lock() {
-            if kept.len() >= MAX_KEPT_CONTEXTS {
-                kept.clear();
-            }
-            kept.insert(row.id.clone(), Arc::clone(&ctx));
+        if checked.len() >= MAX_CHECKED {
+            checked.clear();
         }
+        checked.insert(
+            row.id.clone(),
+            Checked {
+                row: Arc::clone(&row.row),
+                ctx: Arc::clone(&ctx),
+            },
+        );
         Ok(ctx)
     }
 
