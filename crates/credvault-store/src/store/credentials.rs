@@ -512,13 +512,13 @@ impl Scope<'_> {
                 });
             }
         }
-        let public: Option<serde_json::Map<String, serde_json::Value>> = if fields
+        let public = if fields
             .iter()
             .all(|f| row.secret_fields.iter().any(|s| s == f))
         {
             None
         } else {
-            serde_json::from_str(&row.public).ok()
+            row.public_fields()
         };
         for f in fields {
             let is_secret = row.secret_fields.iter().any(|s| s == f);

@@ -1,6 +1,6 @@
 //! Data keys and the sealed fields: loading and unwrapping keys, sealing and opening a credential's secret fields.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use credvault_envelope::{DataKey, EncryptionContext, KeyId, SealError, WrappedKey};
 use credvault_schema::{Credential, CredentialType};
@@ -20,6 +20,26 @@ use crate::storage::{CredentialRow, DataKeyRow, KeyState, StorageError};
 pub(crate) struct Authentic {
     pub(crate) row: Arc<CredentialRow>,
     pub(crate) key: Arc<CachedKey>,
+    /// What is made of the row, once per row (shared by every access to the same `row`).
+    derived: Arc<Derived>,
+}
+
+impl Authentic {
+    /// The row's public fields (`None` if they are not a JSON object), parsed once per row.
+    pub(crate) fn public_fields(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.derived
+            .public
+            .get_or_init(|| serde_json::from_str(&self.row.public).ok())
+            .as_ref()
+    }
+}
+
+/// What the store makes of an authentic row, each part on first use: the encryption context
+/// of its sealed fields and its parsed public fields.
+#[derive(Default)]
+pub(crate) struct Derived {
+    ctx: OnceLock<Arc<EncryptionContext>>,
+    public: OnceLock<Option<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// The actor of rotations the store starts by itself, in the audit log.
@@ -43,10 +63,10 @@ const MAX_CHECKED: usize = 65_536;
 
 /// A credential's row as last opened: the very row (shared with the backend's copy kept for
 /// accesses, [`Storage::credential_for_access`](crate::Storage::credential_for_access)),
-/// whose record MAC was checked, and the encryption context made of it.
+/// whose record MAC was checked, and what was made of it.
 pub(crate) struct Checked {
     row: Arc<CredentialRow>,
-    ctx: Arc<EncryptionContext>,
+    derived: Arc<Derived>,
 }
 
 /// The encryption context of a credential's sealed fields: tenant, credential id,
@@ -233,6 +253,7 @@ impl Store {
         actor: &str,
     ) -> Result<Authentic, StoreError> {
         let mut row = row.into();
+        let mut known = self.checked_before(&row);
         for _ in 0..4 {
             let key = match self.key(&row.tenant, row.key_id) {
                 Ok(k) => k,
@@ -240,6 +261,7 @@ impl Store {
                     match self.storage.credential(&row.tenant, &row.id)? {
                         Some(fresh) if fresh.key_id != row.key_id => {
                             row = Arc::new(fresh);
+                            known = None;
                             continue;
                         }
                         _ => break,
@@ -247,8 +269,12 @@ impl Store {
                 }
                 Err(e) => return Err(e),
             };
-            if self.checked_before(&row) || mac_matches(&row.mac, &credential_mac(&key.mac, &row)) {
-                return Ok(Authentic { row, key });
+            if let Some(derived) = known {
+                return Ok(Authentic { row, key, derived });
+            }
+            if mac_matches(&row.mac, &credential_mac(&key.mac, &row)) {
+                let derived = Arc::default();
+                return Ok(Authentic { row, key, derived });
             }
             break;
         }
@@ -371,45 +397,24 @@ impl Store {
         Ok((key_id, env, names))
     }
 
-    /// Whether `row` is the very row (the same allocation) last opened for its credential.
-    fn checked_before(&self, row: &Arc<CredentialRow>) -> bool {
-        self.checked
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&row.id).map(|c| Arc::ptr_eq(&c.row, row)))
-            .unwrap_or(false)
+    /// What was made of `row` if it is the very row (the same allocation) last opened for its
+    /// credential.
+    fn checked_before(&self, row: &Arc<CredentialRow>) -> Option<Arc<Derived>> {
+        let checked = self.checked.lock().ok()?;
+        let c = checked.get(&row.id)?;
+        Arc::ptr_eq(&c.row, row).then(|| Arc::clone(&c.derived))
     }
 
-    /// The encryption context of a row's sealed fields. Kept per credential with the row it
-    /// was made for (up to [`MAX_CHECKED`]) and used again while the row's tenant, environment
-    /// and type are those it was made of: a repeated access builds no context and hashes none
-    /// (envelope v2's digest is computed once per context).
+    /// The encryption context of a row's sealed fields, made once per row. A row opened is
+    /// kept, per credential (up to [`MAX_CHECKED`]) with what was made of it: a repeated
+    /// access to the same row checks no MAC, builds no context and hashes none (envelope v2's
+    /// digest is computed once per context).
     pub(crate) fn row_context(
         &self,
         row: &Authentic,
     ) -> Result<Arc<EncryptionContext>, StoreError> {
-        let fits = |c: &EncryptionContext| {
-            c.get("tenant") == Some(row.tenant.as_str())
-                && c.get("environment") == Some(row.environment.as_str())
-                && c.get("type") == Some(row.type_name.as_str())
-        };
-        let Ok(mut checked) = self.checked.lock() else {
-            return Ok(Arc::new(credential_context(
-                &row.tenant,
-                &row.id,
-                &row.environment,
-                &row.type_name,
-            )?));
-        };
-        if let Some(c) = checked.get_mut(&row.id) {
-            if Arc::ptr_eq(&c.row, &row.row) {
-                return Ok(Arc::clone(&c.ctx));
-            }
-            if fits(&c.ctx) {
-                // Only an authentic row gets here: the next access to it skips the MAC.
-                c.row = Arc::clone(&row.row);
-                return Ok(Arc::clone(&c.ctx));
-            }
+        if let Some(c) = row.derived.ctx.get() {
+            return Ok(Arc::clone(c));
         }
         let ctx = Arc::new(credential_context(
             &row.tenant,
@@ -417,16 +422,19 @@ impl Store {
             &row.environment,
             &row.type_name,
         )?);
-        if checked.len() >= MAX_CHECKED {
-            checked.clear();
+        let ctx = Arc::clone(row.derived.ctx.get_or_init(|| ctx));
+        if let Ok(mut checked) = self.checked.lock() {
+            if checked.len() >= MAX_CHECKED {
+                checked.clear();
+            }
+            checked.insert(
+                row.id.clone(),
+                Checked {
+                    row: Arc::clone(&row.row),
+                    derived: Arc::clone(&row.derived),
+                },
+            );
         }
-        checked.insert(
-            row.id.clone(),
-            Checked {
-                row: Arc::clone(&row.row),
-                ctx: Arc::clone(&ctx),
-            },
-        );
         Ok(ctx)
     }
 
