@@ -88,7 +88,7 @@ impl Serialize for Timestamp {
 }
 
 /// A short text formatted on the stack; writing more than it holds fails.
-struct StackText {
+pub(crate) struct StackText {
     buf: [u8; 40],
     len: usize,
 }
@@ -103,7 +103,7 @@ impl Default for StackText {
 }
 
 impl StackText {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Only whole `str`s are ever written.
         core::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }
@@ -199,7 +199,7 @@ impl EventId {
 
 impl EventId {
     /// 8-4-4-4-12 lowercase hex digits, built on the stack.
-    fn text(&self) -> [u8; 36] {
+    pub(crate) fn text(&self) -> [u8; 36] {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut buf = [b'-'; 36];
         let mut at = 0;
@@ -455,7 +455,7 @@ impl Resource {
         self
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.id.is_none()
             && self.name.is_none()
             && self.kind.is_none()

@@ -49,6 +49,7 @@ mod chain;
 mod event;
 #[doc(hidden)]
 pub mod fuzzing;
+mod json;
 mod key;
 mod log;
 mod query;

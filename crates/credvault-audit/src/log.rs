@@ -278,8 +278,10 @@ pub(crate) fn event_body(
     hasher: &IdentifierHasher,
     event: &AuditEvent,
 ) -> Result<Vec<u8>, LogError> {
+    // Room for a typical record's body, so it is not grown three times.
+    let mut out = Vec::with_capacity(512);
     let written = if hashed_fields.is_empty() {
-        serde_json::to_vec(event)
+        crate::json::write_event(&mut out, event)
     } else {
         let mut e = event.clone();
         for f in hashed_fields {
@@ -296,9 +298,11 @@ pub(crate) fn event_body(
                 *v = hasher.hash(v);
             }
         }
-        serde_json::to_vec(&e)
+        crate::json::write_event(&mut out, &e)
     };
-    written.map_err(|e| LogError::Serialize(e.to_string()))
+    written
+        .map(|()| out)
+        .map_err(|e| LogError::Serialize(e.to_string()))
 }
 
 /// Appends the record of an event body at `seq` after `prev` to `buf`: an `event` record, or
