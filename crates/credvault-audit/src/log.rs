@@ -408,6 +408,19 @@ enum Failure {
     Failed(String),
 }
 
+impl Failure {
+    /// The error a caller sees, naming the lock file `lock_path` on a timeout.
+    fn into_error(self, lock_path: &Path) -> LogError {
+        match self {
+            Self::Timeout(waited) => LogError::LockTimeout {
+                path: lock_path.to_path_buf(),
+                waited,
+            },
+            Self::Failed(reason) => LogError::Failed { reason },
+        }
+    }
+}
+
 /// The log as this handle last saw it on disk; valid while the file lock is held, brought up
 /// to date ([`Inner::refresh`]) each time it is taken.
 struct Disk {
@@ -644,16 +657,9 @@ impl LogLock {
     /// [`LogError::LockTimeout`], or [`LogError::Io`] when the lock files cannot be opened.
     pub fn acquire(dir: &Path, timeout: Duration) -> Result<Self, LogError> {
         let (lock_path, file, want) = open_lock_files(dir)?;
-        match acquire(&file, Some(&want), timeout) {
-            Ok(held) => held.keep(),
-            Err(Failure::Timeout(waited)) => {
-                return Err(LogError::LockTimeout {
-                    path: lock_path,
-                    waited,
-                })
-            }
-            Err(Failure::Failed(reason)) => return Err(LogError::Failed { reason }),
-        }
+        acquire(&file, Some(&want), timeout)
+            .map_err(|f| f.into_error(&lock_path))?
+            .keep();
         Ok(Self { file })
     }
 }
@@ -745,15 +751,8 @@ impl AuditLog {
         let (lock_path, lock_file, want_file) = open_lock_files(dir)?;
         let sync = config.durability != Durability::NoSync;
         let (disk, log_id, report) = {
-            let _held = acquire(&lock_file, Some(&want_file), config.lock_timeout).map_err(
-                |f| match f {
-                    Failure::Timeout(waited) => LogError::LockTimeout {
-                        path: lock_path.clone(),
-                        waited,
-                    },
-                    Failure::Failed(reason) => LogError::Failed { reason },
-                },
-            )?;
+            let _held = acquire(&lock_file, Some(&want_file), config.lock_timeout)
+                .map_err(|f| f.into_error(&lock_path))?;
             let numbers = segment_numbers(dir).map_err(io_err(dir))?;
             // A segment still under its temporary name never became part of the log (its
             // records were not acknowledged): remove it.
@@ -1175,16 +1174,6 @@ impl Inner {
         }
     }
 
-    fn error(&self, f: Failure) -> LogError {
-        match f {
-            Failure::Timeout(waited) => LogError::LockTimeout {
-                path: self.lock_path.clone(),
-                waited,
-            },
-            Failure::Failed(reason) => LogError::Failed { reason },
-        }
-    }
-
     fn body(&self, event: &AuditEvent) -> Result<Vec<u8>, LogError> {
         event_body(&self.config.hashed_fields, &self.hasher, event)
     }
@@ -1201,7 +1190,7 @@ impl Inner {
         let mut st = self.state();
         loop {
             if let Some(outcome) = st.outcomes.remove(&ticket) {
-                return outcome.map_err(|f| self.error(f));
+                return outcome.map_err(|f| f.into_error(&self.lock_path));
             }
             self.refuse_if_failed(&st)?;
             if st.writing || st.disk.is_none() {
@@ -1316,12 +1305,10 @@ impl Inner {
             });
         if keep {
             lease.last_write = Some(Instant::now());
+            held.keep();
             if !leased {
                 lease.held = true;
-                held.keep();
                 locks.wake.notify_all();
-            } else {
-                held.keep();
             }
         } else {
             lease.held = false;
