@@ -281,6 +281,17 @@ impl VaultOptions {
     }
 }
 
+/// The audit log's lock not had in time as [`StoreError::Busy`] (another process is using the
+/// vault); any other log error as `other` makes it.
+fn audit_log_error(e: LogError, other: impl FnOnce(LogError) -> StoreError) -> StoreError {
+    match e {
+        LogError::LockTimeout { .. } => StoreError::Busy {
+            resource: "audit log",
+        },
+        e => other(e),
+    }
+}
+
 /// The result of checking a vault's audit log against the head kept in its database.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -767,12 +778,7 @@ impl Vault {
                 None => log_config,
             },
         )
-        .map_err(|e| match e {
-            LogError::LockTimeout { .. } => StoreError::Busy {
-                resource: "audit log",
-            },
-            e => StoreError::AuditLog(e),
-        })?;
+        .map_err(|e| audit_log_error(e, StoreError::AuditLog))?;
         // Checked once the log's lock was had: a log being created by another process has its
         // anchor by then.
         if !report.created && !anchor_path(&audit_dir).exists() {

@@ -66,14 +66,8 @@ impl Vault {
                 resource: "database",
             })?;
         let audit_dir = Self::audit_dir(dir);
-        let lock = credvault_audit::LogLock::acquire(&audit_dir, options.lock_timeout).map_err(
-            |e| match e {
-                credvault_audit::LogError::LockTimeout { .. } => StoreError::Busy {
-                    resource: "audit log",
-                },
-                e => verr("audit log", &audit_dir, e),
-            },
-        )?;
+        let lock = credvault_audit::LogLock::acquire(&audit_dir, options.lock_timeout)
+            .map_err(|e| super::audit_log_error(e, |e| verr("audit log", &audit_dir, e)))?;
         Ok(SqliteLocks { guard, _lock: lock })
     }
 
