@@ -11,7 +11,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::{event, key, verify_dir};
@@ -68,18 +68,11 @@ fn ack_of(line: &str) -> Option<u64> {
 }
 
 fn spawn_writer(dir: &std::path::Path, count: Option<u64>, base: u64) -> std::process::Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "--exact",
-        "crash_writer_child",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD_DIR, dir)
-    .env(CHILD_BASE, base.to_string())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null());
+    let mut cmd = credvault_test::child_test("crash_writer_child");
+    cmd.env(CHILD_DIR, dir)
+        .env(CHILD_BASE, base.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     if let Some(n) = count {
         cmd.env(CHILD_COUNT, n.to_string());
     }

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use credvault_audit::Durability;
@@ -263,19 +263,11 @@ fn crash_recovery() {
         vault.close().unwrap();
     }
     std::fs::write(dir.join("ops.log"), "").unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = Rng(0x5EED_1234_ABCD_0001);
     let mut tally = Tally::default();
     let mut consumed = 0usize;
     for run in 0..RUNS {
-        let mut child = Command::new(&exe)
-            .args([
-                "crash_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = credvault_test::child_test("crash_child")
             .env("CREDVAULT_CRASH_DIR", dir)
             .env("CREDVAULT_CRASH_SEED", (run + 1).to_string())
             .stdout(Stdio::null())

@@ -141,14 +141,7 @@ fn the_environment_is_read_only_when_asked() {
         .unwrap();
     vault.close().unwrap();
     let other = LocalKeyring::generate().unwrap();
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "env_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let out = credvault_test::child_test("env_child")
         .env(CHILD_DIR, &path)
         .env("CREDVAULT_MASTER_KEY", other.export_secret_text().as_str())
         .output()

@@ -186,13 +186,7 @@ fn changes_made_by_another_process_end_a_kept_row() {
         ))
         .unwrap();
     let in_other_process = |step: &str| {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "kept_rows_other_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-            ])
+        let out = credvault_test::child_test("kept_rows_other_process")
             .env(CHILD_DIR, &dir)
             .env(CHILD_STEP, step)
             .output()

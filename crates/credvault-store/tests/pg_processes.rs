@@ -17,7 +17,7 @@ mod pg;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -261,22 +261,15 @@ fn setup() -> Option<Setup> {
 
 impl Setup {
     fn spawn(&self, role: &str, arg: &str, start: u64, extra: &[(&str, &str)]) -> Child {
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "--exact",
-            "pg_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(pg::URL_ENV, self.server.url())
-        .env(SCHEMA, &self.schema)
-        .env(MASTER, &self.master)
-        .env(ROLE, role)
-        .env(ARG, arg)
-        .env(START, start.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        let mut cmd = credvault_test::child_test("pg_child");
+        cmd.env(pg::URL_ENV, self.server.url())
+            .env(SCHEMA, &self.schema)
+            .env(MASTER, &self.master)
+            .env(ROLE, role)
+            .env(ARG, arg)
+            .env(START, start.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         for (k, v) in extra {
             cmd.env(k, v);
         }

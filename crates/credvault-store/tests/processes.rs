@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use credvault_store::{ListFilter, NewCredential, StoreError, TenantId, Vault, VaultOptions};
@@ -62,14 +62,7 @@ fn a_writer_killed_holding_the_locks_blocks_no_one() {
         .unwrap();
     v.close().unwrap();
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "lock_holder_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = credvault_test::child_test("lock_holder_child")
         .env(CHILD_DIR, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -267,3 +267,24 @@ mod storage;
 pub use audit::{audit_sink_conformance, SinkHooks};
 pub use replay::replay_guard_conformance;
 pub use storage::storage_conformance;
+
+/// A command that runs the ignored test `name` of the running test binary, alone, as a child
+/// process (`--exact --ignored --nocapture --test-threads=1`). A test that needs a second
+/// process (a crash, a lock held elsewhere, a change made by another process) starts its other
+/// half this way, and passes it what it needs in the environment.
+///
+/// # Panics
+/// If the running executable's path cannot be found.
+#[allow(clippy::expect_used)]
+pub fn child_test(name: &str) -> std::process::Command {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    cmd
+}
