@@ -245,6 +245,29 @@ fn create_get_reveal_update_delete() {
 }
 
 #[test]
+fn reveals_record_each_credentials_last_use_per_tenant() {
+    for (backend, storage) in backends() {
+        let f = fixture_with(storage, |c| c);
+        let (sa, sb) = (
+            f.store.tenant(&f.a, "alice").unwrap(),
+            f.store.tenant(&f.b, "bob").unwrap(),
+        );
+        let a1 = sa.create(login("a1", "pw-a1")).unwrap().id;
+        let a2 = sa.create(login("a2", "pw-a2")).unwrap().id;
+        let b1 = sb.create(login("b1", "pw-b1")).unwrap().id;
+        sa.reveal(&a1, &["password"], None).unwrap();
+        sb.reveal(&b1, &["password"], None).unwrap();
+        f.clock.advance(1_000);
+        sa.reveal(&a1, &["password"], None).unwrap();
+        f.store.flush().unwrap();
+        let used = |s: &credvault_store::Scope<'_>, id| s.get(id).unwrap().last_used_at;
+        assert_eq!(used(&sa, &a1), Some(T0 + 1_000), "{backend}: the later use");
+        assert_eq!(used(&sa, &a2), None, "{backend}: never revealed");
+        assert_eq!(used(&sb, &b1), Some(T0), "{backend}: the other tenant's");
+    }
+}
+
+#[test]
 fn inactive_and_expired_are_refused_and_audited() {
     for (_, storage) in backends() {
         let f = fixture_with(storage, |c| c);

@@ -560,17 +560,19 @@ impl Store {
     fn note_use(&self, tenant: &TenantId, id: &CredentialId, at: i64, head: Option<AuditHead>) {
         let flush = match self.pending.lock() {
             Ok(mut p) => {
-                // The tenant is copied only the first time it is seen.
-                if !p.uses.contains_key(tenant) {
-                    p.uses.insert(tenant.clone(), HashMap::new());
-                }
-                let Some(per) = p.uses.get_mut(tenant) else {
-                    return;
-                };
-                match per.get_mut(id) {
+                // Ids are copied only the first time they are seen (`entry` copies every time).
+                let latest = |per: &mut HashMap<CredentialId, i64>| match per.get_mut(id) {
                     Some(t) => *t = (*t).max(at),
                     None => {
                         per.insert(id.clone(), at);
+                    }
+                };
+                match p.uses.get_mut(tenant) {
+                    Some(per) => latest(per),
+                    None => {
+                        let mut per = HashMap::new();
+                        latest(&mut per);
+                        p.uses.insert(tenant.clone(), per);
                     }
                 }
                 p.count += 1;
