@@ -43,10 +43,49 @@ impl Timestamp {
     pub const fn as_unix_millis(self) -> u64 {
         self.0
     }
+
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, for a time in years 1970 to 9999; `None` past them.
+    pub(crate) fn rfc3339(self) -> Option<[u8; 24]> {
+        let ms = self.0;
+        let days = ms / 86_400_000;
+        let in_day = ms % 86_400_000;
+        // Civil date from days since 1970-01-01 (H. Hinnant, "chrono-compatible low-level date
+        // algorithms"), in eras of 400 years starting on 0000-03-01.
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z % 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + u64::from(month <= 2);
+        if year > 9_999 {
+            return None;
+        }
+        let mut t = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut v: u64| {
+            for i in (at..at + width).rev() {
+                t[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, in_day / 3_600_000);
+        put(14, 2, in_day / 60_000 % 60);
+        put(17, 2, in_day / 1_000 % 60);
+        put(20, 3, in_day % 1_000);
+        Some(t)
+    }
 }
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(t) = self.rfc3339() {
+            return f.write_str(core::str::from_utf8(&t).map_err(|_| fmt::Error)?);
+        }
         let t = UNIX_EPOCH + Duration::from_millis(self.0);
         write!(f, "{}", humantime::format_rfc3339_millis(t))
     }
@@ -77,47 +116,14 @@ impl FromStr for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // Formatted on the stack and handed over as one string (`collect_str` goes through
-        // the formatter and the serializer's escaping a piece at a time).
-        let mut buf = StackText::default();
-        match fmt::Write::write_fmt(&mut buf, format_args!("{self}")) {
-            Ok(()) => s.serialize_str(buf.as_str()),
-            Err(_) => s.collect_str(self),
+        // Handed over as one string (`collect_str` goes through the formatter and the
+        // serializer's escaping a piece at a time).
+        match self.rfc3339() {
+            Some(t) => {
+                s.serialize_str(core::str::from_utf8(&t).map_err(serde::ser::Error::custom)?)
+            }
+            None => s.collect_str(self),
         }
-    }
-}
-
-/// A short text formatted on the stack; writing more than it holds fails.
-pub(crate) struct StackText {
-    buf: [u8; 40],
-    len: usize,
-}
-
-impl Default for StackText {
-    fn default() -> Self {
-        Self {
-            buf: [0; 40],
-            len: 0,
-        }
-    }
-}
-
-impl StackText {
-    pub(crate) fn as_str(&self) -> &str {
-        // Only whole `str`s are ever written.
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
-    }
-}
-
-impl fmt::Write for StackText {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len + s.len();
-        self.buf
-            .get_mut(self.len..end)
-            .ok_or(fmt::Error)?
-            .copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
     }
 }
 
@@ -831,5 +837,44 @@ impl AuditEvent {
     pub fn with_details(mut self, details: Details) -> Self {
         self.details = Some(details);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn times_are_written_as_humantime_writes_them(ms in 0u64..253_402_300_800_000) {
+            let t = Timestamp::from_unix_millis(ms).rfc3339().unwrap();
+            let expected =
+                humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms));
+            prop_assert_eq!(std::str::from_utf8(&t).unwrap(), expected.to_string());
+        }
+    }
+
+    #[test]
+    fn times_at_the_edges_of_days_months_and_years() {
+        for text in [
+            "1970-01-01T00:00:00.000Z",
+            "1999-12-31T23:59:59.999Z",
+            "2000-02-29T12:00:00.001Z",
+            "2100-03-01T00:00:00.000Z",
+            "2026-12-07T18:30:05.250Z",
+            "9999-12-31T23:59:59.999Z",
+        ] {
+            let t = text.parse::<Timestamp>().unwrap();
+            assert_eq!(
+                t.rfc3339().map(|t| t.to_vec()),
+                Some(text.as_bytes().to_vec())
+            );
+            assert_eq!(t.to_string(), text);
+        }
+        assert_eq!(
+            Timestamp::from_unix_millis(253_402_300_800_000).rfc3339(),
+            None
+        );
     }
 }

@@ -5,9 +5,7 @@
 //! is the work: serde_json escapes every string one byte at a time, and a record's strings
 //! (ids, names, times) almost never need escaping, which one pass without branches finds.
 
-use std::fmt::Write as _;
-
-use crate::event::{AuditEvent, Details, Resource, StackText};
+use crate::event::{AuditEvent, Details, Resource};
 
 /// Appends `e` as compact JSON, in the field order and with the omissions of its derived
 /// `Serialize`.
@@ -29,19 +27,13 @@ pub(crate) fn write_event(out: &mut Vec<u8>, e: &AuditEvent) -> Result<(), serde
     out.extend_from_slice(b"{\"id\":\"");
     out.extend_from_slice(&id.text());
     out.extend_from_slice(b"\",\"time\":");
-    match rfc3339_millis(time.as_unix_millis()) {
+    match time.rfc3339() {
         Some(t) => {
             out.push(b'"');
             out.extend_from_slice(&t);
             out.push(b'"');
         }
-        None => {
-            let mut t = StackText::default();
-            match write!(t, "{time}") {
-                Ok(()) => string(out, t.as_str()),
-                Err(_) => serde_json::to_writer(&mut *out, time)?,
-            }
-        }
+        None => serde_json::to_writer(&mut *out, time)?,
     }
     field(out, "tenant", tenant);
     field(out, "actor", actor);
@@ -57,7 +49,7 @@ pub(crate) fn write_event(out: &mut Vec<u8>, e: &AuditEvent) -> Result<(), serde
     field(out, "action", action.as_str());
     if !resource.is_empty() {
         out.extend_from_slice(b",\"resource\":");
-        write_resource(out, resource);
+        write_resource(out, resource)?;
     }
     field(out, "outcome", outcome.as_str());
     match details {
@@ -86,7 +78,7 @@ pub(crate) fn write_event(out: &mut Vec<u8>, e: &AuditEvent) -> Result<(), serde
     Ok(())
 }
 
-fn write_resource(out: &mut Vec<u8>, r: &Resource) {
+fn write_resource(out: &mut Vec<u8>, r: &Resource) -> Result<(), serde_json::Error> {
     let Resource {
         id,
         name,
@@ -117,7 +109,7 @@ fn write_resource(out: &mut Vec<u8>, r: &Resource) {
     if let Some(v) = version {
         sep(out);
         key_of(out, "version");
-        let _ = write!(VecText(out), "{v}");
+        serde_json::to_writer(&mut *out, v)?;
     }
     if let Some(v) = key {
         sep(out);
@@ -125,42 +117,7 @@ fn write_resource(out: &mut Vec<u8>, r: &Resource) {
         string(out, v);
     }
     out.push(b'}');
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a time in years 1970 to 9999 (what `Timestamp`'s `Display`
-/// writes), `None` past them.
-fn rfc3339_millis(ms: u64) -> Option<[u8; 24]> {
-    let days = ms / 86_400_000;
-    let in_day = ms % 86_400_000;
-    // Civil date from days since 1970-01-01 (H. Hinnant, "chrono-compatible low-level date
-    // algorithms"), in eras of 400 years starting on 0000-03-01.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    if year > 9_999 {
-        return None;
-    }
-    let mut t = *b"0000-00-00T00:00:00.000Z";
-    let mut put = |at: usize, width: usize, mut v: u64| {
-        for i in (at..at + width).rev() {
-            t[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, in_day / 3_600_000);
-    put(14, 2, in_day / 60_000 % 60);
-    put(17, 2, in_day / 1_000 % 60);
-    put(20, 3, in_day % 1_000);
-    Some(t)
+    Ok(())
 }
 
 /// `,"name":"value"`.
@@ -222,16 +179,6 @@ fn escape(out: &mut Vec<u8>, b: &[u8]) {
         }
     }
     out.extend_from_slice(&b[run..]);
-}
-
-/// `fmt::Write` into a byte vector (numbers).
-struct VecText<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for VecText<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -338,36 +285,6 @@ mod tests {
             let expected = serde_json::to_vec(&e).unwrap();
             prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
         }
-    }
-
-    proptest! {
-        #[test]
-        fn times_are_written_as_their_display(ms in 0u64..253_402_300_800_000) {
-            let t = rfc3339_millis(ms).unwrap();
-            prop_assert_eq!(
-                std::str::from_utf8(&t).unwrap(),
-                Timestamp::from_unix_millis(ms).to_string()
-            );
-        }
-    }
-
-    #[test]
-    fn times_at_the_edges_of_days_months_and_years() {
-        for text in [
-            "1970-01-01T00:00:00.000Z",
-            "1999-12-31T23:59:59.999Z",
-            "2000-02-29T12:00:00.001Z",
-            "2100-03-01T00:00:00.000Z",
-            "2026-12-07T18:30:05.250Z",
-            "9999-12-31T23:59:59.999Z",
-        ] {
-            let ms = text.parse::<Timestamp>().unwrap().as_unix_millis();
-            assert_eq!(
-                rfc3339_millis(ms).map(|t| t.to_vec()),
-                Some(text.as_bytes().to_vec())
-            );
-        }
-        assert_eq!(rfc3339_millis(253_402_300_800_000), None);
     }
 
     #[test]
