@@ -670,14 +670,12 @@ pub(crate) fn hotp_may_advance(current: u64, from: u64, to: u64) -> bool {
     current == from && to > from
 }
 
-/// How many credential rows a backend keeps for accesses
-/// ([`Storage::credential_for_access`]); the set is emptied when full.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+/// How many credential rows a backend (and the store, for rows it opened) keeps for
+/// accesses ([`Storage::credential_for_access`]); the set is emptied when full.
 pub(crate) const KEPT_ROWS: usize = 65_536;
 
-/// Puts `value` in a backend's set of rows kept for accesses, emptying the set first when it
-/// holds [`KEPT_ROWS`]: the one bound every backend's set follows.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+/// Puts `value` in a set of rows kept for accesses, emptying the set first when it holds
+/// [`KEPT_ROWS`]: the one bound every backend's set, and the store's, follows.
 pub(crate) fn keep<K: std::hash::Hash + Eq, V>(
     kept: &mut std::collections::HashMap<K, V>,
     key: K,

@@ -57,10 +57,6 @@ impl std::ops::Deref for Authentic {
     }
 }
 
-/// How many credentials' opened rows a store keeps for repeated accesses; past it, the kept
-/// ones are dropped and keeping starts again.
-const MAX_CHECKED: usize = 65_536;
-
 /// A credential's row as last opened: the very row (shared with the backend's copy kept for
 /// accesses, [`Storage::credential_for_access`](crate::Storage::credential_for_access)),
 /// whose record MAC was checked, and what was made of it.
@@ -406,7 +402,8 @@ impl Store {
     }
 
     /// The encryption context of a row's sealed fields, made once per row. A row opened is
-    /// kept, per credential (up to [`MAX_CHECKED`]) with what was made of it: a repeated
+    /// kept, per credential (up to [`KEPT_ROWS`](crate::storage::KEPT_ROWS)) with what was
+    /// made of it: a repeated
     /// access to the same row checks no MAC, builds no context and hashes none (envelope v2's
     /// digest is computed once per context).
     pub(crate) fn row_context(
@@ -424,10 +421,8 @@ impl Store {
         )?);
         let ctx = Arc::clone(row.derived.ctx.get_or_init(|| ctx));
         if let Ok(mut checked) = self.checked.lock() {
-            if checked.len() >= MAX_CHECKED {
-                checked.clear();
-            }
-            checked.insert(
+            crate::storage::keep(
+                &mut checked,
                 row.id.clone(),
                 Checked {
                     row: Arc::clone(&row.row),
